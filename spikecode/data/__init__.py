@@ -1,0 +1,114 @@
+"""Data files bundled with spikecode.
+
+- ``minilm_sample.npz``: real activations of a trained transformer — the inputs of the
+  attention query projections of all six layers of all-MiniLM-L6-v2 for 32 short
+  sentences, one float16 array ``activations`` of shape ``[6, tokens, 384]`` (feature
+  axis last). Provenance in ``SAMPLE.md``; ``scripts/make_sample.py`` regenerates it.
+- ``calibration.txt``: the default calibration corpus, one English text per line,
+  written for spikecode. SpikingBrain calibrates on 128 samples (SPEC §1).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from spikecode.errors import SpikecodeError
+
+__all__ = ["corpus_path", "load_corpus", "load_sample", "sample_path"]
+
+_SAMPLE = "minilm_sample.npz"
+_CORPUS = "calibration.txt"
+
+
+def _path(name: str) -> Path:
+    resource = resources.files(__name__) / name
+    # Installed as a zip, a resource has no file-system path that could be returned.
+    if not isinstance(resource, Path):
+        raise SpikecodeError(
+            "spikecode's data files are not on the file system; install spikecode "
+            "unzipped to use them",
+            resource=name,
+        )
+    return resource
+
+
+def sample_path() -> Path:
+    """Return the path of the bundled activation sample ``minilm_sample.npz``.
+
+    Returns
+    -------
+    pathlib.Path
+        Location inside the installed package (not checked for existence).
+    """
+    return _path(_SAMPLE)
+
+
+def corpus_path() -> Path:
+    """Return the path of the default calibration corpus ``calibration.txt``.
+
+    Returns
+    -------
+    pathlib.Path
+        Location inside the installed package (not checked for existence); UTF-8, one
+        text sample per line.
+    """
+    return _path(_CORPUS)
+
+
+def load_sample() -> np.ndarray:
+    """Load the bundled activation sample.
+
+    Returns
+    -------
+    numpy.ndarray
+        float16, shape ``[6, tokens, 384]``: layer, token, feature (features last, as
+        SPEC §2 expects). See ``SAMPLE.md`` next to the file for its provenance.
+
+    Raises
+    ------
+    SpikecodeError
+        If the file is missing or does not hold the ``activations`` array.
+    """
+    path = sample_path()
+    if not path.is_file():
+        raise SpikecodeError("the bundled activation sample is missing", file=path)
+    with np.load(path, allow_pickle=False) as archive:
+        if "activations" not in archive.files:
+            raise SpikecodeError(
+                "the activation sample has no 'activations' array",
+                file=path,
+                arrays=archive.files,
+            )
+        return archive["activations"]
+
+
+def load_corpus(n: int | None = None) -> list[str]:
+    """Load the default calibration corpus.
+
+    Parameters
+    ----------
+    n
+        Return the first ``n`` samples; ``None`` returns all of them.
+
+    Returns
+    -------
+    list of str
+        The non-empty lines of ``calibration.txt``, stripped, in file order.
+
+    Raises
+    ------
+    SpikecodeError
+        If ``n`` is not a positive integer or exceeds the number of samples.
+    """
+    texts = [line.strip() for line in corpus_path().read_text("utf-8").splitlines()]
+    texts = [text for text in texts if text]
+    if n is None:
+        return texts
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(texts):
+        raise SpikecodeError(
+            f"n must be an integer between 1 and {len(texts)}", n=n, available=len(texts)
+        )
+    return texts[:n]

@@ -1,0 +1,54 @@
+"""spikecode: turn SpikingBrain-style language models into spikes.
+
+The data flow, and where each step lives::
+
+    checkpoint  -> spikecode.checkpoint, spikecode.models   (load a model)
+    activations -> spikecode.capture                        (inputs of linear projections)
+    counts      -> spikecode.threshold                      (Step 1, SPEC §2)
+    trains      -> spikecode.encoders                       (Step 2, SPEC §3)
+    statistics  -> spikecode.stats                          (SPEC §5)
+    layers      -> spikecode.linear, spikecode.nn           (SPEC §4)
+    energy      -> spikecode.energy                         (SPEC §6)
+    export      -> spikecode.exporters                      (NIR, ONNX, events)
+
+Quick start::
+
+    counts, vth = spikecode.adaptive_counts(x, k=3.0)
+    train = spikecode.encode(counts, scheme="ternary", T=None)
+    dense = train.to_dense()            # np.int8, shape [T, *counts.shape]
+    back = spikecode.decode(train)      # equals counts
+"""
+
+from spikecode.encoders import SCHEMES, SpikeTrain, decode, encode, encode_dense, min_steps
+from spikecode.errors import SpikecodeError
+from spikecode.io import Encoded, load_activations, load_encoded, save_encoded
+from spikecode.linear import SpikeLinearResult, spike_linear
+from spikecode.neuron import integrate_and_fire
+from spikecode.stats import SpikeStats, spike_stats, train_stats
+from spikecode.threshold import adaptive_counts, clip_counts, fixed_counts
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SCHEMES",
+    "Encoded",
+    "SpikeLinearResult",
+    "SpikeStats",
+    "SpikeTrain",
+    "SpikecodeError",
+    "__version__",
+    "adaptive_counts",
+    "clip_counts",
+    "decode",
+    "encode",
+    "encode_dense",
+    "fixed_counts",
+    "integrate_and_fire",
+    "load_activations",
+    "load_encoded",
+    "min_steps",
+    "save_encoded",
+    "spike_linear",
+    "spike_stats",
+    "train_stats",
+]

@@ -1,0 +1,275 @@
+"""Numba kernels for the hot paths (private).
+
+Every kernel works on 2-D C-contiguous ``[rows, features]`` arrays of exactly the dtypes
+in its signature and runs ``prange`` over rows (tokens). The public functions in
+:mod:`spikecode.threshold`, :mod:`spikecode.encoders.codec`, :mod:`spikecode.stats` and
+:mod:`spikecode.linear` validate and convert their input once and then call these. Each
+kernel has a plain NumPy twin in :mod:`spikecode.encoders._reference` that the tests
+compare it with.
+
+Values handed to the kernels are counts *after* the zero point (``v = c - zero_point``);
+``code`` is one of the integer codes of :mod:`spikecode.encoders.schemes`.
+
+Event order (the canonical order of a :class:`~spikecode.encoders.train.SpikeTrain`):
+by row, then time step, then feature — one token's spikes step by step, the order an
+event-driven core consumes them. Within a row the kernels place events with a counting
+sort over time steps, so no comparison sort is ever run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spikecode._numba import inline_helper, kernel, prange
+from spikecode.encoders.schemes import TERNARY, TWOS
+
+
+@inline_helper
+def _element_steps(v, code, T, msb, steps):
+    """Write the time steps at which value ``v`` spikes into ``steps``.
+
+    Returns ``(n, polarity)``: the number of steps written and the spike value (+1/-1).
+    """
+    if code <= TERNARY:  # binary / ternary: |v| spikes in the first |v| steps
+        m = v if v >= 0 else -v
+        for r in range(m):
+            steps[r] = r
+        return m, (1 if v >= 0 else -1)
+    if code == TWOS:
+        m = v & ((np.int64(1) << T) - 1)
+        polarity = 1
+    else:
+        m = v if v >= 0 else -v
+        polarity = 1 if v >= 0 else -1
+    n = 0
+    b = 0
+    while m != 0:
+        if m & 1:
+            steps[n] = T - 1 - b if msb else b
+            n += 1
+        m >>= 1
+        b += 1
+    return n, polarity
+
+
+@inline_helper
+def _popcount(m):
+    n = 0
+    while m != 0:
+        m &= m - 1
+        n += 1
+    return n
+
+
+@inline_helper
+def _spike_total(v, code, T):
+    """Number of spikes value ``v`` produces (without enumerating them)."""
+    if code <= TERNARY:
+        return v if v >= 0 else -v
+    if code == TWOS:
+        return _popcount(v & ((np.int64(1) << T) - 1))
+    return _popcount(v if v >= 0 else -v)
+
+
+@kernel(
+    "int64[:, ::1](float32[:, ::1], float64, float64, float64, float64, float64,"
+    " int32[:, ::1], float32[::1])",
+    "int64[:, ::1](float64[:, ::1], float64, float64, float64, float64, float64,"
+    " int32[:, ::1], float64[::1])",
+)
+def adaptive_counts(x, k, vth_min, vth_max, lo, hi, counts, vth):  # pragma: no cover - jit
+    """Fused float -> (counts, Vth) per row; SPEC §2 eq. 19/21.
+
+    Returns per row ``[clipped, non_finite]``: how many counts were clipped into
+    ``[lo, hi]`` and whether the row's float64 sum of |x| was not finite.
+    """
+    rows, cols = x.shape
+    flags = np.zeros((rows, 2), dtype=np.int64)
+    for i in prange(rows):
+        total = 0.0
+        for j in range(cols):
+            total += abs(np.float64(x[i, j]))
+        if not np.isfinite(total):
+            flags[i, 1] = 1
+            vth[i] = np.nan
+            continue
+        threshold = min(max(total / cols / k, vth_min), vth_max)
+        vth[i] = threshold  # stored in the compute dtype ...
+        v = vth[i]  # ... and read back, so the division below runs in that dtype
+        clipped = 0
+        for j in range(cols):
+            q = np.rint(x[i, j] / v)
+            if q > hi:
+                q = hi
+                clipped += 1
+            elif q < lo:
+                q = lo
+                clipped += 1
+            counts[i, j] = np.int32(q)
+        flags[i, 0] = clipped
+    return flags
+
+
+@kernel("int64[::1](int32[:, ::1], int64, int64, int64)")
+def row_spike_totals(counts, code, T, zero_point):  # pragma: no cover - jit
+    """Number of spikes in each row."""
+    rows, cols = counts.shape
+    totals = np.zeros(rows, dtype=np.int64)
+    for i in prange(rows):
+        s = 0
+        for j in range(cols):
+            s += _spike_total(np.int64(counts[i, j]) - zero_point, code, T)
+        totals[i] = s
+    return totals
+
+
+@kernel(
+    "void(int32[:, ::1], int64, int64, int64, boolean, int64[::1],"
+    " int32[::1], int64[::1], int8[::1])"
+)
+def fill_events(
+    counts, code, T, zero_point, msb, row_start, t_out, index_out, polarity_out
+):  # pragma: no cover - jit
+    """Write every row's events in canonical (row, step, feature) order."""
+    rows, cols = counts.shape
+    for i in prange(rows):
+        steps = np.empty(T, dtype=np.int64)
+        cursor = np.zeros(T, dtype=np.int64)
+        for j in range(cols):
+            n, _ = _element_steps(np.int64(counts[i, j]) - zero_point, code, T, msb, steps)
+            for r in range(n):
+                cursor[steps[r]] += 1
+        position = row_start[i]
+        for t in range(T):  # exclusive prefix sum: where step t's events start
+            n_t = cursor[t]
+            cursor[t] = position
+            position += n_t
+        base = np.int64(i) * cols
+        for j in range(cols):
+            n, polarity = _element_steps(np.int64(counts[i, j]) - zero_point, code, T, msb, steps)
+            for r in range(n):
+                e = cursor[steps[r]]
+                cursor[steps[r]] = e + 1
+                t_out[e] = steps[r]
+                index_out[e] = base + j
+                polarity_out[e] = polarity
+
+
+@kernel("void(int32[:, ::1], int64, int64, int64, boolean, int8[:, :, ::1])")
+def fill_dense(counts, code, T, zero_point, msb, dense):  # pragma: no cover - jit
+    """Write spikes into a zeroed dense ``[T, rows, features]`` int8 array."""
+    rows, cols = counts.shape
+    for i in prange(rows):
+        steps = np.empty(T, dtype=np.int64)
+        for j in range(cols):
+            n, polarity = _element_steps(np.int64(counts[i, j]) - zero_point, code, T, msb, steps)
+            for r in range(n):
+                dense[steps[r], i, j] = polarity
+
+
+@kernel("int64[:, ::1](int32[:, ::1], int64, int64, int64, int64)")
+def stats_rows(counts, code, T, zero_point, window):  # pragma: no cover - jit
+    """Per-row totals ``[spikes, silent, within_7, window_spikes, window_steps]``; SPEC §5."""
+    rows, cols = counts.shape
+    out = np.zeros((rows, 5), dtype=np.int64)
+    for i in prange(rows):
+        spikes = 0
+        silent = 0
+        within = 0
+        w_spikes = 0
+        w_steps = 0
+        for j in range(cols):
+            c = np.int64(counts[i, j])
+            v = c - zero_point
+            n = _spike_total(v, code, T)
+            spikes += n
+            if n == 0:
+                silent += 1
+            if -7 <= c <= 7:
+                within += 1
+            # Windowed occupancy: the element's own minimal length, rounded up to whole
+            # windows (SPEC §5: ceil(bits(c)/w)*w with bits(0) = 1).
+            if code <= TERNARY:
+                length = v if v >= 0 else -v
+                w_n = length
+            elif code == TWOS:
+                length = 1
+                m = v if v >= 0 else -v - 1
+                while m != 0:
+                    m >>= 1
+                    length += 1
+                w_n = -1  # depends on the occupied width, computed below
+            else:
+                m = v if v >= 0 else -v
+                length = 0
+                while m != 0:
+                    m >>= 1
+                    length += 1
+                w_n = n
+            length = max(length, 1)
+            occupied = (length + window - 1) // window * window
+            if w_n < 0:  # two's complement sign-extends into the whole occupied width
+                w_n = _popcount(v & ((np.int64(1) << occupied) - 1))
+            w_spikes += w_n
+            w_steps += occupied
+        out[i, 0] = spikes
+        out[i, 1] = silent
+        out[i, 2] = within
+        out[i, 3] = w_spikes
+        out[i, 4] = w_steps
+    return out
+
+
+@kernel(
+    "void(int32[::1], int64[::1], int8[::1], int64[::1], int64[::1], int64, int64, int64[:, ::1])"
+)
+def decode_rows(
+    t, index, polarity, row_ptr, weights, zero_point, cols, counts
+):  # pragma: no cover - jit
+    """Accumulate ``zero_point + Σ w_t s_t`` per element from canonical events."""
+    rows = counts.shape[0]
+    for i in prange(rows):
+        counts[i, :] = zero_point
+        base = np.int64(i) * cols
+        for e in range(row_ptr[i], row_ptr[i + 1]):
+            counts[i, index[e] - base] += polarity[e] * weights[t[e]]
+
+
+@kernel(
+    "void(int32[::1], int64[::1], int8[::1], int64[::1], int64[::1], int64, int64,"
+    " int8[:, ::1], int64[:, :, ::1])"
+)
+def spike_linear_rows(
+    t, index, polarity, row_ptr, weights, cols, group_size, weight_t, acc
+):  # pragma: no cover - jit
+    """Event-driven integer accumulation of SPEC §4, one row (token) per thread.
+
+    For each step, every spike adds (or, at polarity -1, subtracts) the selected weight
+    row ``weight_t[feature]`` (the transposed INT8 weight, shape ``[in, out]``) into a
+    per-step partial sum: one addition per (spike x output). Each step's partial is then
+    folded in with its step weight (1, or a power of two: a shift in hardware).
+    ``acc`` has shape ``[rows, groups, out]``.
+    """
+    rows, groups, outs = acc.shape
+    for i in prange(rows):
+        step = np.zeros((groups, outs), dtype=np.int64)
+        base = np.int64(i) * cols
+        e = row_ptr[i]
+        end = row_ptr[i + 1]
+        while e < end:
+            current = t[e]
+            step[:, :] = 0
+            while e < end and t[e] == current:
+                j = index[e] - base
+                g = j // group_size
+                if polarity[e] > 0:
+                    for o in range(outs):
+                        step[g, o] += weight_t[j, o]
+                else:
+                    for o in range(outs):
+                        step[g, o] -= weight_t[j, o]
+                e += 1
+            w = weights[current]
+            for g in range(groups):
+                for o in range(outs):
+                    acc[i, g, o] += w * step[g, o]

@@ -21,12 +21,11 @@ group of input columns.
 
 from __future__ import annotations
 
-import math
-from numbers import Real
-
 import torch
 
+from spikecode._validate import INT32_MAX, INT32_MIN, check_nonempty, positive_finite
 from spikecode.errors import SpikecodeError
+from spikecode.threshold import VTH_MAX, VTH_MIN
 
 __all__ = [
     "VTH_MAX",
@@ -43,13 +42,7 @@ __all__ = [
     "w8aspike_linear",
 ]
 
-#: Lower clamp of the adaptive threshold (SpikingBrain release, SPEC §2).
-VTH_MIN = 1e-5
-#: Upper clamp of the adaptive threshold (SpikingBrain release, SPEC §2).
-VTH_MAX = 1e4
-
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_INT32_LIMIT = 2.0**31
 # Largest integer up to which every integer is exactly representable in float32.
 _FLOAT32_EXACT = 2.0**24
 _INT8_MAX = 127
@@ -73,11 +66,7 @@ def _check_activation(x: object, name: str = "x") -> torch.Tensor:
             f"got {x.dtype}",
             dtype=x.dtype,
         )
-    if x.ndim == 0 or x.numel() == 0:
-        raise SpikecodeError(
-            f"{name} must be non-empty with a non-empty last (feature) axis",
-            shape=tuple(x.shape),
-        )
+    check_nonempty(tuple(x.shape), name)
     _check_finite(x, name)
     return x
 
@@ -89,15 +78,6 @@ def _check_finite(x: torch.Tensor, name: str) -> None:
             f"{name} holds {bad} non-finite value(s) (NaN or Inf) out of {x.numel()}",
             shape=tuple(x.shape),
         )
-
-
-def _check_positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise SpikecodeError(f"{name} must be a real number", type=type(value).__name__)
-    value = float(value)
-    if not math.isfinite(value) or value <= 0.0:
-        raise SpikecodeError(f"{name} must be finite and > 0, got {value}")
-    return value
 
 
 def check_k(k: object) -> float:
@@ -116,14 +96,14 @@ def check_k(k: object) -> float:
     Raises
     ------
     SpikecodeError
-        If ``k`` is not a real number, not finite or not > 0.
+        If ``k`` is not a number, not finite or not > 0.
     """
-    return _check_positive(k, "k")
+    return positive_finite(k, "k")
 
 
 def _check_bounds(vth_min: object, vth_max: object) -> tuple[float, float]:
-    lo = _check_positive(vth_min, "vth_min")
-    hi = _check_positive(vth_max, "vth_max")
+    lo = positive_finite(vth_min, "vth_min")
+    hi = positive_finite(vth_max, "vth_max")
     if lo > hi:
         raise SpikecodeError(f"vth_min ({lo}) must not exceed vth_max ({hi})")
     return lo, hi
@@ -142,10 +122,11 @@ def _int32_range_max(r: torch.Tensor, what: str) -> float:
     """Return max|r| of integer-valued ``r``; raise if some value does not fit int32."""
     lo, hi = torch.aminmax(r)
     lo, hi = float(lo), float(hi)
-    if hi >= _INT32_LIMIT or lo < -_INT32_LIMIT:
-        bad = int(((r >= _INT32_LIMIT) | (r < -_INT32_LIMIT)).sum())
+    if hi > INT32_MAX or lo < INT32_MIN:
+        # Compare with 2**31, not INT32_MAX, which float32 would round up to 2**31.
+        bad = int(((r >= 2.0**31) | (r < INT32_MIN)).sum())
         raise SpikecodeError(
-            f"{bad} {what} do not fit int32 (largest magnitude {max(hi, -lo):.6g}); "
+            f"{bad} {what} do not fit int32 (largest magnitude {max(hi, -lo):.10g}); "
             "the threshold is too small for these values",
             shape=tuple(r.shape),
         )
@@ -280,7 +261,7 @@ def fixed_counts(x: torch.Tensor, vth: float) -> torch.Tensor:
         For bad ``x`` or ``vth``, or counts that overflow int32.
     """
     x = _check_activation(x)
-    vth = _check_positive(vth, "vth")
+    vth = positive_finite(vth, "vth")
     dtype = _compute_dtype(x.dtype)
     with torch.no_grad():
         r = torch.round(x.to(dtype) / _scalar(vth, x, dtype))

@@ -151,7 +151,9 @@ def list_linear_layers(
         Any PyTorch module.
     include, exclude
         fnmatch-style patterns (``*``, ``?``, ``[seq]``, case-sensitive) matched against
-        the full dotted module name, e.g. ``"model.layers.*.attn.q_proj"``. A layer is
+        the full dotted module name, e.g. ``"model.layers.*.attn.q_proj"``; as in
+        :mod:`fnmatch`, ``*`` also matches dots (``"*q_proj"`` finds every layer's
+        ``q_proj``). A bare string counts as a single pattern. A layer is
         selected when it matches some include pattern and no exclude pattern. By default
         every layer except ``lm_head`` is selected.
     module_types

@@ -1,0 +1,44 @@
+"""The ``spikecode`` command line: a click group whose commands live in sibling modules.
+
+Every command raises :class:`~spikecode.errors.SpikecodeError` for user errors; the group
+turns it into a one-line message on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from spikecode.errors import SpikecodeError
+
+
+class _Group(click.Group):
+    """A click group that reports SpikecodeError as a clean CLI error."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SpikecodeError as err:
+            raise click.ClickException(str(err)) from None
+        except MemoryError:
+            raise click.ClickException(
+                "out of memory; try a smaller input or fewer samples"
+            ) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="spikecode")
+def main() -> None:
+    """Spike-code SpikingBrain-style language models (SPEC: adaptive threshold, five codes)."""
+
+
+def _register() -> None:
+    from spikecode.cli.encode import encode_command
+
+    main.add_command(encode_command)
+
+
+_register()
+
+__all__ = ["main"]

@@ -197,7 +197,7 @@ class LinearInputHooks:
         axes flattened in row-major order and, while a mask is set, only the rows of
         non-padding tokens (see :meth:`set_mask`). A layer called twice in one forward
         pass (shared weights) produces two calls. The callback should not modify
-        ``rows`` in place: without a mask it is a view of the layer's real input.
+        ``rows`` in place: without a mask it is usually a view of the layer's real input.
     include, exclude, module_types
         Layer selection, as in :func:`list_linear_layers`. Errors are raised here, at
         construction, before any forward pass.

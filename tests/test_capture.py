@@ -305,6 +305,15 @@ def test_extra_module_types_are_hooked() -> None:
     torch.testing.assert_close(rec.cat("2"), torch.relu(x @ model[0].weight))
 
 
+def test_input_under_an_unknown_keyword_is_refused() -> None:
+    model = Projection(3, 2)
+    hooks = LinearInputHooks(model, Recorder(), module_types=(Projection,))
+    with pytest.raises(SpikecodeError, match="could not find the input tensor"), hooks:
+        model(x=torch.randn(1, 3))
+    assert no_hooks_left(model)
+    model(torch.randn(1, 3))  # positional input works
+
+
 def test_extra_module_type_without_feature_sizes_is_refused() -> None:
     model = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
     with pytest.raises(SpikecodeError, match="in_features") as info:

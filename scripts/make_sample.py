@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from spikecode.capture import collect_linear_inputs
 from spikecode.data import sample_path
+from spikecode.io import atomic_write
 
 #: Layer-name pattern of the captured projection family.
 LAYER_PATTERN = "encoder.layer.*.attention.self.query"
@@ -122,18 +122,12 @@ def write_sample(activations: np.ndarray, path: Path) -> None:
     path
         Destination file; a temporary file in the same folder replaces it at the end.
     """
-    path = Path(path)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-        try:
-            np.savez_compressed(tmp, activations=activations.astype(SAMPLE_DTYPE))
-            tmp.close()
-            # NamedTemporaryFile creates the file owner-only; package data must be readable.
-            os.chmod(tmp.name, 0o644)
-            os.replace(tmp.name, path)
-        except BaseException:
-            tmp.close()
-            os.unlink(tmp.name)
-            raise
+    with atomic_write(path) as tmp:
+        # A file object, because savez would append ".npz" to the temporary file's name.
+        with open(tmp, "wb") as file:
+            np.savez_compressed(file, activations=activations.astype(SAMPLE_DTYPE))
+        # Temporary files are created owner-only; package data must be world-readable.
+        os.chmod(tmp, 0o644)
 
 
 def main(argv: list[str]) -> None:

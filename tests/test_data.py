@@ -108,14 +108,15 @@ def test_write_sample_failure_leaves_target_untouched(make_sample, tmp_path: Pat
 def test_load_sample_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     missing = tmp_path / "missing.npz"
     monkeypatch.setattr(data, "sample_path", lambda: missing)
-    with pytest.raises(SpikecodeError, match="missing"):
+    with pytest.raises(SpikecodeError, match="no such file"):
         load_sample()
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, values=np.zeros(3))
     monkeypatch.setattr(data, "sample_path", lambda: wrong)
-    with pytest.raises(SpikecodeError, match="no 'activations' array") as info:
+    with pytest.raises(
+        SpikecodeError, match=r"no array 'activations' in wrong\.npz; it has: values"
+    ):
         load_sample()
-    assert info.value.context["arrays"] == ["values"]
 
 
 def test_zipped_install_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

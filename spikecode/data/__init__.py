@@ -72,17 +72,9 @@ def load_sample() -> np.ndarray:
     SpikecodeError
         If the file is missing or does not hold the ``activations`` array.
     """
-    path = sample_path()
-    if not path.is_file():
-        raise SpikecodeError("the bundled activation sample is missing", file=path)
-    with np.load(path, allow_pickle=False) as archive:
-        if "activations" not in archive.files:
-            raise SpikecodeError(
-                "the activation sample has no 'activations' array",
-                file=path,
-                arrays=archive.files,
-            )
-        return archive["activations"]
+    from spikecode.io import load_activations
+
+    return load_activations(sample_path(), key="activations")
 
 
 def load_corpus(n: int | None = None) -> list[str]:

@@ -1,0 +1,388 @@
+"""nn.Module wrappers over :mod:`spikecode.nn.functional`.
+
+- :class:`AdaptiveSpike`: the STE fake-quant op ``Vth · round(x / Vth)`` as a module,
+  for training or evaluating a model with spiking activations (SPEC §2).
+- :class:`W8ASpikeLinear`: a linear projection with INT8 weights whose input is
+  spike-coded (SPEC §4, "W8ASpike").
+- :func:`swap_linears` turns the linear projections of a model into W8ASpike layers in
+  place (SPEC §1: every projection except the LM head); :func:`set_k` changes ``k``
+  afterwards, globally or per layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from spikecode.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, list_linear_layers
+from spikecode.errors import SpikecodeError
+from spikecode.nn import functional as F
+
+__all__ = [
+    "AdaptiveSpike",
+    "W8ASpikeLinear",
+    "replace_submodules",
+    "set_k",
+    "swap_linears",
+]
+
+KSpec = float | Mapping[str, float]
+
+
+class _SpikingModule(nn.Module):
+    """Holds the threshold settings ``k``, ``vth_min``, ``vth_max`` shared by the modules."""
+
+    def __init__(self, k: float, vth_min: float, vth_max: float) -> None:
+        super().__init__()
+        F._check_bounds(vth_min, vth_max)
+        self.vth_min = float(vth_min)
+        self.vth_max = float(vth_max)
+        self.k = k
+
+    @property
+    def k(self) -> float:
+        """Threshold divisor of SPEC §2 (finite, > 0); may be changed at any time."""
+        return self._k
+
+    @k.setter
+    def k(self, value: float) -> None:
+        self._k = F.check_k(value)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, vth_min={self.vth_min}, vth_max={self.vth_max}"
+
+
+class AdaptiveSpike(_SpikingModule):
+    """Spike-quantize activations, ``Vth · round(x / Vth)``, with a straight-through gradient.
+
+    Module form of :func:`spikecode.nn.functional.spike_quantize` (SPEC §2): output of
+    ``x``'s shape and dtype; the rounding passes the gradient unchanged, ``Vth`` stays
+    differentiable through ``mean|x|``.
+
+    Parameters
+    ----------
+    k
+        Threshold divisor, finite and > 0.
+    vth_min, vth_max
+        Clamp of the threshold.
+    """
+
+    def __init__(
+        self, k: float = 3.0, *, vth_min: float = F.VTH_MIN, vth_max: float = F.VTH_MAX
+    ) -> None:
+        super().__init__(k, vth_min, vth_max)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``Vth · round(x / Vth)`` (see :func:`spikecode.nn.functional.spike_quantize`)."""
+        return F.spike_quantize(x, self.k, vth_min=self.vth_min, vth_max=self.vth_max)
+
+
+class W8ASpikeLinear(_SpikingModule):
+    """Linear layer with INT8 weights and a spike-coded input (SPEC §4).
+
+    ``forward(x) = Vth · σ · (W_q s_INT) + b`` with ``s_INT = round(x / Vth)`` (see
+    :func:`spikecode.nn.functional.w8aspike_linear`). Build it from a float layer with
+    :meth:`from_linear`.
+
+    Parameters
+    ----------
+    weight_q
+        int8 ``[out_features, in_features]``, stored as the buffer ``weight_q``.
+    scales
+        Floating ``[out_features, n_groups]`` weight scales, > 0, stored as the float32
+        buffer ``scales`` (which stays float32 under ``module.half()`` or
+        ``module.to(dtype)``); the group size is ``in_features / n_groups``.
+    bias
+        Optional ``[out_features]`` bias, kept as a parameter (copied).
+    k
+        Threshold divisor, finite and > 0; the attribute ``k`` can be changed later.
+    vth_min, vth_max
+        Clamp of the threshold.
+
+    Attributes
+    ----------
+    in_features, out_features, group_size : int
+        Derived from the buffers' shapes.
+    """
+
+    def __init__(
+        self,
+        weight_q: torch.Tensor,
+        scales: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        *,
+        k: float = 3.0,
+        vth_min: float = F.VTH_MIN,
+        vth_max: float = F.VTH_MAX,
+    ) -> None:
+        super().__init__(k, vth_min, vth_max)
+        F._check_quantized(weight_q, scales)
+        self.register_buffer("weight_q", weight_q.detach().clone())
+        self.register_buffer("scales", scales.detach().to(torch.float32).clone())
+        if bias is None:
+            self.register_parameter("bias", None)
+        else:
+            if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight_q.shape[0],):
+                raise SpikecodeError(
+                    f"bias must be a [{weight_q.shape[0]}] tensor",
+                    shape=tuple(getattr(bias, "shape", ())),
+                )
+            self.bias = nn.Parameter(bias.detach().clone(), requires_grad=bias.requires_grad)
+
+    @property
+    def in_features(self) -> int:
+        """Number of input features."""
+        return self.weight_q.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        """Number of output features."""
+        return self.weight_q.shape[0]
+
+    @property
+    def group_size(self) -> int:
+        """Input columns per weight scale (``in_features`` for per-row scales)."""
+        return self.in_features // self.scales.shape[1]
+
+    @classmethod
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        k: float = 3.0,
+        group_size: int | None = 128,
+        scales: torch.Tensor | None = None,
+        *,
+        vth_min: float = F.VTH_MIN,
+        vth_max: float = F.VTH_MAX,
+    ) -> W8ASpikeLinear:
+        """Quantize a float linear layer into a W8ASpike layer (SPEC §4).
+
+        Parameters
+        ----------
+        linear
+            The float layer; its weight is read, not modified.
+        k
+            Threshold divisor for the input spikes.
+        group_size
+            Input columns per scale (the release uses 128), or ``None`` for one scale per
+            output row. Ignored in favour of ``scales`` when they are given, but it must
+            then agree with them.
+        scales
+            Scales from a released checkpoint (``weight_quantizer.scales``, shape
+            ``[out, in/128, 1]``, or ``[out, n_groups]``); the weights are then rounded as
+            ``round(w / scale)`` (:func:`~spikecode.nn.functional.release_weight_to_int8`)
+            instead of being quantized with ``max|w| / 127``.
+        vth_min, vth_max
+            Clamp of the threshold.
+
+        Returns
+        -------
+        W8ASpikeLinear
+            On the device of ``linear``'s weight.
+
+        Raises
+        ------
+        SpikecodeError
+            If ``linear`` is not an ``nn.Linear``, ``group_size`` does not divide
+            ``in_features`` or disagrees with ``scales``, or a weight does not fit INT8.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise SpikecodeError(
+                "from_linear expects a torch.nn.Linear", module=type(linear).__name__
+            )
+        weight = linear.weight.detach()
+        if scales is None:
+            weight_q, scales = F.quantize_weight_int8(weight, group_size)
+        else:
+            weight_q, scales = F.release_weight_to_int8(weight, scales)
+            implied = weight.shape[1] // scales.shape[1]
+            if group_size is not None and group_size != implied:
+                raise SpikecodeError(
+                    f"the given scales imply group_size {implied}, not {group_size}",
+                    shape=tuple(scales.shape),
+                )
+        return cls(weight_q, scales, linear.bias, k=k, vth_min=vth_min, vth_max=vth_max)
+
+    def _apply(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
+    ) -> W8ASpikeLinear:
+        # model.half() / model.to(torch.bfloat16) must not round the weight scales: they
+        # follow the module's device but stay float32.
+        scales = self.scales
+        super()._apply(fn, recurse)
+        self.scales = scales.to(device=self.scales.device)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``Vth · σ · (W_q s_INT) + b`` for ``x`` of shape ``[..., in_features]``."""
+        return F.w8aspike_linear(
+            x,
+            self.weight_q,
+            self.scales,
+            self.bias,
+            self.k,
+            vth_min=self.vth_min,
+            vth_max=self.vth_max,
+        )
+
+    def extra_repr(self) -> str:
+        """Describe shapes, grouping and threshold settings in ``repr(module)``."""
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"group_size={self.group_size}, bias={self.bias is not None}, {super().extra_repr()}"
+        )
+
+
+def replace_submodules(model: nn.Module, replacements: Mapping[nn.Module, nn.Module]) -> int:
+    """Replace every reference to some modules inside ``model`` by other modules, in place.
+
+    Replacement goes by identity, so a module registered under several names (shared
+    weights) is replaced everywhere. The root ``model`` itself cannot be replaced.
+
+    Parameters
+    ----------
+    model
+        The model to edit.
+    replacements
+        ``old module → new module``.
+
+    Returns
+    -------
+    int
+        Number of attribute slots that were rewritten.
+    """
+    slots = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if child in replacements
+    ]
+    for parent, name, child in slots:
+        setattr(parent, name, replacements[child])
+    return len(slots)
+
+
+def _per_layer(value: object, names: list[str], argument: str) -> Mapping[str, object] | None:
+    """Check that a per-layer mapping names only layers in ``names``; ``None`` if no mapping."""
+    if not isinstance(value, Mapping):
+        return None
+    unknown = sorted(map(str, set(value) - set(names)))
+    if unknown:
+        raise SpikecodeError(
+            f"{argument} names {len(unknown)} layer(s) that are not among the "
+            f"{len(names)} it applies to: {', '.join(unknown[:8])}; "
+            f"those are: {', '.join(names[:8])}{', …' if len(names) > 8 else ''}",
+        )
+    return value
+
+
+def swap_linears(
+    model: nn.Module,
+    k: KSpec = 3.0,
+    include: str | Iterable[str] = DEFAULT_INCLUDE,
+    exclude: str | Iterable[str] = DEFAULT_EXCLUDE,
+    group_size: int | None = 128,
+    scales: Mapping[str, torch.Tensor] | None = None,
+) -> list[str]:
+    """Replace the selected ``nn.Linear`` layers of a model by :class:`W8ASpikeLinear`, in place.
+
+    SpikingBrain spike-codes the input of every linear projection and quantizes its
+    weight to INT8, leaving the LM head alone (SPEC §1). Layer selection is that of
+    :func:`spikecode.capture.list_linear_layers`: fnmatch patterns on full dotted module
+    names, ``lm_head`` and ``*.lm_head`` excluded by default.
+
+    Parameters
+    ----------
+    model
+        Any module; edited in place (a linear layer shared under several names is
+        replaced everywhere).
+    k
+        One ``k`` for every layer, or a mapping ``layer name → k`` that must give a ``k``
+        for every selected layer (the k advisor's per-layer choice).
+    include, exclude
+        fnmatch patterns on module names. An include pattern that matches no linear
+        layer raises.
+    group_size
+        Input columns per weight scale (128 as in the release) or ``None`` for per-row
+        scales.
+    scales
+        Optional ``layer name → released scales`` (``[out, in/128, 1]``); layers listed
+        here are rounded with those scales (:meth:`W8ASpikeLinear.from_linear`).
+
+    Returns
+    -------
+    list of str
+        The names of the replaced layers, in ``model.named_modules()`` order.
+
+    Raises
+    ------
+    SpikecodeError
+        For patterns that select nothing (the message lists available names), a ``k``
+        or ``scales`` mapping naming unselected layers, a ``k`` mapping missing selected
+        layers, or layers whose weights cannot be quantized as asked.
+    """
+    names = [name for name, _, _ in list_linear_layers(model, include, exclude)]
+    k_of = _per_layer(k, names, "k")
+    if k_of is not None:
+        missing = [name for name in names if name not in k_of]
+        if missing:
+            raise SpikecodeError(
+                f"k gives no value for {len(missing)} selected layer(s): {', '.join(missing[:8])}",
+                selected=len(names),
+            )
+    if scales is not None and not isinstance(scales, Mapping):
+        raise SpikecodeError("scales must be a mapping from layer name to tensor")
+    scales_of = _per_layer(scales, names, "scales") or {}
+    replacements = {}
+    for name in names:
+        linear = model.get_submodule(name)
+        try:
+            replacements[linear] = W8ASpikeLinear.from_linear(
+                linear,
+                k=k if k_of is None else k_of[name],
+                group_size=group_size,
+                scales=scales_of.get(name),
+            )
+        except SpikecodeError as err:
+            raise SpikecodeError(err.message, layer=name, **err.context) from None
+    replace_submodules(model, replacements)
+    return names
+
+
+def set_k(model: nn.Module, k: KSpec) -> list[str]:
+    """Set ``k`` of the spiking modules (:class:`W8ASpikeLinear`, :class:`AdaptiveSpike`).
+
+    Parameters
+    ----------
+    model
+        A model holding spiking modules (for instance after :func:`swap_linears`).
+    k
+        One value for all of them, or a mapping ``module name → k`` for some of them.
+
+    Returns
+    -------
+    list of str
+        Names of the modules whose ``k`` was set.
+
+    Raises
+    ------
+    SpikecodeError
+        If the model has no spiking module, a mapping names a module that is not one,
+        or a ``k`` is not finite and > 0 (then no module is changed).
+    """
+    spiking = {
+        name: module for name, module in model.named_modules() if isinstance(module, _SpikingModule)
+    }
+    if not spiking:
+        raise SpikecodeError(
+            "the model has no spiking module (W8ASpikeLinear or AdaptiveSpike); "
+            "call swap_linears first",
+            model=type(model).__name__,
+        )
+    k_of = _per_layer(k, list(spiking), "k")
+    targets = {name: F.check_k(k if k_of is None else k_of[name]) for name in (k_of or spiking)}
+    for name, value in targets.items():
+        spiking[name].k = value
+    return list(targets)

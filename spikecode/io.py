@@ -81,15 +81,12 @@ def _suffix(path: Path) -> str:
 
 def _read_arrays(path: Path) -> dict[str, Any]:
     """All arrays/tensors of an activation file, by name (lazy where the format allows)."""
+    suffix = _suffix(path)
     if not path.is_file():
         raise SpikecodeError("no such file", file=str(path))
-    suffix = _suffix(path)
     try:
-        if suffix == ".npy":
-            return {"array": np.load(path, allow_pickle=False)}
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                return {name: archive[name] for name in archive.files}
+        if suffix in (".npy", ".npz"):
+            return _load_numpy(path)
         if suffix == ".safetensors":
             from safetensors.torch import load_file
 
@@ -104,6 +101,16 @@ def _read_arrays(path: Path) -> dict[str, Any]:
     except Exception as err:  # safetensors raises its own SafetensorError, pickle UnpicklingError
         raise SpikecodeError(f"cannot read {path.name}: {err}", file=str(path)) from None
     return _tensors_in(obj, path)
+
+
+def _load_numpy(path: Path) -> dict[str, np.ndarray]:
+    # Opening the file ourselves guarantees it is closed when NumPy fails half-way.
+    with open(path, "rb") as handle:
+        loaded = np.load(handle, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return {"array": loaded}
+        with loaded as archive:
+            return {name: archive[name] for name in archive.files}
 
 
 def _tensors_in(obj: Any, path: Path) -> dict[str, Any]:
@@ -247,8 +254,7 @@ def load_encoded(path: str | os.PathLike[str]) -> Encoded:
     if not path.is_file():
         raise SpikecodeError("no such file", file=str(path))
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            data = {name: archive[name] for name in archive.files}
+        data = _load_numpy(path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise SpikecodeError(f"cannot read {path.name}: {err}", file=str(path)) from None
     if str(data.get("spikecode_format", "")) != ENCODED_FORMAT:

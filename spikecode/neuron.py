@@ -8,13 +8,15 @@ symmetric form, with the membrane offset folded into the thresholds::
 
     v[t]   = v[t-1] - Vth·s[t-1] + x[t]          v[-1] = 0, s[-1] = 0
     s[t]   = +1  if v[t] >=  Vth/2
-             -1  if v[t] <= -Vth/2 and the neuron is ternary
+             -1  if v[t] <  -Vth/2 and the neuron is ternary
               0  otherwise
 
-(``v' = v + Vth/2`` crosses ``Vth`` exactly when ``v`` crosses ``Vth/2``.) Fed ``x`` it
-emits ``floor(|x|/Vth + 1/2)`` spikes of sign ``sign(x)``: ``round(x / Vth)`` except at
-exact ties ``|x|/Vth = n + 1/2`` with ``n`` even, where round-half-to-even gives ``n``
-and the neuron ``n + 1`` (it rounds ties away from zero).
+(``v' = v + Vth/2`` reaches ``Vth`` exactly when ``v`` reaches ``Vth/2``.) Fed ``x`` it
+emits spikes summing to ``floor(x/Vth + 1/2)`` and ends with ``v`` in
+``[-Vth/2, Vth/2)``: that is ``round(x / Vth)`` except at exact ties ``x/Vth = n + 1/2``,
+which the neuron rounds up (towards +inf) where round-half-to-even picks the even
+neighbour (2.5 -> 3 instead of 2; -2.5 -> -2 as round does). One inequality is strict
+so that a tie never fires back and forth.
 
 Two input schedules:
 
@@ -60,7 +62,7 @@ def integrate_and_fire(
     T
         Number of time steps.
     ternary
-        Whether the neuron also fires -1 (at ``v <= -Vth/2``); a binary neuron never does.
+        Whether the neuron also fires -1 (at ``v < -Vth/2``); a binary neuron never does.
     drive
         ``"first"`` (all input at step 0) or ``"spread"`` (``x / T`` at every step).
 
@@ -98,6 +100,6 @@ def integrate_and_fire(
             v = v + per_step
         s = (v >= half).astype(np.int8)
         if ternary:
-            s -= (v <= -half).astype(np.int8)
+            s -= (v < -half).astype(np.int8)
         out[t] = s
     return out.reshape((T, *shape))

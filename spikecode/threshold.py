@@ -9,7 +9,10 @@ Numerics (the same for NumPy, Numba and PyTorch, so all paths agree bit for bit)
 the compute dtype is float64 for float64 input and float32 otherwise (float16 and
 bfloat16 are upcast exactly); ``mean(|x|)`` is accumulated in float64 and ``Vth`` is
 computed in float64, then cast to the compute dtype; the division and the rounding
-(half to even) run in the compute dtype; counts are int32.
+(half to even) run in the compute dtype; counts are int32. For float32/16/bfloat16
+input the threshold is the same to the last bit on every path; for float64 input the
+paths sum in different orders (sequential in Numba, pairwise in NumPy/PyTorch) and the
+threshold may differ in its last few units of precision.
 
 NumPy input runs through a fused Numba kernel; torch tensors stay on their device and
 run through :func:`spikecode.nn.functional.adaptive_counts`.

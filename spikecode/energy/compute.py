@@ -21,6 +21,7 @@ combines the time steps of bitwise codes, and the per-output rescaling by ``Vth 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -38,6 +39,7 @@ from spikecode.energy.memory import (
 )
 from spikecode.energy.table import EnergyTable, load_table
 from spikecode.errors import SpikecodeError
+from spikecode.stats import SpikeStats
 
 __all__ = [
     "DENSE_MODES",
@@ -64,21 +66,24 @@ TableLike = str | Mapping[str, Any] | EnergyTable | None
 def reduction(spike: float, dense: float) -> float | None:
     """Fractional saving ``1 − spike / dense`` (0.977 means 97.7 % below dense).
 
-    Returns None when ``dense`` is 0 (undefined).
+    Returns None when ``dense`` is 0 (undefined) or the quotient overflows.
     """
     if dense == 0:
         return None
-    return 1.0 - spike / dense
+    value = 1.0 - spike / dense
+    return value if math.isfinite(value) else None
 
 
 def ratio(dense: float, spike: float) -> float | None:
     """How many times cheaper spike-driven is: ``dense / spike`` (printed as ``44.2×``).
 
-    Returns None when ``spike`` is 0 (infinite or undefined), so results stay JSON-safe.
+    Returns None when ``spike`` is 0 or so small that the ratio overflows (infinite or
+    undefined), so results stay JSON-safe.
     """
     if spike == 0:
         return None
-    return dense / spike
+    value = dense / spike
+    return value if math.isfinite(value) else None
 
 
 def mac_energy(avg_spikes_per_element: float, table: TableLike = None) -> dict[str, Any]:
@@ -229,8 +234,10 @@ class LayerSpec:
         name: str,
         counts: npt.ArrayLike,
         out_features: int,
-        total_spikes: float,
+        total_spikes: float | SpikeStats,
         block_sizes: Sequence[int] = DEFAULT_BLOCK_SIZES,
+        *,
+        zero_point: int = 0,
     ) -> LayerSpec:
         """Layer from its integer spike counts ``[..., in_features]``.
 
@@ -243,15 +250,61 @@ class LayerSpec:
             ``in_features`` and the silent-channel :class:`ChannelActivity` (with
             ``block_sizes``).
         total_spikes
-            Spikes of those counts under the chosen spike code (SPEC §3, §5) — the
-            code decides how many spikes a count costs, so it is passed in.
+            Spikes of those counts under the chosen spike code (SPEC §3, §5) — the code
+            decides how many spikes a count costs, so it is passed in: a number, or the
+            :class:`~spikecode.SpikeStats` of the same counts (its ``spikes``).
         block_sizes
             Block sizes to evaluate for the memory model.
+        zero_point
+            The count that fires no spike (0 for signed codes; see
+            :func:`~spikecode.energy.channel_activity`).
         """
-        activity = channel_activity(counts, block_sizes)
+        activity = channel_activity(counts, block_sizes, zero_point=zero_point)
+        if isinstance(total_spikes, SpikeStats):
+            if total_spikes.elements != activity.elements:
+                raise SpikecodeError(
+                    "the spike statistics cover a different number of elements than the counts",
+                    layer=name,
+                    stats_elements=total_spikes.elements,
+                    count_elements=activity.elements,
+                )
+            total_spikes = total_spikes.spikes
         return cls(
             name, activity.in_features, out_features, activity.tokens, total_spikes, activity
         )
+
+    @classmethod
+    def from_stats(
+        cls, name: str, stats: SpikeStats, in_features: int, out_features: int
+    ) -> LayerSpec:
+        """Layer from its :class:`~spikecode.SpikeStats` (e.g. merged over a calibration run).
+
+        Gives the spike total and channel-level silent information (``stats.silent``);
+        block skipping needs the counts themselves (:meth:`from_counts`).
+
+        Parameters
+        ----------
+        name
+            Layer name.
+        stats
+            Statistics of all the layer's input elements; ``stats.elements`` must be a
+            multiple of ``in_features``.
+        in_features, out_features
+            Layer shape.
+        """
+        if not isinstance(stats, SpikeStats):
+            raise SpikecodeError(f"expected SpikeStats, got {type(stats).__name__}", layer=name)
+        n = positive_int(in_features, "in_features", layer=name)
+        tokens, rest = divmod(stats.elements, n)
+        if rest or tokens == 0:
+            raise SpikecodeError(
+                "spike statistics do not cover a whole number of tokens of this layer",
+                layer=name,
+                elements=stats.elements,
+                in_features=n,
+            )
+        activity = ChannelActivity(tokens, n, stats.elements - stats.silent)
+        return cls(name, n, out_features, tokens, stats.spikes, activity)
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,12 @@ def format_ratio(value: float | None) -> str:
     """
     if value is None or not math.isfinite(value):
         return "n/a"
-    # Round to three significant digits first, so 99.96 prints as 100×, not 100.0×.
+    # Three significant digits (at least: 1234.4 prints whole, as 1234×); rounding first
+    # makes 99.96 print as 100×, not 100.0×.
     rounded = float(f"{value:.3g}")
     magnitude = abs(rounded)
     if magnitude >= 100:
-        return f"{rounded:.0f}×"
+        return f"{value:.0f}×"
     if magnitude >= 10:
         return f"{rounded:.1f}×"
     if magnitude >= 1:

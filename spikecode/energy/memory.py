@@ -7,8 +7,9 @@ hardware saves less. This module models both:
 
 - **dense**: every token fetches the whole weight matrix ``W`` (``out × in``).
 - **channel skip** (the report's idealisation): input channel ``c`` of a token is silent
-  when its count is 0 (SPEC §5); its weight column ``W[:, c]`` is not fetched for that
-  token.
+  when its count is 0 (SPEC §5; for an unsigned code with a zero-point shift, when the
+  count equals the zero point, i.e. its train has no spike); its weight column
+  ``W[:, c]`` is not fetched for that token.
 - **block skip** (appendix C.2): the input channels are cut into blocks of ``B``
   consecutive channels (the last block holds the ``in mod B`` remaining ones when ``B``
   does not divide ``in``); a block's weights are fetched for a token when any channel of
@@ -45,6 +46,7 @@ block granularity: 1 for ``B = 1``; for ``B ≥ N`` only all-silent tokens save 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -53,6 +55,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from spikecode._validate import count_rows
 from spikecode.energy._validate import check_block_sizes, nonnegative_real, positive_int
 from spikecode.energy.table import EnergyTable, load_table
 from spikecode.errors import SpikecodeError
@@ -72,21 +75,12 @@ DEFAULT_BLOCK_SIZES: tuple[int, ...] = (16, 64, 256)
 """Block sizes (input channels per block) reported by default."""
 
 
-def _active_matrix(counts: npt.ArrayLike) -> np.ndarray:
-    """Return the ``[tokens, in_features]`` boolean matrix ``count ≠ 0``."""
-    array = np.asarray(counts)
-    if array.dtype.kind not in "iub":
-        raise SpikecodeError(
-            "spike counts must be an integer (or boolean) array", dtype=str(array.dtype)
-        )
-    if array.ndim < 1 or array.shape[-1] == 0:
-        raise SpikecodeError(
-            "spike counts need a non-empty last (channel) axis", shape=tuple(array.shape)
-        )
-    active = array.reshape(-1, array.shape[-1]) != 0
-    if active.shape[0] == 0:
-        raise SpikecodeError("spike counts hold no tokens", shape=tuple(array.shape))
-    return active
+def _active_matrix(counts: npt.ArrayLike, zero_point: int = 0) -> np.ndarray:
+    """Return the ``[tokens, in_features]`` boolean matrix ``count ≠ zero_point``."""
+    if isinstance(zero_point, bool) or not isinstance(zero_point, numbers.Integral):
+        raise SpikecodeError(f"zero_point must be an integer, got {zero_point!r}")
+    rows, _ = count_rows(counts, "spike counts")
+    return rows != zero_point
 
 
 def _block_matrix(active: np.ndarray, block_size: int) -> np.ndarray:
@@ -106,7 +100,7 @@ def _block_lengths(n: int, block_size: int) -> np.ndarray:
     return lengths
 
 
-def block_activity(counts: npt.ArrayLike, block_size: int) -> np.ndarray:
+def block_activity(counts: npt.ArrayLike, block_size: int, *, zero_point: int = 0) -> np.ndarray:
     """Which blocks of ``block_size`` consecutive input channels fire, per token.
 
     Parameters
@@ -117,6 +111,8 @@ def block_activity(counts: npt.ArrayLike, block_size: int) -> np.ndarray:
     block_size
         Channels per block ``B``; the last block is partial when ``B`` does not divide
         ``in_features``.
+    zero_point
+        Count value that fires no spike (see :func:`channel_activity`).
 
     Returns
     -------
@@ -125,7 +121,7 @@ def block_activity(counts: npt.ArrayLike, block_size: int) -> np.ndarray:
         of the block is active in that token.
     """
     block_size = positive_int(block_size, "block size")
-    return _block_matrix(_active_matrix(counts), block_size)
+    return _block_matrix(_active_matrix(counts, zero_point), block_size)
 
 
 @dataclass(frozen=True)
@@ -210,19 +206,48 @@ class ChannelActivity:
         n = positive_int(in_features, "in_features")
         return cls(tokens, n, (1.0 - fraction) * tokens * n)
 
+    def merge(self, other: ChannelActivity) -> ChannelActivity:
+        """Activity over the tokens of both (streaming calibration adds batches up).
+
+        Both must have the same ``in_features``; the result keeps the block sizes both
+        know.
+        """
+        if not isinstance(other, ChannelActivity):
+            raise SpikecodeError(f"cannot merge a ChannelActivity with {type(other).__name__}")
+        if other.in_features != self.in_features:
+            raise SpikecodeError(
+                "cannot merge channel activity of layers with different in_features",
+                in_features=(self.in_features, other.in_features),
+            )
+        common = [b for b in self.block_fetched_channels if b in other.block_fetched_channels]
+        return ChannelActivity(
+            self.tokens + other.tokens,
+            self.in_features,
+            self.active_channels + other.active_channels,
+            {b: self.block_fetched_channels[b] + other.block_fetched_channels[b] for b in common},
+        )
+
 
 def channel_activity(
-    counts: npt.ArrayLike, block_sizes: Sequence[int] = DEFAULT_BLOCK_SIZES
+    counts: npt.ArrayLike,
+    block_sizes: Sequence[int] = DEFAULT_BLOCK_SIZES,
+    *,
+    zero_point: int = 0,
 ) -> ChannelActivity:
     """Summarise which weight columns and blocks integer counts need (vectorised).
 
     Parameters
     ----------
     counts
-        Integer spike counts, shape ``[..., in_features]`` (leading axes = tokens).
+        Integer spike counts, shape ``[..., in_features]`` (leading axes = tokens);
+        NumPy, torch or array-like, validated as everywhere in spikecode.
     block_sizes
         Block sizes ``B`` to evaluate; any positive integer, divisor of ``in_features``
         or not.
+    zero_point
+        The count that fires no spike. 0 for the signed codes (SPEC §5: an element is
+        silent when ``c = 0``); for an unsigned code coded with a zero-point shift
+        (SPEC §3) it is the shift, as in :func:`spikecode.spike_stats`.
 
     Returns
     -------
@@ -230,7 +255,7 @@ def channel_activity(
         Exact integer totals over all tokens.
     """
     sizes = check_block_sizes(block_sizes)
-    active = _active_matrix(counts)
+    active = _active_matrix(counts, zero_point)
     tokens, n = active.shape
     fetched = {}
     for size in sizes:
@@ -483,6 +508,7 @@ def weight_fetch(
     memory: str | None = None,
     table: str | Mapping[str, Any] | EnergyTable | None = None,
     block_sizes: Sequence[int] = DEFAULT_BLOCK_SIZES,
+    zero_point: int = 0,
 ) -> WeightFetch:
     """Weight-fetch bytes and energy for dense, channel-skip and block-skip fetching.
 
@@ -502,6 +528,8 @@ def weight_fetch(
         Energy table or anything :func:`~spikecode.energy.load_table` accepts.
     block_sizes
         Block sizes ``B`` (default 16, 64, 256); they need not divide ``in_features``.
+    zero_point
+        The count that fires no spike (0 for signed codes; see :func:`channel_activity`).
 
     Returns
     -------
@@ -512,7 +540,7 @@ def weight_fetch(
     if isinstance(counts, ChannelActivity):
         activity = counts
     else:
-        activity = channel_activity(counts, block_sizes)
+        activity = channel_activity(counts, block_sizes, zero_point=zero_point)
     return fetch_energy(
         activity.tokens,
         activity.in_features,

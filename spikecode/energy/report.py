@@ -72,14 +72,12 @@ class _Summary:
         return {m: ratio(self.energy[m], self.energy["spike"]) for m in DENSE_MODES}
 
     def survival(self, block_size: int) -> float | None:
-        """``(dense − block) / (dense − channel)`` in energy; None where undefined."""
-        if self.fetch is None:
-            return None
-        dense, channel, block = (
-            self.fetch["dense"],
-            self.fetch["channel"],
-            self.fetch[block_size],
-        )
+        """``(dense − block) / (dense − channel)`` in energy; None where undefined.
+
+        Only called on summaries that carry fetch figures.
+        """
+        fetch = self.fetch or {}
+        dense, channel, block = fetch["dense"], fetch["channel"], fetch[block_size]
         if dense is None or channel is None or block is None or dense[2] == channel[2]:
             return None
         return (dense[2] - block[2]) / (dense[2] - channel[2])

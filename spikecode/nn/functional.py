@@ -115,7 +115,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _scalar(value: float, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Return ``value`` as a 0-d tensor on ``like``'s device (exact division on CUDA too)."""
-    return torch.tensor(value, dtype=dtype, device=like.device)
+    return torch.full((), value, dtype=dtype, device=like.device)
 
 
 def _int32_range_max(r: torch.Tensor, what: str) -> float:

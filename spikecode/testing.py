@@ -1,0 +1,316 @@
+"""Tiny checkpoints in the exact layout of the SpikingBrain-7B release, for tests and demos.
+
+:func:`write_tiny_gla_swa_checkpoint` writes a folder that
+:func:`spikecode.checkpoint.load_checkpoint` (and anything that reads the release) treats
+like the real one: ``config.json`` with ``model_type: "gla_swa"``,
+``architectures: ["GLAswaForCausalLM"]``, ``torch_dtype: "bfloat16"`` and the release's
+``auto_map``; bfloat16 weights under the release's names (SPEC §7) in sharded safetensors
+with ``model.safetensors.index.json``; optionally the W8ASpike variant with
+``weight_quantizer.scales`` buffers (SPEC §4) and a small Qwen2-style byte-level BPE
+tokenizer (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``) that
+``transformers.AutoTokenizer`` loads offline.
+
+Weights are seeded random numbers (so the model computes something non-trivial), not a
+trained model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from spikecode.checkpoint import INDEX_FILE, SCALES_SUFFIX, SINGLE_FILE, W8_GROUP_SIZE
+from spikecode.errors import SpikecodeError
+from spikecode.models.gla_swa import GATE_VARIANTS, GLASwaConfig, GLASwaForCausalLM
+from spikecode.nn.functional import quantize_weight_int8
+
+__all__ = ["TINY_TOKENIZER_WORDS", "write_tiny_gla_swa_checkpoint"]
+
+#: Words the tiny tokenizer holds as single tokens (with and without a leading space).
+TINY_TOKENIZER_WORDS: tuple[str, ...] = (
+    "hello",
+    "world",
+    "spike",
+    "spiking",
+    "brain",
+    "the",
+    "model",
+    "token",
+    "count",
+    "linear",
+    "attention",
+)
+_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# The release's config.json points at its own modeling code; spikecode never runs it.
+_AUTO_MAP = {
+    "AutoConfig": "configuration_gla_swa.GLAswaConfig",
+    "AutoModelForCausalLM": "modeling_gla_swa.GLAswaForCausalLM",
+}
+
+
+def write_tiny_gla_swa_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    gate: str | None = None,
+    w8aspike: bool = False,
+    num_layers: int = 4,
+    hidden_size: int | None = None,
+    intermediate_size: int | None = None,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    vocab_size: int = 512,
+    sliding_window: int = 8,
+    rope_theta: float = 10000.0,
+    attn_layers: Sequence[int] | None = None,
+    tie_word_embeddings: bool = False,
+    shards: int = 2,
+    seed: int = 0,
+    with_tokenizer: bool = False,
+) -> Path:
+    """Write a tiny random GLA-SWA checkpoint in the SpikingBrain-7B release layout.
+
+    Parameters
+    ----------
+    path
+        Folder to write; created if needed, and must be empty.
+    gate
+        ``"lowrank"`` (``attn.gk_proj.0`` / ``attn.gk_proj.1``, the BF16 release) or
+        ``"single"`` (one ``attn.gk_proj``, the W8ASpike release). Default: ``"single"``
+        when ``w8aspike`` else ``"lowrank"``.
+    w8aspike
+        Also write ``<linear>.weight_quantizer.scales`` (float32 ``[out, in/128, 1]``,
+        ``max|w| / 127`` of the stored bf16 weights, SPEC §4) for every linear layer of the
+        blocks whose input width is a multiple of 128 (the low-rank gate's 16-wide second
+        projection has none; ``lm_head`` has none, SPEC §1).
+    num_layers, num_heads, num_kv_heads, vocab_size, sliding_window, rope_theta
+        Architecture; see :class:`~spikecode.models.gla_swa.GLASwaConfig`.
+    hidden_size, intermediate_size
+        Default 64 and 128, or 128 and 256 with ``w8aspike`` (scale groups need
+        multiples of 128).
+    attn_layers
+        Sliding-window layers; default the odd layers, as in the release.
+    tie_word_embeddings
+        Share ``lm_head`` with the embeddings (``lm_head.weight`` is then not written).
+    shards
+        Number of safetensors shards (``model-0000i-of-0000n.safetensors`` plus
+        ``model.safetensors.index.json``); 1 writes a single ``model.safetensors``.
+    seed
+        Seed of the weights; the same arguments write the same bytes.
+    with_tokenizer
+        Also write a Qwen2-style byte-level BPE tokenizer (``vocab.json``, ``merges.txt``,
+        ``tokenizer_config.json`` with ``tokenizer_class: "Qwen2Tokenizer"``) holding the
+        256 byte tokens, the words of :data:`TINY_TOKENIZER_WORDS` and the specials
+        ``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>``.
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
+    if gate is None:
+        gate = "single" if w8aspike else "lowrank"
+    if gate not in GATE_VARIANTS:
+        raise SpikecodeError(f"gate must be one of {list(GATE_VARIANTS)}, not {gate!r}")
+    if hidden_size is None:
+        hidden_size = W8_GROUP_SIZE if w8aspike else 64
+    if intermediate_size is None:
+        intermediate_size = 2 * hidden_size
+    if w8aspike and (hidden_size % W8_GROUP_SIZE or intermediate_size % W8_GROUP_SIZE):
+        raise SpikecodeError(
+            f"W8ASpike scales need hidden_size and intermediate_size that are multiples of "
+            f"{W8_GROUP_SIZE}, not {hidden_size} and {intermediate_size}"
+        )
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise SpikecodeError(f"shards must be a positive integer, not {shards!r}")
+    config = GLASwaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        sliding_window=sliding_window,
+        rope_theta=rope_theta,
+        attn_layers=tuple(range(1, num_layers, 2)) if attn_layers is None else tuple(attn_layers),
+        tie_word_embeddings=tie_word_embeddings,
+        torch_dtype="bfloat16",
+        gate=gate,
+    )
+    vocab, merges = _tiny_bpe() if with_tokenizer else ({}, [])
+    if with_tokenizer and len(vocab) + len(_SPECIAL_TOKENS) > vocab_size:
+        raise SpikecodeError(
+            f"vocab_size {vocab_size} is smaller than the tiny tokenizer's "
+            f"{len(vocab) + len(_SPECIAL_TOKENS)} tokens"
+        )
+    tensors = _tiny_tensors(config, seed=seed, w8aspike=w8aspike)
+    if shards > len(tensors):
+        raise SpikecodeError(f"shards {shards} exceeds the {len(tensors)} tensors to write")
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(folder.iterdir()):
+        raise SpikecodeError("the checkpoint folder must be empty", path=str(folder))
+    raw_config = {
+        **config.to_dict(),
+        "auto_map": _AUTO_MAP,
+        "max_position_embeddings": 4096,
+    }
+    if with_tokenizer:
+        raw_config["eos_token_id"] = len(vocab)  # <|endoftext|>
+    _write_json(folder / "config.json", raw_config)
+    names = list(tensors)
+    if shards == 1:
+        _write_safetensors(folder / SINGLE_FILE, tensors)
+    else:
+        weight_map = {}
+        bounds = [round(i * len(names) / shards) for i in range(shards + 1)]
+        for i in range(shards):
+            shard = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+            part = {name: tensors[name] for name in names[bounds[i] : bounds[i + 1]]}
+            _write_safetensors(folder / shard, part)
+            weight_map.update(dict.fromkeys(part, shard))
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        _write_json(folder / INDEX_FILE, index)
+    if with_tokenizer:
+        _write_tokenizer(folder, vocab, merges)
+    return folder
+
+
+def _tiny_tensors(config: GLASwaConfig, *, seed: int, w8aspike: bool) -> dict[str, torch.Tensor]:
+    """Seeded bf16 weights under the release's names, in layer order (plus W8ASpike scales)."""
+    model = GLASwaForCausalLM(config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            if name.endswith("norm.weight"):
+                param.copy_(1 + 0.1 * noise)
+            elif name.endswith("bias"):
+                param.copy_(0.1 * noise)
+            elif param.dim() == 2 and name != "model.embeddings.weight":
+                param.copy_(noise / param.shape[1] ** 0.5)
+            else:
+                param.copy_(noise)
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue  # saved once, under the embeddings' name (as transformers does)
+        tensors[name] = tensor.to(torch.bfloat16).contiguous()
+    if w8aspike:
+        for name, module in model.model.layers.named_modules(prefix="model.layers"):
+            if isinstance(module, nn.Linear) and module.in_features % W8_GROUP_SIZE == 0:
+                # SPEC §4 scales of the stored bf16 weight, as the release's [out, in/128, 1].
+                _, scales = quantize_weight_int8(tensors[name + ".weight"], W8_GROUP_SIZE)
+                tensors[name + SCALES_SUFFIX] = scales.unsqueeze(-1)
+    # Keep each layer's tensors together (and so in one shard) as the release does.
+    order = {name: i for i, name in enumerate(model.state_dict())}
+
+    def position(name: str) -> tuple[int, int]:
+        owner = name.removesuffix(SCALES_SUFFIX) + ".weight"
+        return order.get(owner, order.get(name, 0)), name.endswith(SCALES_SUFFIX)
+
+    return {name: tensors[name] for name in sorted(tensors, key=position)}
+
+
+def _tiny_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Byte-level vocabulary (GPT-2 byte→unicode map, as Qwen2) and merges for the words.
+
+    Each word, and the word after a space, gets the merges that turn it into one token.
+    A new merge ranks after every earlier one, so it never changes how earlier words
+    split: merges are added until the real BPE (simulated by :func:`_apply_merges`)
+    yields a single token.
+    """
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    byte_chars = bytes_to_unicode()
+    vocab = {byte_chars[b]: b for b in range(256)}
+    ranks: dict[tuple[str, str], int] = {}
+    for word in TINY_TOKENIZER_WORDS:
+        for text in (word, " " + word):
+            pieces = _apply_merges([byte_chars[b] for b in text.encode("utf-8")], ranks)
+            while len(pieces) > 1:
+                ranks[(pieces[0], pieces[1])] = len(ranks)
+                vocab.setdefault(pieces[0] + pieces[1], len(vocab))
+                pieces = _apply_merges(pieces, ranks)
+    return vocab, sorted(ranks, key=ranks.__getitem__)
+
+
+def _apply_merges(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding: merge the best-ranked adjacent pair until none is left."""
+    while True:
+        pairs = [(ranks[p], i) for i, p in enumerate(itertools.pairwise(pieces)) if p in ranks]
+        if not pairs:
+            return pieces
+        _, i = min(pairs)
+        pieces = [*pieces[:i], pieces[i] + pieces[i + 1], *pieces[i + 2 :]]
+
+
+def _write_tokenizer(folder: Path, vocab: dict[str, int], merges: list[tuple[str, str]]) -> None:
+    _write_json(folder / "vocab.json", vocab)
+    merges_text = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
+    with _atomic(folder / "merges.txt") as temporary:
+        Path(temporary).write_text(merges_text, encoding="utf-8")
+    added = {
+        str(len(vocab) + i): {
+            "content": token,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for i, token in enumerate(_SPECIAL_TOKENS)
+    }
+    tokenizer_config = {
+        "tokenizer_class": "Qwen2Tokenizer",
+        "added_tokens_decoder": added,
+        "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+        "bos_token": None,
+        "eos_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "errors": "replace",
+        "add_prefix_space": False,
+        "clean_up_tokenization_spaces": False,
+        "split_special_tokens": False,
+        "model_max_length": 4096,
+    }
+    _write_json(folder / "tokenizer_config.json", tokenizer_config)
+
+
+@contextlib.contextmanager
+def _atomic(target: Path) -> Iterator[str]:
+    """Yield a temporary name in ``target``'s folder; rename it to ``target`` on success.
+
+    A failed or interrupted write leaves no half-written ``target`` behind.
+    """
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(handle)
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def _write_json(target: Path, content: object) -> None:
+    with _atomic(target) as temporary:
+        Path(temporary).write_text(
+            json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+
+
+def _write_safetensors(target: Path, tensors: dict[str, torch.Tensor]) -> None:
+    with _atomic(target) as temporary:
+        save_file(tensors, temporary, metadata={"format": "pt"})

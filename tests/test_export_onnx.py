@@ -100,6 +100,11 @@ def test_layer_k_override_and_plain_linear(tmp_path):
     assert_matches(y, layer(x))
     layer.k = 3.0
     assert not np.allclose(y, layer(x).detach().numpy(), rtol=1e-3)
+    # A bare layer is also a model.
+    path = export_onnx_model(layer, tmp_path / "model.onnx", x)
+    assert isinstance(layer, W8ASpikeLinear)
+    (y,) = run_onnx(path, {"x": x})
+    assert_matches(y, layer(x))
     # An nn.Linear is quantized on the way (k and group size as given).
     path = export_onnx_layer(linear, tmp_path / "linear.onnx", k=4.0, group_size=64)
     (y,) = run_onnx(path, {"x": x})

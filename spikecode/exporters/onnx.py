@@ -117,21 +117,17 @@ def _twin(module: nn.Module) -> nn.Module | None:
 
 
 @contextmanager
-def _traceable(model: nn.Module) -> Iterator[nn.Module]:
-    """Swap the spiking modules of ``model`` for their graph twins while exporting."""
+def _traceable(model: nn.Module) -> Iterator[None]:
+    """Swap the spiking submodules of ``model`` for their graph twins while exporting."""
     twins = {module: twin for module in model.modules() if (twin := _twin(module)) is not None}
     if not twins:
         raise SpikecodeError(
             "the model has no W8ASpikeLinear or AdaptiveSpike module to export; "
             "call spikecode.nn.swap_linears(model) first",
-            model=type(model).__name__,
         )
-    if model in twins:
-        yield twins[model]
-        return
     replace_submodules(model, twins)
     try:
-        yield model
+        yield
     finally:
         replace_submodules(model, {twin: module for module, twin in twins.items()})
 
@@ -310,7 +306,7 @@ def export_onnx_layer(
             layer=type(layer).__name__,
         )
     graph = _W8ASpikeGraph(layer, k)
-    example = torch.randn(2, 3, layer.in_features, device=layer.weight_q.device)
+    example = torch.zeros(2, 3, layer.in_features, device=layer.weight_q.device)
     axes = {0: "batch", 1: "sequence"}
     return _write(graph, path, (example,), ["x"], ["y"], {"x": axes, "y": axes}, opset)
 
@@ -411,8 +407,8 @@ def export_onnx_model(
                 name: _dynamic_axes(t)
                 for name, t in zip([*names_in, *names_out], tensors, strict=True)
             }
-        with _traceable(flat) as exportable:
-            return _write(exportable, path, tuple(inputs), names_in, names_out, dynamic_axes, opset)
+        with _traceable(flat):
+            return _write(flat, path, tuple(inputs), names_in, names_out, dynamic_axes, opset)
     finally:
         for module, training in modes.items():
             module.training = training

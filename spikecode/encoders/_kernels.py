@@ -12,8 +12,8 @@ Values handed to the kernels are counts *after* the zero point (``v = c - zero_p
 
 Event order (the canonical order of a :class:`~spikecode.encoders.train.SpikeTrain`):
 by row, then time step, then feature — one token's spikes step by step, the order an
-event-driven core consumes them. Within a row the kernels place events with a counting
-sort over time steps, so no comparison sort is ever run.
+event-driven core consumes them. The encoding kernels produce that order directly, one
+step of one row after the other, writing each output array sequentially; no sort runs.
 """
 
 from __future__ import annotations
@@ -22,6 +22,14 @@ import numpy as np
 
 from spikecode._numba import inline_helper, kernel, prange
 from spikecode.encoders.schemes import TERNARY, TWOS
+
+
+@inline_helper
+def _magnitude(v, code, T):
+    """What the code spells out: |v|, or v's T-bit two's-complement pattern."""
+    if code == TWOS:
+        return v & ((np.int64(1) << T) - 1)
+    return v if v >= 0 else -v
 
 
 @inline_helper
@@ -35,12 +43,8 @@ def _element_steps(v, code, T, msb, steps):
         for r in range(m):
             steps[r] = r
         return m, (1 if v >= 0 else -1)
-    if code == TWOS:
-        m = v & ((np.int64(1) << T) - 1)
-        polarity = 1
-    else:
-        m = v if v >= 0 else -v
-        polarity = 1 if v >= 0 else -1
+    m = _magnitude(v, code, T)
+    polarity = 1 if (v >= 0 or code == TWOS) else -1
     n = 0
     b = 0
     while m != 0:
@@ -54,21 +58,18 @@ def _element_steps(v, code, T, msb, steps):
 
 @inline_helper
 def _popcount(m):
-    n = 0
-    while m != 0:
-        m &= m - 1
-        n += 1
-    return n
+    """Set bits of a non-negative int64 (branch-free SWAR)."""
+    m = m - ((m >> 1) & 0x5555555555555555)
+    m = (m & 0x3333333333333333) + ((m >> 2) & 0x3333333333333333)
+    m = (m + (m >> 4)) & 0x0F0F0F0F0F0F0F0F
+    return (m * 0x0101010101010101) >> 56
 
 
 @inline_helper
 def _spike_total(v, code, T):
     """Number of spikes value ``v`` produces (without enumerating them)."""
-    if code <= TERNARY:
-        return v if v >= 0 else -v
-    if code == TWOS:
-        return _popcount(v & ((np.int64(1) << T) - 1))
-    return _popcount(v if v >= 0 else -v)
+    m = _magnitude(v, code, T)
+    return m if code <= TERNARY else _popcount(m)
 
 
 @kernel(
@@ -127,32 +128,75 @@ def row_spike_totals(counts, code, T, zero_point):  # pragma: no cover - jit
     "void(int32[:, ::1], int64, int64, int64, boolean, int64[::1],"
     " int32[::1], int64[::1], int8[::1])"
 )
-def fill_events(
+def fill_events_bitwise(
     counts, code, T, zero_point, msb, row_start, t_out, index_out, polarity_out
 ):  # pragma: no cover - jit
-    """Write every row's events in canonical (row, step, feature) order."""
+    """Write the events of the bitwise codes in canonical (row, step, feature) order.
+
+    One pass over the row per step, branch-free: every element writes a candidate event
+    and the write position advances only if its bit is set. A candidate that does not
+    count is sent to this row's spare slot past the end of the arrays
+    (``len - rows + i``), so no thread ever writes into another row's events.
+    """
+    rows, cols = counts.shape
+    spare0 = t_out.shape[0] - rows
+    for i in prange(rows):
+        magnitude = np.empty(cols, dtype=np.int64)
+        sign = np.empty(cols, dtype=np.int8)
+        for j in range(cols):
+            v = np.int64(counts[i, j]) - zero_point
+            magnitude[j] = _magnitude(v, code, T)
+            sign[j] = 1 if (v >= 0 or code == TWOS) else -1
+        pos = row_start[i]
+        spare = spare0 + i
+        base = np.int64(i) * cols
+        for t in range(T):
+            b = T - 1 - t if msb else t
+            for j in range(cols):
+                bit = (magnitude[j] >> b) & 1
+                k = pos if bit else spare
+                t_out[k] = t
+                index_out[k] = base + j
+                polarity_out[k] = sign[j]
+                pos += bit
+
+
+@kernel("void(int32[:, ::1], int64, int64, int64, int64[::1], int32[::1], int64[::1], int8[::1])")
+def fill_events_unary(
+    counts, code, T, zero_point, row_start, t_out, index_out, polarity_out
+):  # pragma: no cover - jit
+    """Write the events of binary/ternary in canonical order, work proportional to spikes.
+
+    An element with ``|v|`` spikes fires at steps ``0 .. |v|-1``; each step emits the
+    still-active elements in feature order and keeps those that fire again.
+    """
     rows, cols = counts.shape
     for i in prange(rows):
-        steps = np.empty(T, dtype=np.int64)
-        cursor = np.zeros(T, dtype=np.int64)
+        magnitude = np.empty(cols, dtype=np.int64)
+        sign = np.empty(cols, dtype=np.int8)
+        active = np.empty(cols, dtype=np.int64)
+        n_active = 0
         for j in range(cols):
-            n, _ = _element_steps(np.int64(counts[i, j]) - zero_point, code, T, msb, steps)
-            for r in range(n):
-                cursor[steps[r]] += 1
-        position = row_start[i]
-        for t in range(T):  # exclusive prefix sum: where step t's events start
-            n_t = cursor[t]
-            cursor[t] = position
-            position += n_t
+            v = np.int64(counts[i, j]) - zero_point
+            magnitude[j] = v if v >= 0 else -v
+            sign[j] = 1 if v >= 0 else -1
+            active[n_active] = j
+            n_active += magnitude[j] > 0
+        pos = row_start[i]
         base = np.int64(i) * cols
-        for j in range(cols):
-            n, polarity = _element_steps(np.int64(counts[i, j]) - zero_point, code, T, msb, steps)
-            for r in range(n):
-                e = cursor[steps[r]]
-                cursor[steps[r]] = e + 1
-                t_out[e] = steps[r]
-                index_out[e] = base + j
-                polarity_out[e] = polarity
+        t = 0
+        while n_active > 0:
+            kept = 0
+            for r in range(n_active):
+                j = active[r]
+                t_out[pos] = t
+                index_out[pos] = base + j
+                polarity_out[pos] = sign[j]
+                pos += 1
+                active[kept] = j
+                kept += magnitude[j] > t + 1
+            n_active = kept
+            t += 1
 
 
 @kernel("void(int32[:, ::1], int64, int64, int64, boolean, int8[:, :, ::1])")

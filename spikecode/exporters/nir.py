@@ -38,6 +38,12 @@ how a graph represents each part (see also the README):
   unsigned codes only); ``bias`` and ``zero_point_gain = Σ_i σ W_q[:, i]`` are stored
   in the integrator's node metadata.
 
+**What is refused** rather than exported wrong: a bitwise code without a fixed ``T``
+(its ports are its steps); an ``IF`` integrator without a fixed ``T`` (no threshold is out
+of reach for every T) or whose threshold overflows float32; in :func:`simulate_nir`, a
+train whose code, ``T``, bit order or width differs from the graph's. All five codes
+are exportable: every step weight is a static number folded into a port's weights.
+
 **Several projections** (a block, a model) are one graph holding the four nodes of each
 projection side by side, each with its own ``Input``/``Output``; what runs between
 projections (norms, attention, SwiGLU) is not spike-driven and stays outside the graph.

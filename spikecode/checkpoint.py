@@ -15,10 +15,11 @@
   shape ``[out, in/128, 1]``. They are attached to their linear layer as the buffer
   ``linear.weight_quantizer.scales`` (a :class:`QuantizerScales` child module), so
   ``model.state_dict()`` has the file's names, and they are listed in
-  :attr:`LoadedModel.quant_scales` (linear name → the same tensor). The weights are
-  loaded as stored (not rounded); fake quantisation is ``round(w / s) · s`` per group of
-  128 input columns. The gate variant (low-rank ``gk_proj.0/1`` or single ``gk_proj``)
-  is read from the tensor names.
+  :attr:`LoadedModel.quant_scales` (linear name → the same tensor), the form
+  ``spikecode.nn.swap_linears(model, scales=loaded.quant_scales)`` takes. The weights are
+  loaded as stored (not rounded): the release rounds them at run time,
+  ``round(w / s) · s`` per group of 128 input columns. The gate variant (low-rank
+  ``gk_proj.0/1`` or single ``gk_proj``) is read from the tensor names.
 - **Any Hugging Face transformers folder** — ``AutoConfig``; ``AutoModelForCausalLM`` when
   the config's ``architectures`` name a ``…ForCausalLM``, else ``AutoModel`` (for
   example the BERT encoder all-MiniLM-L6-v2). Always ``local_files_only=True``; code shipped
@@ -585,21 +586,16 @@ def _placement_units(model: GLASwaForCausalLM) -> list[str]:
     return ["model.embeddings", *layers, "model.norm", "lm_head"]
 
 
-def _as_device(value: Any, key: str) -> torch.device:
+def _as_device(value: Any, what: str) -> torch.device:
+    """Parse a device; ``what`` names where it came from in errors."""
     if isinstance(value, int) and not isinstance(value, bool):
-        value = f"cuda:{value}"
-    if value in ("disk", "meta"):
-        raise SpikecodeError(
-            f"device_map places {key!r} on {value!r}; offloading is not supported for "
-            "GLA-SWA models",
-            module=key,
-        )
+        value = f"cuda:{value}"  # accelerate's device maps number the GPUs
+    if isinstance(value, str) and value in ("disk", "meta"):
+        raise SpikecodeError(f"{what} is {value!r}; offloading is not supported for GLA-SWA models")
     try:
         return torch.device(value)
     except (RuntimeError, TypeError) as err:
-        raise SpikecodeError(
-            f"device_map entry {key!r} has an invalid device {value!r}: {err}", module=key
-        ) from None
+        raise SpikecodeError(f"{what} is not a valid device: {value!r} ({err})") from None
 
 
 def _resolve_device_map(
@@ -630,7 +626,7 @@ def _resolve_device_map(
                 f"({', '.join(units[:2])}, …, lm_head) or their ancestors",
                 module=key,
             )
-        entries[key] = _as_device(value, key)
+        entries[key] = _as_device(value, f"device_map entry {key!r}")
     placement = {}
     for unit in units:
         matches = [k for k in entries if k == "" or unit == k or unit.startswith(k + ".")]
@@ -689,11 +685,16 @@ def _load_gla_swa(
         if device_map is not None:
             placement = _resolve_device_map(model, device_map, model_dtype)
         else:
-            target = _as_device("cpu" if device is None else device, "")
+            target = _as_device("cpu" if device is None else device, "device")
             placement = {unit: target for unit in _placement_units(model)}
         modules = dict(model.named_modules())
         for unit, unit_device in placement.items():
-            modules[unit].to_empty(device=unit_device)
+            try:
+                modules[unit].to_empty(device=unit_device)
+            except (RuntimeError, AssertionError) as err:  # e.g. CUDA absent: AssertionError
+                raise SpikecodeError(
+                    f"cannot allocate {unit} on {unit_device}: {err}", module=unit
+                ) from None
             if device_map is not None:
                 modules[unit].register_forward_pre_hook(
                     _move_inputs_hook(unit_device), with_kwargs=True
@@ -702,9 +703,9 @@ def _load_gla_swa(
             model.lm_head.weight = model.model.embeddings.weight
         for owner, shape in scale_shapes.items():
             linear = modules[owner]
-            stored = _FLOAT_DTYPES[infos[owner + SCALES_SUFFIX].dtype]
+            scales_dtype = _FLOAT_DTYPES[infos[owner + SCALES_SUFFIX].dtype]
             linear.weight_quantizer = QuantizerScales(
-                torch.empty(shape, dtype=stored, device=linear.weight.device)
+                torch.empty(shape, dtype=scales_dtype, device=linear.weight.device)
             )
         targets = model.state_dict(keep_vars=True)
         tied_head = None

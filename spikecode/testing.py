@@ -166,7 +166,6 @@ def write_tiny_gla_swa_checkpoint(
     }
     if with_tokenizer:
         raw_config["eos_token_id"] = len(vocab)  # <|endoftext|>
-    _write_json(folder / "config.json", raw_config)
     names = list(tensors)
     if shards == 1:
         _write_safetensors(folder / SINGLE_FILE, tensors)
@@ -183,6 +182,8 @@ def write_tiny_gla_swa_checkpoint(
         _write_json(folder / INDEX_FILE, index)
     if with_tokenizer:
         _write_tokenizer(folder, vocab, merges)
+    # Last, so that an interrupted write never leaves a folder that looks loadable.
+    _write_json(folder / "config.json", raw_config)
     return folder
 
 

@@ -171,6 +171,20 @@ def test_w8aspike_scales_are_returned_and_attached(tmp_path):
     assert torch.equal(as_float.quant_scales[name], loaded.quant_scales[name])
 
 
+def test_w8aspike_scales_feed_swap_linears(tmp_path):
+    from spikecode.nn import swap_linears
+
+    folder = write_tiny_gla_swa_checkpoint(tmp_path / "ckpt", w8aspike=True)
+    loaded = load_checkpoint(folder, dtype=torch.float32)
+    scales = {name: s.clone() for name, s in loaded.quant_scales.items()}
+    swapped = swap_linears(loaded.model, scales=loaded.quant_scales)
+    assert set(scales) <= set(swapped)
+    for name, expected in scales.items():
+        assert torch.equal(loaded.model.get_submodule(name).scales, expected.squeeze(-1))
+    with torch.no_grad():
+        assert torch.isfinite(loaded.model(IDS)).all()
+
+
 def test_w8aspike_lowrank_gate_has_no_scales_on_the_16_wide_projection(tmp_path):
     folder = write_tiny_gla_swa_checkpoint(tmp_path / "ckpt", w8aspike=True, gate="lowrank")
     loaded = load_checkpoint(folder)
@@ -343,7 +357,7 @@ def test_device_map_hook_moves_inputs_to_the_unit_device():
         ({"model.nowhere": "cpu"}, "names no module"),
         ({"model": "cpu"}, "no device for lm_head"),
         ({"": "disk"}, "offloading"),
-        ({"": "no-such-device"}, "invalid device"),
+        ({"lm_head": "no-such-device", "": "cpu"}, "entry 'lm_head' is not a valid device"),
         (42.0, "device_map must be"),
     ],
 )
@@ -367,6 +381,17 @@ def test_auto_device_map_with_accelerate(tmp_path):
     plain = load_checkpoint(folder, dtype=torch.float32).model
     with torch.no_grad():
         torch.testing.assert_close(model(IDS).cpu(), plain(IDS), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_or_absent_device(tmp_path):
+    folder = write_tiny_gla_swa_checkpoint(tmp_path / "ckpt")
+    with pytest.raises(SpikecodeError, match="device is not a valid device"):
+        load_checkpoint(folder, device="no-such-device")
+    if not torch.cuda.is_available():
+        with pytest.raises(SpikecodeError, match="cannot allocate model.embeddings on cuda"):
+            load_checkpoint(folder, device="cuda")
+        with pytest.raises(SpikecodeError, match="cannot allocate lm_head on cuda:0"):
+            load_checkpoint(folder, device_map={"": "cpu", "lm_head": 0})
 
 
 def test_device_and_device_map_are_exclusive(tmp_path):
@@ -795,3 +820,67 @@ def test_wrap_module(tmp_path):
         wrap_module("not a module")
     with pytest.raises(dataclasses.FrozenInstanceError):
         wrapped.kind = "hf"
+
+
+# --------------------------------------------------------------------------------------
+# the tiny-checkpoint writer's own checks
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"gate": "diagonal"}, "gate must be one of"),
+        ({"w8aspike": True, "hidden_size": 64}, "multiples of 128"),
+        ({"w8aspike": True, "intermediate_size": 192}, "multiples of 128"),
+        ({"shards": 0}, "shards must be a positive integer"),
+        ({"shards": True}, "shards must be a positive integer"),
+        ({"shards": 1000}, "exceeds"),
+        ({"with_tokenizer": True, "vocab_size": 300}, "smaller than the tiny tokenizer"),
+        ({"hidden_size": 66}, "not divisible"),
+        ({"attn_layers": [7]}, "attn_layers"),
+    ],
+)
+def test_writer_refuses_bad_arguments(tmp_path, options, match):
+    with pytest.raises(SpikecodeError, match=match):
+        write_tiny_gla_swa_checkpoint(tmp_path / "ckpt", **options)
+    assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())
+
+
+def test_writer_needs_an_empty_folder(tmp_path):
+    (tmp_path / "note.txt").write_text("keep me")
+    with pytest.raises(SpikecodeError, match="must be empty"):
+        write_tiny_gla_swa_checkpoint(tmp_path)
+
+
+def test_writer_leaves_no_half_written_file(tmp_path, monkeypatch):
+    import spikecode.testing as testing
+
+    def failing_save(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(testing, "save_file", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        write_tiny_gla_swa_checkpoint(tmp_path / "ckpt")
+    assert list((tmp_path / "ckpt").iterdir()) == []  # config.json is written last
+
+
+def test_writer_options_reach_the_config(tmp_path):
+    folder = write_tiny_gla_swa_checkpoint(
+        tmp_path / "ckpt",
+        num_layers=3,
+        hidden_size=32,
+        intermediate_size=48,
+        num_heads=2,
+        num_kv_heads=1,
+        vocab_size=300,
+        sliding_window=5,
+        rope_theta=500.0,
+        attn_layers=[0, 2],
+    )
+    config = load_checkpoint(folder).config
+    assert (config.num_hidden_layers, config.hidden_size, config.intermediate_size) == (3, 32, 48)
+    assert (config.num_attention_heads, config.num_key_value_heads) == (2, 1)
+    assert (config.vocab_size, config.sliding_window, config.rope_theta) == (300, 5, 500.0)
+    assert config.attn_layers == (0, 2)

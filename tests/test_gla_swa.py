@@ -549,7 +549,7 @@ def test_from_json_reads_a_file(tmp_path):
         GLASwaConfig.from_json(tmp_path)
 
 
-@pytest.mark.parametrize("name", GLASwaConfig._REQUIRED)
+@pytest.mark.parametrize("name", GLASwaConfig.REQUIRED_FIELDS)
 def test_missing_field_is_named(name):
     raw = {k: v for k, v in RELEASE_CONFIG.items() if k != name}
     with pytest.raises(SpikecodeError, match=rf"config\.json is missing the field '{name}'") as e:

@@ -48,7 +48,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -156,8 +156,8 @@ class GLASwaConfig:
     gla_mode: str = "chunked"
     gla_chunk_size: int = 64
 
-    # Fields config.json must name; everything else has the release's default.
-    _REQUIRED = (
+    #: Fields config.json must name; every other field has the release's default.
+    REQUIRED_FIELDS: ClassVar[tuple[str, ...]] = (
         "vocab_size",
         "hidden_size",
         "intermediate_size",
@@ -293,7 +293,7 @@ class GLASwaConfig:
                 file=source,
                 field="model_type",
             )
-        for name in cls._REQUIRED:
+        for name in cls.REQUIRED_FIELDS:
             if name not in raw:
                 raise SpikecodeError(
                     f"{source} is missing the field {name!r}", file=source, field=name
@@ -312,7 +312,7 @@ class GLASwaConfig:
                 file=source,
                 field="elementwise_affine",
             )
-        values: dict[str, Any] = {name: raw[name] for name in cls._REQUIRED}
+        values: dict[str, Any] = {name: raw[name] for name in cls.REQUIRED_FIELDS}
         for name in ("norm_eps", "hidden_act", "tie_word_embeddings", "torch_dtype"):
             if name in raw:
                 values[name] = raw[name]

@@ -243,8 +243,10 @@ def test_export_replaces_existing_file(tmp_path):
 def test_registry():
     assert get_exporter("onnx") is export_onnx_model
     assert EXPORTERS["onnx"] is export_onnx_model
-    with pytest.raises(SpikecodeError, match=r"unknown export format 'tflite'.*onnx"):
+    assert {"onnx", "nir", "events"} <= set(EXPORTERS)  # built-ins known without imports
+    with pytest.raises(SpikecodeError, match="unknown export format 'tflite'") as info:
         get_exporter("tflite")
+    assert str(info.value).endswith("supported formats: " + ", ".join(sorted(EXPORTERS)))
     with pytest.raises(SpikecodeError, match="unknown export format"):
         get_exporter(None)
 
@@ -257,8 +259,9 @@ def test_registry():
         assert register_exporter("fake-format")(fake) is fake  # idempotent for the same one
         with pytest.raises(SpikecodeError, match="already has an exporter"):
             register_exporter("fake-format")(lambda model, path: path)
-        with pytest.raises(SpikecodeError, match="supported formats: fake-format, onnx"):
+        with pytest.raises(SpikecodeError, match="fake-format") as info:
             get_exporter("nir-typo")
+        assert str(info.value).endswith(", ".join(sorted(EXPORTERS)))
     finally:
         EXPORTERS.pop("fake-format", None)
     with pytest.raises(SpikecodeError, match="non-empty string"):

@@ -76,5 +76,8 @@ def get_exporter(name: str) -> Callable[..., Any]:
         ) from None
 
 
-# Imported last: the exporter modules register themselves with the functions above.
+# Imported last: the exporter modules register themselves with the functions above, so
+# that get_exporter knows every built-in format without the caller importing its module.
+from spikecode.exporters import events as _events  # noqa: E402, F401
+from spikecode.exporters import nir as _nir  # noqa: E402, F401
 from spikecode.exporters import onnx as _onnx  # noqa: E402, F401

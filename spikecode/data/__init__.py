@@ -4,6 +4,10 @@
   attention query projections of all six layers of all-MiniLM-L6-v2 for 32 short
   sentences, one float16 array ``activations`` of shape ``[6, tokens, 384]`` (feature
   axis last). Provenance in ``SAMPLE.md``; ``scripts/make_sample.py`` regenerates it.
+- ``minilm_query_w8.npz``: the six query projections those activations feed, quantized
+  to INT8 as SPEC §4 describes (``weight_q`` int8 ``[6, 384, 384]``, ``scales`` float32
+  ``[6, 384, 3]`` per group of 128 inputs, ``bias`` float32 ``[6, 384]``, ``layers``
+  names), so the sample is a complete spike-driven layer for the exporters.
 - ``calibration.txt``: the default calibration corpus, one English text per line,
   written for spikecode. SpikingBrain calibrates on 128 samples (SPEC §1).
 """
@@ -17,9 +21,17 @@ import numpy as np
 
 from spikecode.errors import SpikecodeError
 
-__all__ = ["corpus_path", "load_corpus", "load_sample", "sample_path"]
+__all__ = [
+    "corpus_path",
+    "load_corpus",
+    "load_sample",
+    "load_sample_weights",
+    "sample_path",
+    "sample_weights_path",
+]
 
 _SAMPLE = "minilm_sample.npz"
+_WEIGHTS = "minilm_query_w8.npz"
 _CORPUS = "calibration.txt"
 
 
@@ -44,6 +56,28 @@ def sample_path() -> Path:
         Location inside the installed package (not checked for existence).
     """
     return _path(_SAMPLE)
+
+
+def sample_weights_path() -> Path:
+    """Return the path of ``minilm_query_w8.npz``, the INT8 weights the sample feeds."""
+    return _path(_WEIGHTS)
+
+
+def load_sample_weights() -> dict[str, np.ndarray]:
+    """Load the INT8 query-projection weights that belong to the bundled sample.
+
+    Returns
+    -------
+    dict
+        ``layers`` (str ``[6]``), ``weight_q`` (int8 ``[6, 384, 384]``), ``scales``
+        (float32 ``[6, 384, 3]``), ``bias`` (float32 ``[6, 384]``); layer ``i`` of the
+        sample's activations is the input of projection ``layers[i]``.
+    """
+    path = sample_weights_path()
+    if not path.is_file():
+        raise SpikecodeError("the bundled sample weights are missing", file=path)
+    with np.load(path, allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
 
 
 def corpus_path() -> Path:

@@ -53,6 +53,7 @@ from torch import nn
 
 from spikecode.errors import SpikecodeError
 from spikecode.models.gla_swa import GLASwaConfig, GLASwaForCausalLM
+from spikecode.nn.functional import RELEASE_GROUP_SIZE
 
 __all__ = [
     "INDEX_FILE",
@@ -72,7 +73,7 @@ SINGLE_FILE = "model.safetensors"
 #: Suffix of the W8ASpike weight-scale buffers (SPEC §4).
 SCALES_SUFFIX = ".weight_quantizer.scales"
 #: Input columns per W8ASpike scale group (SPEC §4).
-W8_GROUP_SIZE = 128
+W8_GROUP_SIZE = RELEASE_GROUP_SIZE
 
 _FLOAT_DTYPES = {
     "F64": torch.float64,

@@ -657,8 +657,15 @@ def test_swap_linears_errors():
     assert all(isinstance(model.get_submodule(n), nn.Linear) for n in ALL_LINEARS)  # untouched
     odd = nn.Sequential(nn.Linear(48, 8))
     with pytest.raises(SpikecodeError, match="not divisible") as info:
-        swap_linears(odd)
+        swap_linears(odd, group_size=128)
     assert info.value.context["layer"] == "0"
+
+
+def test_swap_linears_auto_group_size():
+    model = nn.Sequential(nn.Linear(48, 8), nn.Linear(256, 4))
+    swap_linears(model)  # "auto": per row where 128 does not divide the inputs
+    assert model[0].group_size == 48
+    assert model[1].group_size == 128
 
 
 def test_swap_linears_release_scales_and_shared_layers():

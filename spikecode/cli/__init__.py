@@ -35,8 +35,10 @@ def main() -> None:
 
 def _register() -> None:
     from spikecode.cli.encode import encode_command
+    from spikecode.cli.export import export_group
 
     main.add_command(encode_command)
+    main.add_command(export_group)
 
 
 _register()

@@ -46,6 +46,8 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Largest integer up to which every integer is exactly representable in float32.
 _FLOAT32_EXACT = 2.0**24
 _INT8_MAX = 127
+#: Input columns per weight scale in the released W8ASpike checkpoints (SPEC §4).
+RELEASE_GROUP_SIZE = 128
 
 
 # --------------------------------------------------------------------------- checks

@@ -151,7 +151,7 @@ class W8ASpikeLinear(_SpikingModule):
         cls,
         linear: nn.Linear,
         k: float = 3.0,
-        group_size: int | None = 128,
+        group_size: int | str | None = "auto",
         scales: torch.Tensor | None = None,
         *,
         vth_min: float = F.VTH_MIN,
@@ -166,9 +166,10 @@ class W8ASpikeLinear(_SpikingModule):
         k
             Threshold divisor for the input spikes.
         group_size
-            Input columns per scale (the release uses 128), or ``None`` for one scale per
-            output row. Ignored in favour of ``scales`` when they are given, but it must
-            then agree with them.
+            Input columns per scale (the release uses 128), ``None`` for one scale per
+            output row, or ``"auto"`` (default): 128 when it divides ``in_features``,
+            else one scale per row. Ignored in favour of ``scales`` when they are given,
+            but an explicit size must then agree with them.
         scales
             Scales from a released checkpoint (``weight_quantizer.scales``, shape
             ``[out, in/128, 1]``, or ``[out, n_groups]``); the weights are then rounded as
@@ -193,12 +194,19 @@ class W8ASpikeLinear(_SpikingModule):
                 "from_linear expects a torch.nn.Linear", module=type(linear).__name__
             )
         weight = linear.weight.detach()
+        if group_size == "auto":
+            explicit = False
+            group_size = (
+                F.RELEASE_GROUP_SIZE if weight.shape[1] % F.RELEASE_GROUP_SIZE == 0 else None
+            )
+        else:
+            explicit = True
         if scales is None:
             weight_q, scales = F.quantize_weight_int8(weight, group_size)
         else:
             weight_q, scales = F.release_weight_to_int8(weight, scales)
             implied = weight.shape[1] // scales.shape[1]
-            if group_size is not None and group_size != implied:
+            if explicit and group_size is not None and group_size != implied:
                 raise SpikecodeError(
                     f"the given scales imply group_size {implied}, not {group_size}",
                     shape=tuple(scales.shape),
@@ -283,7 +291,7 @@ def swap_linears(
     k: KSpec = 3.0,
     include: str | Iterable[str] = DEFAULT_INCLUDE,
     exclude: str | Iterable[str] = DEFAULT_EXCLUDE,
-    group_size: int | None = 128,
+    group_size: int | str | None = "auto",
     scales: Mapping[str, torch.Tensor] | None = None,
 ) -> list[str]:
     """Replace the selected ``nn.Linear`` layers of a model by :class:`W8ASpikeLinear`, in place.
@@ -305,8 +313,9 @@ def swap_linears(
         fnmatch patterns on module names. An include pattern that matches no linear
         layer raises.
     group_size
-        Input columns per weight scale (128 as in the release) or ``None`` for per-row
-        scales.
+        Input columns per weight scale (128 as in the release), ``None`` for per-row
+        scales, or ``"auto"`` (default): 128 where it divides a layer's inputs, per row
+        elsewhere.
     scales
         Optional ``layer name → released scales`` (``[out, in/128, 1]``); layers listed
         here are rounded with those scales (:meth:`W8ASpikeLinear.from_linear`).

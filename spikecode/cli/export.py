@@ -1,0 +1,417 @@
+"""``spikecode export nir|onnx|events``: graphs and spike streams for other tools.
+
+SOURCE, as fits each format:
+
+* nothing — the bundled sample: real all-MiniLM-L6-v2 activations plus the INT8 weights
+  of the six query projections they feed (``spikecode.data``), a complete
+  spike-driven layer;
+* a checkpoint directory — every spiked projection of the model (SPEC §1: all linear
+  layers but ``lm_head``; ``--include``/``--exclude`` narrow it);
+* an activation file (events only: a graph needs weights).
+
+NIR and ONNX hold the projections with INT8 weights (released ``weight_quantizer.scales``
+are honoured); events hold the input spike trains of the projections. For bitwise codes
+NIR needs a fixed number of steps: from the data for the bundled sample and activation
+files (the minimal lossless T), from ``--T`` for checkpoints.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from spikecode.cli._common import echo_json, echo_table, stages
+from spikecode.encoders import SCHEMES, encode, min_steps
+from spikecode.errors import SpikecodeError
+
+_SOURCE = click.argument(
+    "source", metavar="[SOURCE]", required=False, type=click.Path(path_type=Path)
+)
+_OUT = click.option(
+    "--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Output file."
+)
+_K = click.option("--k", type=float, default=3.0, show_default=True, help="Threshold divisor k.")
+_FORMAT = click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+_INCLUDE = click.option(
+    "--include", multiple=True, help="Layer-name pattern to export (repeatable; default all)."
+)
+_EXCLUDE = click.option(
+    "--exclude", multiple=True, help="Layer-name pattern to leave out (default: lm_head)."
+)
+
+
+def _scheme_option(default: str) -> Any:
+    return click.option(
+        "--scheme", type=click.Choice(list(SCHEMES)), default=default, show_default=True
+    )
+
+
+_T = click.option("--T", "T", type=int, default=None, help="Fixed number of steps.")
+_BIT_ORDER = click.option(
+    "--bit-order", type=click.Choice(["msb", "lsb"]), default="msb", show_default=True
+)
+
+
+class _FormatGroup(click.Group):
+    """A group whose unknown-command error lists the supported formats."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else None
+        if name is not None and not name.startswith("-") and name not in self.commands:
+            raise click.UsageError(
+                f"unknown export format {name!r}; supported formats: "
+                f"{', '.join(sorted(self.commands))}",
+                ctx,
+            )
+        return super().resolve_command(ctx, args)
+
+
+@click.group("export", cls=_FormatGroup)
+def export_group() -> None:
+    """Export spike-driven graphs (NIR, ONNX) or spike events."""
+
+
+# -- sources -----------------------------------------------------------------------------
+
+
+def _sample_layers(k: float) -> list[tuple[str, np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+    """The bundled sample as (name, counts, vth, weights) per projection."""
+    from spikecode.data import load_sample, load_sample_weights
+    from spikecode.threshold import adaptive_counts
+
+    acts, weights = load_sample(), load_sample_weights()
+    layers = []
+    for i, name in enumerate(str(n) for n in weights["layers"]):
+        counts, vth = adaptive_counts(acts[i], k=k)
+        layer = {key: weights[key][i] for key in ("weight_q", "scales", "bias")}
+        layers.append((name, counts, vth, layer))
+    return layers
+
+
+def _checkpoint_projections(
+    source: Path, k: float, include: tuple[str, ...], exclude: tuple[str, ...]
+) -> tuple[Any, dict[str, Any]]:
+    """Load a checkpoint (float32, CPU) and swap its projections for W8ASpike layers."""
+    from spikecode.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, list_linear_layers
+    from spikecode.checkpoint import load_checkpoint
+    from spikecode.nn import W8ASpikeLinear, swap_linears
+
+    loaded = load_checkpoint(source, dtype="float32")
+    model = loaded.model.eval()
+    include, exclude = include or DEFAULT_INCLUDE, exclude or DEFAULT_EXCLUDE
+    selected = {name for name, _, _ in list_linear_layers(model, include, exclude)}
+    scales = {n: s for n, s in loaded.quant_scales.items() if n in selected}
+    names = swap_linears(model, k, include, exclude, scales=scales)
+    modules = dict(model.named_modules())
+    projections = {name: modules[name] for name in names}
+    if not all(isinstance(m, W8ASpikeLinear) for m in projections.values()):
+        raise SpikecodeError("internal: swapped layers are not W8ASpikeLinear")
+    return loaded, projections
+
+
+def _checkpoint_activations(
+    source: Path, samples: int, include: tuple[str, ...], exclude: tuple[str, ...]
+) -> list[tuple[str, np.ndarray]]:
+    """Inputs of a checkpoint's spiked projections for the first texts of the corpus."""
+    from spikecode.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, collect_linear_inputs
+    from spikecode.checkpoint import load_checkpoint
+    from spikecode.data import load_corpus
+
+    loaded = load_checkpoint(source, dtype="float32")
+    if loaded.tokenizer is None:
+        raise SpikecodeError(
+            "the checkpoint has no tokenizer files, so text cannot be run through it",
+            file=str(source),
+        )
+    inputs = loaded.tokenizer(load_corpus(samples), padding=True, return_tensors="pt")
+    captured = collect_linear_inputs(
+        loaded.model.eval(),
+        dict(inputs),
+        include or DEFAULT_INCLUDE,
+        exclude or DEFAULT_EXCLUDE,
+    )
+    return list(captured.items())
+
+
+def _is_checkpoint(source: Path | None) -> bool:
+    if source is None:
+        return False
+    if not source.exists():
+        raise SpikecodeError("no such file or directory", file=str(source))
+    return source.is_dir()
+
+
+def _summary_out(out: Path, fmt: str, rows: dict[str, Any], title: str) -> None:
+    rows = {**rows, "written": str(out), "bytes": out.stat().st_size}
+    if fmt == "json":
+        echo_json(rows)
+    else:
+        echo_table(rows, title=title)
+
+
+# -- nir ---------------------------------------------------------------------------------
+
+
+@export_group.command("nir")
+@_SOURCE
+@_OUT
+@_scheme_option("bitwise-bidirectional")
+@_K
+@_T
+@_BIT_ORDER
+@click.option(
+    "--integrator",
+    type=click.Choice(["I", "IF"]),
+    default="I",
+    show_default=True,
+    help="NIR node that accumulates the weighted spikes (IF: never fires, read its membrane).",
+)
+@_INCLUDE
+@_EXCLUDE
+@_FORMAT
+def export_nir_command(
+    source: Path | None,
+    out: Path,
+    scheme: str,
+    k: float,
+    T: int | None,
+    bit_order: str,
+    integrator: str,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    fmt: str,
+) -> None:
+    """Write the spike-driven projections as a NIR graph (HDF5).
+
+    Each projection is Input -> Linear -> integrator -> Output; bitwise codes get one
+    input port per time step with that step's bit weight folded into the weights. The
+    per-token Vth, zero point and bias are applied on the host (graph metadata).
+    """
+    from spikecode.exporters.nir import export_nir
+
+    with stages(["load", "export", "done"], desc="export nir") as advance:
+        advance("load")
+        if _is_checkpoint(source):
+            if T is None and SCHEMES[scheme].bitwise:
+                raise SpikecodeError(
+                    f"--T is required to export {scheme} from a checkpoint: bitwise codes "
+                    "get one input port per step (the bundled sample and activation files "
+                    "take the minimal T of their data)"
+                )
+            _, projections = _checkpoint_projections(source, k, include, exclude)
+        elif source is None:
+            layers = _sample_layers(k)
+            projections = {
+                name: (w["weight_q"], w["scales"], w["bias"]) for name, _, _, w in layers
+            }
+            if T is None and SCHEMES[scheme].bitwise:
+                T = max(min_steps(counts, scheme) for _, counts, _, _ in layers)
+        else:
+            raise SpikecodeError(
+                "a NIR graph needs weights: export from a checkpoint directory or from the "
+                "bundled sample (no SOURCE)",
+                file=str(source),
+            )
+        advance("export")
+        export_nir(projections, out, scheme=scheme, T=T, bit_order=bit_order, integrator=integrator)
+        advance("done")
+    import nir
+
+    graph = nir.read(str(out))
+    _summary_out(
+        out,
+        fmt,
+        {
+            "format": "nir",
+            "scheme": scheme,
+            "T": T if T is not None else "any",
+            "k": k,
+            "projections": len(projections),
+            "nodes": len(graph.nodes),
+            "edges": len(graph.edges),
+            "integrator": integrator,
+        },
+        "spikecode export nir",
+    )
+
+
+# -- onnx --------------------------------------------------------------------------------
+
+
+@export_group.command("onnx")
+@_SOURCE
+@_OUT
+@_K
+@click.option("--layer", default=None, help="Bundled sample: which projection (default first).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default: spikecode's).")
+@_INCLUDE
+@_EXCLUDE
+@_FORMAT
+def export_onnx_command(
+    source: Path | None,
+    out: Path,
+    k: float,
+    layer: str | None,
+    opset: int | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    fmt: str,
+) -> None:
+    """Write the W8ASpike computation as ONNX (threshold -> counts -> INT8 matmul -> rescale).
+
+    From a checkpoint: the whole model with every spiked projection swapped, inputs
+    ``input_ids`` and ``attention_mask`` with dynamic batch and sequence axes. From the
+    bundled sample: one projection (``--layer``), input ``x`` [batch, sequence, in].
+    """
+    import onnx
+    import torch
+
+    from spikecode.exporters import onnx as onnx_export
+    from spikecode.nn import W8ASpikeLinear
+
+    kwargs = {} if opset is None else {"opset": opset}
+    with stages(["load", "export", "done"], desc="export onnx") as advance:
+        advance("load")
+        if _is_checkpoint(source):
+            loaded, projections = _checkpoint_projections(source, k, include, exclude)
+            vocab = int(getattr(loaded.config, "vocab_size", 2))
+            generator = torch.Generator().manual_seed(0)
+            example = {
+                "input_ids": torch.randint(0, vocab, (1, 8), generator=generator),
+                "attention_mask": torch.ones(1, 8, dtype=torch.int64),
+            }
+            advance("export")
+            # Tracing warns about Python-level shape logic in the model code; the tests
+            # check the exported graphs at other batch and sequence sizes instead.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                onnx_export.export_onnx_model(loaded.model, out, example, **kwargs)
+            what = f"model ({len(projections)} spiked projections)"
+        elif source is None:
+            layers = {name: w for name, _, _, w in _sample_layers(k)}
+            name = layer or next(iter(layers))
+            if name not in layers:
+                raise SpikecodeError(
+                    f"no projection {name!r} in the sample; choose one of: {', '.join(layers)}"
+                )
+            w = layers[name]
+            module = W8ASpikeLinear(
+                torch.from_numpy(w["weight_q"]),
+                torch.from_numpy(w["scales"]),
+                torch.from_numpy(w["bias"]),
+                k=k,
+            )
+            advance("export")
+            onnx_export.export_onnx_layer(module, out, **kwargs)
+            what = f"layer {name}"
+        else:
+            raise SpikecodeError(
+                "an ONNX graph needs weights: export from a checkpoint directory or from the "
+                "bundled sample (no SOURCE)",
+                file=str(source),
+            )
+        advance("done")
+    model = onnx.load(str(out))
+    operators = sorted({node.op_type for node in model.graph.node})
+    _summary_out(
+        out,
+        fmt,
+        {
+            "format": "onnx",
+            "exported": what,
+            "k": k,
+            "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+            "nodes": len(model.graph.node),
+            "operators": ", ".join(operators),
+            "inputs": ", ".join(i.name for i in model.graph.input),
+        },
+        "spikecode export onnx",
+    )
+
+
+# -- events ------------------------------------------------------------------------------
+
+
+@export_group.command("events")
+@_SOURCE
+@_OUT
+@_scheme_option("bitwise-bidirectional")
+@_K
+@_T
+@_BIT_ORDER
+@click.option("--key", default=None, help="Array to use when an activation file holds several.")
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Checkpoint: texts of the bundled calibration corpus to run.",
+)
+@_INCLUDE
+@_EXCLUDE
+@_FORMAT
+def export_events_command(
+    source: Path | None,
+    out: Path,
+    scheme: str,
+    k: float,
+    T: int | None,
+    bit_order: str,
+    key: str | None,
+    samples: int,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    fmt: str,
+) -> None:
+    """Write spike trains as address events (t, x, p, token, layer) to .npz or .h5.
+
+    From the bundled sample: one layer per query projection. From an activation file:
+    one layer named after the array. From a checkpoint: the input of every spiked
+    projection for the first --samples texts of the bundled corpus (non-padding tokens).
+    Loading the file back reproduces the trains exactly
+    (``spikecode.exporters.events.load_events``).
+    """
+    from spikecode.exporters.events import save_events
+    from spikecode.io import load_activations
+    from spikecode.threshold import adaptive_counts
+
+    with stages(["load", "encode", "write", "done"], desc="export events") as advance:
+        advance("load")
+        if source is None:
+            layers = [(name, counts, vth) for name, counts, vth, _ in _sample_layers(k)]
+        elif _is_checkpoint(source):
+            layers = [
+                (name, *adaptive_counts(rows, k=k))
+                for name, rows in _checkpoint_activations(source, samples, include, exclude)
+            ]
+        else:
+            counts, vth = adaptive_counts(load_activations(source, key=key), k=k)
+            layers = [(key or source.stem, counts, vth)]
+        advance("encode")
+        trains = {
+            name: encode(counts, scheme, T, bit_order=bit_order) for name, counts, _ in layers
+        }
+        advance("write")
+        save_events(out, trains, vth={name: vth for name, _, vth in layers}, k=k)
+        advance("done")
+    _summary_out(
+        out,
+        fmt,
+        {
+            "format": "events",
+            "scheme": scheme,
+            "k": k,
+            "layers": len(trains),
+            "T": max(t.T for t in trains.values()),
+            "events": sum(t.n_spikes for t in trains.values()),
+        },
+        "spikecode export events",
+    )

@@ -1,0 +1,135 @@
+"""``spikecode export nir|onnx|events`` from the bundled sample and a released-layout checkpoint."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+import spikecode
+from spikecode.cli import main
+from spikecode.data import load_sample, load_sample_weights
+from spikecode.exporters.events import load_events
+from spikecode.exporters.nir import simulate_nir
+from spikecode.testing import write_tiny_gla_swa_checkpoint
+
+
+def run(*args):
+    result = CliRunner().invoke(main, ["export", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output) if "--format" in args else result.output
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_tiny_gla_swa_checkpoint(
+        tmp_path_factory.mktemp("ck") / "tiny", w8aspike=True, with_tokenizer=True
+    )
+
+
+@pytest.fixture(scope="module")
+def sample_trains():
+    acts, w = load_sample(), load_sample_weights()
+    out = {}
+    for i, name in enumerate(w["layers"]):
+        counts, vth = spikecode.adaptive_counts(acts[i], k=2.5)
+        out[str(name)] = (counts, vth, w["weight_q"][i], w["scales"][i], w["bias"][i])
+    return out
+
+
+@pytest.mark.parametrize("scheme", ["ternary", "bitwise-bidirectional"])
+def test_nir_from_sample_simulates_like_spike_linear(tmp_path, sample_trains, scheme):
+    path = tmp_path / "s.nir"
+    summary = run("nir", "--out", str(path), "--scheme", scheme, "--k", "2.5", "--format", "json")
+    assert summary["projections"] == 6 and summary["nodes"] == 24
+    name = "encoder.layer.3.attention.self.query"
+    counts, vth, w_q, scales, bias = sample_trains[name]
+    T = summary["T"] if scheme != "ternary" else None
+    train = spikecode.encode(counts[:40], scheme, T)
+    want = spikecode.spike_linear(train, w_q, scales, vth[:40], bias).output
+    got = simulate_nir(path, {name: train}, {name: vth[:40]})[name]
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_onnx_from_sample_runs_in_onnxruntime(tmp_path, sample_trains):
+    from spikecode.nn import W8ASpikeLinear
+
+    path = tmp_path / "s.onnx"
+    name = "encoder.layer.2.attention.self.query"
+    summary = run("onnx", "--out", str(path), "--layer", name, "--format", "json")
+    assert "MatMul" in summary["operators"] and summary["inputs"] == "x"
+    x = load_sample()[2].astype(np.float32)[None, :50]
+    _, _, w_q, scales, bias = sample_trains[name]
+    layer = W8ASpikeLinear(*(torch.from_numpy(a) for a in (w_q, scales, bias)), k=3.0)
+    want = layer(torch.from_numpy(x)).detach().numpy()
+    got = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_events_from_sample_round_trip(tmp_path, sample_trains):
+    path = tmp_path / "e.npz"
+    summary = run(
+        "events", "--out", str(path), "--scheme", "ternary", "--k", "2.5", "--format", "json"
+    )
+    events = load_events(path)
+    assert summary["layers"] == len(events) == 6
+    for name, (train, vth) in events.items():
+        counts, want_vth = sample_trains[name][:2]
+        assert train.equals(spikecode.encode(counts, "ternary"))
+        np.testing.assert_array_equal(vth, want_vth)
+
+
+def test_events_from_activation_file(tmp_path, rng):
+    x = rng.standard_normal((5, 32)).astype(np.float32)
+    np.save(tmp_path / "acts.npy", x)
+    run("events", str(tmp_path / "acts.npy"), "--out", str(tmp_path / "a.h5"), "--T", "4")
+    ((train, vth),) = load_events(tmp_path / "a.h5").values()
+    counts, want_vth = spikecode.adaptive_counts(x, k=3.0)
+    assert train.equals(spikecode.encode(counts, "bitwise-bidirectional", 4))
+    np.testing.assert_array_equal(vth, want_vth)
+
+
+def test_checkpoint_exports(tmp_path, checkpoint):
+    nir_summary = run("nir", str(checkpoint), "--out", str(tmp_path / "m.nir"), "--T", "6",
+                      "--include", "*.mlp.*", "--format", "json")  # fmt: skip
+    assert nir_summary["projections"] == 4 * 3
+    onnx_summary = run(
+        "onnx", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--format", "json"
+    )
+    assert onnx_summary["inputs"] == "input_ids, attention_mask"
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    ids = np.arange(24, dtype=np.int64).reshape(2, 12) % 100
+    out = session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+    assert out.shape[:2] == (2, 12) and np.all(np.isfinite(out))
+    ev = run("events", str(checkpoint), "--out", str(tmp_path / "e.npz"), "--samples", "2",
+             "--include", "*.o_proj", "--format", "json")  # fmt: skip
+    assert ev["layers"] == 4 and len(load_events(tmp_path / "e.npz")) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nir", "acts.npy", "--out", "x.nir"], "needs weights"),
+        (["onnx", "acts.npy", "--out", "x.onnx"], "needs weights"),
+        (["nir", "CK", "--out", "x.nir"], "--T is required"),
+        (["onnx", "--layer", "nope", "--out", "x.onnx"], "no projection 'nope'"),
+        (["events", "missing.npy", "--out", "x.npz"], "no such file"),
+        (["events", "--out", "x.txt"], "x.txt"),
+        (["nir", "--out", "no/such/dir/x.nir"], "cannot write"),
+    ],
+)
+def test_bad_exports_fail_cleanly(tmp_path, monkeypatch, checkpoint, args, message):
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "acts.npy", np.ones((2, 8), np.float32))
+    args = [str(checkpoint) if a == "CK" else a for a in args]
+    result = CliRunner().invoke(main, ["export", *args])
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acts.npy"]
+
+
+def test_unknown_export_format_lists_formats():
+    result = CliRunner().invoke(main, ["export", "vhdl"])
+    assert result.exit_code == 2 and "nir" in result.output and "onnx" in result.output

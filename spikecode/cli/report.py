@@ -1,0 +1,228 @@
+"""``spikecode report``: sparsity, energy and k trade-off tables of a source.
+
+A SOURCE is a calibration stats file (``spikecode calibrate --out stats.json``) or an
+activation file (``--key`` picks the array); without SOURCE the bundled sample is used.
+The tables are built by :mod:`spikecode.reports`; this module parses options and prints
+or writes (atomically) the rendered text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from spikecode.errors import SpikecodeError
+from spikecode.io import atomic_write
+from spikecode.reports import (
+    FORMATS,
+    Report,
+    check_format,
+    energy_report,
+    equation24_report,
+    load_source,
+    sparsity_report,
+    tradeoff_report,
+)
+
+__all__ = ["parse_floats", "parse_ints", "report_group", "source_options"]
+
+
+def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    """Parse a comma-separated list of numbers (``"2,2.5,3"``)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise SpikecodeError(f"{option} takes comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise SpikecodeError(f"{option} takes comma-separated numbers, got {text!r}")
+    return values
+
+
+def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
+    """Parse a comma-separated list of integers (``"16,64,256"``)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise SpikecodeError(f"{option} takes comma-separated integers, got {text!r}") from None
+    if not values:
+        raise SpikecodeError(f"{option} takes comma-separated integers, got {text!r}")
+    return values
+
+
+def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """SOURCE argument and ``--key``, shared by the report and plot commands."""
+    func = click.option("--key", default=None, help="Array to use when SOURCE holds several.")(func)
+    return click.argument(
+        "source", metavar="[SOURCE]", required=False, type=click.Path(path_type=Path)
+    )(func)
+
+
+def _format_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    # A plain string checked by check_format: an unknown format is a one-line error with
+    # exit status 1, like every other bad input.
+    return click.option(
+        "--format",
+        "fmt",
+        default="table",
+        show_default=True,
+        metavar="|".join(FORMATS),
+        help="Output format.",
+    )(func)
+
+
+def _out_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--out",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Write to this file (atomically) instead of printing.",
+    )(func)
+
+
+def _emit(report: Report, fmt: str, out: Path | None) -> None:
+    text = report.render(fmt)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    with atomic_write(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out}", err=True)
+
+
+@click.group("report")
+def report_group() -> None:
+    """Sparsity, energy and k trade-off reports of a stats file or activations.
+
+    SOURCE is a calibration stats file (.json from spikecode calibrate) or an
+    activation file (.npy, .npz, .safetensors, .pt; a 3-D array is read as [layer,
+    token, feature]). Without SOURCE the bundled MiniLM sample is used.
+    """
+
+
+@report_group.command("sparsity")
+@source_options
+@click.option("--k", type=float, default=None, help="Threshold divisor [default: 3].")
+@click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@_format_option
+@_out_option
+def sparsity_command(
+    source: Path | None,
+    key: str | None,
+    k: float | None,
+    scheme: str | None,
+    fmt: str,
+    out: Path | None,
+) -> None:
+    """Per-layer and total spike statistics (SPEC §5)."""
+    check_format(fmt)
+    _emit(sparsity_report(load_source(source, key=key), k, scheme), fmt, out)
+
+
+@report_group.command("energy")
+@source_options
+@click.option("--k", type=float, default=None, help="Threshold divisor [default: 3].")
+@click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@click.option(
+    "--avg-spikes",
+    type=float,
+    default=None,
+    help="What-if without data: equation 24 at this many spikes per element.",
+)
+@click.option(
+    "--table",
+    "table",
+    default=None,
+    help="Energy table: a JSON file or a shipped name [default: horowitz-45nm].",
+)
+@click.option(
+    "--memory",
+    default=None,
+    help="Add the weight-fetch model at this memory level (dram, sram_1mb, ...).",
+)
+@click.option(
+    "--block-sizes", default=None, help="Block sizes for block skipping [default: 16,64,256]."
+)
+@click.option(
+    "--out-features",
+    type=int,
+    default=None,
+    help="Fan-out of each layer of an activation file [default: in_features].",
+)
+@_format_option
+@_out_option
+def energy_command(
+    source: Path | None,
+    key: str | None,
+    k: float | None,
+    scheme: str | None,
+    avg_spikes: float | None,
+    table: str | None,
+    memory: str | None,
+    block_sizes: str | None,
+    out_features: int | None,
+    fmt: str,
+    out: Path | None,
+) -> None:
+    """Energy per layer: dense FP16/INT8 against spike-driven arithmetic (SPEC §6).
+
+    With --memory, also the weight-fetch energy with dense fetching, channel skipping
+    and block skipping. With --avg-spikes, the report's equation 24 for that many
+    spikes per element, without any data.
+    """
+    check_format(fmt)
+    sizes = parse_ints(block_sizes, "--block-sizes")
+    if avg_spikes is not None:
+        given = {
+            "SOURCE": source,
+            "--key": key,
+            "--k": k,
+            "--scheme": scheme,
+            "--memory": memory,
+            "--block-sizes": sizes,
+            "--out-features": out_features,
+        }
+        extra = [name for name, value in given.items() if value is not None]
+        if extra:
+            raise SpikecodeError(
+                "--avg-spikes is a what-if without data; it does not combine with "
+                + ", ".join(extra)
+            )
+        _emit(equation24_report(avg_spikes, table), fmt, out)
+        return
+    report = energy_report(
+        load_source(source, key=key),
+        k,
+        scheme,
+        table=table,
+        memory=memory,
+        block_sizes=sizes,
+        out_features=out_features,
+    )
+    _emit(report, fmt, out)
+
+
+@report_group.command("tradeoff")
+@source_options
+@click.option("--ks", default=None, help="k values [default: 2,2.5,3,3.5,4; a stats file's own].")
+@click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@_format_option
+@_out_option
+def tradeoff_command(
+    source: Path | None,
+    key: str | None,
+    ks: str | None,
+    scheme: str | None,
+    fmt: str,
+    out: Path | None,
+) -> None:
+    """Sparsity and error against k (the report's table 11)."""
+    check_format(fmt)
+    values = parse_floats(ks, "--ks")
+    _emit(tradeoff_report(load_source(source, key=key), values, scheme), fmt, out)

@@ -133,32 +133,34 @@ def fill_events_bitwise(
 ):  # pragma: no cover - jit
     """Write the events of the bitwise codes in canonical (row, step, feature) order.
 
-    One pass over the row per step, branch-free: every element writes a candidate event
-    and the write position advances only if its bit is set. A candidate that does not
-    count is sent to this row's spare slot past the end of the arrays
-    (``len - rows + i``), so no thread ever writes into another row's events.
+    One pass over the row per step. The features whose bit is set are first compacted
+    into a small row-local list, branch-free (every feature is written, the list grows
+    only by the bit), and only then are the events written out: one store per feature
+    and step, and the three output stores per actual spike.
     """
     rows, cols = counts.shape
-    spare0 = t_out.shape[0] - rows
     for i in prange(rows):
         magnitude = np.empty(cols, dtype=np.int64)
         sign = np.empty(cols, dtype=np.int8)
+        selected = np.empty(cols, dtype=np.int64)
         for j in range(cols):
             v = np.int64(counts[i, j]) - zero_point
             magnitude[j] = _magnitude(v, code, T)
             sign[j] = 1 if (v >= 0 or code == TWOS) else -1
         pos = row_start[i]
-        spare = spare0 + i
         base = np.int64(i) * cols
         for t in range(T):
             b = T - 1 - t if msb else t
+            n = 0
             for j in range(cols):
-                bit = (magnitude[j] >> b) & 1
-                k = pos if bit else spare
-                t_out[k] = t
-                index_out[k] = base + j
-                polarity_out[k] = sign[j]
-                pos += bit
+                selected[n] = j
+                n += (magnitude[j] >> b) & 1
+            for r in range(n):
+                j = selected[r]
+                t_out[pos + r] = t
+                index_out[pos + r] = base + j
+                polarity_out[pos + r] = sign[j]
+            pos += n
 
 
 @kernel("void(int32[:, ::1], int64, int64, int64, int64[::1], int32[::1], int64[::1], int8[::1])")

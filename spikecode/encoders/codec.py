@@ -184,16 +184,13 @@ def encode(
     row_start = np.zeros(len(totals) + 1, dtype=np.int64)
     np.cumsum(totals, out=row_start[1:])
     n = int(row_start[-1])
-    # The bitwise kernel needs one spare slot per row past the end (see its docstring).
-    spare = len(totals) if plan.scheme.bitwise else 0
-    t = np.empty(n + spare, dtype=np.int32)
-    index = np.empty(n + spare, dtype=np.int64)
-    polarity = np.empty(n + spare, dtype=np.int8)
+    t = np.empty(n, dtype=np.int32)
+    index = np.empty(n, dtype=np.int64)
+    polarity = np.empty(n, dtype=np.int8)
     if plan.scheme.bitwise:
         _kernels.fill_events_bitwise(
             plan.rows, code, plan.T, plan.zero_point, msb, row_start, t, index, polarity
         )
-        t, index, polarity = t[:n], index[:n], polarity[:n]
     else:
         _kernels.fill_events_unary(
             plan.rows, code, plan.T, plan.zero_point, row_start, t, index, polarity

@@ -67,7 +67,12 @@ def _new_axes(n: int, **kwargs: Any) -> list[Axes]:
 def _panels(ax: Any, n: int, what: str) -> list[Axes] | None:
     if ax is None:
         return None
-    axes = [ax] if isinstance(ax, Axes) else list(ax) if isinstance(ax, Sequence) else None
+    if isinstance(ax, Axes):
+        axes: list[Any] | None = [ax]
+    elif isinstance(ax, np.ndarray):  # what pyplot.subplots returns
+        axes = list(ax.ravel())
+    else:
+        axes = list(ax) if isinstance(ax, Sequence) else None
     if axes is None or len(axes) != n or not all(isinstance(a, Axes) for a in axes):
         raise SpikecodeError(f"{what} needs ax=None or a sequence of {n} Axes")
     return axes
@@ -96,7 +101,7 @@ def plot_raster(data: RasterData, ax: Any = None, *, title: str | None = None) -
     data
         From :func:`spikecode.reports.raster_data`.
     ax
-        None, or a sequence of Axes, one per code in ``data.trains``.
+        None, or a sequence (or array) of Axes, one per code in ``data.trains``.
     title
         Figure title (default: the k and the selection).
 
@@ -245,7 +250,7 @@ def plot_tradeoff(report: Report | Mapping[str, Any], ax: Any = None) -> Figure:
     report
         :func:`spikecode.reports.tradeoff_report` or its ``to_dict()``.
     ax
-        None, or a sequence of two Axes (sparsity, accuracy).
+        None, or a sequence (or array) of two Axes (sparsity, accuracy).
 
     Returns
     -------

@@ -20,9 +20,11 @@ A source is what ``spikecode report`` and ``spikecode plot`` read:
 ``table``, ``json``, ``csv`` and ``markdown`` texts the CLI prints. Everything here is
 pure (no printing, no files written); :mod:`spikecode.plots` draws the same data.
 
-Totals over layers follow the stats-file rule: spike totals are summed (SpikeStats
-``merge``, so the total firing rate is ``Σ spikes / (Σ elements · max T)``) and errors
-are weighted by element count.
+Totals over layers follow the stats-file rule (``totals`` of STATSFILE.md): integer spike
+totals are summed, so spikes per element, silent, ``|c| ≤ 7`` and windowed figures are
+ratios of sums; the firing rate is the element-weighted mean of the layers' firing rates
+(each layer codes with its own T) and the sparsity one minus it; errors are weighted by
+element count.
 """
 
 from __future__ import annotations
@@ -1047,7 +1049,8 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
         ``window_sparsity``, and ``max_abs_count``, ``vth_mean``, ``rel_error``,
         ``cosine``. ``total`` has the same keys (``name`` is ``"total"``; ``family``,
         ``in_features``, ``out_features``, ``tokens`` and ``vth_mean`` are None, ``T`` is
-        the largest T, ``layers`` the layer count).
+        the largest T, ``layers`` the layer count; ``firing_rate`` is the element-weighted
+        mean of the layers' and ``sparsity`` one minus it).
     """
     k = source.resolve_k(k)
     scheme = source.resolve_scheme(scheme)
@@ -1070,6 +1073,8 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
         )
     total_stats = _total_stats(results)
     weights = [r.stats.elements for r in results]
+    # Each layer codes with its own T: the network's firing rate weighs the layers' rates.
+    rate = _weighted([(r.stats.firing_rate, w) for r, w in zip(results, weights, strict=True)])
     abs_counts = [r.max_abs_count for r in results]
     total = {
         "name": "total",
@@ -1079,6 +1084,8 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
         "out_features": None,
         "tokens": None,
         **_stats_dict(total_stats),
+        "firing_rate": rate,
+        "sparsity": 1.0 - rate,  # type: ignore[operator]
         "max_abs_count": None if None in abs_counts else max(abs_counts),  # type: ignore[type-var]
         "vth_mean": None,
         "rel_error": _weighted([(r.rel_error, w) for r, w in zip(results, weights, strict=True)]),
@@ -1128,8 +1135,8 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
         notes=(
             f"* window-{w} sparsity: {data['window_definition']}",
             f"Errors: {ERROR_MEASURES[source.error_measure]}.",
-            "Totals: spike totals summed (firing rate = spikes / (elements x largest T)); "
-            "errors weighted by elements.",
+            "Totals: spike totals summed; firing rate and errors are element-weighted means "
+            "of the layers' (each layer codes with its own T).",
         ),
     )
 

@@ -211,7 +211,7 @@ def save_encoded(
     k: float,
     meta: dict[str, str] | None = None,
 ) -> Path:
-    """Write counts, Vth and the train's events to an ``.npz`` (atomically, no pickles).
+    """Write counts, Vth and the train's compact events to an ``.npz`` (atomic, no pickles).
 
     ``meta`` holds extra string fields (for example the source file).
     """
@@ -226,9 +226,9 @@ def save_encoded(
         "spikecode_version": np.array(__version__),
         "counts": np.asarray(counts, dtype=np.int32),
         "vth": np.asarray(vth),
-        "events_t": train.t,
-        "events_index": train.index,
-        "events_polarity": train.polarity,
+        "step_ptr": train.step_ptr,
+        "feature": train.feature,
+        "signs": train.signs,
         "shape": np.array(train.shape, dtype=np.int64),
         "T": np.array(train.T),
         "scheme": np.array(train.scheme),
@@ -266,20 +266,20 @@ def load_encoded(path: str | os.PathLike[str]) -> Encoded:
             file=str(path),
         )
     required = (
-        "counts", "vth", "events_t", "events_index", "events_polarity", "shape", "T",
+        "counts", "vth", "step_ptr", "feature", "signs", "shape", "T",
         "scheme", "bit_order", "zero_point", "clipped", "k",
     )  # fmt: skip
     missing = [name for name in required if name not in data]
     if missing:
         raise SpikecodeError(f"missing fields: {', '.join(missing)}", file=str(path))
     try:
-        train = SpikeTrain.from_events(
+        train = SpikeTrain.from_arrays(
             tuple(int(n) for n in data["shape"]),
             int(data["T"]),
             str(data["scheme"]),
-            data["events_t"],
-            data["events_index"],
-            data["events_polarity"],
+            data["step_ptr"],
+            data["feature"],
+            data["signs"],
             bit_order=str(data["bit_order"]),
             zero_point=int(data["zero_point"]),
             clipped=int(data["clipped"]),

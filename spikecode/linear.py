@@ -130,12 +130,10 @@ def spike_linear(
 
     acc = np.zeros((train.rows, groups, out_features), dtype=np.int64)
     _kernels.spike_linear_rows(
-        train.t,
-        train.index,
-        train.polarity,
-        train.row_pointers(),
+        train.feature,
+        train.signs,
+        train.step_ptr,
         train.step_weights,
-        in_features,
         in_features // groups,
         np.ascontiguousarray(w.T),
         acc,

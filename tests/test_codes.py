@@ -261,3 +261,62 @@ def test_to_torch_feeds_an_snntorch_layer(rng):
     # A non-leaky integrator that never fires accumulates W · Σ_t s_t = W · counts.
     expected = fc(torch.from_numpy(c).float())
     torch.testing.assert_close(mem, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scheme", ALL)
+def test_compact_storage(rng, scheme):
+    c = rng.integers(-9, 10, size=(4, 3, 50))
+    train = spikecode.encode(c, scheme)
+    assert train.feature.dtype == np.uint16
+    assert train.step_ptr.shape == (12 * train.T + 1,)
+    assert train.signs.shape == ((train.n_spikes,) if SCHEMES[scheme].signed else (0,))
+    assert train.nbytes == train.step_ptr.nbytes + train.n_spikes * (
+        3 if SCHEMES[scheme].signed else 2
+    )
+    rebuilt = spikecode.SpikeTrain.from_arrays(
+        train.shape, train.T, scheme, train.step_ptr, train.feature, train.signs,
+        zero_point=train.zero_point,
+    )  # fmt: skip
+    assert rebuilt.equals(train)
+
+
+def test_wide_features_use_int32_ids(rng):
+    c = np.zeros((2, 70_000), dtype=np.int32)
+    c[0, [5, 69_999]] = [3, -2]
+    c[1, 66_000] = 1
+    train = spikecode.encode(c, "bitwise-bidirectional")
+    assert train.feature.dtype == np.int32
+    np.testing.assert_array_equal(spikecode.decode(train), c)
+    assert train.index.tolist() == [5, 69_999, 5, 70_000 + 66_000]
+
+
+def test_from_arrays_refuses_corrupt_arrays():
+    train = spikecode.encode(np.array([[3, -1, 0], [0, 2, 5]]), "bitwise-bidirectional")
+    good = {"step_ptr": train.step_ptr, "feature": train.feature, "signs": train.signs}
+    bad = [
+        ({"step_ptr": train.step_ptr[:-1]}, "rows\\*T\\+1"),
+        ({"step_ptr": train.step_ptr[::-1].copy()}, "step_ptr"),
+        ({"feature": train.feature + 5}, "outside the feature axis"),
+        ({"feature": train.feature[[0, 2, 1, 3, 4, 5]]}, "strictly increasing"),
+        ({"signs": train.signs[:-1]}, "one sign"),
+        ({"signs": np.full_like(train.signs, 2)}, "one sign"),
+        ({"feature": train.feature.astype(np.float32)}, "integer"),
+    ]
+    for change, message in bad:
+        with pytest.raises(spikecode.SpikecodeError, match=message):
+            spikecode.SpikeTrain.from_arrays((2, 3), train.T, train.scheme, **{**good, **change})
+    with pytest.raises(spikecode.SpikecodeError, match="carry no signs"):
+        spikecode.SpikeTrain.from_arrays((1, 2), 2, "bitwise", [0, 1, 1], [0], [1])
+
+
+def test_rows_whose_last_steps_are_silent(rng):
+    # Rows whose spikes all sit in early steps exercise the kernel's end-of-row path.
+    c = np.zeros((64, 40), dtype=np.int32)
+    c[::2, ::3] = 16  # 10000: only the first (MSB) step fires
+    c[1::2, 1] = 17
+    for bit_order in ("msb", "lsb"):
+        train = spikecode.encode(c, "bitwise", bit_order=bit_order)
+        np.testing.assert_array_equal(spikecode.decode(train), c)
+        np.testing.assert_array_equal(
+            train.to_dense(), ref.dense_train(c, SCHEMES["bitwise"], train.T, 0, bit_order)
+        )

@@ -108,7 +108,7 @@ def test_encoded_round_trip(tmp_path, x, scheme):
     assert loaded.k == 2.5 and loaded.meta == {"a": "b"}
     assert loaded.vth.dtype == vth.dtype
     with np.load(path, allow_pickle=False) as archive:  # plain arrays only
-        assert "events_t" in archive.files
+        assert {"step_ptr", "feature", "signs"} <= set(archive.files)
     with pytest.raises(spikecode.SpikecodeError, match="encoding result, not activations"):
         spikecode.load_activations(path, key="counts")
 
@@ -121,14 +121,14 @@ def test_corrupt_encoded_files_are_refused(tmp_path, x):
         fields = dict(archive)
     cases = {
         "version": {**fields, "format_version": np.array(99)},
-        "missing": {k: v for k, v in fields.items() if k != "events_polarity"},
-        "events": {**fields, "events_t": fields["events_t"] + 1000},
+        "missing": {k: v for k, v in fields.items() if k != "signs"},
+        "events": {**fields, "feature": fields["feature"][::-1].copy()},
         "counts": {**fields, "counts": fields["counts"] + 1},
         "format": {**fields, "spikecode_format": np.array("other")},
     }
     messages = {
         "version": "version 99",
-        "missing": "missing fields: events_polarity",
+        "missing": "missing fields: signs",
         "events": "corrupt events",
         "counts": "do not decode",
         "format": "not a spikecode encoding",

@@ -111,68 +111,95 @@ def adaptive_counts(x, k, vth_min, vth_max, lo, hi, counts, vth):  # pragma: no 
     return flags
 
 
-@kernel("int64[::1](int32[:, ::1], int64, int64, int64)")
-def row_spike_totals(counts, code, T, zero_point):  # pragma: no cover - jit
-    """Number of spikes in each row."""
+@kernel("int64[:, ::1](int32[:, ::1], int64, int64, int64, boolean)")
+def step_spike_counts(counts, code, T, zero_point, msb):  # pragma: no cover - jit
+    """Number of spikes of each (row, step): the segment sizes of a train, ``[rows, T]``."""
     rows, cols = counts.shape
-    totals = np.zeros(rows, dtype=np.int64)
+    out = np.zeros((rows, T), dtype=np.int64)
     for i in prange(rows):
-        s = 0
-        for j in range(cols):
-            s += _spike_total(np.int64(counts[i, j]) - zero_point, code, T)
-        totals[i] = s
-    return totals
+        if code <= TERNARY:
+            # |v| spikes in the first |v| steps: n_t = #{|v| > t}, from a histogram of |v|.
+            for j in range(cols):
+                v = np.int64(counts[i, j]) - zero_point
+                m = v if v >= 0 else -v
+                if m > 0:
+                    out[i, m - 1] += 1
+            for t in range(T - 2, -1, -1):
+                out[i, t] += out[i, t + 1]
+        else:
+            for t in range(T):
+                b = T - 1 - t if msb else t
+                n = 0
+                for j in range(cols):
+                    n += (_magnitude(np.int64(counts[i, j]) - zero_point, code, T) >> b) & 1
+                out[i, t] = n
+    return out
 
 
-@kernel(
-    "void(int32[:, ::1], int64, int64, int64, boolean, int64[::1],"
-    " int32[::1], int64[::1], int8[::1])"
+_FILL_SIGNATURES = tuple(
+    f"void(int32[:, ::1], int64, int64, int64, boolean, int64[::1], {feature}[::1], int8[::1])"
+    for feature in ("uint16", "int32")
 )
+
+
+@kernel(*_FILL_SIGNATURES)
 def fill_events_bitwise(
-    counts, code, T, zero_point, msb, row_start, t_out, index_out, polarity_out
+    counts, code, T, zero_point, msb, step_ptr, feature_out, polarity_out
 ):  # pragma: no cover - jit
     """Write the events of the bitwise codes in canonical (row, step, feature) order.
 
-    One pass over the row per step. The features whose bit is set are first compacted
-    into a small row-local list, branch-free (every feature is written, the list grows
-    only by the bit), and only then are the events written out: one store per feature
-    and step, and the three output stores per actual spike.
+    One pass over the row per step. The features whose bit is set are compacted
+    branch-free (every feature is written, the write position advances only by the
+    bit) straight into the output: the segment of step ``t`` starts at
+    ``step_ptr[i*T + t]``. The one stray write past a segment's end lands on the first
+    event of a later segment of the same row, which this thread overwrites afterwards;
+    where no event of the row follows (the row's last non-empty step), the loop
+    branches instead, so no thread ever writes into another row. Polarity is written
+    only for the signed codes (``polarity_out`` is empty otherwise).
     """
     rows, cols = counts.shape
+    signed = polarity_out.shape[0] > 0
     for i in prange(rows):
         magnitude = np.empty(cols, dtype=np.int64)
         sign = np.empty(cols, dtype=np.int8)
-        selected = np.empty(cols, dtype=np.int64)
         for j in range(cols):
             v = np.int64(counts[i, j]) - zero_point
             magnitude[j] = _magnitude(v, code, T)
             sign[j] = 1 if (v >= 0 or code == TWOS) else -1
-        pos = row_start[i]
-        base = np.int64(i) * cols
+        row_end = step_ptr[(i + 1) * T]
         for t in range(T):
             b = T - 1 - t if msb else t
-            n = 0
-            for j in range(cols):
-                selected[n] = j
-                n += (magnitude[j] >> b) & 1
-            for r in range(n):
-                j = selected[r]
-                t_out[pos + r] = t
-                index_out[pos + r] = base + j
-                polarity_out[pos + r] = sign[j]
-            pos += n
+            pos = step_ptr[i * T + t]
+            end = step_ptr[i * T + t + 1]
+            if pos == end:
+                continue
+            if end < row_end:
+                for j in range(cols):
+                    feature_out[pos] = j
+                    if signed:
+                        polarity_out[pos] = sign[j]
+                    pos += (magnitude[j] >> b) & 1
+            else:
+                for j in range(cols):
+                    if (magnitude[j] >> b) & 1:
+                        feature_out[pos] = j
+                        if signed:
+                            polarity_out[pos] = sign[j]
+                        pos += 1
 
 
-@kernel("void(int32[:, ::1], int64, int64, int64, int64[::1], int32[::1], int64[::1], int8[::1])")
+@kernel(*_FILL_SIGNATURES)
 def fill_events_unary(
-    counts, code, T, zero_point, row_start, t_out, index_out, polarity_out
+    counts, code, T, zero_point, msb, step_ptr, feature_out, polarity_out
 ):  # pragma: no cover - jit
     """Write the events of binary/ternary in canonical order, work proportional to spikes.
 
     An element with ``|v|`` spikes fires at steps ``0 .. |v|-1``; each step emits the
-    still-active elements in feature order and keeps those that fire again.
+    still-active elements in feature order and keeps those that fire again. ``msb`` is
+    unused (the signature is shared with the bitwise kernel).
     """
     rows, cols = counts.shape
+    signed = polarity_out.shape[0] > 0
     for i in prange(rows):
         magnitude = np.empty(cols, dtype=np.int64)
         sign = np.empty(cols, dtype=np.int8)
@@ -184,16 +211,15 @@ def fill_events_unary(
             sign[j] = 1 if v >= 0 else -1
             active[n_active] = j
             n_active += magnitude[j] > 0
-        pos = row_start[i]
-        base = np.int64(i) * cols
+        pos = step_ptr[i * T]
         t = 0
         while n_active > 0:
             kept = 0
             for r in range(n_active):
                 j = active[r]
-                t_out[pos] = t
-                index_out[pos] = base + j
-                polarity_out[pos] = sign[j]
+                feature_out[pos] = j
+                if signed:
+                    polarity_out[pos] = sign[j]
                 pos += 1
                 active[kept] = j
                 kept += magnitude[j] > t + 1
@@ -267,26 +293,33 @@ def stats_rows(counts, code, T, zero_point, window):  # pragma: no cover - jit
 
 
 @kernel(
-    "void(int32[::1], int64[::1], int8[::1], int64[::1], int64[::1], int64, int64, int64[:, ::1])"
+    *(
+        f"void({feature}[::1], int8[::1], int64[::1], int64[::1], int64, int64[:, ::1])"
+        for feature in ("uint16", "int32")
+    )
 )
-def decode_rows(
-    t, index, polarity, row_ptr, weights, zero_point, cols, counts
-):  # pragma: no cover - jit
-    """Accumulate ``zero_point + Σ w_t s_t`` per element from canonical events."""
+def decode_rows(feature, polarity, step_ptr, weights, zero_point, counts):  # pragma: no cover
+    """Accumulate ``zero_point + Σ_t w_t s_t`` per element, one row per thread."""
     rows = counts.shape[0]
+    T = weights.shape[0]
+    signed = polarity.shape[0] > 0
     for i in prange(rows):
         counts[i, :] = zero_point
-        base = np.int64(i) * cols
-        for e in range(row_ptr[i], row_ptr[i + 1]):
-            counts[i, index[e] - base] += polarity[e] * weights[t[e]]
+        for t in range(T):
+            w = weights[t]
+            for e in range(step_ptr[i * T + t], step_ptr[i * T + t + 1]):
+                counts[i, feature[e]] += polarity[e] * w if signed else w
 
 
 @kernel(
-    "void(int32[::1], int64[::1], int8[::1], int64[::1], int64[::1], int64, int64,"
-    " int8[:, ::1], int64[:, :, ::1])"
+    *(
+        f"void({feature}[::1], int8[::1], int64[::1], int64[::1], int64,"
+        " int8[:, ::1], int64[:, :, ::1])"
+        for feature in ("uint16", "int32")
+    )
 )
 def spike_linear_rows(
-    t, index, polarity, row_ptr, weights, cols, group_size, weight_t, acc
+    feature, polarity, step_ptr, weights, group_size, weight_t, acc
 ):  # pragma: no cover - jit
     """Event-driven integer accumulation of SPEC §4, one row (token) per thread.
 
@@ -297,25 +330,26 @@ def spike_linear_rows(
     ``acc`` has shape ``[rows, groups, out]``.
     """
     rows, groups, outs = acc.shape
+    T = weights.shape[0]
+    signed = polarity.shape[0] > 0
     for i in prange(rows):
         step = np.zeros((groups, outs), dtype=np.int64)
-        base = np.int64(i) * cols
-        e = row_ptr[i]
-        end = row_ptr[i + 1]
-        while e < end:
-            current = t[e]
+        for t in range(T):
+            start = step_ptr[i * T + t]
+            end = step_ptr[i * T + t + 1]
+            if start == end:
+                continue
             step[:, :] = 0
-            while e < end and t[e] == current:
-                j = index[e] - base
+            for e in range(start, end):
+                j = np.int64(feature[e])
                 g = j // group_size
-                if polarity[e] > 0:
-                    for o in range(outs):
-                        step[g, o] += weight_t[j, o]
-                else:
+                if signed and polarity[e] < 0:
                     for o in range(outs):
                         step[g, o] -= weight_t[j, o]
-                e += 1
-            w = weights[current]
+                else:
+                    for o in range(outs):
+                        step[g, o] += weight_t[j, o]
+            w = weights[t]
             for g in range(groups):
                 for o in range(outs):
                     acc[i, g, o] += w * step[g, o]

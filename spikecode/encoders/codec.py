@@ -16,7 +16,7 @@ import numpy as np
 from spikecode._validate import count_rows
 from spikecode.encoders import _kernels
 from spikecode.encoders.schemes import Scheme, check_bit_order, get_scheme
-from spikecode.encoders.train import SpikeTrain
+from spikecode.encoders.train import SpikeTrain, feature_dtype
 from spikecode.errors import SpikecodeError
 
 __all__ = ["EncodingPlan", "decode", "encode", "encode_dense", "min_steps", "plan_encoding"]
@@ -180,28 +180,21 @@ def encode(
     bit_order = check_bit_order(bit_order)
     plan = plan_encoding(counts, scheme, T, saturate=saturate, zero_point=zero_point)
     code, msb = plan.scheme.code, bit_order == "msb"
-    totals = _kernels.row_spike_totals(plan.rows, code, plan.T, plan.zero_point)
-    row_start = np.zeros(len(totals) + 1, dtype=np.int64)
-    np.cumsum(totals, out=row_start[1:])
-    n = int(row_start[-1])
-    t = np.empty(n, dtype=np.int32)
-    index = np.empty(n, dtype=np.int64)
-    polarity = np.empty(n, dtype=np.int8)
-    if plan.scheme.bitwise:
-        _kernels.fill_events_bitwise(
-            plan.rows, code, plan.T, plan.zero_point, msb, row_start, t, index, polarity
-        )
-    else:
-        _kernels.fill_events_unary(
-            plan.rows, code, plan.T, plan.zero_point, row_start, t, index, polarity
-        )
+    per_step = _kernels.step_spike_counts(plan.rows, code, plan.T, plan.zero_point, msb)
+    step_ptr = np.zeros(per_step.size + 1, dtype=np.int64)
+    np.cumsum(per_step, out=step_ptr[1:])
+    n = int(step_ptr[-1])
+    feature = np.empty(n, dtype=feature_dtype(plan.rows.shape[1]))
+    signs = np.empty(n if plan.scheme.signed else 0, dtype=np.int8)
+    fill = _kernels.fill_events_bitwise if plan.scheme.bitwise else _kernels.fill_events_unary
+    fill(plan.rows, code, plan.T, plan.zero_point, msb, step_ptr, feature, signs)
     return SpikeTrain(
         shape=plan.shape,
         T=plan.T,
         scheme=plan.scheme.name,
-        t=t,
-        index=index,
-        polarity=polarity,
+        step_ptr=step_ptr,
+        feature=feature,
+        signs=signs,
         bit_order=bit_order,
         zero_point=plan.zero_point,
         clipped=plan.clipped,
@@ -236,14 +229,7 @@ def decode(train: SpikeTrain) -> np.ndarray:
         raise SpikecodeError(f"decode expects a SpikeTrain, not {type(train).__name__}")
     counts = np.empty((train.rows, train.features), dtype=np.int64)
     _kernels.decode_rows(
-        train.t,
-        train.index,
-        train.polarity,
-        train.row_pointers(),
-        train.step_weights,
-        train.zero_point,
-        train.features,
-        counts,
+        train.feature, train.signs, train.step_ptr, train.step_weights, train.zero_point, counts
     )
     info = np.iinfo(np.int32)
     if counts.min() < info.min or counts.max() > info.max:

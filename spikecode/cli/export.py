@@ -58,6 +58,15 @@ _BIT_ORDER = click.option(
 )
 
 
+def _spike_options(command: Any) -> Any:
+    """SOURCE, --out and the coding options shared by the nir and events exports."""
+    for option in reversed(
+        (_SOURCE, _OUT, _scheme_option("bitwise-bidirectional"), _K, _T, _BIT_ORDER)
+    ):
+        command = option(command)
+    return command
+
+
 class _FormatGroup(click.Group):
     """A group whose unknown-command error lists the supported formats."""
 
@@ -161,12 +170,7 @@ def _summary_out(out: Path, fmt: str, rows: dict[str, Any], title: str) -> None:
 
 
 @export_group.command("nir")
-@_SOURCE
-@_OUT
-@_scheme_option("bitwise-bidirectional")
-@_K
-@_T
-@_BIT_ORDER
+@_spike_options
 @click.option(
     "--integrator",
     type=click.Choice(["I", "IF"]),
@@ -341,12 +345,7 @@ def export_onnx_command(
 
 
 @export_group.command("events")
-@_SOURCE
-@_OUT
-@_scheme_option("bitwise-bidirectional")
-@_K
-@_T
-@_BIT_ORDER
+@_spike_options
 @click.option("--key", default=None, help="Array to use when an activation file holds several.")
 @click.option(
     "--samples",

@@ -37,6 +37,17 @@ def feature_dtype(features: int) -> type[np.integer]:
     return np.uint16 if features <= 1 << 16 else np.int32
 
 
+def _check_layout(
+    scheme: str, shape: tuple[int, ...], T: int
+) -> tuple[Scheme, tuple[int, ...], int]:
+    """Validate the metadata of a train built from arrays of unknown origin."""
+    spec = get_scheme(scheme)
+    shape = tuple(int(n) for n in shape)
+    if len(shape) == 0 or min(shape) <= 0:
+        raise SpikecodeError("train shape must be non-empty with features last", shape=shape)
+    return spec, shape, spec.check_T(T)
+
+
 @dataclass(frozen=True, eq=False)
 class SpikeTrain:
     """A sparse spike train over ``T`` virtual time steps (SPEC §3).
@@ -241,11 +252,7 @@ class SpikeTrain:
         events, steps outside ``[0, T)``, indices outside the shape and polarities the
         code cannot emit are refused.
         """
-        spec = get_scheme(scheme)
-        shape = tuple(int(n) for n in shape)
-        if len(shape) == 0 or min(shape) <= 0:
-            raise SpikecodeError("train shape must be non-empty with features last", shape=shape)
-        T = spec.check_T(T)
+        spec, shape, T = _check_layout(scheme, shape, T)
         t, index, polarity = np.asarray(t), np.asarray(index), np.asarray(polarity)
         if not (
             t.ndim == index.ndim == polarity.ndim == 1 and len(t) == len(index) == len(polarity)
@@ -310,11 +317,7 @@ class SpikeTrain:
             Offsets of the wrong length or not increasing, features out of range or not
             in canonical order, or signs that do not fit the code.
         """
-        spec = get_scheme(scheme)
-        shape = tuple(int(n) for n in shape)
-        if len(shape) == 0 or min(shape) <= 0:
-            raise SpikecodeError("train shape must be non-empty with features last", shape=shape)
-        T = spec.check_T(T)
+        spec, shape, T = _check_layout(scheme, shape, T)
         features = shape[-1]
         rows = int(np.prod(shape, dtype=np.int64)) // features
         ptr, feat, sg = np.asarray(step_ptr), np.asarray(feature), np.asarray(signs)

@@ -186,7 +186,9 @@ def plot_hist(
 
     Each group is a line over the count value ``c``: the fraction of that group's
     elements with that count (empty bins are left out, so the log scale holds). Counts
-    beyond ±64 are kept out of the bins and noted in the legend.
+    beyond ±64 are kept out of the bins and noted in the legend. Groups with identical
+    histograms (q/k/v projections reading the same input) share one line, labelled
+    ``"query = key = value"``.
 
     Parameters
     ----------
@@ -203,7 +205,7 @@ def plot_hist(
     Returns
     -------
     matplotlib.axes.Axes
-        One line per group, labelled with the group name.
+        One line per distinct histogram, labelled with its group name(s).
     """
     if not histograms:
         raise SpikecodeError("plot_hist needs at least one histogram")
@@ -212,14 +214,24 @@ def plot_hist(
     present = [h.values[h.counts > 0] for h in histograms.values() if h.counts.any()]
     lo = min(int(v.min()) for v in present) if present else -1
     hi = max(int(v.max()) for v in present) if present else 1
+    # Groups with identical histograms (q, k and v projections share their input) would
+    # hide each other: draw them once, under all their names.
+    merged: dict[tuple[Any, ...], list[str]] = {}
+    first: dict[tuple[Any, ...], CountHistogram] = {}
     for name, hist in histograms.items():
+        key = (hist.offset, hist.below, hist.above, tuple(int(v) for v in hist.counts))
+        merged.setdefault(key, []).append(name)
+        first.setdefault(key, hist)
+    for key, names in merged.items():
+        hist = first[key]
         total = hist.total
         if total == 0:
             continue
         # Empty bins become gaps: a line never bridges counts that did not occur.
         freq = np.where(hist.counts > 0, hist.counts / total, np.nan)
         outside = hist.below + hist.above
-        label = name if not outside else f"{name} ({outside:,} beyond ±{-hist.offset})"
+        label = " = ".join(names)
+        label += f" ({outside:,} beyond ±{-hist.offset})" if outside else ""
         ax.plot(hist.values, freq, marker=".", markersize=4, linewidth=1.2, label=label)
     ax.set_yscale("log")
     ax.set_xlim(lo - 1, hi + 1)
@@ -395,8 +407,9 @@ def plot_energy(
     crowded = len(groups) > 8
     ax.set_xticklabels(
         [name for name, _ in groups],
-        rotation=30 if crowded else 0,
-        ha="right" if crowded else "center",
+        rotation=(90 if len(groups) > 16 else 30) if crowded else 0,
+        ha="right" if crowded and len(groups) <= 16 else "center",
+        fontsize=7 if len(groups) > 16 else None,
     )
     if groups[-1][0] == "total":
         ax.axvline(x[-1] - 0.75, color="0.6", linestyle=":", linewidth=1)

@@ -23,6 +23,7 @@ from spikecode.plots import (
 )
 from spikecode.reports import (
     ActivationSource,
+    CountHistogram,
     count_histograms,
     energy_report,
     equation24_report,
@@ -107,6 +108,16 @@ def test_hist_lines_are_the_fractions(source):
     assert ax.get_legend().get_title().get_text() == "layer"
     with pytest.raises(SpikecodeError, match="at least one"):
         plot_hist({})
+
+
+def test_hist_draws_identical_groups_once():
+    shared = CountHistogram.from_counts(np.array([0, 1, 1, -2, 90]))
+    other = CountHistogram.from_counts(np.array([3, 3, 0]))
+    ax = plot_hist({"query": shared, "key": shared, "dense": other})
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["query = key (1 beyond ±64)", "dense"]
+    x, y = ax.get_lines()[0].get_data()
+    assert y[x == 1][0] == 2 / 5 and np.isnan(y[x == 2][0])
 
 
 def test_tradeoff_lines_are_the_points(source):

@@ -1,0 +1,969 @@
+"""The calibration stats file: what ``spikecode calibrate`` measured, saved and validated.
+
+The layout is the contract ``STATSFILE.md`` (format ``"spikecode.stats"``, version 1):
+one JSON object with the checkpoint, the calibration data, the k values and codes, and
+per layer and per k the Vth distribution, the count histogram, the channel activity
+(SPEC §6 memory model), the W8ASpike output error and the SPEC §5 spike totals of every
+code. A flat CSV beside it (same stem, ``.csv``) holds one row per layer × k × code.
+
+This module holds the frozen dataclasses of that layout, :func:`save_stats` (atomic:
+both files are written to temporary files in the target folder and renamed into place)
+and :func:`load_stats`, which validates the format, the version and every field and
+raises :class:`~spikecode.errors.SpikecodeError` naming the file and the field.
+
+Totals over layers (``totals`` in the file, :func:`summarize`) are weighted by element
+count (``tokens × in_features`` of each layer): spikes per element, silent and |c| ≤ 7
+fractions are ratios of summed integer totals; the windowed sparsity is
+``1 − Σ window_spikes / Σ window_steps``; the firing rate is the element-weighted mean
+of the layers' firing rates (each layer codes with its own T) and the sparsity is one
+minus it; the output error is the element-weighted mean of the layers' errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from spikecode.encoders.schemes import SCHEMES
+from spikecode.energy import ChannelActivity
+from spikecode.errors import SpikecodeError
+from spikecode.io import atomic_write
+from spikecode.stats import SpikeStats
+
+__all__ = [
+    "CHECKPOINT_KINDS",
+    "COUNT_LIMIT",
+    "FORMAT",
+    "VERSION",
+    "VTH_EDGES",
+    "CalibrationStats",
+    "CheckpointInfo",
+    "CountHistogram",
+    "DataInfo",
+    "KStats",
+    "LayerStats",
+    "VthSummary",
+    "k_key",
+    "layer_family",
+    "load_stats",
+    "save_stats",
+    "summarize",
+]
+
+FORMAT = "spikecode.stats"
+VERSION = 1
+#: Count histograms in the file cover ``c = -COUNT_LIMIT … COUNT_LIMIT``.
+COUNT_LIMIT = 64
+#: Fixed log-spaced Vth histogram edges: 32 bins over the whole clamp range [1e-5, 1e4]
+#: of SPEC §2, so every threshold falls in a bin and files compare bin by bin.
+VTH_EDGES: tuple[float, ...] = tuple(float(v) for v in np.logspace(-5.0, 4.0, 33))
+#: ``checkpoint.kind`` values (``load_checkpoint`` kinds, plus activation files).
+CHECKPOINT_KINDS = ("gla_swa", "hf", "module", "activations")
+
+_SPIKE_FIELDS = ("T", "elements", "spikes", "silent", "within_7", "window_spikes", "window_steps")
+_TOTAL_FIELDS = (
+    "spikes_per_element",
+    "firing_rate",
+    "sparsity",
+    "silent_fraction",
+    "within_7_fraction",
+    "output_rel_error",
+)
+
+
+def k_key(k: float) -> str:
+    """Spell ``k`` as the stats file does: ``str(float)`` without a trailing ``.0``.
+
+    Examples
+    --------
+    >>> k_key(3), k_key(2.5), k_key(0.125)
+    ('3', '2.5', '0.125')
+    """
+    text = repr(float(k))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def layer_family(name: str) -> str:
+    """The family of a layer: its last name component (``q_proj``, ``down_proj``, ``dense``).
+
+    A purely numeric last component (an index into an ``nn.Sequential``, such as the
+    low-rank gate ``gk_proj.0``) keeps its parent: ``"gk_proj.0"``.
+    """
+    parts = name.split(".")
+    if len(parts) > 1 and parts[-1].isdigit():
+        return ".".join(parts[-2:])
+    return parts[-1]
+
+
+def window_key(window: int) -> str:
+    """Name of the windowed-sparsity total: ``"window3_sparsity"`` for the report's w = 3."""
+    return f"window{window}_sparsity"
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+
+@dataclass(frozen=True)
+class VthSummary:
+    """Distribution of the per-token threshold Vth of one layer at one k (SPEC §2).
+
+    Attributes
+    ----------
+    mean, std, min, max
+        Over all tokens (population standard deviation).
+    edges
+        Histogram edges (33 log-spaced values, :data:`VTH_EDGES`).
+    counts
+        Tokens per bin (``len(edges) - 1`` integers; a value on an inner edge counts in
+        the bin to its right, the last bin includes its right edge).
+    """
+
+    mean: float
+    std: float
+    min: float
+    max: float
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stats-file layout."""
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "min": self.min,
+            "max": self.max,
+            "histogram": {"edges": list(self.edges), "counts": list(self.counts)},
+        }
+
+
+@dataclass(frozen=True)
+class CountHistogram:
+    """Elements per count value ``c = offset … offset + len(counts) - 1``, plus outliers.
+
+    Attributes
+    ----------
+    offset
+        Count of the first bin (``-COUNT_LIMIT`` in stats files).
+    counts
+        Elements per count value.
+    below, above
+        Elements whose count lies below / above the covered range.
+    """
+
+    offset: int
+    counts: tuple[int, ...]
+    below: int
+    above: int
+
+    @property
+    def total(self) -> int:
+        """All elements, inside the range or not."""
+        return sum(self.counts) + self.below + self.above
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stats-file layout."""
+        return {
+            "offset": self.offset,
+            "counts": list(self.counts),
+            "below": self.below,
+            "above": self.above,
+        }
+
+
+@dataclass(frozen=True)
+class KStats:
+    """Statistics of one layer's input at one k.
+
+    Attributes
+    ----------
+    vth
+        The threshold distribution.
+    count_histogram
+        Histogram of the counts ``round(x / Vth)``.
+    max_abs_count
+        Largest ``|c|`` seen.
+    output_rel_error, output_cosine
+        W8ASpike fake-quant layer (INT8 weights, spike input) against the float layer on
+        the same rows: ``||y_spike - y_float|| / ||y_float||`` and the mean per-token
+        cosine similarity, over the rows the error was measured on
+        (:attr:`LayerStats.error_tokens`).
+    activity
+        Which weight columns and blocks the counts need (SPEC §6 memory model).
+    schemes
+        Code name → SPEC §5 totals (``T`` = the largest T any batch needed).
+    """
+
+    vth: VthSummary
+    count_histogram: CountHistogram
+    max_abs_count: int
+    output_rel_error: float
+    output_cosine: float
+    activity: ChannelActivity
+    schemes: Mapping[str, SpikeStats]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stats-file layout."""
+        return {
+            "vth": self.vth.to_dict(),
+            "count_histogram": self.count_histogram.to_dict(),
+            "max_abs_count": self.max_abs_count,
+            "output_rel_error": self.output_rel_error,
+            "output_cosine": self.output_cosine,
+            "activity": {
+                "tokens": self.activity.tokens,
+                "in_features": self.activity.in_features,
+                "active_channels": _plain(self.activity.active_channels),
+                "block_fetched_channels": {
+                    str(b): _plain(v) for b, v in self.activity.block_fetched_channels.items()
+                },
+            },
+            "schemes": {name: stats.to_dict() for name, stats in self.schemes.items()},
+        }
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Everything calibration measured on one linear projection's input.
+
+    Attributes
+    ----------
+    name, family
+        Full module name and :func:`layer_family`.
+    in_features, out_features
+        Shape of the projection.
+    tokens
+        Non-padding rows this layer saw (every statistic counts ``tokens × in_features``
+        elements).
+    by_k
+        :func:`k_key` → :class:`KStats`.
+    error_tokens
+        Rows on which the output error was measured (a subset of ``tokens``; see
+        :attr:`CalibrationStats.error_rows`).
+    """
+
+    name: str
+    family: str
+    in_features: int
+    out_features: int
+    tokens: int
+    by_k: Mapping[str, KStats]
+    error_tokens: int
+
+    @property
+    def elements(self) -> int:
+        """``tokens × in_features``."""
+        return self.tokens * self.in_features
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stats-file layout."""
+        return {
+            "name": self.name,
+            "family": self.family,
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "tokens": self.tokens,
+            "error_tokens": self.error_tokens,
+            "by_k": {key: value.to_dict() for key, value in self.by_k.items()},
+        }
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Which model was calibrated: folder, kind, ``model_type`` and parameter dtype."""
+
+    path: str | None
+    kind: str
+    model_type: str | None
+    dtype: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stats-file layout."""
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "model_type": self.model_type,
+            "dtype": self.dtype,
+        }
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """The calibration data: source, samples, non-padding tokens, length limit.
+
+    ``truncated`` counts the samples cut to ``max_length`` (only on request).
+    """
+
+    source: str
+    samples: int
+    tokens: int
+    max_length: int | None
+    truncated: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stats-file layout."""
+        return {
+            "source": self.source,
+            "samples": self.samples,
+            "tokens": self.tokens,
+            "max_length": self.max_length,
+            "truncated": self.truncated,
+        }
+
+
+@dataclass(frozen=True)
+class CalibrationStats:
+    """A whole stats file (``STATSFILE.md``, version 1).
+
+    Build one with :meth:`create` (which computes the totals) or :func:`load_stats`.
+
+    Attributes
+    ----------
+    checkpoint, data
+        Provenance.
+    k
+        The k values, in calibration order.
+    schemes
+        The codes whose SPEC §5 totals every layer carries.
+    window
+        Window of the windowed sparsity (the report's w = 3).
+    block_sizes
+        Block sizes of the channel-activity model.
+    layers
+        Per-layer statistics, in model order.
+    totals
+        :func:`k_key` → code → element-weighted totals (see the module docstring).
+    error_rows
+        Most rows per batch and layer on which the output error was measured (None:
+        all rows).
+    spikecode_version, created
+        Who wrote the file, and when (UTC, ISO 8601).
+    """
+
+    checkpoint: CheckpointInfo
+    data: DataInfo
+    k: tuple[float, ...]
+    schemes: tuple[str, ...]
+    window: int
+    block_sizes: tuple[int, ...]
+    layers: tuple[LayerStats, ...]
+    totals: Mapping[str, Mapping[str, Mapping[str, float]]]
+    error_rows: int | None = None
+    spikecode_version: str = field(default_factory=lambda: _version())
+    created: str = field(default_factory=lambda: _now())
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        checkpoint: CheckpointInfo,
+        data: DataInfo,
+        k: Sequence[float],
+        schemes: Sequence[str],
+        window: int,
+        block_sizes: Sequence[int],
+        layers: Sequence[LayerStats],
+        error_rows: int | None,
+    ) -> CalibrationStats:
+        """Assemble a stats object and compute its totals over layers."""
+        keys = [k_key(v) for v in k]
+        totals = {
+            key: {
+                scheme: MappingProxyType(summarize([(layer, key) for layer in layers], scheme))
+                for scheme in schemes
+            }
+            for key in keys
+        }
+        return cls(
+            checkpoint=checkpoint,
+            data=data,
+            k=tuple(float(v) for v in k),
+            schemes=tuple(schemes),
+            window=int(window),
+            block_sizes=tuple(int(b) for b in block_sizes),
+            layers=tuple(layers),
+            totals=MappingProxyType(totals),
+            error_rows=error_rows,
+        )
+
+    def layer(self, name: str) -> LayerStats:
+        """The statistics of the layer called ``name``."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise SpikecodeError(f"the stats have no layer {name!r}", layers=len(self.layers))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stats-file JSON object."""
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "spikecode_version": self.spikecode_version,
+            "created": self.created,
+            "checkpoint": self.checkpoint.to_dict(),
+            "data": self.data.to_dict(),
+            "k": list(self.k),
+            "schemes": list(self.schemes),
+            "window": self.window,
+            "block_sizes": list(self.block_sizes),
+            "error_rows": self.error_rows,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "totals": {
+                key: {scheme: dict(values) for scheme, values in by_scheme.items()}
+                for key, by_scheme in self.totals.items()
+            },
+        }
+
+
+def _version() -> str:
+    from spikecode import __version__
+
+    return __version__
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _plain(value: float) -> int | float:
+    """An integral float as an int (JSON ``12`` rather than ``12.0``)."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
+# --------------------------------------------------------------------------- totals
+
+
+def summarize(pairs: Iterable[tuple[LayerStats, str]], scheme: str) -> dict[str, float]:
+    """Element-weighted totals over layers, each at its own k (see the module docstring).
+
+    Parameters
+    ----------
+    pairs
+        ``(layer, k key)``: the layers to total and the k each one is read at (a global
+        k, or a per-layer choice such as the k advisor's).
+    scheme
+        The code whose spike totals are used.
+
+    Returns
+    -------
+    dict
+        ``spikes_per_element, firing_rate, sparsity, silent_fraction, within_7_fraction,
+        window<w>_sparsity, output_rel_error`` (the last is None when some layer has no
+        error measurement).
+    """
+    pairs = list(pairs)
+    if not pairs:
+        raise SpikecodeError("cannot total statistics over no layers")
+    total: SpikeStats | None = None
+    weighted_rate = 0.0
+    weighted_error: float | None = 0.0
+    elements = 0
+    for layer, key in pairs:
+        entry = layer.by_k[key]
+        stats = entry.schemes[scheme]
+        total = stats if total is None else total.merge(stats)
+        weighted_rate += stats.firing_rate * stats.elements
+        if weighted_error is not None and entry.output_rel_error is not None:
+            weighted_error += entry.output_rel_error * stats.elements
+        else:
+            weighted_error = None
+        elements += stats.elements
+    assert total is not None  # pairs is not empty
+    rate = weighted_rate / elements
+    return {
+        "spikes_per_element": total.spikes_per_element,
+        "firing_rate": rate,
+        "sparsity": 1.0 - rate,
+        "silent_fraction": total.silent_fraction,
+        "within_7_fraction": total.within_7_fraction,
+        window_key(total.window): total.window_sparsity,
+        "output_rel_error": None if weighted_error is None else weighted_error / elements,
+    }
+
+
+# --------------------------------------------------------------------------- saving
+
+
+_CSV_COLUMNS = (
+    "layer",
+    "family",
+    "in_features",
+    "out_features",
+    "tokens",
+    "k",
+    "scheme",
+    "T",
+    "elements",
+    "spikes",
+    "spikes_per_element",
+    "firing_rate",
+    "sparsity",
+    "silent_fraction",
+    "within_7_fraction",
+    "window",
+    "window_sparsity",
+    "max_abs_count",
+    "vth_mean",
+    "vth_std",
+    "vth_min",
+    "vth_max",
+    "output_rel_error",
+    "output_cosine",
+    "error_tokens",
+    "active_channels",
+)
+
+
+def _csv_rows(stats: CalibrationStats) -> tuple[list[str], list[list[Any]]]:
+    blocks = [f"block_fetched_channels_{b}" for b in stats.block_sizes]
+    rows = []
+    for layer in stats.layers:
+        for key, entry in layer.by_k.items():
+            for scheme, s in entry.schemes.items():
+                rows.append(
+                    [
+                        layer.name,
+                        layer.family,
+                        layer.in_features,
+                        layer.out_features,
+                        layer.tokens,
+                        key,
+                        scheme,
+                        s.T,
+                        s.elements,
+                        s.spikes,
+                        repr(s.spikes_per_element),
+                        repr(s.firing_rate),
+                        repr(s.sparsity),
+                        repr(s.silent_fraction),
+                        repr(s.within_7_fraction),
+                        s.window,
+                        repr(s.window_sparsity),
+                        entry.max_abs_count,
+                        repr(entry.vth.mean),
+                        repr(entry.vth.std),
+                        repr(entry.vth.min),
+                        repr(entry.vth.max),
+                        repr(entry.output_rel_error),
+                        repr(entry.output_cosine),
+                        layer.error_tokens,
+                        _plain(entry.activity.active_channels),
+                        *(
+                            _plain(entry.activity.block_fetched_channels[b])
+                            for b in stats.block_sizes
+                        ),
+                    ]
+                )
+    return [*_CSV_COLUMNS, *blocks], rows
+
+
+def save_stats(path: str | os.PathLike[str], stats: CalibrationStats) -> tuple[Path, Path]:
+    """Write a stats file and the CSV beside it, atomically.
+
+    Parameters
+    ----------
+    path
+        The ``.json`` file; the CSV gets the same stem and ``.csv``.
+    stats
+        What to write. Every layer must carry every k and code of ``stats`` and a
+        measured output error.
+
+    Returns
+    -------
+    (Path, Path)
+        The JSON and CSV paths.
+
+    Raises
+    ------
+    SpikecodeError
+        A path not ending in ``.json``, a missing folder, or incomplete statistics.
+        Nothing is written then (both files go to temporary files first).
+    """
+    target = Path(path)
+    if target.suffix.lower() != ".json":
+        raise SpikecodeError("a stats file must be a .json file", file=str(target))
+    keys = [k_key(v) for v in stats.k]
+    for layer in stats.layers:
+        for key in keys:
+            entry = layer.by_k.get(key)
+            if entry is None:
+                raise SpikecodeError(f"layer {layer.name!r} has no statistics for k = {key}")
+            missing = [s for s in stats.schemes if s not in entry.schemes]
+            if missing:
+                raise SpikecodeError(
+                    f"layer {layer.name!r} has no statistics for code {missing[0]!r} at k = {key}"
+                )
+            if entry.output_rel_error is None or entry.output_cosine is None:
+                raise SpikecodeError(
+                    f"layer {layer.name!r} has no output error at k = {key}; a stats file needs it"
+                )
+    text = json.dumps(stats.to_dict(), indent=1, allow_nan=False) + "\n"
+    header, rows = _csv_rows(stats)
+    csv_target = target.with_suffix(".csv")
+    with atomic_write(target) as tmp_json, atomic_write(csv_target) as tmp_csv:
+        with open(tmp_csv, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)
+        tmp_json.write_text(text, encoding="utf-8")
+    return target, csv_target
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _Reader:
+    """Typed field access whose errors name the file and the field."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def fail(self, message: str, where: str) -> SpikecodeError:
+        return SpikecodeError(message, file=self.file, field=where or None)
+
+    def obj(self, value: Any, where: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(f"stats file field {where!r} must be a JSON object", where)
+        return value
+
+    def get(self, parent: Any, key: str, where: str) -> Any:
+        full = f"{where}.{key}" if where else key
+        parent = self.obj(parent, where or "(top level)")
+        if key not in parent:
+            raise self.fail(f"stats file lacks the field {full!r}", full)
+        return parent[key]
+
+    def integer(self, value: Any, where: str, minimum: int | None = 0) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(f"stats file field {where!r} must be an integer, got {value!r}", where)
+        if minimum is not None and value < minimum:
+            raise self.fail(f"stats file field {where!r} must be >= {minimum}, got {value}", where)
+        return value
+
+    def number(self, value: Any, where: str) -> float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise self.fail(
+                f"stats file field {where!r} must be a finite number, got {value!r}", where
+            )
+        return float(value)
+
+    def text(self, value: Any, where: str, *, optional: bool = False) -> str | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.fail(f"stats file field {where!r} must be a non-empty string", where)
+        return value
+
+    def listing(self, value: Any, where: str, *, length: int | None = None) -> list[Any]:
+        if not isinstance(value, list) or not value:
+            raise self.fail(f"stats file field {where!r} must be a non-empty list", where)
+        if length is not None and len(value) != length:
+            raise self.fail(
+                f"stats file field {where!r} must hold {length} values, not {len(value)}", where
+            )
+        return value
+
+
+def load_stats(path: str | os.PathLike[str]) -> CalibrationStats:
+    """Read and validate a stats file written by :func:`save_stats`.
+
+    Parameters
+    ----------
+    path
+        The ``.json`` stats file.
+
+    Returns
+    -------
+    CalibrationStats
+
+    Raises
+    ------
+    SpikecodeError
+        An unreadable or non-JSON file, another format or version, or a missing or
+        malformed field; the message names the file and the field
+        (``layers[2].by_k.3.vth.mean``).
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpikecodeError("stats file not found", file=str(file)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpikecodeError(f"cannot read the stats file: {err}", file=str(file)) from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SpikecodeError(
+            f"the stats file is not valid JSON ({err.msg}, line {err.lineno})", file=str(file)
+        ) from None
+    return _parse(raw, _Reader(str(file)))
+
+
+def _parse(raw: Any, r: _Reader) -> CalibrationStats:
+    if not isinstance(raw, Mapping):
+        raise r.fail("not a spikecode stats file: the top level is not a JSON object", "")
+    if raw.get("format") != FORMAT:
+        raise r.fail(
+            f"not a spikecode stats file (format is {raw.get('format')!r}, expected {FORMAT!r})",
+            "format",
+        )
+    version = r.get(raw, "version", "")
+    if version != VERSION:
+        raise r.fail(
+            f"stats file version {version!r} is not supported (this spikecode reads version "
+            f"{VERSION})",
+            "version",
+        )
+    ks = []
+    for i, value in enumerate(r.listing(r.get(raw, "k", ""), "k")):
+        number = r.number(value, f"k[{i}]")
+        if number <= 0:
+            raise r.fail(f"stats file field 'k[{i}]' must be > 0", f"k[{i}]")
+        ks.append(number)
+    keys = [k_key(v) for v in ks]
+    if len(set(keys)) != len(keys):
+        raise r.fail("stats file field 'k' repeats a value", "k")
+    schemes = []
+    for i, name in enumerate(r.listing(r.get(raw, "schemes", ""), "schemes")):
+        if name not in SCHEMES:
+            raise r.fail(f"stats file names an unknown code {name!r}", f"schemes[{i}]")
+        schemes.append(name)
+    window = r.integer(r.get(raw, "window", ""), "window", 1)
+    block_sizes = tuple(
+        r.integer(b, f"block_sizes[{i}]", 1)
+        for i, b in enumerate(r.listing(r.get(raw, "block_sizes", ""), "block_sizes"))
+    )
+    error_rows = raw.get("error_rows")
+    if error_rows is not None:
+        error_rows = r.integer(error_rows, "error_rows", 1)
+
+    ck = r.get(raw, "checkpoint", "")
+    kind = r.get(ck, "kind", "checkpoint")
+    if kind not in CHECKPOINT_KINDS:
+        raise r.fail(
+            f"stats file field 'checkpoint.kind' must be one of {list(CHECKPOINT_KINDS)}, "
+            f"not {kind!r}",
+            "checkpoint.kind",
+        )
+    checkpoint = CheckpointInfo(
+        path=r.text(r.get(ck, "path", "checkpoint"), "checkpoint.path", optional=True),
+        kind=kind,
+        model_type=r.text(
+            r.get(ck, "model_type", "checkpoint"), "checkpoint.model_type", optional=True
+        ),
+        dtype=r.text(r.get(ck, "dtype", "checkpoint"), "checkpoint.dtype", optional=True),
+    )
+    d = r.get(raw, "data", "")
+    max_length = r.get(d, "max_length", "data")
+    data = DataInfo(
+        source=r.text(r.get(d, "source", "data"), "data.source"),
+        samples=r.integer(r.get(d, "samples", "data"), "data.samples", 1),
+        tokens=r.integer(r.get(d, "tokens", "data"), "data.tokens", 1),
+        max_length=None if max_length is None else r.integer(max_length, "data.max_length", 1),
+        truncated=r.integer(d.get("truncated", 0), "data.truncated"),
+    )
+    layers = tuple(
+        _parse_layer(r, entry, f"layers[{i}]", keys, schemes, window, block_sizes)
+        for i, entry in enumerate(r.listing(r.get(raw, "layers", ""), "layers"))
+    )
+    names = [layer.name for layer in layers]
+    if len(set(names)) != len(names):
+        raise r.fail("stats file lists a layer twice", "layers")
+    totals = _parse_totals(r, r.get(raw, "totals", ""), keys, schemes, window)
+    return CalibrationStats(
+        checkpoint=checkpoint,
+        data=data,
+        k=tuple(ks),
+        schemes=tuple(schemes),
+        window=window,
+        block_sizes=block_sizes,
+        layers=layers,
+        totals=totals,
+        error_rows=error_rows,
+        spikecode_version=r.text(r.get(raw, "spikecode_version", ""), "spikecode_version"),
+        created=r.text(r.get(raw, "created", ""), "created"),
+    )
+
+
+def _parse_layer(
+    r: _Reader,
+    entry: Any,
+    where: str,
+    keys: list[str],
+    schemes: list[str],
+    window: int,
+    block_sizes: tuple[int, ...],
+) -> LayerStats:
+    name = r.text(r.get(entry, "name", where), f"{where}.name")
+    family = r.text(r.get(entry, "family", where), f"{where}.family")
+    in_features = r.integer(r.get(entry, "in_features", where), f"{where}.in_features", 1)
+    out_features = r.integer(r.get(entry, "out_features", where), f"{where}.out_features", 1)
+    tokens = r.integer(r.get(entry, "tokens", where), f"{where}.tokens", 1)
+    error_tokens = r.integer(entry.get("error_tokens", tokens), f"{where}.error_tokens")
+    if error_tokens > tokens:
+        raise r.fail(
+            f"stats file field '{where}.error_tokens' exceeds the layer's tokens",
+            f"{where}.error_tokens",
+        )
+    by_k_raw = r.obj(r.get(entry, "by_k", where), f"{where}.by_k")
+    by_k = {}
+    for key in keys:
+        here = f"{where}.by_k.{key}"
+        if key not in by_k_raw:
+            raise r.fail(f"stats file layer {name!r} lacks k = {key}", here)
+        by_k[key] = _parse_k(
+            r, by_k_raw[key], here, tokens, in_features, schemes, window, block_sizes
+        )
+    assert name is not None  # r.text without optional never returns None
+    assert family is not None
+    return LayerStats(
+        name=name,
+        family=family,
+        in_features=in_features,
+        out_features=out_features,
+        tokens=tokens,
+        by_k=MappingProxyType(by_k),
+        error_tokens=error_tokens,
+    )
+
+
+def _parse_k(
+    r: _Reader,
+    entry: Any,
+    where: str,
+    tokens: int,
+    in_features: int,
+    schemes: list[str],
+    window: int,
+    block_sizes: tuple[int, ...],
+) -> KStats:
+    vth_raw = r.get(entry, "vth", where)
+    hist_raw = r.get(vth_raw, "histogram", f"{where}.vth")
+    edges = r.listing(
+        r.get(hist_raw, "edges", f"{where}.vth.histogram"), f"{where}.vth.histogram.edges"
+    )
+    counts = r.listing(
+        r.get(hist_raw, "counts", f"{where}.vth.histogram"),
+        f"{where}.vth.histogram.counts",
+        length=len(edges) - 1,
+    )
+    vth = VthSummary(
+        mean=r.number(r.get(vth_raw, "mean", f"{where}.vth"), f"{where}.vth.mean"),
+        std=r.number(r.get(vth_raw, "std", f"{where}.vth"), f"{where}.vth.std"),
+        min=r.number(r.get(vth_raw, "min", f"{where}.vth"), f"{where}.vth.min"),
+        max=r.number(r.get(vth_raw, "max", f"{where}.vth"), f"{where}.vth.max"),
+        edges=tuple(r.number(e, f"{where}.vth.histogram.edges[{i}]") for i, e in enumerate(edges)),
+        counts=tuple(
+            r.integer(c, f"{where}.vth.histogram.counts[{i}]") for i, c in enumerate(counts)
+        ),
+    )
+    if sum(vth.counts) != tokens:
+        raise r.fail(
+            f"stats file field '{where}.vth.histogram.counts' sums to {sum(vth.counts)}, "
+            f"not the layer's {tokens} tokens",
+            f"{where}.vth.histogram.counts",
+        )
+    ch_raw = r.get(entry, "count_histogram", where)
+    here = f"{where}.count_histogram"
+    ch = CountHistogram(
+        offset=r.integer(r.get(ch_raw, "offset", here), f"{here}.offset", None),
+        counts=tuple(
+            r.integer(c, f"{here}.counts[{i}]")
+            for i, c in enumerate(r.listing(r.get(ch_raw, "counts", here), f"{here}.counts"))
+        ),
+        below=r.integer(r.get(ch_raw, "below", here), f"{here}.below"),
+        above=r.integer(r.get(ch_raw, "above", here), f"{here}.above"),
+    )
+    if ch.total != tokens * in_features:
+        raise r.fail(
+            f"stats file field {here!r} holds {ch.total} elements, not tokens x in_features "
+            f"= {tokens * in_features}",
+            here,
+        )
+    act_raw = r.get(entry, "activity", where)
+    here = f"{where}.activity"
+    fetched_raw = r.obj(
+        r.get(act_raw, "block_fetched_channels", here), f"{here}.block_fetched_channels"
+    )
+    fetched = {}
+    for b in block_sizes:
+        if str(b) not in fetched_raw:
+            raise r.fail(
+                f"stats file lacks the field '{here}.block_fetched_channels.{b}'",
+                f"{here}.block_fetched_channels.{b}",
+            )
+        fetched[b] = r.number(fetched_raw[str(b)], f"{here}.block_fetched_channels.{b}")
+    try:
+        activity = ChannelActivity(
+            tokens=r.integer(r.get(act_raw, "tokens", here), f"{here}.tokens", 1),
+            in_features=r.integer(r.get(act_raw, "in_features", here), f"{here}.in_features", 1),
+            active_channels=r.number(
+                r.get(act_raw, "active_channels", here), f"{here}.active_channels"
+            ),
+            block_fetched_channels=fetched,
+        )
+    except SpikecodeError as err:
+        raise r.fail(f"stats file field {here!r} is inconsistent: {err.message}", here) from None
+    if (activity.tokens, activity.in_features) != (tokens, in_features):
+        raise r.fail(f"stats file field {here!r} does not match the layer's shape", here)
+    schemes_raw = r.get(entry, "schemes", where)
+    parsed = {}
+    for scheme in schemes:
+        here = f"{where}.schemes.{scheme}"
+        raw = r.get(schemes_raw, scheme, f"{where}.schemes")
+        values = {
+            name: r.integer(r.get(raw, name, here), f"{here}.{name}") for name in _SPIKE_FIELDS
+        }
+        if values["T"] < 1 or values["elements"] != tokens * in_features:
+            raise r.fail(
+                f"stats file field {here!r} needs T >= 1 and elements = tokens x in_features",
+                here,
+            )
+        w = r.integer(r.get(raw, "window", here), f"{here}.window", 1)
+        if w != window:
+            raise r.fail(
+                f"stats file field '{here}.window' differs from 'window'", f"{here}.window"
+            )
+        parsed[scheme] = SpikeStats(scheme=scheme, window=w, **values)
+    return KStats(
+        vth=vth,
+        count_histogram=ch,
+        max_abs_count=r.integer(r.get(entry, "max_abs_count", where), f"{where}.max_abs_count"),
+        output_rel_error=r.number(
+            r.get(entry, "output_rel_error", where), f"{where}.output_rel_error"
+        ),
+        output_cosine=r.number(r.get(entry, "output_cosine", where), f"{where}.output_cosine"),
+        activity=activity,
+        schemes=MappingProxyType(parsed),
+    )
+
+
+def _parse_totals(
+    r: _Reader, raw: Any, keys: list[str], schemes: list[str], window: int
+) -> Mapping[str, Mapping[str, Mapping[str, float]]]:
+    names = (*_TOTAL_FIELDS, window_key(window))
+    totals = {}
+    for key in keys:
+        by_scheme_raw = r.get(raw, key, "totals")
+        by_scheme = {}
+        for scheme in schemes:
+            here = f"totals.{key}.{scheme}"
+            values = r.get(by_scheme_raw, scheme, f"totals.{key}")
+            by_scheme[scheme] = MappingProxyType(
+                {name: r.number(r.get(values, name, here), f"{here}.{name}") for name in names}
+            )
+        totals[key] = MappingProxyType(by_scheme)
+    return MappingProxyType(totals)

@@ -31,7 +31,8 @@ from matplotlib.figure import Figure
 
 from spikecode.errors import SpikecodeError
 from spikecode.io import atomic_write
-from spikecode.reports import CountHistogram, RasterData, Report
+from spikecode.reports import RasterData, Report
+from spikecode.statsfile import CountHistogram
 
 __all__ = [
     "FIGURE_FORMATS",
@@ -193,7 +194,7 @@ def plot_hist(
     Parameters
     ----------
     histograms
-        Group → :class:`~spikecode.reports.CountHistogram`, from
+        Group → :class:`~spikecode.statsfile.CountHistogram`, from
         :func:`spikecode.reports.count_histograms`.
     ax
         Axes to draw on (None: a new figure).
@@ -211,7 +212,12 @@ def plot_hist(
         raise SpikecodeError("plot_hist needs at least one histogram")
     if ax is None:
         (ax,) = _new_axes(1, figsize=(7.5, 4.5), layout="constrained")
-    present = [h.values[h.counts > 0] for h in histograms.values() if h.counts.any()]
+
+    def bins(hist: CountHistogram) -> tuple[np.ndarray, np.ndarray]:
+        counts = np.asarray(hist.counts, dtype=np.int64)
+        return hist.offset + np.arange(len(counts), dtype=np.int64), counts
+
+    present = [v[c > 0] for v, c in map(bins, histograms.values()) if c.any()]
     lo = min(int(v.min()) for v in present) if present else -1
     hi = max(int(v.max()) for v in present) if present else 1
     # Groups with identical histograms (q, k and v projections share their input) would
@@ -227,12 +233,13 @@ def plot_hist(
         total = hist.total
         if total == 0:
             continue
+        values, counts = bins(hist)
         # Empty bins become gaps: a line never bridges counts that did not occur.
-        freq = np.where(hist.counts > 0, hist.counts / total, np.nan)
+        freq = np.where(counts > 0, counts / total, np.nan)
         outside = hist.below + hist.above
         label = " = ".join(names)
         label += f" ({outside:,} beyond ±{-hist.offset})" if outside else ""
-        ax.plot(hist.values, freq, marker=".", markersize=4, linewidth=1.2, label=label)
+        ax.plot(values, freq, marker=".", markersize=4, linewidth=1.2, label=label)
     ax.set_yscale("log")
     ax.set_xlim(lo - 1, hi + 1)
     ax.set_xlabel("spike count c = round(x / Vth)")

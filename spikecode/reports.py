@@ -2,9 +2,11 @@
 
 A source is what ``spikecode report`` and ``spikecode plot`` read:
 
-- a **calibration stats file** (``spikecode calibrate --out stats.json``, layout
-  version 1: per layer, per k and per scheme the SPEC §5 spike totals, the output error
-  of the W8ASpike layer, count histograms and silent-channel activity); or
+- a **calibration stats file** (``spikecode calibrate --out stats.json``, read and
+  validated by :func:`spikecode.statsfile.load_stats`: per layer, per k and per scheme
+  the SPEC §5 spike totals, the output error of the W8ASpike layer, count histograms and
+  silent-channel activity), or a :class:`~spikecode.statsfile.CalibrationStats` in
+  memory (:class:`StatsSource`); or
 - an **activation file** (anything :func:`spikecode.load_activations` reads, or the
   bundled sample). A 3-D array is read as ``[layer, token, feature]`` (the bundled
   sample's layout: one layer per leading index); any other array is one layer whose
@@ -61,6 +63,8 @@ from spikecode.energy._validate import check_block_sizes, positive_int
 from spikecode.errors import SpikecodeError
 from spikecode.io import ACTIVATION_SUFFIXES, load_activations
 from spikecode.stats import SpikeStats, spike_stats
+from spikecode.statsfile import COUNT_LIMIT, CalibrationStats, CountHistogram, k_key, load_stats
+from spikecode.statsfile import VERSION as STATS_VERSION
 from spikecode.threshold import adaptive_counts
 
 __all__ = [
@@ -68,20 +72,20 @@ __all__ = [
     "DEFAULT_KS",
     "DEFAULT_SCHEME",
     "FORMATS",
-    "HISTOGRAM_LIMIT",
     "ActivationSource",
     "Column",
-    "CountHistogram",
     "LayerResult",
     "RasterData",
     "Report",
     "Source",
     "StatsSource",
     "check_format",
+    "count_histogram",
     "count_histograms",
     "energy_report",
     "equation24_report",
     "load_source",
+    "merge_histograms",
     "raster_data",
     "reconstruction_error",
     "sparsity_report",
@@ -100,12 +104,6 @@ DEFAULT_SCHEME = "bitwise-bidirectional"
 FORMATS = ("table", "json", "csv", "markdown")
 """Output formats of :meth:`Report.render`."""
 
-HISTOGRAM_LIMIT = 64
-"""Count histograms cover ``c = −64 … 64`` plus ``below``/``above`` (stats-file layout)."""
-
-STATS_FORMAT = "spikecode.stats"
-STATS_VERSION = 1
-
 WINDOW_DEFINITION = (
     "each element occupies ceil(len(c)/w)*w steps, len = its own minimal length under the "
     "code (bit length with len(0) = 1 for bitwise codes, |c| for binary/ternary); windowed "
@@ -122,70 +120,45 @@ ERROR_MEASURES = {
 # -- count histograms ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CountHistogram:
-    """Histogram of integer spike counts ``c = offset … offset + len(counts) − 1``.
+def count_histogram(counts: Any, limit: int = COUNT_LIMIT) -> CountHistogram:
+    """Histogram of integer counts over ``c = −limit … limit`` (the stats-file layout).
 
     Parameters
     ----------
-    offset
-        The count of the first bin (−64 in stats files).
     counts
-        Elements per count value (int64 array).
-    below, above
-        Elements below / above the covered range.
+        Integer counts, any shape.
+    limit
+        Largest ``|c|`` with its own bin (64 in stats files); the rest is counted in
+        ``below`` and ``above``.
+
+    Returns
+    -------
+    spikecode.statsfile.CountHistogram
     """
+    c = np.asarray(counts).ravel()
+    inside = c[(c >= -limit) & (c <= limit)]
+    bins = np.bincount((inside + limit).astype(np.int64), minlength=2 * limit + 1)
+    return CountHistogram(
+        offset=-limit,
+        counts=tuple(int(v) for v in bins),
+        below=int(np.count_nonzero(c < -limit)),
+        above=int(np.count_nonzero(c > limit)),
+    )
 
-    offset: int
-    counts: np.ndarray
-    below: int = 0
-    above: int = 0
 
-    @classmethod
-    def from_counts(cls, counts: Any, limit: int = HISTOGRAM_LIMIT) -> CountHistogram:
-        """Histogram of integer counts over ``−limit … limit`` (any shape)."""
-        c = np.asarray(counts).ravel()
-        inside = c[(c >= -limit) & (c <= limit)]
-        bins = np.bincount((inside + limit).astype(np.int64), minlength=2 * limit + 1)
-        return cls(
-            -limit,
-            bins.astype(np.int64),
-            int(np.count_nonzero(c < -limit)),
-            int(np.count_nonzero(c > limit)),
+def merge_histograms(first: CountHistogram, second: CountHistogram) -> CountHistogram:
+    """Sum of two count histograms over the same bins."""
+    if second.offset != first.offset or len(second.counts) != len(first.counts):
+        raise SpikecodeError(
+            "cannot merge count histograms over different bins",
+            bins=(first.offset, len(first.counts), second.offset, len(second.counts)),
         )
-
-    @property
-    def values(self) -> np.ndarray:
-        """The count value of each bin (int64)."""
-        return np.arange(self.offset, self.offset + len(self.counts), dtype=np.int64)
-
-    @property
-    def total(self) -> int:
-        """All elements, in range or not."""
-        return int(self.counts.sum()) + self.below + self.above
-
-    def merge(self, other: CountHistogram) -> CountHistogram:
-        """Sum of two histograms over the same bins."""
-        if other.offset != self.offset or len(other.counts) != len(self.counts):
-            raise SpikecodeError(
-                "cannot merge count histograms over different bins",
-                bins=(self.offset, len(self.counts), other.offset, len(other.counts)),
-            )
-        return CountHistogram(
-            self.offset,
-            self.counts + other.counts,
-            self.below + other.below,
-            self.above + other.above,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The stats-file layout: ``offset``, ``counts``, ``below``, ``above``."""
-        return {
-            "offset": self.offset,
-            "counts": [int(v) for v in self.counts],
-            "below": self.below,
-            "above": self.above,
-        }
+    return CountHistogram(
+        offset=first.offset,
+        counts=tuple(a + b for a, b in zip(first.counts, second.counts, strict=True)),
+        below=first.below + second.below,
+        above=first.above + second.above,
+    )
 
 
 # -- per-layer results --------------------------------------------------------------------
@@ -242,12 +215,6 @@ class LayerResult:
             self.stats.spikes,
             self.activity,
         )
-
-
-def _float_key(k: float) -> str:
-    # The stats-file spelling of k: str(float) without a trailing ".0" ("3", "2.5").
-    text = str(float(k))
-    return text[:-2] if text.endswith(".0") else text
 
 
 def _check_k(k: Any) -> float:
@@ -409,7 +376,7 @@ class ActivationSource(Source):
                     rel_error=rel_error,
                     cosine=cosine,
                     activity=channel_activity(counts, sizes, zero_point=zero_point),
-                    histogram=CountHistogram.from_counts(counts),
+                    histogram=count_histogram(counts),
                 )
             )
         return results
@@ -447,143 +414,37 @@ def reconstruction_error(x: Any, counts: Any, vth: Any) -> tuple[float, float]:
 
 # -- stats files --------------------------------------------------------------------------
 
-_STATS_FIELDS = (
-    "T", "elements", "spikes", "silent", "within_7", "window_spikes", "window_steps",
-)  # fmt: skip
-
-
-class _StatsReader:
-    """Field access with errors that name the file and the field."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def fail(self, message: str, where: str) -> SpikecodeError:
-        return SpikecodeError(message, file=self.path, field=where)
-
-    def get(self, obj: Any, key: str, where: str) -> Any:
-        if not isinstance(obj, Mapping):
-            raise self.fail(f"stats file field {where!r} must be a JSON object", where)
-        if key not in obj:
-            full = f"{where}.{key}" if where else key
-            raise self.fail(f"stats file lacks the field {full!r}", full)
-        return obj[key]
-
-    def integer(self, value: Any, where: str, minimum: int = 0) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(
-                f"stats file field {where!r} must be an integer >= {minimum}, got {value!r}",
-                where,
-            )
-        return value
-
-    def number(self, value: Any, where: str, optional: bool = False) -> float | None:
-        if value is None and optional:
-            return None
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise self.fail(f"stats file field {where!r} must be a finite number", where)
-        return float(value)
-
-    def listing(self, value: Any, where: str) -> list[Any]:
-        if not isinstance(value, list) or not value:
-            raise self.fail(f"stats file field {where!r} must be a non-empty list", where)
-        return value
-
 
 class StatsSource(Source):
-    """A calibration stats file (STATSFILE layout, version 1) as a report source.
-
-    Use :func:`load_source`; the constructor takes the parsed JSON object.
+    """A calibration stats file (STATSFILE.md, version 1) as a report source.
 
     Parameters
     ----------
-    data
-        The JSON object.
+    stats
+        The loaded file (:func:`spikecode.statsfile.load_stats`, or
+        :func:`spikecode.calibrate.calibrate`'s result).
     path
-        The file (named in errors).
+        Where it came from, for the report's ``source`` entry (None: in memory).
     """
 
     kind = "stats"
     error_measure = "output"
 
-    def __init__(self, data: Any, path: str | os.PathLike[str] = "<dict>") -> None:
-        r = _StatsReader(str(path))
-        self.path = str(path)
-        if not isinstance(data, Mapping):
-            raise r.fail("not a spikecode stats file: the top level is not a JSON object", "")
-        fmt = data.get("format")
-        if fmt != STATS_FORMAT:
-            raise r.fail(
-                f"not a spikecode stats file (format is {fmt!r}, expected {STATS_FORMAT!r})",
-                "format",
-            )
-        version = r.get(data, "version", "")
-        if version != STATS_VERSION:
-            raise r.fail(
-                f"stats file version {version!r} is not supported (this spikecode reads "
-                f"version {STATS_VERSION})",
-                "version",
-            )
-        self.ks = tuple(
-            _check_stats_k(r, v, f"k[{i}]")
-            for i, v in enumerate(r.listing(r.get(data, "k", ""), "k"))
-        )
-        schemes = r.listing(r.get(data, "schemes", ""), "schemes")
-        for i, name in enumerate(schemes):
-            if name not in SCHEMES:
-                raise r.fail(f"stats file names an unknown scheme {name!r}", f"schemes[{i}]")
-        self.schemes = tuple(schemes)
-        self.window = r.integer(r.get(data, "window", ""), "window", 1)
-        self.block_sizes = tuple(
-            r.integer(b, f"block_sizes[{i}]", 1)
-            for i, b in enumerate(r.listing(r.get(data, "block_sizes", ""), "block_sizes"))
-        )
-        self.meta = {
-            key: data.get(key)
-            for key in ("spikecode_version", "created", "checkpoint", "data")
-            if key in data
-        }
-        self._layers = [
-            self._layer(r, entry, f"layers[{i}]")
-            for i, entry in enumerate(r.listing(r.get(data, "layers", ""), "layers"))
-        ]
-
-    def _layer(self, r: _StatsReader, entry: Any, where: str) -> dict[str, Any]:
-        name = r.get(entry, "name", where)
-        if not isinstance(name, str) or not name:
-            raise r.fail(f"stats file field {where + '.name'!r} must be a string", where + ".name")
-        family = r.get(entry, "family", where)
-        shape = {
-            key: r.integer(r.get(entry, key, where), f"{where}.{key}", 1)
-            for key in ("in_features", "out_features", "tokens")
-        }
-        by_k = r.get(entry, "by_k", where)
-        if not isinstance(by_k, Mapping):
-            raise r.fail(f"stats file field {where + '.by_k'!r} must be a JSON object", where)
-        parsed: dict[float, Any] = {}
-        for key, value in by_k.items():
-            try:
-                parsed[float(key)] = value
-            except ValueError:
-                raise r.fail(
-                    f"stats file has a k key {key!r} that is not a number", f"{where}.by_k"
-                ) from None
-        missing = [k for k in self.ks if k not in parsed]
-        if missing:
-            raise r.fail(
-                f"stats file layer {name!r} lacks k = {_float_key(missing[0])}",
-                f"{where}.by_k.{_float_key(missing[0])}",
-            )
-        return {"name": name, "family": str(family), **shape, "by_k": parsed, "where": where}
+    def __init__(self, stats: CalibrationStats, path: str | os.PathLike[str] | None = None) -> None:
+        if not isinstance(stats, CalibrationStats):
+            raise SpikecodeError(f"expected CalibrationStats, got {type(stats).__name__}")
+        self.stats = stats
+        self.path = None if path is None else str(path)
+        self.ks = tuple(stats.k)
+        self.schemes = tuple(stats.schemes)
+        self.window = stats.window
+        self.block_sizes = tuple(stats.block_sizes)
 
     def describe(self) -> dict[str, Any]:
         """Describe the file: ``kind``, ``path``, ``version``, ``k``, ``schemes``, ``window``.
 
-        Plus the file's ``spikecode_version``, ``created``, ``checkpoint`` and ``data``.
+        Plus the file's ``spikecode_version``, ``created``, ``checkpoint``, ``data`` and
+        ``error_rows``.
         """
         return {
             "kind": self.kind,
@@ -592,8 +453,15 @@ class StatsSource(Source):
             "k": list(self.ks),
             "schemes": list(self.schemes),
             "window": self.window,
-            **self.meta,
+            "spikecode_version": self.stats.spikecode_version,
+            "created": self.stats.created,
+            "checkpoint": self.stats.checkpoint.to_dict(),
+            "data": self.stats.data.to_dict(),
+            "error_rows": self.stats.error_rows,
         }
+
+    def _where(self) -> dict[str, Any]:
+        return {"file": self.path} if self.path else {}
 
     def resolve_k(self, k: float | None) -> float:
         """Return ``k`` if the file has it (else refuse, listing the file's k).
@@ -605,9 +473,9 @@ class StatsSource(Source):
         k = _check_k(k)
         if k not in self.ks:
             raise SpikecodeError(
-                f"the stats file has no k = {_float_key(k)}; it has "
-                + ", ".join(_float_key(v) for v in self.ks),
-                file=self.path,
+                f"the stats file has no k = {k_key(k)}; it has "
+                + ", ".join(k_key(v) for v in self.ks),
+                **self._where(),
             )
         return k
 
@@ -626,7 +494,7 @@ class StatsSource(Source):
         if name not in self.schemes:
             raise SpikecodeError(
                 f"the stats file has no scheme {name!r}; it has {', '.join(self.schemes)}",
-                file=self.path,
+                **self._where(),
             )
         return name
 
@@ -651,7 +519,7 @@ class StatsSource(Source):
             raise SpikecodeError(
                 "out_features (--out-features) applies to activation files; a stats file "
                 "has each layer's shape",
-                file=self.path,
+                **self._where(),
             )
         k = self.resolve_k(k)
         scheme = self.resolve_scheme(scheme)
@@ -661,100 +529,29 @@ class StatsSource(Source):
             raise SpikecodeError(
                 f"the stats file has no block size {unknown[0]}; it has "
                 + ", ".join(map(str, self.block_sizes)),
-                file=self.path,
+                **self._where(),
             )
-        r = _StatsReader(self.path)
-        return [self._result(r, layer, k, scheme, sizes) for layer in self._layers]
-
-    def _result(
-        self, r: _StatsReader, layer: dict[str, Any], k: float, scheme: str, sizes: Sequence[int]
-    ) -> LayerResult:
-        where = f"{layer['where']}.by_k.{_float_key(k)}"
-        entry = layer["by_k"][k]
-        schemes = r.get(entry, "schemes", where)
-        raw = r.get(schemes, scheme, where + ".schemes")
-        here = f"{where}.schemes.{scheme}"
-        values = {
-            name: r.integer(r.get(raw, name, here), f"{here}.{name}") for name in _STATS_FIELDS
-        }
-        if values["T"] < 1 or values["elements"] < 1:
-            raise r.fail(f"stats file field {here!r} has T or elements < 1", here)
-        window = r.integer(r.get(raw, "window", here), f"{here}.window", 1)
-        stats = SpikeStats(scheme=scheme, window=window, **values)
-        if stats.elements != layer["tokens"] * layer["in_features"]:
-            raise r.fail(
-                f"stats file layer {layer['name']!r}: elements ({stats.elements}) is not "
-                f"tokens x in_features ({layer['tokens']} x {layer['in_features']})",
-                here + ".elements",
+        key = k_key(k)
+        results = []
+        for layer in self.stats.layers:
+            entry = layer.by_k[key]
+            results.append(
+                LayerResult(
+                    name=layer.name,
+                    family=layer.family,
+                    in_features=layer.in_features,
+                    out_features=layer.out_features,
+                    tokens=layer.tokens,
+                    stats=entry.schemes[scheme],
+                    vth_mean=entry.vth.mean,
+                    max_abs_count=entry.max_abs_count,
+                    rel_error=entry.output_rel_error,
+                    cosine=entry.output_cosine,
+                    activity=entry.activity,
+                    histogram=entry.count_histogram,
+                )
             )
-        raw_activity = r.get(entry, "activity", where)
-        fetched = r.get(raw_activity, "block_fetched_channels", where + ".activity")
-        if not isinstance(fetched, Mapping):
-            raise r.fail("stats file activity.block_fetched_channels must be an object", where)
-        blocks = {}
-        for b in sizes:
-            blocks[b] = r.number(
-                r.get(fetched, str(b), where + ".activity.block_fetched_channels"),
-                f"{where}.activity.block_fetched_channels.{b}",
-            )
-        try:
-            activity = ChannelActivity(
-                r.integer(r.get(raw_activity, "tokens", where + ".activity"), where, 1),
-                r.integer(r.get(raw_activity, "in_features", where + ".activity"), where, 1),
-                r.number(r.get(raw_activity, "active_channels", where + ".activity"), where),
-                blocks,
-            )
-        except SpikecodeError as err:
-            raise r.fail(f"stats file activity is inconsistent: {err.message}", where) from None
-        vth = r.get(entry, "vth", where)
-        raw_hist = r.get(entry, "count_histogram", where)
-        bins = r.listing(r.get(raw_hist, "counts", where + ".count_histogram"), where)
-        histogram = CountHistogram(
-            r.integer(r.get(raw_hist, "offset", where + ".count_histogram"), where, -(2**31)),
-            np.array(
-                [r.integer(v, f"{where}.count_histogram.counts") for v in bins], dtype=np.int64
-            ),
-            r.integer(r.get(raw_hist, "below", where + ".count_histogram"), where),
-            r.integer(r.get(raw_hist, "above", where + ".count_histogram"), where),
-        )
-        return LayerResult(
-            name=layer["name"],
-            family=layer["family"],
-            in_features=layer["in_features"],
-            out_features=layer["out_features"],
-            tokens=layer["tokens"],
-            stats=stats,
-            vth_mean=r.number(r.get(vth, "mean", where + ".vth"), where + ".vth.mean"),
-            max_abs_count=r.integer(r.get(entry, "max_abs_count", where), where),
-            rel_error=r.number(
-                r.get(entry, "output_rel_error", where), where + ".output_rel_error", True
-            ),
-            cosine=r.number(r.get(entry, "output_cosine", where), where + ".output_cosine", True),
-            activity=activity,
-            histogram=histogram,
-        )
-
-
-def _check_stats_k(r: _StatsReader, value: Any, where: str) -> float:
-    number = r.number(value, where)
-    if number is None or number <= 0:
-        raise r.fail(f"stats file field {where!r} must be > 0", where)
-    return number
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpikecodeError(f"cannot read {path.name}: {err}", file=str(path)) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SpikecodeError(
-            f"{path.name} is not valid JSON ({err.msg} at line {err.lineno}, column "
-            f"{err.colno}); a stats file is the .json that spikecode calibrate writes",
-            file=str(path),
-        ) from None
+        return results
 
 
 def _looks_like_json(path: Path) -> bool:
@@ -784,7 +581,8 @@ def load_source(path: str | os.PathLike[str] | None = None, *, key: str | None =
     ------
     SpikecodeError
         Missing file, a folder, an unknown kind of file, invalid JSON, a JSON file that
-        is not a stats file, a stats file of another version or with missing fields, an
+        is not a stats file, a stats file of another version or with missing or
+        malformed fields (:func:`~spikecode.statsfile.load_stats` names the field), an
         unreadable or non-float activation file. The message names the file.
     """
     if path is None:
@@ -805,7 +603,7 @@ def load_source(path: str | os.PathLike[str] | None = None, *, key: str | None =
     if suffix == ".json" or _looks_like_json(path):
         if key is not None:
             raise SpikecodeError("key (--key) applies to activation files", file=str(path))
-        return StatsSource(_read_json(path), path)
+        return StatsSource(load_stats(path), path)
     raise SpikecodeError(
         f"cannot tell what {path.name} is: a source is a calibration stats file (.json, "
         f"written by spikecode calibrate) or activations ({', '.join(ACTIVATION_SUFFIXES)})",
@@ -995,7 +793,7 @@ def _source_label(source: Source) -> str:
         where = info["path"] or "array"
         key = f" [{info['key']}]" if info.get("key") else ""
         return f"activations {where}{key}, {shape} ({info['layers']} layer(s))"
-    return f"stats file {info['path']} (version {info['version']})"
+    return f"stats file {info['path'] or '(in memory)'} (version {info['version']})"
 
 
 def _weighted(values: Sequence[tuple[float | None, int]]) -> float | None:
@@ -1129,7 +927,7 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
         display=display,
         header=(
             ("source", _source_label(source)),
-            ("k", _float_key(k)),
+            ("k", k_key(k)),
             ("scheme", scheme),
         ),
         notes=(
@@ -1359,7 +1157,7 @@ def energy_report(
         display=tuple(display),
         header=(
             ("source", _source_label(source)),
-            ("k", _float_key(k)),
+            ("k", k_key(k)),
             ("scheme", scheme),
             ("energy table", energy_table.name),
             ("memory", memory or "none (arithmetic only, as the report)"),
@@ -1416,7 +1214,7 @@ def tradeoff_report(
         "points": points,
     }
     display = (
-        Column("k", "k", _float_key),
+        Column("k", "k", k_key),
         Column("T", "T"),
         Column("spikes_per_element", "spikes/elem"),
         Column("sparsity", "sparsity"),
@@ -1458,7 +1256,8 @@ def count_histograms(
     Returns
     -------
     dict
-        Group name → :class:`CountHistogram`, in order of first appearance.
+        Group name → :class:`spikecode.statsfile.CountHistogram`, in order of first
+        appearance.
     """
     if by not in ("family", "layer"):
         raise SpikecodeError(f"group histograms by 'family' or 'layer', not {by!r}")
@@ -1468,7 +1267,7 @@ def count_histograms(
         if r.histogram is None:  # pragma: no cover - both sources always carry one
             continue
         group = r.family if by == "family" else r.name
-        out[group] = r.histogram if group not in out else out[group].merge(r.histogram)
+        out[group] = r.histogram if group not in out else merge_histograms(out[group], r.histogram)
     return out
 
 

@@ -20,25 +20,34 @@ from spikecode.errors import SpikecodeError
 from spikecode.reports import (
     FORMATS,
     ActivationSource,
-    CountHistogram,
     StatsSource,
+    count_histogram,
     count_histograms,
     energy_report,
     equation24_report,
     load_source,
+    merge_histograms,
     raster_data,
     reconstruction_error,
     sparsity_report,
     tradeoff_report,
 )
+from spikecode.statsfile import (
+    VTH_EDGES,
+    CalibrationStats,
+    CheckpointInfo,
+    DataInfo,
+    KStats,
+    LayerStats,
+    VthSummary,
+    k_key,
+    load_stats,
+    summarize,
+)
+from spikecode.statsfile import CountHistogram as StatsHistogram
 
 KS = (2.0, 3.0, 4.0)
 SCHEMES = ("bitwise-bidirectional", "ternary")
-
-
-def k_key(k):
-    text = str(float(k))
-    return text[:-2] if text.endswith(".0") else text
 
 
 def slow_histogram(counts, limit=64):
@@ -50,7 +59,7 @@ def slow_histogram(counts, limit=64):
 
 
 def make_stats(layers, ks=KS, schemes=SCHEMES, block_sizes=(16, 64, 256)):
-    """A version-1 stats file (STATSFILE.md) computed with the core API.
+    """A version-1 stats file (STATSFILE.md) as a JSON object, computed with the core API.
 
     ``layers``: list of (name, family, x [tokens, in], out_features). Output errors are
     made-up numbers (the reports only carry them), distinct per layer and k.
@@ -61,54 +70,38 @@ def make_stats(layers, ks=KS, schemes=SCHEMES, block_sizes=(16, 64, 256)):
         for j, k in enumerate(ks):
             counts, vth = spikecode.adaptive_counts(x, k=k)
             bins, below, above = slow_histogram(counts)
-            activity = channel_activity(counts, block_sizes)
-            vth64 = np.asarray(vth, dtype=np.float64)
-            by_k[k_key(k)] = {
-                "vth": {
-                    "mean": float(vth64.mean()),
-                    "std": float(vth64.std()),
-                    "min": float(vth64.min()),
-                    "max": float(vth64.max()),
-                    "histogram": {"edges": list(np.geomspace(1e-5, 1e4, 33)), "counts": [0] * 32},
-                },
-                "count_histogram": {"offset": -64, "counts": bins, "below": below, "above": above},
-                "max_abs_count": int(np.abs(counts).max()),
-                "output_rel_error": 0.01 * (i + 1) / (j + 1),
-                "output_cosine": 1 - 0.001 * (i + 1) / (j + 1),
-                "activity": {
-                    "tokens": activity.tokens,
-                    "in_features": activity.in_features,
-                    "active_channels": activity.active_channels,
-                    "block_fetched_channels": {
-                        str(b): v for b, v in activity.block_fetched_channels.items()
-                    },
-                },
-                "schemes": {s: spikecode.spike_stats(counts, s).to_dict() for s in schemes},
-            }
+            v = np.asarray(vth, dtype=np.float64)
+            vth_bins, _ = np.histogram(v, bins=VTH_EDGES)
+            by_k[k_key(k)] = KStats(
+                vth=VthSummary(
+                    float(v.mean()),
+                    float(v.std()),
+                    float(v.min()),
+                    float(v.max()),
+                    VTH_EDGES,
+                    tuple(int(n) for n in vth_bins),
+                ),
+                count_histogram=StatsHistogram(-64, tuple(bins), below, above),
+                max_abs_count=int(np.abs(counts).max()),
+                output_rel_error=0.01 * (i + 1) / (j + 1),
+                output_cosine=1 - 0.001 * (i + 1) / (j + 1),
+                activity=channel_activity(counts, block_sizes),
+                schemes={s: spikecode.spike_stats(counts, s) for s in schemes},
+            )
         entries.append(
-            {
-                "name": name,
-                "family": family,
-                "in_features": x.shape[-1],
-                "out_features": out_features,
-                "tokens": x.shape[0],
-                "by_k": by_k,
-            }
+            LayerStats(name, family, x.shape[-1], out_features, x.shape[0], by_k, x.shape[0])
         )
-    return {
-        "format": "spikecode.stats",
-        "version": 1,
-        "spikecode_version": spikecode.__version__,
-        "created": "2026-11-23T08:00:00Z",
-        "checkpoint": {"path": "tiny", "kind": "activations", "model_type": None, "dtype": "f32"},
-        "data": {"source": "test", "samples": 4, "tokens": 40, "max_length": 16},
-        "k": list(ks),
-        "schemes": list(schemes),
-        "window": 3,
-        "block_sizes": list(block_sizes),
-        "layers": entries,
-        "totals": {},
-    }
+    stats = CalibrationStats.create(
+        checkpoint=CheckpointInfo("tiny", "activations", None, "float32"),
+        data=DataInfo("test", 4, 40, 16),
+        k=ks,
+        schemes=schemes,
+        window=3,
+        block_sizes=block_sizes,
+        layers=entries,
+        error_rows=None,
+    )
+    return json.loads(json.dumps(stats.to_dict()))
 
 
 def tiny_layers(seed=0):
@@ -249,13 +242,16 @@ def test_missing_fields_are_named(tmp_path, tiny, path, field):
     [
         (lambda d: d.update(version=2), "version 2 is not supported"),
         (lambda d: d.update(format="other"), "not a spikecode stats file"),
-        (lambda d: d.update(schemes=["morse"]), "unknown scheme"),
-        (lambda d: d["layers"][0].update(tokens=21), "is not tokens x in_features"),
+        (lambda d: d.update(schemes=["morse"]), "unknown code 'morse'"),
+        (lambda d: d["layers"][0].update(tokens=21), "21"),
         (
             lambda d: d["layers"][0]["by_k"]["3"]["schemes"]["ternary"].update(spikes=-1),
-            "integer >= 0",
+            "must be >= 0, got -1",
         ),
-        (lambda d: d["layers"][0]["by_k"]["3"]["activity"].update(active_channels=1e9), "activity"),
+        (
+            lambda d: d["layers"][0]["by_k"]["3"]["activity"].update(active_channels=1e9),
+            "inconsistent",
+        ),
         (lambda d: d["layers"][0]["by_k"]["3"].update(output_rel_error="x"), "finite number"),
     ],
 )
@@ -386,6 +382,31 @@ def test_stats_file_reports_what_the_file_says(tmp_path, tiny):
     weights = [la["elements"] for la in report["layers"]]
     errors = [la["rel_error"] for la in report["layers"]]
     assert report["total"]["rel_error"] == pytest.approx(np.average(errors, weights=weights))
+
+
+def test_totals_equal_the_stats_file_totals(tmp_path, tiny):
+    path = write_stats(tmp_path, tiny[1])
+    src, stats = load_source(path), load_stats(path)
+    for k in KS:
+        for scheme in SCHEMES:
+            total = sparsity_report(src, k, scheme).to_dict()["total"]
+            expected = summarize([(layer, k_key(k)) for layer in stats.layers], scheme)
+            assert expected == dict(stats.totals[k_key(k)][scheme])
+            for key in ("spikes_per_element", "silent_fraction", "within_7_fraction"):
+                assert total[key] == expected[key]
+            assert total["firing_rate"] == pytest.approx(expected["firing_rate"], rel=1e-12)
+            assert total["sparsity"] == pytest.approx(expected["sparsity"], rel=1e-12)
+            assert total["window_sparsity"] == expected["window3_sparsity"]
+            assert total["rel_error"] == pytest.approx(expected["output_rel_error"], rel=1e-12)
+
+
+def test_stats_source_from_calibration_stats_in_memory(tmp_path, tiny):
+    stats = load_stats(write_stats(tmp_path, tiny[1]))
+    src = StatsSource(stats)
+    assert src.describe()["path"] is None
+    assert "(in memory)" in sparsity_report(src).render("table")
+    with pytest.raises(SpikecodeError, match="CalibrationStats"):
+        StatsSource(tiny[1])
 
 
 def test_stats_file_and_activations_agree(tmp_path):
@@ -612,7 +633,7 @@ def test_count_histograms(tmp_path, tiny):
             [spikecode.adaptive_counts(x, k=3.0)[0].ravel() for _, f, x, _ in layers if f == family]
         )
         bins, below, above = slow_histogram(merged)
-        assert hist.counts.tolist() == bins and (hist.below, hist.above) == (below, above)
+        assert list(hist.counts) == bins and (hist.below, hist.above) == (below, above)
         assert hist.total == merged.size
     by_layer = count_histograms(load_source(write_stats(tmp_path, data)), 3.0, by="layer")
     assert list(by_layer) == [name for name, *_ in layers]
@@ -622,14 +643,14 @@ def test_count_histograms(tmp_path, tiny):
 
 def test_count_histogram_range_and_merge():
     counts = np.array([-70, -64, -1, 0, 0, 3, 64, 65, 1000])
-    hist = CountHistogram.from_counts(counts)
+    hist = count_histogram(counts)
     bins, below, above = slow_histogram(counts)
-    assert hist.counts.tolist() == bins and (hist.below, hist.above) == (below, above) == (1, 2)
-    assert hist.values[0] == -64 and hist.values[-1] == 64
-    assert hist.merge(hist).total == 2 * counts.size
-    assert hist.to_dict()["counts"] == bins
+    assert list(hist.counts) == bins and (hist.below, hist.above) == (below, above) == (1, 2)
+    assert hist.offset == -64 and len(hist.counts) == 129
+    merged = merge_histograms(hist, hist)
+    assert merged.total == 2 * counts.size and merged.counts == tuple(2 * n for n in bins)
     with pytest.raises(SpikecodeError, match="different bins"):
-        hist.merge(CountHistogram.from_counts(counts, limit=8))
+        merge_histograms(hist, count_histogram(counts, limit=8))
 
 
 def test_raster_data_is_the_encoded_selection():

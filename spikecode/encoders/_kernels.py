@@ -23,6 +23,14 @@ import numpy as np
 from spikecode._numba import inline_helper, kernel, prange
 from spikecode.encoders.schemes import TERNARY, TWOS
 
+# For every byte: how many bits are set, and at which positions (lanes), padded with 0.
+_SET_BIT_COUNT = np.array([bin(byte).count("1") for byte in range(256)], dtype=np.int64)
+_SET_BIT_LANES = np.zeros((256, 8), dtype=np.int64)
+for _byte in range(256):
+    _lanes = [lane for lane in range(8) if _byte >> lane & 1]
+    _SET_BIT_LANES[_byte, : len(_lanes)] = _lanes
+del _byte, _lanes
+
 
 @inline_helper
 def _magnitude(v, code, T):
@@ -118,14 +126,16 @@ def step_spike_counts(counts, code, T, zero_point, msb):  # pragma: no cover - j
     out = np.zeros((rows, T), dtype=np.int64)
     for i in prange(rows):
         if code <= TERNARY:
-            # |v| spikes in the first |v| steps: n_t = #{|v| > t}, from a histogram of |v|.
+            # |v| spikes in the first |v| steps: n_t = #{|v| > t}, from a histogram of |v|
+            # (slot 0 collects the silent elements, so the loop needs no branch).
+            histogram = np.zeros(T + 1, dtype=np.int64)
             for j in range(cols):
                 v = np.int64(counts[i, j]) - zero_point
-                m = v if v >= 0 else -v
-                if m > 0:
-                    out[i, m - 1] += 1
-            for t in range(T - 2, -1, -1):
-                out[i, t] += out[i, t + 1]
+                histogram[v if v >= 0 else -v] += 1
+            above = 0
+            for t in range(T - 1, -1, -1):
+                above += histogram[t + 1]
+                out[i, t] = above
         else:
             for t in range(T):
                 b = T - 1 - t if msb else t
@@ -148,16 +158,18 @@ def fill_events_bitwise(
 ):  # pragma: no cover - jit
     """Write the events of the bitwise codes in canonical (row, step, feature) order.
 
-    One pass over the row per step. The features whose bit is set are compacted
-    branch-free (every feature is written, the write position advances only by the
-    bit) straight into the output: the segment of step ``t`` starts at
-    ``step_ptr[i*T + t]``. The one stray write past a segment's end lands on the first
-    event of a later segment of the same row, which this thread overwrites afterwards;
-    where no event of the row follows (the row's last non-empty step), the loop
-    branches instead, so no thread ever writes into another row. Polarity is written
-    only for the signed codes (``polarity_out`` is empty otherwise).
+    One pass over the row per step, eight features at a time: their bits form a byte,
+    and a 256-entry table lists where that byte's set bits are, so each group costs a
+    few shifts plus one store per spike, and empty groups (most of them, in the high
+    bit planes) cost nothing more. The eight table entries are stored unconditionally
+    and the position advances by the number of set bits; the stray stores past a step's
+    last spike land on later spikes of the same row, which this thread writes
+    afterwards. Near the end of a row's events the loop stores exactly, so no thread
+    ever writes into another row. Signs are written per spike afterwards, only for the
+    signed codes (``polarity_out`` is empty otherwise).
     """
     rows, cols = counts.shape
+    groups = cols // 8
     signed = polarity_out.shape[0] > 0
     for i in prange(rows):
         magnitude = np.empty(cols, dtype=np.int64)
@@ -169,23 +181,34 @@ def fill_events_bitwise(
         row_end = step_ptr[(i + 1) * T]
         for t in range(T):
             b = T - 1 - t if msb else t
-            pos = step_ptr[i * T + t]
+            start = step_ptr[i * T + t]
             end = step_ptr[i * T + t + 1]
-            if pos == end:
+            if start == end:
                 continue
-            if end < row_end:
-                for j in range(cols):
+            pos = start
+            roomy = end + 8 <= row_end
+            for g in range(groups):
+                j0 = g * 8
+                byte = 0
+                for lane in range(8):
+                    byte |= ((magnitude[j0 + lane] >> b) & 1) << lane
+                if byte == 0:
+                    continue
+                n = _SET_BIT_COUNT[byte]
+                if roomy:
+                    for lane in range(8):
+                        feature_out[pos + lane] = j0 + _SET_BIT_LANES[byte, lane]
+                else:
+                    for lane in range(n):
+                        feature_out[pos + lane] = j0 + _SET_BIT_LANES[byte, lane]
+                pos += n
+            for j in range(groups * 8, cols):
+                if (magnitude[j] >> b) & 1:
                     feature_out[pos] = j
-                    if signed:
-                        polarity_out[pos] = sign[j]
-                    pos += (magnitude[j] >> b) & 1
-            else:
-                for j in range(cols):
-                    if (magnitude[j] >> b) & 1:
-                        feature_out[pos] = j
-                        if signed:
-                            polarity_out[pos] = sign[j]
-                        pos += 1
+                    pos += 1
+            if signed:  # per spike, not per feature and step
+                for e in range(start, end):
+                    polarity_out[e] = sign[feature_out[e]]
 
 
 @kernel(*_FILL_SIGNATURES)

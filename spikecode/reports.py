@@ -31,6 +31,7 @@ element count.
 
 from __future__ import annotations
 
+import abc
 import csv
 import io
 import json
@@ -223,7 +224,7 @@ def _check_k(k: Any) -> float:
     return float(k)
 
 
-class Source:
+class Source(abc.ABC):
     """A report source: per-layer results at a given k and scheme.
 
     Subclasses: :class:`StatsSource` (a calibration stats file) and
@@ -234,9 +235,9 @@ class Source:
     error_measure: str = ""
     window: int = 3
 
+    @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
         """JSON-ready description of the source (``kind``, ``path``...)."""
-        raise SpikecodeError(f"{type(self).__name__} cannot describe itself")  # pragma: no cover
 
     def resolve_k(self, k: float | None) -> float:
         """The k to report: ``k`` checked, or the source's default."""
@@ -258,6 +259,7 @@ class Source:
         """Block sizes of the memory model when none are asked for."""
         return DEFAULT_BLOCK_SIZES
 
+    @abc.abstractmethod
     def layer_results(
         self,
         k: float | None = None,
@@ -267,7 +269,6 @@ class Source:
         out_features: int | None = None,
     ) -> list[LayerResult]:
         """Per-layer results at ``k`` and ``scheme`` (defaults as :meth:`resolve_k`)."""
-        raise SpikecodeError(f"{type(self).__name__} has no layers")  # pragma: no cover
 
 
 class ActivationSource(Source):
@@ -301,7 +302,7 @@ class ActivationSource(Source):
         if a.dtype.kind != "f":
             raise SpikecodeError(f"activations must be floating point, not {a.dtype}")
         if a.ndim < 1 or a.size == 0:
-            raise SpikecodeError("activations are empty", shape=a.shape)
+            raise SpikecodeError("activations need a feature axis and values", shape=a.shape)
         self.x = a
         self.path = None if path is None else str(path)
         self.key = key
@@ -1094,8 +1095,10 @@ def energy_report(
         weight_bits=weight_bits,
     )
     details = report.to_dict()
-    for layer, result in zip(details["layers"], results, strict=True):
-        layer["family"] = result.family
+    details["layers"] = [
+        {"name": layer.pop("name"), "family": result.family, **layer}
+        for layer, result in zip(details["layers"], results, strict=True)
+    ]
     mac = mac_energy(report.spikes_per_element, energy_table)
     data = {
         "report": "energy",

@@ -694,3 +694,26 @@ def test_sample_path_source_equals_default(sample_source):
         sparsity_report(explicit).to_dict()["total"]
         == (sparsity_report(sample_source).to_dict()["total"])
     )
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (np.float32(1.0), "feature axis"),
+        (np.zeros((0, 4), dtype=np.float32), "feature axis"),
+        (np.arange(6).reshape(2, 3), "floating point"),
+    ],
+)
+def test_activation_source_bad_arrays(x, message):
+    with pytest.raises(SpikecodeError, match=message):
+        ActivationSource(x)
+
+
+def test_activation_source_accepts_torch(rng):
+    import torch
+
+    x = rng.standard_normal((2, 5, 8)).astype(np.float32)
+    src = ActivationSource(torch.from_numpy(x).to(torch.bfloat16))
+    (first, _) = src.layer_results(3.0, "ternary")
+    counts, _ = spikecode.adaptive_counts(torch.from_numpy(x).to(torch.bfloat16)[0], k=3.0)
+    assert first.stats == spikecode.spike_stats(counts.numpy(), "ternary")

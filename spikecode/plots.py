@@ -385,7 +385,8 @@ def plot_energy(
     groups = _energy_groups(data, by)
     series = list(dict.fromkeys(key for _, entry in groups for key in entry))
     if ax is None:
-        width_in = min(max(6.0, 1.0 + 0.18 * len(groups) * (len(series) + 1)), 18.0)
+        # Room for every group's bars and its label, plus the legend on the right.
+        width_in = min(max(7.0, 2.5 + len(groups) * (0.5 + 0.15 * len(series))), 18.0)
         (ax,) = _new_axes(1, figsize=(width_in, 4.8), layout="constrained")
     n = len(series)
     width = 0.8 / n
@@ -421,12 +422,13 @@ def plot_energy(
     if groups[-1][0] == "total":
         ax.axvline(x[-1] - 0.75, color="0.6", linestyle=":", linewidth=1)
     ax.set_ylabel("energy per token (pJ, log scale)")
-    ax.set_xlabel(by)
+    what_group = "layer family" if by == "family" else "layer"
+    ax.set_xlabel(what_group)
     memory = data["settings"]["memory"]
     k = data.get("k")
     what = f"k = {k:g}, {data['scheme']}" if k is not None else data.get("scheme") or ""
     where = f"; weight fetch from {memory}" if memory else "; arithmetic only"
-    ax.set_title(f"Energy per token by {by} ({what}{where})", fontsize=10)
+    ax.set_title(f"Energy per token by {what_group} ({what}{where})", fontsize=10)
     ax.grid(True, axis="y", which="major", alpha=0.3)
     ax.legend(fontsize=8, ncols=2 if n > 4 else 1, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax

@@ -1283,6 +1283,8 @@ class RasterData:
 
     Attributes
     ----------
+    k
+        The threshold divisor.
     counts
         int32 ``[tokens, channels]``: the selected counts.
     vth

@@ -1,0 +1,475 @@
+"""``spikecode calibrate``, ``spikecode evaluate`` and ``spikecode advise``.
+
+- ``calibrate CHECKPOINT_DIR``: stream a text set through the model and measure every
+  projection's spike input for several k (:func:`spikecode.calibrate.calibrate`); print a
+  summary per k and optionally write the stats file (``--out stats.json`` plus the CSV
+  beside it).
+- ``evaluate CHECKPOINT_DIR``: the float model against its W8ASpike twin, one row per k
+  (:func:`spikecode.evaluate.evaluate`).
+- ``advise STATS``: per-layer k from a stats file for a sparsity or error target
+  (:func:`spikecode.advisor.advise`).
+
+``--k`` takes one value per use (``--k 2 --k 2.5``) or several in one quoted, comma- or
+space-separated list (``--k "2 2.5 3"``, ``--k 2,2.5,3``); both forms combine.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from spikecode.cli._common import echo_json, format_value
+from spikecode.encoders.schemes import SCHEMES
+from spikecode.errors import SpikecodeError
+
+__all__ = ["advise_command", "calibrate_command", "evaluate_command", "parse_k"]
+
+_DEFAULT_K = "2 2.5 3 3.5 4"
+_WINDOW_NOTE = (
+    "* window-3 sparsity: each element occupies ceil(len(c)/3)*3 steps, len = its own "
+    "minimal length under the code, len(0) = 1 (SPEC §5)"
+)
+_TOTALS = (
+    ("spikes_per_element", "spikes/elem"),
+    ("firing_rate", "firing rate"),
+    ("sparsity", "sparsity"),
+    ("silent_fraction", "silent"),
+    ("within_7_fraction", "|c|<=7"),
+    ("window3_sparsity", "win-3 sparsity*"),
+)
+
+
+def parse_k(values: Sequence[str], option: str = "--k") -> tuple[float, ...]:
+    """Parse repeated and/or comma- or space-separated k values (``("2", "2.5 3")``)."""
+    result = []
+    for value in values:
+        for part in re.split(r"[,\s]+", value.strip()):
+            if not part:
+                continue
+            try:
+                result.append(float(part))
+            except ValueError:
+                raise SpikecodeError(f"{option} takes numbers, got {part!r}") from None
+    if not result:
+        raise SpikecodeError(f"{option} needs at least one number")
+    return tuple(result)
+
+
+def _parse_schemes(values: Sequence[str]) -> tuple[str, ...]:
+    names = [part for value in values for part in re.split(r"[,\s]+", value.strip()) if part]
+    for name in names:
+        if name not in SCHEMES:
+            raise SpikecodeError(f"unknown scheme {name!r}; choose from {', '.join(SCHEMES)}")
+    return tuple(dict.fromkeys(names)) or ("bitwise-bidirectional",)
+
+
+@contextmanager
+def _progress(total: int, desc: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar over samples on stderr (shown only on a terminal)."""
+    with tqdm(total=total, desc=desc, unit="sample", disable=None, leave=False) as bar:
+        yield bar.update
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[format_value(v) if not isinstance(v, str) else v for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    click.echo("  " + "  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
+    for row in cells:
+        click.echo("  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def _model_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by calibrate and evaluate (data, batching, selection, device)."""
+    options = [
+        click.argument(
+            "checkpoint_dir",
+            type=click.Path(path_type=Path, file_okay=False),
+            metavar="CHECKPOINT_DIR",
+        ),
+        click.option(
+            "--data",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            help="Text file (one sample per line) or JSONL with 'text' or 'input_ids' "
+            "[default: the bundled corpus].",
+        ),
+        click.option("--samples", type=int, default=128, show_default=True, help="Samples used."),
+        click.option("--batch-size", type=int, default=16, show_default=True),
+        click.option(
+            "--max-length",
+            type=int,
+            default=None,
+            help="Longest sample in tokens [default: the model's max_position_embeddings].",
+        ),
+        click.option("--truncate", is_flag=True, help="Cut longer samples instead of refusing."),
+        click.option(
+            "--include",
+            multiple=True,
+            help="Layers to spike (fnmatch pattern on module names, repeatable) [default: all].",
+        ),
+        click.option(
+            "--exclude",
+            multiple=True,
+            help="Layers to leave alone (repeatable), added to the default lm_head.",
+        ),
+        click.option("--device", default=None, help="Where the model runs (cpu, cuda, cuda:1)."),
+        click.option(
+            "--dtype",
+            type=click.Choice(["float32", "float64", "float16", "bfloat16"]),
+            default=None,
+            help="Parameter dtype [default: as stored].",
+        ),
+        click.option(
+            "--trust-remote-code",
+            is_flag=True,
+            help="Allow Python code shipped in a Hugging Face folder to run.",
+        ),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(["table", "json"]),
+            default="table",
+            show_default=True,
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _load(checkpoint_dir: Path, device: str | None, dtype: str | None, trust: bool) -> Any:
+    from spikecode.checkpoint import load_checkpoint
+
+    return load_checkpoint(checkpoint_dir, device=device, dtype=dtype, trust_remote_code=trust)
+
+
+def _selection(include: Sequence[str], exclude: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    from spikecode.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
+
+    return {
+        "include": tuple(include) or DEFAULT_INCLUDE,
+        "exclude": (*DEFAULT_EXCLUDE, *exclude),
+    }
+
+
+def _data(data: Path | None, samples: int) -> Any:
+    from spikecode.calibrate import load_calibration_data
+
+    loaded = load_calibration_data(data, samples)
+    if len(loaded) < samples:
+        click.echo(
+            f"note: {loaded.source} holds {len(loaded)} samples; using all of them", err=True
+        )
+    return loaded
+
+
+def _check_out(out: Path | None, suffix: str) -> None:
+    if out is None:
+        return
+    if out.suffix.lower() != suffix:
+        raise SpikecodeError(f"--out must name a {suffix} file", file=str(out))
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise SpikecodeError("the folder of --out does not exist", file=str(out))
+
+
+@click.command("calibrate")
+@_model_options
+@click.option(
+    "--k",
+    "k_values",
+    multiple=True,
+    default=(_DEFAULT_K,),
+    show_default=True,
+    help='Threshold divisors: --k 2 --k 2.5, or --k "2 2.5 3" (comma or space separated).',
+)
+@click.option(
+    "--scheme",
+    "schemes",
+    multiple=True,
+    default=("bitwise-bidirectional",),
+    show_default=True,
+    help="Code(s) whose statistics are recorded (repeatable); the summary uses the first.",
+)
+@click.option(
+    "--error-rows",
+    type=int,
+    default=None,
+    help="Rows per batch and layer for the output error [default: 8].",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the stats file (.json) and a CSV beside it.",
+)
+def calibrate_command(
+    checkpoint_dir: Path,
+    data: Path | None,
+    samples: int,
+    batch_size: int,
+    max_length: int | None,
+    truncate: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    device: str | None,
+    dtype: str | None,
+    trust_remote_code: bool,
+    fmt: str,
+    k_values: tuple[str, ...],
+    schemes: tuple[str, ...],
+    error_rows: int | None,
+    out: Path | None,
+) -> None:
+    """Measure the spike statistics of every linear projection's input on a text set.
+
+    CHECKPOINT_DIR is a SpikingBrain (GLA-SWA) checkpoint or a Hugging Face model
+    folder. The texts run once through the model; every k and code is measured in that
+    one pass. The summary gives, per k, the totals over all projections (weighted by
+    element count) for the first --scheme, and the W8ASpike output error.
+    """
+    from spikecode.calibrate import DEFAULT_ERROR_ROWS, calibrate
+    from spikecode.statsfile import save_stats
+
+    ks = parse_k(k_values)
+    scheme_names = _parse_schemes(schemes)
+    _check_out(out, ".json")
+    texts = _data(data, samples)
+    loaded = _load(checkpoint_dir, device, dtype, trust_remote_code)
+    with _progress(len(texts), "calibrate") as advance:
+        stats = calibrate(
+            loaded,
+            texts,
+            k=ks,
+            schemes=scheme_names,
+            batch_size=batch_size,
+            max_length=max_length,
+            truncate=truncate,
+            error_rows=DEFAULT_ERROR_ROWS if error_rows is None else error_rows,
+            progress=advance,
+            **_selection(include, exclude),
+        )
+    written = None if out is None else save_stats(out, stats)
+    scheme = scheme_names[0]
+    totals = {key: dict(stats.totals[key][scheme]) for key in stats.totals}
+    if fmt == "json":
+        echo_json(
+            {
+                "checkpoint": str(checkpoint_dir),
+                "layers": len(stats.layers),
+                "tokens": stats.data.tokens,
+                "samples": stats.data.samples,
+                "scheme": scheme,
+                "schemes": list(stats.schemes),
+                "error_rows": stats.error_rows,
+                "k": totals,
+                **({"out": str(written[0]), "csv": str(written[1])} if written else {}),
+            }
+        )
+        return
+    click.echo(
+        f"spikecode calibrate  {checkpoint_dir}  ({stats.checkpoint.kind}, "
+        f"{stats.checkpoint.dtype})"
+    )
+    click.echo(
+        f"  {len(stats.layers)} projections, {stats.data.samples} samples, "
+        f"{stats.data.tokens:,} tokens from {stats.data.source}; code {scheme}"
+    )
+    header = ["k", *(label for _, label in _TOTALS), "output error"]
+    rows = [
+        [key, *(values[name] for name, _ in _TOTALS), values["output_rel_error"]]
+        for key, values in totals.items()
+    ]
+    _table(header, rows)
+    click.echo(f"  {_WINDOW_NOTE}")
+    rows_note = "all rows" if stats.error_rows is None else f"{stats.error_rows} rows per batch"
+    click.echo(
+        "  output error: ||y_spike - y_float|| / ||y_float|| of each W8ASpike layer against "
+        f"the float layer, on {rows_note} and layer, element-weighted over layers"
+    )
+    if written:
+        click.echo(f"  written: {written[0]} and {written[1]}")
+
+
+@click.command("evaluate")
+@_model_options
+@click.option(
+    "--k",
+    "k_values",
+    multiple=True,
+    help='Global k values, one row each [default: "2 2.5 3 3.5 4" without --k-map].',
+)
+@click.option(
+    "--k-map",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Per-layer k (spikecode advise --out file, or a JSON object {layer: k}).",
+)
+@click.option(
+    "--scheme",
+    type=click.Choice(list(SCHEMES)),
+    default="bitwise-bidirectional",
+    show_default=True,
+    help="Code of the spike statistics in the table.",
+)
+def evaluate_command(
+    checkpoint_dir: Path,
+    data: Path | None,
+    samples: int,
+    batch_size: int,
+    max_length: int | None,
+    truncate: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    device: str | None,
+    dtype: str | None,
+    trust_remote_code: bool,
+    fmt: str,
+    k_values: tuple[str, ...],
+    k_map: Path | None,
+    scheme: str,
+) -> None:
+    """Compare the float model with its W8ASpike fake-quant twin, one row per k.
+
+    Every selected projection gets INT8 weights (SPEC §4) and adaptive-threshold spike
+    inputs (SPEC §2). Causal language models report perplexity, encoders the cosine
+    similarity of their mean-pooled embeddings to the float model's. The model is
+    restored afterwards.
+    """
+    from spikecode.advisor import load_k_map
+    from spikecode.evaluate import TASKS, evaluate
+
+    ks = parse_k(k_values) if k_values else (None if k_map else parse_k((_DEFAULT_K,)))
+    mapping = None if k_map is None else load_k_map(k_map)
+    texts = _data(data, samples)
+    loaded = _load(checkpoint_dir, device, dtype, trust_remote_code)
+    passes = 1 + len(ks or ()) + (mapping is not None)
+    with _progress(len(texts) * passes, "evaluate") as advance:
+        report = evaluate(
+            loaded,
+            texts,
+            k=ks,
+            k_map=mapping,
+            batch_size=batch_size,
+            max_length=max_length,
+            truncate=truncate,
+            scheme=scheme,
+            progress=advance,
+            **_selection(include, exclude),
+        )
+    if fmt == "json":
+        echo_json({"checkpoint": str(checkpoint_dir), **report.to_dict()})
+        return
+    metric = "perplexity" if report.task == "perplexity" else "cosine"
+    click.echo(f"spikecode evaluate  {checkpoint_dir}  — {TASKS[report.task]}")
+    click.echo(
+        f"  {report.layers} W8ASpike projections, {report.samples} samples, "
+        f"{report.tokens:,} tokens from {report.source}; code {scheme}"
+    )
+    header = [
+        "k",
+        f"{metric} float",
+        f"{metric} spiked",
+        "delta",
+        "spikes/elem",
+        "sparsity",
+        "win-3 sparsity*",
+        "|c|<=7",
+    ]
+    rows = [
+        [
+            row.label,
+            report.float_metric,
+            row.metric,
+            row.delta,
+            row.stats["spikes_per_element"],
+            row.stats["sparsity"],
+            row.stats[f"window{report.window}_sparsity"],
+            row.stats["within_7_fraction"],
+        ]
+        for row in report.rows
+    ]
+    _table(header, rows)
+    click.echo("  sparsity = 1 - firing rate (spikes / (elements x T)), on the spiked model")
+    click.echo(f"  {_WINDOW_NOTE}")
+
+
+@click.command("advise")
+@click.argument("stats_file", type=click.Path(path_type=Path, dir_okay=False), metavar="STATS")
+@click.option(
+    "--target-sparsity",
+    type=float,
+    default=None,
+    help="Reach at least this global (element-weighted) sparsity, with the least error.",
+)
+@click.option(
+    "--max-error",
+    type=float,
+    default=None,
+    help="Keep every layer's output error at or below this, with the most sparsity.",
+)
+@click.option(
+    "--scheme", default=None, help="Code whose sparsity counts [default: the file's first]."
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the advice (.json) for evaluate --k-map.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+def advise_command(
+    stats_file: Path,
+    target_sparsity: float | None,
+    max_error: float | None,
+    scheme: str | None,
+    out: Path | None,
+    fmt: str,
+) -> None:
+    """Choose k per layer from a stats file for a sparsity or an error target.
+
+    STATS is the file ``spikecode calibrate --out`` wrote; its k values are the choices.
+    """
+    from spikecode.advisor import advise, save_advice
+    from spikecode.statsfile import k_key, load_stats
+
+    if (target_sparsity is None) == (max_error is None):
+        raise SpikecodeError("give exactly one of --target-sparsity and --max-error")
+    _check_out(out, ".json")
+    stats = load_stats(stats_file)
+    advice = advise(stats, target_sparsity=target_sparsity, max_error=max_error, scheme=scheme)
+    if out is not None:
+        save_advice(out, advice)
+    if fmt == "json":
+        echo_json({**advice.to_dict(), **({"out": str(out)} if out else {})})
+        return
+    goal = (
+        f"global sparsity >= {advice.value:g}"
+        if advice.target == "sparsity"
+        else f"per-layer output error <= {advice.value:g}"
+    )
+    click.echo(f"spikecode advise  {stats_file}  — {goal} ({advice.scheme})")
+    _table(
+        ["layer", "k", "sparsity", "output error", "spikes/elem"],
+        [
+            [c.name, k_key(c.k), c.sparsity, c.output_rel_error, c.spikes_per_element]
+            for c in advice.layers
+        ],
+    )
+    t = advice.totals
+    click.echo(
+        f"  total: sparsity {format_value(t['sparsity'])}, output error "
+        f"{format_value(t['output_rel_error'])} (element-weighted; largest layer "
+        f"{format_value(advice.max_layer_error)}), spikes/elem "
+        f"{format_value(t['spikes_per_element'])}"
+    )
+    if out is not None:
+        click.echo(f"  written: {out} (use: spikecode evaluate CHECKPOINT --k-map {out})")

@@ -1,0 +1,267 @@
+"""The stats file: exact round trips, the CSV beside it, and every way a file can be bad."""
+
+import copy
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import spikecode
+from spikecode.calibrate import LayerAccumulator
+from spikecode.errors import SpikecodeError
+from spikecode.statsfile import (
+    CalibrationStats,
+    CheckpointInfo,
+    DataInfo,
+    k_key,
+    layer_family,
+    load_stats,
+    save_stats,
+    summarize,
+    window_key,
+)
+
+SCHEMES = ("bitwise-bidirectional", "ternary", "binary")
+KS = (2.0, 3.0, 4.5)
+
+
+@pytest.fixture(scope="module")
+def stats():
+    gen = torch.Generator().manual_seed(0)
+    layers = []
+    for name, n_in, n_out, rows in (
+        ("model.layers.0.attn.q_proj", 128, 32, 40),
+        ("model.layers.0.attn.gk_proj.0", 48, 16, 40),
+        ("model.layers.0.mlp.down_proj", 96, 8, 40),
+    ):
+        acc = LayerAccumulator(
+            name, n_in, n_out, KS, schemes=SCHEMES, layer=nn.Linear(n_in, n_out), error_rows=5
+        )
+        for _ in range(3):
+            acc.update(torch.randn(rows, n_in, generator=gen) * 3)
+        layers.append(acc.result())
+    return CalibrationStats.create(
+        checkpoint=CheckpointInfo("/models/x", "gla_swa", "gla_swa", "bfloat16"),
+        data=DataInfo("bundled corpus", 12, 120, 4096),
+        k=KS,
+        schemes=SCHEMES,
+        window=3,
+        block_sizes=(16, 64, 256),
+        layers=layers,
+        error_rows=5,
+    )
+
+
+@pytest.fixture
+def saved(tmp_path, stats):
+    path, _ = save_stats(tmp_path / "stats.json", stats)
+    return path
+
+
+def test_round_trip_is_exact(saved, stats):
+    assert load_stats(saved) == stats
+    raw = json.loads(saved.read_text())
+    assert raw["format"] == "spikecode.stats" and raw["version"] == 1
+    assert raw["spikecode_version"] == spikecode.__version__
+    assert raw["k"] == [2.0, 3.0, 4.5] and list(raw["totals"]) == ["2", "3", "4.5"]
+    layer = raw["layers"][0]
+    assert layer["family"] == "q_proj" and layer["tokens"] == 120 and layer["error_tokens"] == 15
+    entry = layer["by_k"]["3"]
+    assert len(entry["vth"]["histogram"]["edges"]) == 33
+    assert len(entry["vth"]["histogram"]["counts"]) == 32
+    assert entry["count_histogram"]["offset"] == -64
+    assert len(entry["count_histogram"]["counts"]) == 129
+    assert set(entry["activity"]["block_fetched_channels"]) == {"16", "64", "256"}
+    assert set(entry["schemes"]) == set(SCHEMES)
+    assert entry["schemes"]["ternary"]["window"] == 3
+
+
+def test_csv_beside_the_json(saved, stats):
+    with open(saved.with_suffix(".csv"), newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(stats.layers) * len(KS) * len(SCHEMES)
+    for row in rows:
+        entry = stats.layer(row["layer"]).by_k[row["k"]]
+        s = entry.schemes[row["scheme"]]
+        assert int(row["spikes"]) == s.spikes and int(row["T"]) == s.T
+        assert float(row["sparsity"]) == s.sparsity
+        assert float(row["window_sparsity"]) == s.window_sparsity
+        assert float(row["output_rel_error"]) == entry.output_rel_error
+        assert float(row["block_fetched_channels_64"]) == entry.activity.block_fetched_channels[64]
+
+
+def test_totals_are_element_weighted(stats):
+    for key in ("2", "3", "4.5"):
+        for scheme in SCHEMES:
+            entries = [(layer, layer.by_k[key]) for layer in stats.layers]
+            elements = np.array([layer.elements for layer, _ in entries], dtype=float)
+            spikes = sum(e.schemes[scheme].spikes for _, e in entries)
+            rates = np.array([e.schemes[scheme].firing_rate for _, e in entries])
+            errors = np.array([e.output_rel_error for _, e in entries])
+            w_spikes = sum(e.schemes[scheme].window_spikes for _, e in entries)
+            w_steps = sum(e.schemes[scheme].window_steps for _, e in entries)
+            total = stats.totals[key][scheme]
+            assert total["spikes_per_element"] == pytest.approx(spikes / elements.sum())
+            assert total["firing_rate"] == pytest.approx(np.average(rates, weights=elements))
+            assert total["sparsity"] == pytest.approx(1 - np.average(rates, weights=elements))
+            assert total["window3_sparsity"] == pytest.approx(1 - w_spikes / w_steps)
+            assert total["output_rel_error"] == pytest.approx(np.average(errors, weights=elements))
+    pairs = [(stats.layers[0], "2"), (stats.layers[1], "4.5"), (stats.layers[2], "3")]
+    mixed = summarize(pairs, "ternary")
+    assert mixed["spikes_per_element"] == pytest.approx(
+        sum(layer.by_k[k].schemes["ternary"].spikes for layer, k in pairs)
+        / sum(layer.elements for layer, _ in pairs)
+    )
+
+
+def test_names():
+    assert [k_key(v) for v in (3, 3.0, 2.5, 0.1, 12)] == ["3", "3", "2.5", "0.1", "12"]
+    assert layer_family("model.layers.0.attn.q_proj") == "q_proj"
+    assert layer_family("model.layers.0.attn.gk_proj.1") == "gk_proj.1"
+    assert layer_family("encoder.layer.0.attention.self.query") == "query"
+    assert window_key(3) == "window3_sparsity"
+
+
+def test_other_readers_accept_the_file(saved):
+    from spikecode.reports import load_source, sparsity_report
+
+    report = sparsity_report(load_source(saved), k=3.0, scheme="ternary")
+    assert len(report.rows()) >= 3
+
+
+# ------------------------------------------------------------------------ bad files
+
+
+def _delete(raw, path):
+    parts = path.replace("[", ".").replace("]", "").split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    del node[parts[-1]]
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "version",
+        "k",
+        "schemes",
+        "window",
+        "block_sizes",
+        "checkpoint",
+        "checkpoint.kind",
+        "checkpoint.dtype",
+        "data",
+        "data.tokens",
+        "data.max_length",
+        "layers",
+        "layers[0].name",
+        "layers[1].in_features",
+        "layers[0].by_k",
+        "layers[0].by_k.3",
+        "layers[0].by_k.3.vth",
+        "layers[0].by_k.3.vth.mean",
+        "layers[0].by_k.3.vth.histogram.counts",
+        "layers[2].by_k.4.5.count_histogram.below",
+        "layers[0].by_k.3.activity.block_fetched_channels.64",
+        "layers[0].by_k.3.activity.tokens",
+        "layers[0].by_k.3.schemes.ternary",
+        "layers[0].by_k.3.schemes.ternary.spikes",
+        "layers[0].by_k.3.max_abs_count",
+        "layers[0].by_k.3.output_rel_error",
+        "layers[0].by_k.3.output_cosine",
+        "totals",
+        "totals.3.binary.sparsity",
+        "totals.4.5.ternary.window3_sparsity",
+        "spikecode_version",
+        "created",
+    ],
+)
+def test_missing_field_is_named(saved, field):
+    raw = json.loads(saved.read_text())
+    path = field.replace("by_k.4.5", "by_k.4_5").replace("totals.4.5", "totals.4_5")
+    raw = json.loads(json.dumps(raw).replace('"4.5": ', '"4_5": '))
+    _delete(raw, path)
+    text = json.dumps(raw).replace('"4_5": ', '"4.5": ')
+    saved.write_text(text)
+    with pytest.raises(SpikecodeError) as info:
+        load_stats(saved)
+    message = str(info.value)
+    assert str(saved) in message
+    assert field.split(".")[-1] in message or field in message
+
+
+def _mutate(raw, change):
+    raw = copy.deepcopy(raw)
+    change(raw)
+    return raw
+
+
+def _entry(raw, layer=0, key="3"):
+    return raw["layers"][layer]["by_k"][key]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.update(format="other"), "not a spikecode stats file"),
+        (lambda r: r.update(version=2), "version 2 is not supported"),
+        (lambda r: r.update(k=[3.0, -1.0]), "k\\[1\\]"),
+        (lambda r: r.update(k=[3.0, 3]), "repeats"),
+        (lambda r: r.update(schemes=["morse"]), "unknown code"),
+        (lambda r: r.update(window=0), "'window' must be >= 1"),
+        (lambda r: r["checkpoint"].update(kind="onnx"), "checkpoint.kind"),
+        (lambda r: r["data"].update(tokens="many"), "data.tokens"),
+        (lambda r: r["layers"].append(r["layers"][0]), "twice"),
+        (lambda r: r["layers"][0].update(tokens=7, error_tokens=7), "sums to"),
+        (lambda r: r["layers"][0].update(error_tokens=10**6), "error_tokens"),
+        (lambda r: _entry(r)["vth"].update(mean=float("nan")), "vth.mean"),
+        (lambda r: _entry(r)["vth"]["histogram"]["counts"].pop(), "32 values"),
+        (lambda r: _entry(r)["vth"]["histogram"]["counts"].__setitem__(0, 99), "sums to"),
+        (lambda r: _entry(r)["count_histogram"].update(above=5), "count_histogram"),
+        (lambda r: _entry(r)["activity"].update(active_channels=-1), "activity"),
+        (lambda r: _entry(r)["schemes"]["ternary"].update(T=0), "T >= 1"),
+        (lambda r: _entry(r)["schemes"]["ternary"].update(window=4), "window"),
+        (lambda r: _entry(r).update(output_cosine="x"), "output_cosine"),
+        (lambda r: r["totals"]["3"]["binary"].update(sparsity=None), "totals.3.binary.sparsity"),
+    ],
+)
+def test_bad_values(saved, change, message):
+    saved.write_text(json.dumps(_mutate(json.loads(saved.read_text()), change)))
+    with pytest.raises(SpikecodeError, match=message):
+        load_stats(saved)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "top level"),
+        (b"\xff\xfe", "cannot read"),
+    ],
+)
+def test_unreadable_files(tmp_path, content, message):
+    path = tmp_path / "stats.json"
+    path.write_bytes(content)
+    with pytest.raises(SpikecodeError, match=message):
+        load_stats(path)
+    with pytest.raises(SpikecodeError, match="not found"):
+        load_stats(tmp_path / "missing.json")
+
+
+def test_save_refuses_and_writes_nothing(tmp_path, stats):
+    with pytest.raises(SpikecodeError, match=".json"):
+        save_stats(tmp_path / "stats.csv", stats)
+    with pytest.raises(SpikecodeError, match="cannot write"):
+        save_stats(tmp_path / "no" / "stats.json", stats)
+    layer = stats.layers[0]
+    entry = layer.by_k["3"]
+    broken = type(entry)(**{**entry.__dict__, "output_rel_error": None})
+    bad_layer = type(layer)(**{**layer.__dict__, "by_k": {**layer.by_k, "3": broken}})
+    bad = type(stats)(**{**stats.__dict__, "layers": (bad_layer, *stats.layers[1:])})
+    with pytest.raises(SpikecodeError, match="no output error"):
+        save_stats(tmp_path / "stats.json", bad)
+    assert list(tmp_path.iterdir()) == []

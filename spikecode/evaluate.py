@@ -85,6 +85,8 @@ class EvaluationRow:
     stats
         Spike totals over the spiked layers' inputs: ``spikes_per_element, firing_rate,
         sparsity, silent_fraction, within_7_fraction, window<w>_sparsity``.
+    layers
+        Number of spiked projections.
     """
 
     label: str
@@ -92,6 +94,7 @@ class EvaluationRow:
     metric: float
     delta: float
     stats: Mapping[str, float]
+    layers: int
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -99,6 +102,7 @@ class EvaluationRow:
             "k": self.label,
             "metric": self.metric,
             "delta": self.delta,
+            "layers": self.layers,
             **{key: value for key, value in self.stats.items() if key != "output_rel_error"},
         }
 
@@ -120,7 +124,8 @@ class EvaluationReport:
     samples, tokens
         Evaluation samples and their real tokens.
     layers
-        Number of spiked projections.
+        Number of spiked projections of the first row (the selection for global k, the
+        map's layers for a ``"k-map"`` row).
     source
         Where the texts came from.
     k_map
@@ -279,6 +284,32 @@ def _restore(model: nn.Module, originals: Mapping[str, nn.Module]) -> None:
     replace_submodules(model, replacements)
 
 
+def _spiked_run(
+    runner: _Runner,
+    model: nn.Module,
+    names: Sequence[str],
+    per_layer: Mapping[str, float],
+    scheme: str,
+    window: int,
+) -> tuple[float, dict[str, float]]:
+    """Run the spiked model once; its metric and the spike totals of its layers' inputs."""
+    selection = {"include": escape_names(names), "exclude": (), "module_types": (W8ASpikeLinear,)}
+    accumulator = StatsAccumulator(
+        model,
+        list_linear_layers(model, **selection),
+        {name: [per_layer[name]] for name in names},
+        with_error=False,
+        schemes=(scheme,),
+        window=window,
+    )
+    with LinearInputHooks(model, accumulator, **selection) as hooks:
+        metric = runner.run(hooks)
+    layers = accumulator.results()
+    totals = summarize([(layer, next(iter(layer.by_k))) for layer in layers], scheme)
+    totals.pop("output_rel_error", None)
+    return metric, totals
+
+
 def _check_k_map(k_map: Mapping[str, float], available: Sequence[str]) -> dict[str, float]:
     if not isinstance(k_map, Mapping) or not k_map:
         raise SpikecodeError("a k map must be a non-empty mapping from layer name to k")
@@ -320,9 +351,9 @@ def evaluate(
         Global k values, one row each (default the report's 2 … 4); None with ``k_map``.
     k_map
         Per-layer k (``layer name → k``, e.g. the k advisor's choice): one more row,
-        labelled ``"k-map"``. The spiked layers are then exactly the map's layers.
+        labelled ``"k-map"``, which spikes exactly the map's layers.
     include, exclude
-        Layer selection when no ``k_map`` is given (``lm_head`` excluded by default).
+        Layers spiked in the global-k rows (``lm_head`` excluded by default).
     scheme, window
         Code and window of the spike statistics in the rows.
     progress
@@ -345,12 +376,10 @@ def evaluate(
     scheme = get_scheme(scheme).name
     ks = () if k is None else _check_ks(k)
     model = loaded.model
+    selected = [name for name, _, _ in list_linear_layers(model, include, exclude)]
     if k_map is not None:
         available = [name for name, _, _ in list_linear_layers(model, "*", ())]
         k_map = _check_k_map(k_map, available)
-        names = list(k_map)
-    else:
-        names = [name for name, _, _ in list_linear_layers(model, include, exclude)]
     if not ks and k_map is None:
         raise SpikecodeError("give at least one k or a k map")
     texts = _as_data(data, samples)
@@ -359,44 +388,24 @@ def evaluate(
     runner = _Runner(loaded, batches, task, progress)
     float_metric = runner.run()
 
-    settings: list[tuple[str, float | None, float | Mapping[str, float]]] = [
-        (k_key(value), value, value) for value in ks
-    ]
+    # Global rows spike the selected layers; the k-map row exactly the map's layers.
+    passes: list[tuple[list[str], list[tuple[str, float | None, Mapping[str, float]]]]] = []
+    if ks:
+        passes.append((selected, [(k_key(v), v, dict.fromkeys(selected, v)) for v in ks]))
     if k_map is not None:
-        settings.append(("k-map", None, k_map))
+        passes.append((list(k_map), [("k-map", None, k_map)]))
     rows = []
-    spiking = (W8ASpikeLinear,)
-    originals = _swap(loaded, names, settings[0][2])
-    try:
-        for label, value, setting in settings:
-            set_k(model, {name: setting[name] for name in names} if value is None else setting)
-            per_layer = {name: [setting[name] if value is None else value] for name in names}
-            selection = {"include": escape_names(names), "exclude": (), "module_types": spiking}
-            accumulator = StatsAccumulator(
-                model,
-                list_linear_layers(model, **selection),
-                per_layer,
-                with_error=False,
-                schemes=(scheme,),
-                window=window,
-            )
-            with LinearInputHooks(model, accumulator, **selection) as hooks:
-                metric = runner.run(hooks)
-            layers = accumulator.results()
-            pairs = [(layer, next(iter(layer.by_k))) for layer in layers]
-            totals = summarize(pairs, scheme)
-            totals.pop("output_rel_error", None)
-            rows.append(
-                EvaluationRow(
-                    label=label,
-                    k=value,
-                    metric=metric,
-                    delta=metric - float_metric,
-                    stats=totals,
+    for names, settings in passes:
+        originals = _swap(loaded, names, settings[0][2])
+        try:
+            for label, value, per_layer in settings:
+                set_k(model, dict(per_layer))
+                metric, totals = _spiked_run(runner, model, names, per_layer, scheme, window)
+                rows.append(
+                    EvaluationRow(label, value, metric, metric - float_metric, totals, len(names))
                 )
-            )
-    finally:
-        _restore(model, originals)
+        finally:
+            _restore(model, originals)
     return EvaluationReport(
         task=task,
         float_metric=float_metric,
@@ -405,7 +414,7 @@ def evaluate(
         window=window,
         samples=len(tokenized.input_ids),
         tokens=tokenized.tokens,
-        layers=len(names),
+        layers=rows[0].layers,
         source=texts.source,
         k_map=None if k_map is None else dict(k_map),
     )

@@ -25,11 +25,13 @@ Design decisions
   per layer before they are consumed). No activation outlives its hook call.
 - **Padding** never enters a statistic: the batch's attention mask is set on the hooks,
   which hand over only the rows of real tokens.
-- **The output error** is measured on a bounded subset of rows: ``error_rows`` rows per
-  batch and layer (evenly spaced over that batch's real tokens, centred so that no
-  position is systematically favoured), because its matmuls (one per k plus the float
-  one) would otherwise cost several times the model's own forward pass. The stats file
-  records the setting (``error_rows``) and the rows used per layer (``error_tokens``).
+- **The output error** is measured on a bounded subset of rows: per batch and layer,
+  one row in ``error_stride`` (128) of the batch's real tokens, at least one and at most
+  ``error_rows`` (64), evenly spaced and centred so that no position is systematically
+  favoured. Its matmuls (one per k plus the float one) would otherwise cost several
+  times the model's own forward pass; this way they cost about (number of k + 1) / 128
+  of the model's linear layers. The stats file records both settings (``error_rows``,
+  ``error_stride``) and the rows used per layer (``error_tokens``).
   Both outputs are computed in the compute dtype (float32, float64 for float64 models)
   from the layer's weights, so a bfloat16 model's own output rounding is not counted as
   error. ``error_rows=None`` uses every row.
@@ -93,6 +95,7 @@ from spikecode.statsfile import (
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_ERROR_ROWS",
+    "DEFAULT_ERROR_STRIDE",
     "DEFAULT_K",
     "DEFAULT_SAMPLES",
     "DEFAULT_SCHEMES",
@@ -105,6 +108,7 @@ __all__ = [
     "calibrate",
     "checkpoint_info",
     "escape_names",
+    "fake_quantize_weight",
     "load_calibration_data",
     "model_max_length",
     "padded_batches",
@@ -121,8 +125,10 @@ DEFAULT_SAMPLES = 128
 #: SpikingBrain's code (bitwise sign-magnitude, SPEC §3).
 DEFAULT_SCHEMES: tuple[str, ...] = ("bitwise-bidirectional",)
 DEFAULT_BATCH_SIZE = 16
-#: Rows per batch and layer on which the output error is measured.
-DEFAULT_ERROR_ROWS = 8
+#: The output error is measured on one row in DEFAULT_ERROR_STRIDE per batch and layer
+#: (at least one), at most DEFAULT_ERROR_ROWS of them.
+DEFAULT_ERROR_ROWS = 64
+DEFAULT_ERROR_STRIDE = 128
 #: Rows held back for the output error are consumed once a layer holds this many ...
 ERROR_FLUSH_ROWS = 256
 #: ... or this many bytes of them.
@@ -498,7 +504,8 @@ def _forward(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> Any:
 
 _KERNEL_ARGS = (
     "float64[::1], float64, float64, int64, int64, int64, int64[::1], int64[::1], float64[::1],"
-    " int64[:, ::1], int64[:, :, ::1], int64[:, :, ::1], int64[:, :, ::1], int64[:, :, ::1]"
+    " int64[:, ::1], int64[:, :, ::1], int64[:, :, ::1], int64[:, :, ::1], int64[:, :, ::1],"
+    " float64[:, :, ::1]"
 )
 
 
@@ -523,6 +530,7 @@ def _count_rows(
     vth_hist,
     levels,
     spill,
+    moments,
     vth,
 ):  # pragma: no cover - jit
     """Fused per-row statistics for five k at once; SPEC §2 counts, §5 histogram, §6 activity.
@@ -532,12 +540,17 @@ def _count_rows(
 
     Per row: ``mean|x|`` in float64 and the maxima of ``|x|`` over blocks of every size;
     per k: ``Vth = clip(mean / k)`` (stored into ``vth[g, row]`` in the compute dtype and
-    read back, so that the divisions below run in that dtype) and its Vth histogram bin.
+    read back, so that the divisions below run in that dtype), its bin among the
+    log-spaced ``edges`` and, in ``moments[chunk, g]``, the count, a shift (the chunk's
+    first value), the sums of ``v - shift`` and of its square, the min and the max.
 
     Block activity: a block is fetched at some k when one of its counts is non-zero, i.e.
     when ``max|x| / Vth > 1/2`` (division is monotone, and round-half-to-even sends
-    exactly ``|u| <= 1/2`` to 0), i.e. when ``max|x| > t`` for ``t`` the largest value
-    whose quotient is ``<= 1/2``. Vth falls as k grows, so the thresholds fall too and a
+    exactly ``|u| <= 1/2`` to 0), i.e. when ``max|x| > t``. A float32 quotient rounds
+    above 1/2 exactly when it exceeds ``(1 + 2^-24) / 2`` (a tie rounds to the even 1/2),
+    so ``t = Vth · (1 + 2^-24) / 2``, exact in float64; for float64 data ``t`` is the
+    largest value whose quotient is ``<= 1/2``. Vth falls as k grows, so the thresholds
+    fall too and a
     block active at some k is active at every larger k: its *level* (the number of k at
     which it is active) says all. ``levels[chunk, s, level]`` adds up the block lengths.
     ``block_sizes`` ascend; ``source[s]`` names a smaller size that divides size ``s``
@@ -576,11 +589,15 @@ def _count_rows(
             length[offset[s] + b] = min(block_sizes[s], cols - b * block_sizes[s])
     per = (rows + chunks - 1) // chunks
     capacity = spill.shape[1]
+    log_k = np.log10(ks)
+    log_first = np.log10(edges[0])
+    bins_per_decade = n_vth / (np.log10(edges[n_vth]) - log_first)
     flags = np.zeros((chunks, 2), dtype=np.int64)
     sentinel = x.dtype.type(joint.shape[1] - 1)
     huge = x.dtype.type(1e30)
     half = x.dtype.type(0.5)
     infinity = x.dtype.type(np.inf)
+    single = x.itemsize == 4
     zero = x.dtype.type(0.0)
     one = x.dtype.type(1.0)
     three = x.dtype.type(3.0)
@@ -589,7 +606,7 @@ def _count_rows(
         key = np.empty(cols, dtype=x.dtype)
         index = np.empty(cols, dtype=np.int32)
         maxima = np.empty(offset[n_sizes], dtype=x.dtype)
-        threshold = np.empty(n_k, dtype=x.dtype)
+        threshold = np.empty(n_k, dtype=np.float64)
         table = joint[ch]
         for i in range(ch * per, min(rows, (ch + 1) * per)):
             # mean|x| in float64, summed block by block (independent chains run side by
@@ -618,21 +635,42 @@ def _count_rows(
                         m = max(m, maxima[t])
                     maxima[offset[s] + b] = m
             mean = total / cols
+            log_mean = np.log10(mean) if mean > 0 else -np.inf
             for g in range(n_k):
                 vth[g, i] = min(max(mean / ks[g], vth_min), vth_max)
                 v = vth[g, i]
-                b = np.searchsorted(edges, np.float64(v), side="right") - 1
-                vth_hist[ch, g, min(max(b, 0), n_vth - 1)] += 1
-                t = v * half
-                while np.nextafter(t, infinity) / v <= half:
-                    t = np.nextafter(t, infinity)
-                threshold[g] = t
+                v64 = np.float64(v)
+                # Vth histogram bin (edges[b] <= v < edges[b + 1], clamped to the ends):
+                # a guess from the logarithm, then exact comparisons with the edges.
+                guess = (log_mean - log_k[g] - log_first) * bins_per_decade
+                b = int(min(max(guess, 0.0), n_vth - 1.0)) if np.isfinite(guess) else 0
+                while b > 0 and v64 < edges[b]:
+                    b -= 1
+                while b < n_vth - 1 and v64 >= edges[b + 1]:
+                    b += 1
+                vth_hist[ch, g, b] += 1
+                # count, shift, sums of v - shift and (v - shift)^2, min, max
+                stats = moments[ch, g]
+                if stats[0] == 0.0:
+                    stats[1] = v64
+                stats[0] += 1.0
+                stats[2] += v64 - stats[1]
+                stats[3] += (v64 - stats[1]) * (v64 - stats[1])
+                stats[4] = min(stats[4], v64)
+                stats[5] = max(stats[5], v64)
+                if single:
+                    threshold[g] = v64 * (1.0 + 2.0**-24) * 0.5
+                else:
+                    t = v * half
+                    while np.nextafter(t, infinity) / v <= half:
+                        t = np.nextafter(t, infinity)
+                    threshold[g] = t
+            t0, t1, t2 = threshold[0], threshold[1], threshold[2]
+            t3, t4 = threshold[3], threshold[4]
             for s in range(n_sizes):
                 for b in range(offset[s], offset[s + 1]):
-                    m = maxima[b]
-                    level = 0
-                    for g in range(n_k):
-                        level += m > threshold[g]
+                    m = np.float64(maxima[b])
+                    level = (m > t0) + (m > t1) + (m > t2) + (m > t3) + (m > t4)
                     levels[ch, s, level] += length[b]
             v0, v1, v2, v3, v4 = vth[0, i], vth[1, i], vth[2, i], vth[3, i], vth[4, i]
             r0, r1, r2, r3 = ratios[0], ratios[1], ratios[2], ratios[3]
@@ -762,6 +800,63 @@ def weight_group_size(in_features: int) -> int | None:
     return WEIGHT_GROUP if in_features % WEIGHT_GROUP == 0 else None
 
 
+@kernel("int64(float32[:, ::1], int64, float32[:, ::1])")
+def _fake_quant_rows(w, group, out):  # pragma: no cover - jit
+    """``round(w / σ) · σ`` with ``σ = fl32(max|w| / 127)`` per row and group (SPEC §4).
+
+    The arithmetic of :func:`spikecode.nn.functional.quantize_weight_int8` followed by
+    :func:`~spikecode.nn.functional.dequantize_weight_int8`, element by element: ``max|w|``
+    and ``max|w| / 127`` in float64 (1 for an all-zero group), the scale rounded once to
+    float32, ``w / σ`` formed in float64 and rounded half to even, the product ``q · σ``
+    exact in float64 and rounded once to float32. Returns the number of non-finite
+    weights (nothing is written for their groups).
+    """
+    rows, cols = w.shape
+    bad = np.zeros(rows, dtype=np.int64)
+    for r in prange(rows):
+        for start in range(0, cols, group):
+            amax = 0.0
+            for j in range(start, start + group):
+                a = abs(np.float64(w[r, j]))
+                if not np.isfinite(a):
+                    bad[r] += 1
+                amax = max(amax, a)
+            if bad[r]:
+                continue
+            sigma = np.float64(np.float32(amax / 127.0)) if amax > 0 else 1.0
+            for j in range(start, start + group):
+                out[r, j] = np.float32(np.rint(np.float64(w[r, j]) / sigma) * sigma)
+    return bad.sum()
+
+
+def fake_quantize_weight(weight: torch.Tensor, group_size: int | None) -> torch.Tensor:
+    """INT8 fake-quantized weights ``round(w / σ) · σ`` (SPEC §4) as float32, on the CPU.
+
+    Equal, bit for bit, to ``dequantize_weight_int8(*quantize_weight_int8(weight,
+    group_size))`` of :mod:`spikecode.nn.functional`, in one pass without float64 copies
+    of the weight (calibration quantizes every layer once).
+
+    Parameters
+    ----------
+    weight
+        ``[out_features, in_features]`` floating weights (any float dtype, CPU).
+    group_size
+        Input columns per scale, a divisor of ``in_features``; None for one per row.
+    """
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 2 or weight.numel() == 0:
+        raise SpikecodeError("weight must be a non-empty 2-D tensor")
+    group = weight.shape[1] if group_size is None else group_size
+    if weight.shape[1] % group:
+        raise SpikecodeError(
+            f"in_features ({weight.shape[1]}) is not divisible by group_size ({group})"
+        )
+    w = weight.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
+    out = np.empty_like(w)
+    if _fake_quant_rows(w, group, out):
+        raise SpikecodeError("weight holds non-finite values", shape=tuple(weight.shape))
+    return torch.from_numpy(out)
+
+
 def _vth_table(mean: torch.Tensor, ks: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``Vth[k, row] = clip(mean / k)`` in float64, cast to ``dtype`` (SPEC §2 numerics)."""
     vth = torch.clamp(mean.unsqueeze(0) / ks.unsqueeze(1), F.VTH_MIN, F.VTH_MAX)
@@ -775,6 +870,31 @@ class _ErrorSpec:
     weight: torch.Tensor
     bias: torch.Tensor | None
     scales: torch.Tensor | None
+
+
+@dataclass
+class _Stream:
+    """Accumulated statistics of one input stream (several layers may read the same one)."""
+
+    outliers: list[dict[int, int]]
+    state: dict[str, Any] | None = None
+    tokens: int = 0
+
+    def copy(self) -> _Stream:
+        state = None
+        if self.state is not None:
+            state = {key: _copy_value(value) for key, value in self.state.items() if key != "host"}
+        return _Stream([dict(table) for table in self.outliers], state, self.tokens)
+
+
+def _copy_value(value: Any) -> Any:
+    if isinstance(value, np.ndarray | torch.Tensor):
+        return value.copy() if isinstance(value, np.ndarray) else value.clone()
+    if isinstance(value, list):
+        return [_copy_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _copy_value(item) for key, item in value.items()}
+    return value
 
 
 class LayerAccumulator:
@@ -800,8 +920,9 @@ class LayerAccumulator:
     scales
         Released W8ASpike scales ``[out, in/128, 1]`` for ``layer``, or None (the
         weights are then quantized with ``max|w| / 127`` per group, SPEC §4).
-    error_rows
-        Rows per :meth:`update` on which the output error is measured; None: all.
+    error_rows, error_stride
+        Per :meth:`update` the output error is measured on ``ceil(n / error_stride)``
+        evenly spaced rows, at most ``error_rows``; ``error_rows=None`` uses every row.
     backend
         ``"numba"`` (CPU) or ``"torch"`` (any device); None picks ``"numba"`` for CPU
         rows. Both give identical counts.
@@ -820,6 +941,7 @@ class LayerAccumulator:
         layer: nn.Module | None = None,
         scales: torch.Tensor | None = None,
         error_rows: int | None = DEFAULT_ERROR_ROWS,
+        error_stride: int = DEFAULT_ERROR_STRIDE,
         backend: str | None = None,
     ) -> None:
         self.name = name
@@ -839,6 +961,9 @@ class LayerAccumulator:
                 f"error_rows must be a positive integer or None, not {error_rows!r}"
             )
         self.error_rows = error_rows
+        if isinstance(error_stride, bool) or not isinstance(error_stride, int) or error_stride < 1:
+            raise SpikecodeError(f"error_stride must be a positive integer, not {error_stride!r}")
+        self.error_stride = error_stride
         if backend not in (None, "numba", "torch"):
             raise SpikecodeError(f"backend must be 'numba' or 'torch', not {backend!r}")
         self._backend = backend
@@ -854,8 +979,10 @@ class LayerAccumulator:
                 )
             self._error = _ErrorSpec(weight, getattr(layer, "bias", None), scales)
         self.tokens = 0
-        self._state: dict[str, Any] | None = None
-        self._outliers: list[dict[int, int]] = [{} for _ in self.ks]
+        self._stream = _Stream([{} for _ in self.ks])
+        # Set while this layer reads the same input as an earlier one (see StatsAccumulator).
+        self._source: LayerAccumulator | None = None
+        self._snapshot: _Stream | None = None
         self._pending: list[torch.Tensor] = []
         self._pending_rows = 0
         self._pending_bytes = 0
@@ -884,38 +1011,61 @@ class LayerAccumulator:
         rows = rows.detach()
         backend = self._backend or ("numba" if rows.device.type == "cpu" else "torch")
         with torch.no_grad():
-            vth = self._update_numba(rows) if backend == "numba" else self._update_torch(rows)
+            if self._source is None:  # else the source layer counted these very rows
+                if backend == "numba":
+                    self._update_numba(rows)
+                else:
+                    self._update_torch(rows)
+                self._stream.tokens += n
             self.tokens += n
             if self._error is not None:
-                self._hold_error_rows(rows, vth)
+                self._hold_error_rows(rows)
+
+    def link(self, source: LayerAccumulator) -> None:
+        """Read ``source``'s statistics: this layer's input is the same as the source's.
+
+        Only before this layer has seen any row; :meth:`update` then counts nothing but
+        its tokens and output-error rows until :meth:`unlink`.
+        """
+        if self.tokens or source._source is not None or source.ks != self.ks:
+            raise SpikecodeError("internal: a layer can only share a fresh, unshared stream")
+        if (source.schemes, source.window, source.block_sizes) != (
+            self.schemes,
+            self.window,
+            self.block_sizes,
+        ):
+            raise SpikecodeError("internal: shared streams need the same settings")
+        self._source = source
+        self._stream = source._stream
+
+    def unlink(self) -> None:
+        """Continue on an own copy of the source's stream as it was before this batch."""
+        source = self._source
+        if source is None:
+            return
+        if source._snapshot is None or source._snapshot.tokens != self.tokens:
+            raise SpikecodeError("internal: no snapshot of the shared stream for this batch")
+        self._stream = source._snapshot.copy()
+        self._source = None
+
+    def snapshot(self) -> None:
+        """Remember this stream as it is now (the start of a batch), for :meth:`unlink`."""
+        self._snapshot = self._stream.copy()
 
     def _state_for(self, backend: str, rows: torch.Tensor) -> dict[str, Any]:
         dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
-        if self._state is None:
-            self._state = (
+        if self._stream.state is None:
+            self._stream.state = (
                 self._numba_state(dtype)
                 if backend == "numba"
                 else self._torch_state(dtype, rows.device)
             )
-        elif (self._state["backend"], self._state["dtype"]) != (backend, dtype):
+        elif (self._stream.state["backend"], self._stream.state["dtype"]) != (backend, dtype):
             raise SpikecodeError(
                 "a layer's inputs must keep one device kind and compute dtype during calibration",
                 layer=self.name,
             )
-        return self._state
-
-    def _common_state(
-        self, backend: str, dtype: torch.dtype, zeros: Callable[..., Any]
-    ) -> dict[str, Any]:
-        n_k = len(self.ks)
-        return {
-            "backend": backend,
-            "dtype": dtype,
-            "mean": zeros(n_k),
-            "m2": zeros(n_k),
-            "min": None,
-            "max": None,
-        }
+        return self._stream.state
 
     def _numba_state(self, dtype: torch.dtype) -> dict[str, Any]:
         np_dtype = np.float64 if dtype == torch.float64 else np.float32
@@ -939,6 +1089,10 @@ class LayerAccumulator:
                     ),
                     "wide": np.zeros((chunks, size, 2 * _DENSE_LIMIT + 1), np.int64),
                     "spill": np.zeros((chunks, _SPILL, 2), np.int64),
+                    # count, shift, shifted sum and sum of squares, min, max of Vth
+                    "moments": np.tile(
+                        np.array([0.0, 0.0, 0.0, 0.0, np.inf, -np.inf]), (chunks, size, 1)
+                    ),
                     "vth_hist": np.zeros((chunks, size, len(VTH_EDGES) - 1), np.int64),
                     "levels": np.zeros((chunks, len(self.block_sizes), size + 1), np.int64),
                 }
@@ -951,7 +1105,7 @@ class LayerAccumulator:
             max((t for t in range(s) if sizes[s] % sizes[t] == 0), default=-1)
             for s in range(len(sizes))
         ]
-        state = self._common_state("numba", dtype, lambda n: np.zeros(n, np.float64))
+        state: dict[str, Any] = {"backend": "numba", "dtype": dtype}
         state.update(
             groups=groups,
             np_dtype=np_dtype,
@@ -968,7 +1122,14 @@ class LayerAccumulator:
         def zeros(*shape: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
             return torch.zeros(shape, dtype=dtype, device=device)
 
-        state = self._common_state("torch", dtype, zeros)
+        state: dict[str, Any] = {
+            "backend": "torch",
+            "dtype": dtype,
+            "mean": zeros(n_k),
+            "m2": zeros(n_k),
+            "min": None,
+            "max": None,
+        }
         state.update(
             hist=zeros(n_k, 2 * _DENSE_LIMIT + 3, dtype=torch.int64),
             vth_hist=zeros(n_k, len(VTH_EDGES) - 1, dtype=torch.int64),
@@ -978,37 +1139,29 @@ class LayerAccumulator:
         )
         return state
 
-    def _merge_vth(self, state: dict[str, Any], vth64: Any, n: int) -> None:
-        """Chan's parallel update of the running mean / M2, plus min and max."""
-        if state["backend"] == "numba":
-            mean_b = vth64.mean(axis=1)
-            m2_b = ((vth64 - mean_b[:, None]) ** 2).sum(axis=1)
-            low, high = vth64.min(axis=1), vth64.max(axis=1)
-            combine_min, combine_max = np.minimum, np.maximum
-        else:
-            mean_b = vth64.mean(dim=1)
-            m2_b = ((vth64 - mean_b[:, None]) ** 2).sum(dim=1)
-            low, high = vth64.amin(dim=1), vth64.amax(dim=1)
-            combine_min, combine_max = torch.minimum, torch.maximum
-        n_a = self.tokens
+    def _merge_vth(self, state: dict[str, Any], vth64: torch.Tensor, n: int) -> None:
+        """Chan's parallel update of the running mean / M2, plus min and max (torch path)."""
+        mean_b = vth64.mean(dim=1)
+        m2_b = ((vth64 - mean_b[:, None]) ** 2).sum(dim=1)
+        low, high = vth64.amin(dim=1), vth64.amax(dim=1)
+        n_a = self._stream.tokens
         total = n_a + n
         delta = mean_b - state["mean"]
         state["mean"] = state["mean"] + delta * (n / total)
         state["m2"] = state["m2"] + m2_b + delta * delta * (n_a * n / total)
-        state["min"] = low if state["min"] is None else combine_min(state["min"], low)
-        state["max"] = high if state["max"] is None else combine_max(state["max"], high)
+        state["min"] = low if state["min"] is None else torch.minimum(state["min"], low)
+        state["max"] = high if state["max"] is None else torch.maximum(state["max"], high)
 
     def _non_finite(self, bad: int) -> SpikecodeError:
         return SpikecodeError(
             f"the input of layer {self.name} holds NaN or Inf in {bad} token(s)", layer=self.name
         )
 
-    def _update_numba(self, rows: torch.Tensor) -> torch.Tensor:
+    def _update_numba(self, rows: torch.Tensor) -> None:
         state = self._state_for("numba", rows)
         x = rows.to(device="cpu", dtype=state["dtype"]).contiguous().numpy()
-        vth = np.empty((len(self.ks), x.shape[0]), dtype=x.dtype)
         for group in state["groups"]:
-            part = np.empty((len(group["members"]), x.shape[0]), dtype=x.dtype)
+            vth = np.empty((_GROUP, x.shape[0]), dtype=x.dtype)
             flags = _count_rows(
                 x,
                 group["ratios"],
@@ -1026,29 +1179,28 @@ class LayerAccumulator:
                 group["vth_hist"],
                 group["levels"],
                 group["spill"],
-                part,
+                group["moments"],
+                vth,
             )
             if flags[-1]:
                 raise self._non_finite(int(flags[-1]))
-            real = [(g, member) for g, member in enumerate(group["members"]) if member >= 0]
-            for g, member in real:
-                vth[member] = part[g]
             spilled = flags[:-1]
+            if not spilled.any():
+                continue
+            real = [(g, member) for g, member in enumerate(group["members"]) if member >= 0]
             if spilled.max() > _SPILL:
                 # Too many counts beyond the dense range for the buffers: recount exactly.
                 for g, member in real:
-                    counts = np.rint(x / part[g][:, None])
+                    counts = np.rint(x / vth[g][:, None])
                     self._add_outliers(member, counts[np.abs(counts) > _DENSE_LIMIT])
-            elif spilled.any():
+            else:
                 entries = np.concatenate(
                     [group["spill"][ch, :n] for ch, n in enumerate(spilled.tolist())]
                 )
                 for g, member in real:
                     self._add_outliers(member, entries[entries[:, 0] == g, 1])
-        self._merge_vth(state, vth.astype(np.float64), x.shape[0])
-        return torch.from_numpy(vth)
 
-    def _update_torch(self, rows: torch.Tensor) -> torch.Tensor:
+    def _update_torch(self, rows: torch.Tensor) -> None:
         state = self._state_for("torch", rows)
         x = rows.to(state["dtype"])
         n_k = len(self.ks)
@@ -1078,7 +1230,6 @@ class LayerAccumulator:
             if amount:
                 counts = torch.round(x / vth[kk].unsqueeze(1))
                 self._add_outliers(kk, counts[counts.abs() > _DENSE_LIMIT].cpu().numpy())
-        return vth
 
     def _fetched_torch(self, x: torch.Tensor, vth: torch.Tensor) -> torch.Tensor:
         """Weight columns fetched under block skipping, ``[k, block size]``."""
@@ -1104,36 +1255,39 @@ class LayerAccumulator:
 
     def _add_outliers(self, kk: int, values: np.ndarray) -> None:
         found, times = np.unique(values.astype(np.int64), return_counts=True)
-        table = self._outliers[kk]
+        table = self._stream.outliers[kk]
         for value, count in zip(found.tolist(), times.tolist(), strict=True):
             table[value] = table.get(value, 0) + count
 
     # ------------------------------------------------------------------ output error
 
-    def _hold_error_rows(self, rows: torch.Tensor, vth: torch.Tensor) -> None:
+    def _hold_error_rows(self, rows: torch.Tensor) -> None:
         n = rows.shape[0]
-        r = n if self.error_rows is None else min(n, self.error_rows)
+        cap = n if self.error_rows is None else min(self.error_rows, -(-n // self.error_stride))
+        r = min(n, cap)
         # Evenly spaced, centred: row floor((i + 1/2) n / r) for i < r (all distinct).
-        index = (torch.arange(r, device=rows.device) * 2 + 1) * n // (2 * r)
-        self._pending.append(rows.index_select(0, index).clone())
+        picked = rows[[(2 * i + 1) * n // (2 * r) for i in range(r)]]
+        self._pending.append(picked)
         self._pending_rows += r
-        self._pending_bytes += r * rows.shape[1] * rows.element_size()
+        self._pending_bytes += picked.numel() * picked.element_size()
         if self._pending_rows >= ERROR_FLUSH_ROWS or self._pending_bytes >= ERROR_FLUSH_BYTES:
             self._flush_error()
 
     def _quantized_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The layer's INT8 weights times their scales (SPEC §4), in ``dtype``."""
         spec = self._error
         assert spec is not None
+        weight = spec.weight.detach()
         try:
             if spec.scales is not None:
-                w_q, scales = F.release_weight_to_int8(spec.weight.detach(), spec.scales)
-            else:
-                w_q, scales = F.quantize_weight_int8(
-                    spec.weight.detach(), weight_group_size(self.in_features)
-                )
+                w_q, scales = F.release_weight_to_int8(weight, spec.scales)
+                return F.dequantize_weight_int8(w_q, scales).to(dtype)
+            if weight.device.type != "cpu":
+                w_q, scales = F.quantize_weight_int8(weight, weight_group_size(self.in_features))
+                return F.dequantize_weight_int8(w_q, scales).to(dtype)
+            return fake_quantize_weight(weight, weight_group_size(self.in_features)).to(dtype)
         except SpikecodeError as err:
             raise SpikecodeError(err.message, layer=self.name, **err.context) from None
-        return F.dequantize_weight_int8(w_q, scales).to(dtype)
 
     def _flush_error(self) -> None:
         if not self._pending:
@@ -1177,15 +1331,15 @@ class LayerAccumulator:
 
     def state_nbytes(self) -> int:
         """Bytes of accumulated state (histograms and sums), excluding held error rows."""
-        if self._state is None:
+        if self._stream.state is None:
             return 0
         total = 0
-        for value in self._state.values():
+        for value in self._stream.state.values():
             if isinstance(value, np.ndarray):
                 total += value.nbytes
             elif isinstance(value, torch.Tensor):
                 total += value.numel() * value.element_size()
-        return total + 16 * sum(len(table) for table in self._outliers)
+        return total + 16 * sum(len(table) for table in self._stream.outliers)
 
     def result(self) -> LayerStats:
         """The layer's statistics so far (consumes the rows held for the error)."""
@@ -1198,7 +1352,7 @@ class LayerAccumulator:
 
     def histograms(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per k: the distinct counts seen and how many elements hold each (exact)."""
-        if self._state is None or self.tokens == 0:
+        if self._stream.state is None or self.tokens == 0:
             raise SpikecodeError(
                 f"layer {self.name} received no input; exclude it if the model never calls it",
                 layer=self.name,
@@ -1207,13 +1361,15 @@ class LayerAccumulator:
         result = []
         for kk in range(len(self.ks)):
             values, times = _nonzero_bins(dense[kk])
-            table = self._outliers[kk]
+            table = self._stream.outliers[kk]
             if table:
                 extra = np.array(sorted(table), dtype=np.int64)
                 counts = np.array([table[v] for v in extra.tolist()], dtype=np.int64)
                 values = np.concatenate([extra[extra < 0], values, extra[extra > 0]])
                 times = np.concatenate([counts[extra < 0], times, counts[extra > 0]])
-            if int(times.sum()) != self.tokens * self.in_features:
+            if int(times.sum()) != self.tokens * self.in_features or (
+                self._stream.tokens != self.tokens
+            ):
                 raise SpikecodeError(
                     "internal count mismatch in the calibration histogram",
                     layer=self.name,
@@ -1225,19 +1381,18 @@ class LayerAccumulator:
 
     def _host(self) -> dict[str, Any]:
         """Accumulated state on the host, per k in :attr:`ks` order."""
-        state = self._state
+        state = self._stream.state
         assert state is not None
-        if "host" in state and state["host"][0] == self.tokens:
+        if "host" in state and state["host"][0] == self._stream.tokens:
             return state["host"][1]
         host: dict[str, Any] = {}
-        for key in ("mean", "m2", "min", "max"):
-            value = state[key]
-            host[key] = value.cpu().numpy() if isinstance(value, torch.Tensor) else value
         if state["backend"] == "torch":
-            for key in ("hist", "vth_hist", "fetched"):
+            for key in ("hist", "vth_hist", "fetched", "mean", "m2", "min", "max"):
                 host[key] = state[key].cpu().numpy()
         else:
             n_k = len(self.ks)
+            for key in ("mean", "m2", "min", "max"):
+                host[key] = np.zeros(n_k, dtype=np.float64)
             host["hist"] = np.zeros((n_k, 2 * _DENSE_LIMIT + 3), dtype=np.int64)
             host["vth_hist"] = np.zeros((n_k, len(VTH_EDGES) - 1), dtype=np.int64)
             host["fetched"] = np.zeros((n_k, len(self.block_sizes)), dtype=np.int64)
@@ -1246,6 +1401,10 @@ class LayerAccumulator:
                 slots, members = [g for g, _ in real], [m for _, m in real]
                 host["hist"][members, 1:-1] += group["wide"].sum(axis=0)[slots]
                 host["vth_hist"][members] += group["vth_hist"].sum(axis=0)[slots]
+                for g, member in real:
+                    _, mean, m2, low, high = _merge_moments(group["moments"][:, g])
+                    host["mean"][member], host["m2"][member] = mean, m2
+                    host["min"][member], host["max"][member] = low, high
                 # A block of level l is fetched at the l largest k of the group.
                 levels = group["levels"].sum(axis=0)  # [sorted size, level]
                 at_least = np.cumsum(levels[:, ::-1], axis=1)[:, ::-1]  # level >= l
@@ -1259,7 +1418,7 @@ class LayerAccumulator:
             host["hist"][:, 0] = host["hist"][:, -1] = 0
         if state["backend"] == "torch":
             host["hist"][:, 0] = host["hist"][:, -1] = 0
-        state["host"] = (self.tokens, host)
+        state["host"] = (self._stream.tokens, host)
         return host
 
     def _assemble(
@@ -1342,6 +1501,25 @@ class LayerAccumulator:
         )
 
 
+def _merge_moments(parts: np.ndarray) -> tuple[float, float, float, float, float]:
+    """Merge per-chunk ``[count, shift, Σ(v - shift), Σ(v - shift)², min, max]`` rows.
+
+    Returns count, mean, M2 (sum of squared deviations), min and max (Chan's merge).
+    """
+    count = mean = m2 = 0.0
+    for n_b, shift, s1, s2, _, _ in parts.tolist():
+        if n_b == 0:
+            continue
+        mean_b = shift + s1 / n_b
+        m2_b = max(s2 - s1 * s1 / n_b, 0.0)
+        total = count + n_b
+        delta = mean_b - mean
+        mean += delta * n_b / total
+        m2 += m2_b + delta * delta * count * n_b / total
+        count = total
+    return count, mean, m2, float(parts[:, 4].min()), float(parts[:, 5].max())
+
+
 def _nonzero_bins(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Values and counts of the non-empty inner bins of a dense histogram (offset L + 1)."""
     inner = dense[1:-1]
@@ -1377,6 +1555,16 @@ def _add_joint(
         np.add.at(hist[members[g]], predicted + deltas[g] + offset, times)
 
 
+def _same_settings(a: LayerAccumulator, b: LayerAccumulator) -> bool:
+    return (a.ks, a.schemes, a.window, a.block_sizes, b._source) == (
+        b.ks,
+        b.schemes,
+        b.window,
+        b.block_sizes,
+        None,
+    )
+
+
 class StatsAccumulator:
     """One :class:`LayerAccumulator` per hooked layer; the callback of the capture hooks.
 
@@ -1393,7 +1581,8 @@ class StatsAccumulator:
     scales
         Released W8ASpike scales per layer name (``LoadedModel.quant_scales``).
     **options
-        ``schemes``, ``window``, ``block_sizes``, ``error_rows``, ``backend`` for every
+        ``schemes``, ``window``, ``block_sizes``, ``error_rows``, ``error_stride``,
+        ``backend`` for every
         :class:`LayerAccumulator`.
     """
 
@@ -1421,9 +1610,49 @@ class StatsAccumulator:
                 **options,
             )
 
+        # Sharing of identical inputs (q/k/v read one tensor): only between batches
+        # announced with begin_batch, and only as long as the input really is the same.
+        self._batches = 0
+        self._last: tuple[LayerAccumulator, torch.Tensor] | None = None
+
+    def begin_batch(self) -> None:
+        """Announce a new forward pass.
+
+        Layers whose input equals, row for row, the input of the layer called just before
+        them in the first batch (attention q/k/v, MLP gate/up) then share one stream of
+        statistics instead of counting the same values again. Every later call is
+        checked against its source's input with :func:`torch.equal`; a layer whose input
+        ever differs continues on its own copy of the shared statistics as they stood
+        before that batch, so the results are always those of counting each layer alone.
+        Without this call nothing is shared.
+        """
+        self._batches += 1
+        self._last = None
+        sources = {acc._source for acc in self.accumulators.values()} - {None}
+        for source in sources:
+            source.snapshot()
+
     def __call__(self, name: str, rows: torch.Tensor) -> None:
         """Feed one hooked input (the :class:`LinearInputHooks` callback)."""
-        self.accumulators[name].update(rows)
+        acc = self.accumulators[name]
+        last = self._last
+        same = (
+            last is not None
+            and last[0] is not acc
+            and last[1].shape == rows.shape
+            and last[1].dtype == rows.dtype
+            and last[1].device == rows.device
+        )
+        if self._batches == 1 and acc.tokens == 0 and acc._source is None:
+            if same and _same_settings(acc, last[0]) and torch.equal(last[1], rows):
+                acc.link(last[0])
+        elif acc._source is not None and not (
+            same and last[0] is acc._source and torch.equal(last[1], rows)
+        ):
+            acc.unlink()
+        acc.update(rows)
+        root = acc._source or acc
+        self._last = (root, rows) if self._batches else None
 
     def results(self) -> list[LayerStats]:
         """Per-layer statistics, in layer order."""
@@ -1512,6 +1741,7 @@ def calibrate(
     include: str | Iterable[str] = DEFAULT_INCLUDE,
     exclude: str | Iterable[str] = DEFAULT_EXCLUDE,
     error_rows: int | None = DEFAULT_ERROR_ROWS,
+    error_stride: int = DEFAULT_ERROR_STRIDE,
     window: int = 3,
     block_sizes: Sequence[int] = DEFAULT_BLOCK_SIZES,
     progress: Callable[[int], None] | None = None,
@@ -1544,8 +1774,9 @@ def calibrate(
     include, exclude
         Layer selection (:func:`spikecode.capture.list_linear_layers`); ``lm_head`` is
         excluded by default (SPEC §1).
-    error_rows
-        Rows per batch and layer on which the output error is measured (None: all).
+    error_rows, error_stride
+        The output error is measured per batch and layer on one row in ``error_stride``
+        (at least one), at most ``error_rows`` (None: on every row).
     window, block_sizes
         Window of the windowed sparsity; block sizes of the channel-activity model.
     progress
@@ -1590,6 +1821,7 @@ def calibrate(
         window=window,
         block_sizes=block_sizes,
         error_rows=error_rows,
+        error_stride=error_stride,
         backend=backend,
     )
     trunk = _trunk(model, [name for name, _, _ in hooks.layers])
@@ -1597,6 +1829,7 @@ def calibrate(
     with torch.no_grad(), hooks:
         for ids, mask in padded_batches(tokenized, batch_size, device, _pad_id(loaded)):
             hooks.set_mask(mask)
+            accumulator.begin_batch()
             _forward(trunk, ids, mask)
             if progress is not None:
                 progress(ids.shape[0])
@@ -1616,4 +1849,5 @@ def calibrate(
         block_sizes=accumulator.accumulators[layers[0].name].block_sizes,
         layers=layers,
         error_rows=error_rows,
+        error_stride=None if error_rows is None else error_stride,
     )

@@ -217,13 +217,19 @@ class _Runner:
         self.progress = progress
         self.reference: list[torch.Tensor] = []
 
-    def run(self, hooks: LinearInputHooks | None = None) -> float:
+    def run(
+        self,
+        hooks: LinearInputHooks | None = None,
+        before_batch: Callable[[], None] | None = None,
+    ) -> float:
         total, count = 0.0, 0
         embeddings = []
         with torch.no_grad():
             for ids, mask in self.batches:
                 if hooks is not None:
                     hooks.set_mask(mask)
+                if before_batch is not None:
+                    before_batch()
                 output = self.model(input_ids=ids, attention_mask=mask)
                 if self.task == "perplexity":
                     loss, n = _nll(output, ids, mask)
@@ -303,7 +309,7 @@ def _spiked_run(
         window=window,
     )
     with LinearInputHooks(model, accumulator, **selection) as hooks:
-        metric = runner.run(hooks)
+        metric = runner.run(hooks, accumulator.begin_batch)
     layers = accumulator.results()
     totals = summarize([(layer, next(iter(layer.by_k))) for layer in layers], scheme)
     totals.pop("output_rel_error", None)

@@ -342,9 +342,10 @@ class CalibrationStats:
         Per-layer statistics, in model order.
     totals
         :func:`k_key` → code → element-weighted totals (see the module docstring).
-    error_rows
-        Most rows per batch and layer on which the output error was measured (None:
-        all rows).
+    error_rows, error_stride
+        The output error was measured per batch and layer on one row in
+        ``error_stride`` of the batch's tokens (at least one), at most ``error_rows``;
+        both None: on every row.
     spikecode_version, created
         Who wrote the file, and when (UTC, ISO 8601).
     """
@@ -358,6 +359,7 @@ class CalibrationStats:
     layers: tuple[LayerStats, ...]
     totals: Mapping[str, Mapping[str, Mapping[str, float]]]
     error_rows: int | None = None
+    error_stride: int | None = None
     spikecode_version: str = field(default_factory=lambda: _version())
     created: str = field(default_factory=lambda: _now())
 
@@ -373,6 +375,7 @@ class CalibrationStats:
         block_sizes: Sequence[int],
         layers: Sequence[LayerStats],
         error_rows: int | None,
+        error_stride: int | None = None,
     ) -> CalibrationStats:
         """Assemble a stats object and compute its totals over layers."""
         keys = [k_key(v) for v in k]
@@ -393,6 +396,7 @@ class CalibrationStats:
             layers=tuple(layers),
             totals=MappingProxyType(totals),
             error_rows=error_rows,
+            error_stride=error_stride,
         )
 
     def layer(self, name: str) -> LayerStats:
@@ -416,6 +420,7 @@ class CalibrationStats:
             "window": self.window,
             "block_sizes": list(self.block_sizes),
             "error_rows": self.error_rows,
+            "error_stride": self.error_stride,
             "layers": [layer.to_dict() for layer in self.layers],
             "totals": {
                 key: {scheme: dict(values) for scheme, values in by_scheme.items()}
@@ -749,6 +754,9 @@ def _parse(raw: Any, r: _Reader) -> CalibrationStats:
     error_rows = raw.get("error_rows")
     if error_rows is not None:
         error_rows = r.integer(error_rows, "error_rows", 1)
+    error_stride = raw.get("error_stride")
+    if error_stride is not None:
+        error_stride = r.integer(error_stride, "error_stride", 1)
 
     ck = r.get(raw, "checkpoint", "")
     kind = r.get(ck, "kind", "checkpoint")
@@ -793,6 +801,7 @@ def _parse(raw: Any, r: _Reader) -> CalibrationStats:
         layers=layers,
         totals=totals,
         error_rows=error_rows,
+        error_stride=error_stride,
         spikecode_version=r.text(r.get(raw, "spikecode_version", ""), "spikecode_version"),
         created=r.text(r.get(raw, "created", ""), "created"),
     )

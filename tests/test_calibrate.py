@@ -215,11 +215,22 @@ def test_output_error_honours_released_scales():
     assert plain.result().by_k["3"].output_rel_error < rel
 
 
+def test_error_rows_follow_the_stride_and_the_cap():
+    linear = nn.Linear(8, 2)
+    acc = LayerAccumulator("l", 8, 2, [3.0], layer=linear, error_rows=4, error_stride=100)
+    for n in (1, 99, 100, 101, 250, 1000):
+        acc.update(torch.randn(n, 8))
+    # ceil(n / 100) rows per call, at least one, at most four
+    assert acc.result().error_tokens == 1 + 1 + 1 + 2 + 3 + 4
+    with pytest.raises(SpikecodeError, match="error_stride"):
+        LayerAccumulator("l", 8, 2, [3.0], error_stride=0)
+
+
 def test_error_rows_are_an_evenly_spaced_subset():
     torch.manual_seed(2)
     linear = nn.Linear(32, 8)
     parts = [torch.randn(n, 32) for n in (10, 2, 7)]
-    acc = LayerAccumulator("l", 32, 8, [3.0], layer=linear, error_rows=3)
+    acc = LayerAccumulator("l", 32, 8, [3.0], layer=linear, error_rows=3, error_stride=1)
     for part in parts:
         acc.update(part)
     result = acc.result()
@@ -278,6 +289,57 @@ class Toy(nn.Module):
 
     def forward(self, input_ids, attention_mask=None):
         return self.b(torch.relu(self.a(self.emb(input_ids))))
+
+
+class Shared(nn.Module):
+    """``a`` and ``b`` read one tensor; ``c`` reads it too, except in single-sample batches."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.emb = nn.Embedding(16, 8)
+        self.a, self.b, self.c = nn.Linear(8, 4), nn.Linear(8, 4), nn.Linear(8, 4)
+
+    def forward(self, input_ids, attention_mask=None):
+        h = self.emb(input_ids)
+        return self.a(h) + self.b(h) + self.c(h if input_ids.shape[0] > 1 else h + 1)
+
+
+def run_accumulator(model, batches, *, share):
+    layers = list_linear_layers(model)
+    acc = cal.StatsAccumulator(model, layers, (2.0, 3.0), schemes=SCHEMES, error_rows=None)
+    with torch.no_grad(), cal.LinearInputHooks(model, acc) as hooks:
+        for ids, mask in batches:
+            hooks.set_mask(mask)
+            if share:
+                acc.begin_batch()
+            model(input_ids=ids, attention_mask=mask)
+    return acc, acc.results()
+
+
+def test_layers_reading_one_input_share_counting_exactly():
+    model = Shared()
+    data = CalibrationData.from_ids([[1, 2, 3], [4, 5], [6, 7, 8, 9], [10], [11, 12]])
+    tokenized = tokenize_data(data, wrap_module(model))
+    batches = list(padded_batches(tokenized, 2, torch.device("cpu"), 0))  # 2, 2, 1 samples
+    shared, with_sharing = run_accumulator(model, batches, share=True)
+    _, alone = run_accumulator(model, batches, share=False)
+    accs = shared.accumulators
+    assert accs["b"]._source is accs["a"]  # b counted nothing itself
+    assert accs["c"]._source is None  # linked in batch 1, on its own since batch 3
+    for x, y in zip(with_sharing, alone, strict=True):
+        assert x.tokens == y.tokens == 12
+        for key in x.by_k:
+            ex, ey = x.by_k[key], y.by_k[key]
+            assert dict(ex.schemes) == dict(ey.schemes)
+            assert (ex.activity, ex.count_histogram, ex.vth.counts) == (
+                ey.activity,
+                ey.count_histogram,
+                ey.vth.counts,
+            )
+            assert ex.vth.mean == pytest.approx(ey.vth.mean, rel=1e-12)
+            assert ex.output_rel_error == pytest.approx(ey.output_rel_error, rel=1e-12)
+    assert with_sharing[2].by_k["3"].schemes != with_sharing[0].by_k["3"].schemes
 
 
 def totals(stats):
@@ -409,6 +471,7 @@ def test_calibrate_records_provenance(tiny):
     assert stats.checkpoint.dtype == "bfloat16" and stats.checkpoint.path == str(tiny.path)
     assert stats.k == (2.5, 3.0) and stats.schemes == ("bitwise-bidirectional",)
     assert stats.data.samples == 2 and stats.error_rows == cal.DEFAULT_ERROR_ROWS
+    assert stats.error_stride == cal.DEFAULT_ERROR_STRIDE
     assert set(stats.totals) == {"2.5", "3"}
     json.dumps(stats.to_dict(), allow_nan=False)
     with pytest.raises(SpikecodeError, match="repeat"):

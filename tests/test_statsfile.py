@@ -38,7 +38,14 @@ def stats():
         ("model.layers.0.mlp.down_proj", 96, 8, 40),
     ):
         acc = LayerAccumulator(
-            name, n_in, n_out, KS, schemes=SCHEMES, layer=nn.Linear(n_in, n_out), error_rows=5
+            name,
+            n_in,
+            n_out,
+            KS,
+            schemes=SCHEMES,
+            layer=nn.Linear(n_in, n_out),
+            error_rows=5,
+            error_stride=4,
         )
         for _ in range(3):
             acc.update(torch.randn(rows, n_in, generator=gen) * 3)
@@ -52,6 +59,7 @@ def stats():
         block_sizes=(16, 64, 256),
         layers=layers,
         error_rows=5,
+        error_stride=4,
     )
 
 
@@ -67,6 +75,7 @@ def test_round_trip_is_exact(saved, stats):
     assert raw["format"] == "spikecode.stats" and raw["version"] == 1
     assert raw["spikecode_version"] == spikecode.__version__
     assert raw["k"] == [2.0, 3.0, 4.5] and list(raw["totals"]) == ["2", "3", "4.5"]
+    assert (raw["error_rows"], raw["error_stride"]) == (5, 4)
     layer = raw["layers"][0]
     assert layer["family"] == "q_proj" and layer["tokens"] == 120 and layer["error_tokens"] == 15
     entry = layer["by_k"]["3"]

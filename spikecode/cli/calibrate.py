@@ -61,6 +61,18 @@ def parse_k(values: Sequence[str], option: str = "--k") -> tuple[float, ...]:
     return tuple(result)
 
 
+def _parse_error_rows(value: str) -> int | None:
+    if value.strip().lower() == "all":
+        return None
+    try:
+        rows = int(value)
+    except ValueError:
+        rows = 0
+    if rows < 1:
+        raise SpikecodeError(f"--error-rows takes a positive integer or 'all', got {value!r}")
+    return rows
+
+
 def _parse_schemes(values: Sequence[str]) -> tuple[str, ...]:
     names = [part for value in values for part in re.split(r"[,\s]+", value.strip()) if part]
     for name in names:
@@ -199,9 +211,16 @@ def _check_out(out: Path | None, suffix: str) -> None:
 )
 @click.option(
     "--error-rows",
+    default="64",
+    show_default=True,
+    help="Most rows per batch and layer for the output error, or 'all'.",
+)
+@click.option(
+    "--error-stride",
     type=int,
-    default=None,
-    help="Rows per batch and layer for the output error [default: 8].",
+    default=128,
+    show_default=True,
+    help="The output error uses one row in this many per batch and layer (at least one).",
 )
 @click.option(
     "--out",
@@ -224,7 +243,8 @@ def calibrate_command(
     fmt: str,
     k_values: tuple[str, ...],
     schemes: tuple[str, ...],
-    error_rows: int | None,
+    error_rows: str,
+    error_stride: int,
     out: Path | None,
 ) -> None:
     """Measure the spike statistics of every linear projection's input on a text set.
@@ -234,10 +254,11 @@ def calibrate_command(
     one pass. The summary gives, per k, the totals over all projections (weighted by
     element count) for the first --scheme, and the W8ASpike output error.
     """
-    from spikecode.calibrate import DEFAULT_ERROR_ROWS, calibrate
+    from spikecode.calibrate import calibrate
     from spikecode.statsfile import save_stats
 
     ks = parse_k(k_values)
+    rows_cap = _parse_error_rows(error_rows)
     scheme_names = _parse_schemes(schemes)
     _check_out(out, ".json")
     texts = _data(data, samples)
@@ -251,7 +272,8 @@ def calibrate_command(
             batch_size=batch_size,
             max_length=max_length,
             truncate=truncate,
-            error_rows=DEFAULT_ERROR_ROWS if error_rows is None else error_rows,
+            error_rows=rows_cap,
+            error_stride=error_stride,
             progress=advance,
             **_selection(include, exclude),
         )
@@ -268,6 +290,7 @@ def calibrate_command(
                 "scheme": scheme,
                 "schemes": list(stats.schemes),
                 "error_rows": stats.error_rows,
+                "error_stride": stats.error_stride,
                 "k": totals,
                 **({"out": str(written[0]), "csv": str(written[1])} if written else {}),
             }
@@ -288,10 +311,14 @@ def calibrate_command(
     ]
     _table(header, rows)
     click.echo(f"  {_WINDOW_NOTE}")
-    rows_note = "all rows" if stats.error_rows is None else f"{stats.error_rows} rows per batch"
+    rows_note = (
+        "every row"
+        if stats.error_rows is None
+        else f"1 row in {stats.error_stride} per batch (at most {stats.error_rows})"
+    )
     click.echo(
         "  output error: ||y_spike - y_float|| / ||y_float|| of each W8ASpike layer against "
-        f"the float layer, on {rows_note} and layer, element-weighted over layers"
+        f"the float layer, on {rows_note}, element-weighted over layers"
     )
     if written:
         click.echo(f"  written: {written[0]} and {written[1]}")

@@ -983,9 +983,8 @@ class LayerAccumulator:
         # Set while this layer reads the same input as an earlier one (see StatsAccumulator).
         self._source: LayerAccumulator | None = None
         self._snapshot: _Stream | None = None
-        self._pending: list[torch.Tensor] = []
+        self._buffer: torch.Tensor | None = None
         self._pending_rows = 0
-        self._pending_bytes = 0
         self._err: dict[str, Any] | None = None
         self.error_tokens = 0
 
@@ -1266,12 +1265,28 @@ class LayerAccumulator:
         cap = n if self.error_rows is None else min(self.error_rows, -(-n // self.error_stride))
         r = min(n, cap)
         # Evenly spaced, centred: row floor((i + 1/2) n / r) for i < r (all distinct).
-        picked = rows[[(2 * i + 1) * n // (2 * r) for i in range(r)]]
-        self._pending.append(picked)
-        self._pending_rows += r
-        self._pending_bytes += picked.numel() * picked.element_size()
-        if self._pending_rows >= ERROR_FLUSH_ROWS or self._pending_bytes >= ERROR_FLUSH_BYTES:
+        index = torch.tensor([(2 * i + 1) * n // (2 * r) for i in range(r)], device=rows.device)
+        buffer = self._buffer
+        if buffer is None or buffer.dtype != rows.dtype or buffer.device != rows.device:
             self._flush_error()
+            # One preallocated buffer per layer: many small tensors kept across batches
+            # would fragment the heap around the large transient activations.
+            capacity = ERROR_FLUSH_BYTES // (self.in_features * rows.element_size())
+            capacity = max(1, min(ERROR_FLUSH_ROWS, capacity))
+            buffer = self._buffer = rows.new_empty((capacity, self.in_features))
+        done = 0
+        while done < r:
+            take = min(r - done, buffer.shape[0] - self._pending_rows)
+            torch.index_select(
+                rows,
+                0,
+                index[done : done + take],
+                out=buffer[self._pending_rows : self._pending_rows + take],
+            )
+            self._pending_rows += take
+            done += take
+            if self._pending_rows == buffer.shape[0]:
+                self._flush_error()
 
     def _quantized_weight(self, dtype: torch.dtype) -> torch.Tensor:
         """The layer's INT8 weights times their scales (SPEC §4), in ``dtype``."""
@@ -1290,12 +1305,13 @@ class LayerAccumulator:
             raise SpikecodeError(err.message, layer=self.name, **err.context) from None
 
     def _flush_error(self) -> None:
-        if not self._pending:
+        if not self._pending_rows:
             return
         spec = self._error
         assert spec is not None
-        x = torch.cat(self._pending)
-        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+        assert self._buffer is not None
+        x = self._buffer[: self._pending_rows]
+        self._pending_rows = 0
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         x = x.to(dtype)
         device = x.device

@@ -247,6 +247,27 @@ def test_error_rows_are_an_evenly_spaced_subset():
     assert result.by_k["3"].output_cosine == pytest.approx(cos, abs=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("shape", "group", "dtype"),
+    [
+        ((40, 256), 128, torch.float32),
+        ((9, 100), None, torch.float32),
+        ((16, 128), 128, torch.bfloat16),
+    ],
+)
+def test_fake_quantized_weights_equal_the_spec_functions(shape, group, dtype):
+    torch.manual_seed(4)
+    w = (torch.randn(shape) * torch.rand(shape[0], 1) * 5).to(dtype)
+    w[0] = 0.0  # an all-zero group gets scale 1
+    expected = F.dequantize_weight_int8(*F.quantize_weight_int8(w, group))
+    assert torch.equal(cal.fake_quantize_weight(w, group), expected)
+    w[1, 3] = float("inf")
+    with pytest.raises(SpikecodeError, match="non-finite"):
+        cal.fake_quantize_weight(w, group)
+    with pytest.raises(SpikecodeError, match="divisible"):
+        cal.fake_quantize_weight(torch.ones(2, 10), 4)
+
+
 # ------------------------------------------------------------------------ memory
 
 
@@ -305,9 +326,11 @@ class Shared(nn.Module):
         return self.a(h) + self.b(h) + self.c(h if input_ids.shape[0] > 1 else h + 1)
 
 
-def run_accumulator(model, batches, *, share):
+def run_accumulator(model, batches, *, share, backend=None):
     layers = list_linear_layers(model)
-    acc = cal.StatsAccumulator(model, layers, (2.0, 3.0), schemes=SCHEMES, error_rows=None)
+    acc = cal.StatsAccumulator(
+        model, layers, (2.0, 3.0), schemes=SCHEMES, error_rows=None, backend=backend
+    )
     with torch.no_grad(), cal.LinearInputHooks(model, acc) as hooks:
         for ids, mask in batches:
             hooks.set_mask(mask)
@@ -317,13 +340,14 @@ def run_accumulator(model, batches, *, share):
     return acc, acc.results()
 
 
-def test_layers_reading_one_input_share_counting_exactly():
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_layers_reading_one_input_share_counting_exactly(backend):
     model = Shared()
     data = CalibrationData.from_ids([[1, 2, 3], [4, 5], [6, 7, 8, 9], [10], [11, 12]])
     tokenized = tokenize_data(data, wrap_module(model))
     batches = list(padded_batches(tokenized, 2, torch.device("cpu"), 0))  # 2, 2, 1 samples
-    shared, with_sharing = run_accumulator(model, batches, share=True)
-    _, alone = run_accumulator(model, batches, share=False)
+    shared, with_sharing = run_accumulator(model, batches, share=True, backend=backend)
+    _, alone = run_accumulator(model, batches, share=False, backend=backend)
     accs = shared.accumulators
     assert accs["b"]._source is accs["a"]  # b counted nothing itself
     assert accs["c"]._source is None  # linked in batch 1, on its own since batch 3

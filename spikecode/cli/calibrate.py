@@ -123,7 +123,8 @@ def _model_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--include",
             multiple=True,
-            help="Layers to spike (fnmatch pattern on module names, repeatable) [default: all].",
+            help="Projections to measure or spike (fnmatch pattern on module names, repeatable) "
+            "[default: all].",
         ),
         click.option(
             "--exclude",

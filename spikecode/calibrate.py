@@ -25,6 +25,12 @@ Design decisions
   per layer before they are consumed). No activation outlives its hook call.
 - **Padding** never enters a statistic: the batch's attention mask is set on the hooks,
   which hand over only the rows of real tokens.
+- **Shared inputs** (attention q/k/v, MLP gate/up read one tensor) are counted once:
+  :meth:`StatsAccumulator.begin_batch` links a layer to the one called just before it
+  when their inputs are equal in the first batch, and checks the equality on every later
+  call; a layer whose input ever differs continues on its own copy of the statistics as
+  they stood before that batch, so the result is always that of counting each layer
+  alone. The output error is always each layer's own.
 - **The output error** is measured on a bounded subset of rows: per batch and layer,
   one row in ``error_stride`` (128) of the batch's real tokens, at least one and at most
   ``error_rows`` (64), evenly spaced and centred so that no position is systematically

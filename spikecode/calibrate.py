@@ -140,7 +140,6 @@ ERROR_FLUSH_ROWS = 256
 #: ... or this many bytes of them.
 ERROR_FLUSH_BYTES = 1 << 20
 #: W8ASpike weight scale groups (SPEC §4).
-WEIGHT_GROUP = 128
 
 # Counts with |c| <= _DENSE_LIMIT go to a dense histogram; larger ones (rare: a value
 # hundreds of times the token's mean |x|) are collected exactly, value by value.
@@ -801,9 +800,8 @@ def stats_from_histograms(
     return result
 
 
-def weight_group_size(in_features: int) -> int | None:
-    """W8ASpike scale groups (SPEC §4): 128 input columns when they divide, else per row."""
-    return WEIGHT_GROUP if in_features % WEIGHT_GROUP == 0 else None
+#: Scale groups of the fake-quantized weights (SPEC §4), as :func:`spikecode.nn.swap_linears`.
+weight_group_size = F.auto_group_size
 
 
 @kernel("int64(float32[:, ::1], int64, float32[:, ::1])")

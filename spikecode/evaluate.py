@@ -49,7 +49,6 @@ from spikecode.calibrate import (
     escape_names,
     padded_batches,
     tokenize_data,
-    weight_group_size,
 )
 from spikecode.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, LinearInputHooks, list_linear_layers
 from spikecode.checkpoint import LoadedModel
@@ -261,20 +260,16 @@ def _swap(
     """Swap the named layers for W8ASpike layers; return the original modules by name."""
     model = loaded.model
     originals = {name: model.get_submodule(name) for name in names}
-    by_group: dict[int | None, list[str]] = {}
-    for name in names:
-        by_group.setdefault(weight_group_size(originals[name].in_features), []).append(name)
+    scales = {n: loaded.quant_scales[n] for n in names if n in loaded.quant_scales}
     try:
-        for group_size, members in by_group.items():
-            scales = {n: loaded.quant_scales[n] for n in members if n in loaded.quant_scales}
-            swap_linears(
-                model,
-                k if not isinstance(k, Mapping) else {n: k[n] for n in members},
-                include=escape_names(members),
-                exclude=(),
-                group_size=group_size,
-                scales=scales or None,
-            )
+        swap_linears(
+            model,
+            k if not isinstance(k, Mapping) else {n: k[n] for n in names},
+            include=escape_names(names),
+            exclude=(),
+            group_size="auto",
+            scales=scales or None,
+        )
     except BaseException:
         _restore(model, originals)
         raise

@@ -32,6 +32,7 @@ __all__ = [
     "VTH_MIN",
     "adaptive_counts",
     "adaptive_threshold",
+    "auto_group_size",
     "check_k",
     "dequantize_weight_int8",
     "fake_quantize_release_weight",
@@ -48,6 +49,14 @@ _FLOAT32_EXACT = 2.0**24
 _INT8_MAX = 127
 #: Input columns per weight scale in the released W8ASpike checkpoints (SPEC §4).
 RELEASE_GROUP_SIZE = 128
+
+
+def auto_group_size(in_features: int) -> int | None:
+    """Scale groups for a layer (SPEC §4): 128 input columns, or one scale per row.
+
+    128 where it divides ``in_features`` (every projection of the 7B release).
+    """
+    return RELEASE_GROUP_SIZE if in_features % RELEASE_GROUP_SIZE == 0 else None
 
 
 # --------------------------------------------------------------------------- checks

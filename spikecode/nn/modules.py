@@ -196,9 +196,7 @@ class W8ASpikeLinear(_SpikingModule):
         weight = linear.weight.detach()
         if group_size == "auto":
             explicit = False
-            group_size = (
-                F.RELEASE_GROUP_SIZE if weight.shape[1] % F.RELEASE_GROUP_SIZE == 0 else None
-            )
+            group_size = F.auto_group_size(weight.shape[1])
         else:
             explicit = True
         if scales is None:

@@ -17,7 +17,9 @@ Measures, in one process and for each model (the tiny GLA-SWA checkpoint of
 
 Usage::
 
-    python benchmarks/bench_calibrate.py [--repeats 7] [--out benchmarks/RESULTS-calibrate.md]
+    python benchmarks/bench_calibrate.py [--repeats 7] [--out TABLE.md]
+
+The measured tables are kept in BENCHMARKS.md.
 """
 
 from __future__ import annotations

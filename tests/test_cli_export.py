@@ -108,6 +108,26 @@ def test_checkpoint_exports(tmp_path, checkpoint):
     assert ev["layers"] == 4 and len(load_events(tmp_path / "e.npz")) == 4
 
 
+def test_stats_file_source_uses_its_checkpoint_and_T(tmp_path, checkpoint):
+    from spikecode.calibrate import calibrate
+    from spikecode.checkpoint import load_checkpoint
+    from spikecode.statsfile import k_key, save_stats
+
+    stats = calibrate(load_checkpoint(checkpoint), samples=4, k=(2.0, 3.0), error_rows=1)
+    stats_path, _ = save_stats(tmp_path / "stats.json", stats)
+    summary = run("nir", str(stats_path), "--out", str(tmp_path / "s.nir"), "--k", "2",
+                  "--include", "*.o_proj", "--format", "json")  # fmt: skip
+    want = max(layer.by_k[k_key(2.0)].schemes["bitwise-bidirectional"].T for layer in stats.layers)
+    assert summary["T"] == want
+    onnx = run("onnx", str(stats_path), "--out", str(tmp_path / "s.onnx"), "--format", "json")
+    assert onnx["inputs"] == "input_ids, attention_mask"
+    result = CliRunner().invoke(
+        main, ["export", "nir", str(stats_path), "--k", "5", "--out", str(tmp_path / "x.nir")]
+    )
+    assert result.exit_code == 1 and "no bitwise-bidirectional statistics at k=5" in result.output
+    assert "stats.json" in result.output and not (tmp_path / "x.nir").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -7,6 +7,9 @@ SOURCE, as fits each format:
   spike-driven layer;
 * a checkpoint directory — every spiked projection of the model (SPEC §1: all linear
   layers but ``lm_head``; ``--include``/``--exclude`` narrow it);
+* a calibration stats file — the checkpoint it was calibrated on; for bitwise NIR
+  exports without ``--T`` the largest T the calibration saw at ``--k`` under
+  ``--scheme`` (every calibrated token then fits);
 * an activation file (events only: a graph needs weights).
 
 NIR and ONNX hold the projections with INT8 weights (released ``weight_quantizer.scales``
@@ -158,6 +161,39 @@ def _is_checkpoint(source: Path | None) -> bool:
     return source.is_dir()
 
 
+def _is_stats(source: Path | None) -> bool:
+    return source is not None and source.is_file() and source.suffix.lower() == ".json"
+
+
+def _stats_checkpoint(source: Path) -> tuple[Path, Any]:
+    """The checkpoint a stats file was calibrated on, and the stats."""
+    from spikecode.statsfile import load_stats
+
+    stats = load_stats(source)
+    path = stats.checkpoint.path
+    if path is None or not Path(path).is_dir():
+        raise SpikecodeError(
+            f"the checkpoint this stats file was calibrated on is not available: {path}",
+            file=str(source),
+        )
+    return Path(path), stats
+
+
+def _calibrated_T(stats: Any, k: float, scheme: str, source: Path) -> int:
+    """Largest T any layer needed at ``k`` under ``scheme`` during calibration."""
+    from spikecode.statsfile import k_key
+
+    key = k_key(k)
+    if key not in stats.layers[0].by_k or scheme not in stats.schemes:
+        raise SpikecodeError(
+            f"the stats file has no {scheme} statistics at k={k} "
+            f"(k: {', '.join(k_key(v) for v in stats.k)}; codes: {', '.join(stats.schemes)}); "
+            "pass --T",
+            file=str(source),
+        )
+    return max(layer.by_k[key].schemes[scheme].T for layer in stats.layers)
+
+
 def _summary_out(out: Path, fmt: str, rows: dict[str, Any], title: str) -> None:
     rows = {**rows, "written": str(out), "bytes": out.stat().st_size}
     if fmt == "json":
@@ -203,6 +239,11 @@ def export_nir_command(
 
     with stages(["load", "export", "done"], desc="export nir") as advance:
         advance("load")
+        if _is_stats(source):
+            stats_path = source
+            source, stats = _stats_checkpoint(stats_path)
+            if T is None and SCHEMES[scheme].bitwise:
+                T = _calibrated_T(stats, k, scheme, stats_path)
         if _is_checkpoint(source):
             if T is None and SCHEMES[scheme].bitwise:
                 raise SpikecodeError(
@@ -284,6 +325,8 @@ def export_onnx_command(
     kwargs = {} if opset is None else {"opset": opset}
     with stages(["load", "export", "done"], desc="export onnx") as advance:
         advance("load")
+        if _is_stats(source):
+            source, _ = _stats_checkpoint(source)
         if _is_checkpoint(source):
             loaded, projections = _checkpoint_projections(source, k, include, exclude)
             vocab = int(getattr(loaded.config, "vocab_size", 2))
@@ -384,6 +427,8 @@ def export_events_command(
 
     with stages(["load", "encode", "write", "done"], desc="export events") as advance:
         advance("load")
+        if _is_stats(source):
+            source, _ = _stats_checkpoint(source)
         if source is None:
             layers = [(name, counts, vth) for name, counts, vth, _ in _sample_layers(k)]
         elif _is_checkpoint(source):

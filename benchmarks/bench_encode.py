@@ -128,8 +128,8 @@ def main() -> None:
     x = activations(args.tokens, args.features)
     xt = torch.from_numpy(x)
     bandwidth = copy_bandwidth(args.repeats)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-          f"numba threads {numba.get_num_threads()}, torch threads {torch.get_num_threads()}")  # fmt: skip
+    threads = f"numba threads {numba.get_num_threads()}, torch threads {torch.get_num_threads()}"
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {threads}")
     print(f"input {x.shape} float32, {x.nbytes / 2**20:.0f} MiB; "
           f"copy bandwidth {bandwidth / 1e9:.2f} GB/s (read+write)")  # fmt: skip
     header = (

@@ -673,7 +673,20 @@ def _merge_heads(o: torch.Tensor) -> torch.Tensor:
     return o.permute(0, 3, 1, 2, 4).reshape(batch, seq, kv_heads * groups * d)
 
 
-class SlidingWindowAttention(nn.Module):
+class _QKVAttention(nn.Module):
+    """What both attention kinds share: head counts and the q/k/v projections (SPEC §7)."""
+
+    def __init__(self, config: GLASwaConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=True)
+        self.k_proj = nn.Linear(config.hidden_size, config.kv_dim, bias=True)
+        self.v_proj = nn.Linear(config.hidden_size, config.kv_dim, bias=True)
+
+
+class SlidingWindowAttention(_QKVAttention):
     """Sliding-window softmax attention with rotary embedding and GQA (SPEC §7).
 
     Parameters
@@ -683,15 +696,9 @@ class SlidingWindowAttention(nn.Module):
     """
 
     def __init__(self, config: GLASwaConfig) -> None:
-        super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_key_value_heads
-        self.head_dim = config.head_dim
+        super().__init__(config)
         self.window = config.sliding_window
         self.rope_theta = config.rope_theta
-        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=True)
-        self.k_proj = nn.Linear(config.hidden_size, config.kv_dim, bias=True)
-        self.v_proj = nn.Linear(config.hidden_size, config.kv_dim, bias=True)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -714,7 +721,7 @@ class SlidingWindowAttention(nn.Module):
         return self.o_proj(_merge_heads(o).to(x.dtype))
 
 
-class GatedLinearAttention(nn.Module):
+class GatedLinearAttention(_QKVAttention):
     """Gated linear attention with shared key/value/gate heads (SPEC §7).
 
     ``q, k = relu(q_proj x), relu(k_proj x)``; ``g = logsigmoid(gk_proj x) / 16``; per
@@ -728,16 +735,10 @@ class GatedLinearAttention(nn.Module):
     """
 
     def __init__(self, config: GLASwaConfig) -> None:
-        super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_key_value_heads
-        self.head_dim = config.head_dim
+        super().__init__(config)
         self.gate_logit_normalizer = config.gate_logit_normalizer
         self.mode = config.gla_mode
         self.chunk_size = config.gla_chunk_size
-        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=True)
-        self.k_proj = nn.Linear(config.hidden_size, config.kv_dim, bias=True)
-        self.v_proj = nn.Linear(config.hidden_size, config.kv_dim, bias=True)
         if config.gate == "lowrank":
             self.gk_proj: nn.Module = nn.Sequential(
                 nn.Linear(config.hidden_size, config.gate_low_rank_dim, bias=False),

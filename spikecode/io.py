@@ -39,30 +39,43 @@ ENCODED_VERSION = 1
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_write(path: str | os.PathLike[str], *, what: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
 
     On any exception the temporary file is removed and ``path`` is left untouched.
 
+    Parameters
+    ----------
+    path
+        The file to write.
+    what
+        How error messages name the file (default: the path itself).
+
     Raises
     ------
     SpikecodeError
-        The target folder does not exist or is not writable.
+        The target folder does not exist or is not writable, or the final rename fails
+        (for example a directory of that name is in the way).
     """
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
+    label = what or str(target)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as err:
-        raise SpikecodeError(f"cannot write {target}: {err.strerror}", file=str(target)) from None
+        raise SpikecodeError(f"cannot write {label}: {err.strerror}", file=str(target)) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    try:
+        os.replace(tmp, target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise SpikecodeError(f"cannot write {label}: {err.strerror}", file=str(target)) from None
 
 
 # -- activations -------------------------------------------------------------------------

@@ -16,12 +16,10 @@ trained model.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -30,6 +28,7 @@ from torch import nn
 
 from spikecode.checkpoint import INDEX_FILE, SCALES_SUFFIX, SINGLE_FILE, W8_GROUP_SIZE
 from spikecode.errors import SpikecodeError
+from spikecode.io import atomic_write
 from spikecode.models.gla_swa import GATE_VARIANTS, GLASwaConfig, GLASwaForCausalLM
 from spikecode.nn.functional import quantize_weight_int8
 
@@ -259,7 +258,7 @@ def _apply_merges(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[
 def _write_tokenizer(folder: Path, vocab: dict[str, int], merges: list[tuple[str, str]]) -> None:
     _write_json(folder / "vocab.json", vocab)
     merges_text = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
-    with _atomic(folder / "merges.txt") as temporary:
+    with atomic_write(folder / "merges.txt") as temporary:
         Path(temporary).write_text(merges_text, encoding="utf-8")
     added = {
         str(len(vocab) + i): {
@@ -289,29 +288,13 @@ def _write_tokenizer(folder: Path, vocab: dict[str, int], merges: list[tuple[str
     _write_json(folder / "tokenizer_config.json", tokenizer_config)
 
 
-@contextlib.contextmanager
-def _atomic(target: Path) -> Iterator[str]:
-    """Yield a temporary name in ``target``'s folder; rename it to ``target`` on success.
-
-    A failed or interrupted write leaves no half-written ``target`` behind.
-    """
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(handle)
-    try:
-        yield temporary
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def _write_json(target: Path, content: object) -> None:
-    with _atomic(target) as temporary:
+    with atomic_write(target) as temporary:
         Path(temporary).write_text(
             json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
 
 
 def _write_safetensors(target: Path, tensors: dict[str, torch.Tensor]) -> None:
-    with _atomic(target) as temporary:
-        save_file(tensors, temporary, metadata={"format": "pt"})
+    with atomic_write(target) as temporary:
+        save_file(tensors, str(temporary), metadata={"format": "pt"})

@@ -38,7 +38,6 @@ limits a file to 2 GiB, so larger models must be exported layer by layer.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -51,6 +50,7 @@ from torch import nn
 
 from spikecode.errors import SpikecodeError
 from spikecode.exporters import register_exporter
+from spikecode.io import atomic_write
 from spikecode.nn import functional as F
 from spikecode.nn.modules import AdaptiveSpike, W8ASpikeLinear, replace_submodules
 
@@ -210,38 +210,25 @@ def _write(
     """Export to a temporary file beside ``path``, check it, then move it into place."""
     path = Path(path)
     try:
-        handle, temporary = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-        )
-        os.close(handle)
-    except OSError as err:
-        raise SpikecodeError(
-            f"cannot write the ONNX file: {err.strerror}", file=str(path)
-        ) from None
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            # The TorchScript exporter is chosen on purpose (module docstring).
-            warnings.filterwarnings(
-                "ignore", "You are using the legacy TorchScript", DeprecationWarning
-            )
-            warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)
-            torch.onnx.export(
-                module,
-                args,
-                temporary,
-                dynamo=False,
-                opset_version=opset,
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_axes={name: dict(axes) for name, axes in dynamic_axes.items()},
-                do_constant_folding=False,
-            )
-        onnx.checker.check_model(temporary, full_check=True)
-        os.replace(temporary, path)
-    except OSError as err:
-        raise SpikecodeError(
-            f"cannot write the ONNX file: {err.strerror}", file=str(path)
-        ) from None
+        with atomic_write(path, what="the ONNX file") as temporary:
+            with warnings.catch_warnings(), torch.no_grad():
+                # The TorchScript exporter is chosen on purpose (module docstring).
+                warnings.filterwarnings(
+                    "ignore", "You are using the legacy TorchScript", DeprecationWarning
+                )
+                warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)
+                torch.onnx.export(
+                    module,
+                    args,
+                    str(temporary),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=input_names,
+                    output_names=output_names,
+                    dynamic_axes={name: dict(axes) for name, axes in dynamic_axes.items()},
+                    do_constant_folding=False,
+                )
+            onnx.checker.check_model(str(temporary), full_check=True)
     except (
         RuntimeError,
         torch.onnx.errors.OnnxExporterError,
@@ -251,9 +238,6 @@ def _write(
         # The exporter's message can carry the whole TorchScript graph: keep its first line.
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SpikecodeError(f"ONNX export failed: {reason}", file=str(path)) from err
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return path
 
 

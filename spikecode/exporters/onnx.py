@@ -246,7 +246,7 @@ def export_onnx_layer(
     path: str | os.PathLike[str],
     *,
     k: float | None = None,
-    group_size: int | None = 128,
+    group_size: int | str | None = "auto",
     opset: int = DEFAULT_OPSET,
 ) -> Path:
     """Write one W8ASpike layer as an ONNX model ``y = layer(x)``.
@@ -266,7 +266,8 @@ def export_onnx_layer(
         Threshold divisor baked into the graph; ``None`` uses the layer's ``k`` (3 for an
         ``nn.Linear``).
     group_size
-        Weight-scale group size when ``layer`` is an ``nn.Linear`` (``None``: per row).
+        Weight-scale group size when ``layer`` is an ``nn.Linear`` (``None``: per row;
+        ``"auto"``: 128 where it divides the inputs, as :func:`spikecode.nn.swap_linears`).
     opset
         ONNX opset, 13 to 20.
 

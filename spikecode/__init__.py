@@ -2,8 +2,8 @@
 
 The data flow, and where each step lives::
 
-    checkpoint  -> spikecode.checkpoint, spikecode.models   (load a model)
-    activations -> spikecode.capture                        (inputs of linear projections)
+    checkpoint  -> spikecode.models.checkpoint, spikecode.models   (load a model)
+    activations -> spikecode.models.capture                        (inputs of linear projections)
     counts      -> spikecode.threshold                      (Step 1, SPEC §2)
     trains      -> spikecode.encoders                       (Step 2, SPEC §3)
     statistics  -> spikecode.stats                          (SPEC §5)

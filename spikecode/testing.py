@@ -188,24 +188,28 @@ def write_tiny_gla_swa_checkpoint(
 
 def _tiny_tensors(config: GLASwaConfig, *, seed: int, w8aspike: bool) -> dict[str, torch.Tensor]:
     """Seeded bf16 weights under the release's names, in layer order (plus W8ASpike scales)."""
-    model = GLASwaForCausalLM(config)
+    # The module on the meta device gives names and shapes without allocating or
+    # initializing anything: SpikingBrain-7B widths (hidden 3584, intermediate 18944)
+    # then cost one random draw per weight, not a float32 model plus its default init.
+    with torch.device("meta"):
+        model = GLASwaForCausalLM(config)
     generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if name.endswith("norm.weight"):
-                param.copy_(1 + 0.1 * noise)
-            elif name.endswith("bias"):
-                param.copy_(0.1 * noise)
-            elif param.dim() == 2 and name != "model.embeddings.weight":
-                param.copy_(noise / param.shape[1] ** 0.5)
-            else:
-                param.copy_(noise)
     tensors = {}
-    for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight" and config.tie_word_embeddings:
-            continue  # saved once, under the embeddings' name (as transformers does)
-        tensors[name] = tensor.to(torch.bfloat16).contiguous()
+    for name, param in model.named_parameters():
+        noise = torch.randn(param.shape, generator=generator)
+        if name.endswith("norm.weight"):
+            value = 1 + 0.1 * noise
+        elif name.endswith("bias"):
+            value = 0.1 * noise
+        elif param.dim() == 2 and name != "model.embeddings.weight":
+            value = noise / param.shape[1] ** 0.5
+        else:
+            value = noise
+        tensors[name] = value.to(torch.bfloat16)
+        del noise, value
+    # state_dict order is the release's; a tied lm_head is saved once, under the
+    # embeddings' name (as transformers does).
+    tensors = {name: tensors[name] for name in model.state_dict() if name in tensors}
     if w8aspike:
         for name, module in model.model.layers.named_modules(prefix="model.layers"):
             if isinstance(module, nn.Linear) and module.in_features % W8_GROUP_SIZE == 0:

@@ -54,8 +54,11 @@ DEFAULT_ERROR_ROWS = 64
 DEFAULT_ERROR_STRIDE = 128
 #: Rows held back for the output error are consumed once a layer holds this many ...
 ERROR_FLUSH_ROWS = 256
-#: ... or this many bytes of them.
-ERROR_FLUSH_BYTES = 1 << 20
+#: ... or this many bytes of them. Each flush quantizes the layer's whole weight, which
+#: costs about as much as a hundred rows of the layer's forward pass: at 1 MiB an
+#: 18944-wide input (SpikingBrain-7B's down_proj) flushed every 13 rows, and the weight
+#: quantization cost more than the error matmuls themselves (BENCHMARKS.md).
+ERROR_FLUSH_BYTES = 1 << 24
 
 
 @dataclass

@@ -92,24 +92,11 @@ def decode_planes(
     return _int32(counts, scheme, weights.shape[0])
 
 
-def step_counts(planes: np.ndarray) -> np.ndarray:
-    """Spikes of each (row, step) of a planes train, int64 ``[rows, T]``."""
-    return np.bitwise_count(planes).sum(axis=2, dtype=np.int64).T
-
-
 def events_from_planes(
-    planes: np.ndarray,
-    sign_plane: np.ndarray | None,
-    features: int,
-    per_step: np.ndarray | None = None,
+    planes: np.ndarray, sign_plane: np.ndarray | None, features: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The events ``(step_ptr, feature, signs)`` of a planes train, canonical order.
-
-    ``per_step`` (``[rows, T]`` spikes, as the encoding kernels return them) saves a
-    counting pass.
-    """
-    if per_step is None:
-        per_step = step_counts(planes)
+    """The events ``(step_ptr, feature, signs)`` of a planes train, canonical order."""
+    per_step = _plane_kernels.plane_step_counts(planes)
     step_ptr = np.zeros(per_step.size + 1, dtype=np.int64)
     np.cumsum(per_step, out=step_ptr[1:])
     n = int(step_ptr[-1])

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from spikecode._numba import inline_helper, kernel, prange
-from spikecode.encoders._kernels import _SET_BIT_COUNT, _SET_BIT_LANES, _magnitude
+from spikecode.encoders._kernels import _SET_BIT_COUNT, _SET_BIT_LANES
 from spikecode.encoders.schemes import TERNARY, TWOS
 
 
@@ -43,72 +43,77 @@ def _transpose8(x):
 
 
 @inline_helper
-def _emit_group(m8, lanes, unary, T, msb, planes, i, g, step_counts):
-    """Write the plane bytes of one group of ``lanes`` <= 8 magnitudes ``m8``."""
-    top = np.int64(0)
-    for lane in range(lanes):
-        if unary:
-            top = max(top, m8[lane])
-        else:
-            top |= m8[lane]
-    if top == 0:
-        return
-    chunks = (top + 7) // 8 if unary else (T + 7) // 8
-    for c in range(chunks):
-        x = np.int64(0)
-        for lane in range(lanes):
-            if unary:
-                n = min(max(m8[lane] - 8 * c, 0), 8)
-                byte = (np.int64(1) << n) - 1
-            else:
-                byte = (m8[lane] >> (8 * c)) & 255
-            x |= byte << (8 * lane)
-        if x == 0:
-            continue
-        x = _transpose8(x)
-        for kk in range(min(8, T - 8 * c)):
-            byte = (x >> (8 * kk)) & 255
-            if byte != 0:
-                b = 8 * c + kk
-                t = T - 1 - b if (msb and not unary) else b
-                planes[t, i, g] = byte
-                step_counts[i, t] += _SET_BIT_COUNT[byte]
+def _popcount(m):
+    """Set bits of an int64 (branch-free SWAR; the top bit counts too)."""
+    m = m - ((m >> 1) & 0x5555555555555555)
+    m = (m & 0x3333333333333333) + ((m >> 2) & 0x3333333333333333)
+    m = (m + (m >> 4)) & 0x0F0F0F0F0F0F0F0F
+    return ((m * 0x0101010101010101) >> 56) & 0xFF
 
 
 @inline_helper
-def _value_magnitude(v, code, T):
-    """What the planes of value ``v`` spell: ``|v|`` (unary: the number of spikes) or bits."""
-    if code <= TERNARY:
-        return v if v >= 0 else -v
-    return _magnitude(v, code, T)
+def _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i):
+    """Write row ``i``'s planes and sign bytes from its int32 counts; return its spikes.
 
-
-@kernel(
-    "void(int32[:, ::1], int64, int64, int64, boolean, uint8[:, :, ::1], uint8[:, ::1],"
-    " int64[:, ::1])"
-)
-def counts_planes(
-    counts, code, T, zero_point, msb, planes, sign_plane, step_counts
-):  # pragma: no cover - jit
-    """Counts -> zeroed ``planes`` (and ``sign_plane`` when it has rows); spikes per step."""
-    rows, cols = counts.shape
+    ``values`` is the row's counts (``[features]``), coded as ``v = c - zero_point``;
+    ``lanes`` is zeroed uint8 scratch of ``8 · groups`` entries whose int64 view gives
+    one word per group of eight features. Each chunk of eight steps first fills
+    ``lanes`` with every value's byte for those steps in one branch-free loop per code,
+    then transposes word by word.
+    """
+    groups = planes.shape[2]
+    n = values.shape[0]
+    words = lanes.view(np.int64)
     unary = code <= TERNARY
-    signed = sign_plane.shape[0] > 0
-    groups = (cols + 7) // 8
-    for i in prange(rows):
-        m8 = np.zeros(8, dtype=np.int64)
+    if sign_plane.shape[0] > 0:  # ternary, bitwise-bidirectional: bit 0 of each lane
+        for j in range(n):
+            lanes[j] = np.int64(values[j]) - zero_point < 0
         for g in range(groups):
-            j0 = g * 8
-            lanes = min(8, cols - j0)
-            sbyte = 0
-            for lane in range(lanes):
-                v = np.int64(counts[i, j0 + lane]) - zero_point
-                m8[lane] = _value_magnitude(v, code, T)
-                if v < 0 and code != TWOS:
-                    sbyte |= 1 << lane
-            if signed:
-                sign_plane[i, g] = sbyte
-            _emit_group(m8, lanes, unary, T, msb, planes, i, g, step_counts)
+            sign_plane[i, g] = _transpose8(words[g]) & 255
+    if unary:
+        top = np.int64(0)
+        for j in range(n):
+            top = max(top, abs(np.int64(values[j]) - zero_point))
+        chunks = (top + 7) // 8
+    else:
+        chunks = (T + 7) // 8
+    mask = (np.int64(1) << T) - 1 if code == TWOS else np.int64(-1)
+    total = 0
+    for c in range(chunks):
+        shift = 8 * c
+        if unary:  # the thermometer of |v| over steps 8c .. 8c+7
+            for j in range(n):
+                m = abs(np.int64(values[j]) - zero_point)
+                lanes[j] = (np.int64(1) << min(max(m - shift, 0), 8)) - 1
+        elif code == TWOS:  # bits 8c .. 8c+7 of the T-bit two's complement
+            for j in range(n):
+                lanes[j] = ((np.int64(values[j]) & mask) >> shift) & 255
+        else:  # bits 8c .. 8c+7 of |v|
+            for j in range(n):
+                lanes[j] = (abs(np.int64(values[j]) - zero_point) >> shift) & 255
+        steps = min(8, T - shift)
+        keep = np.int64(-1) if steps == 8 else (np.int64(1) << (8 * steps)) - 1
+        for g in range(groups):
+            if words[g] == 0:
+                continue
+            x = _transpose8(words[g]) & keep
+            total += _popcount(x)
+            for kk in range(steps):
+                b = shift + kk
+                planes[T - 1 - b if (msb and not unary) else b, i, g] = (x >> (8 * kk)) & 255
+    return total
+
+
+@kernel("int64[::1](int32[:, ::1], int64, int64, int64, boolean, uint8[:, :, ::1], uint8[:, ::1])")
+def counts_planes(counts, code, T, zero_point, msb, planes, sign_plane):  # pragma: no cover
+    """Counts -> zeroed ``planes`` (and ``sign_plane`` when it has rows); spikes per row."""
+    rows = counts.shape[0]
+    width = planes.shape[2] * 8
+    spikes = np.zeros(rows, dtype=np.int64)
+    for i in prange(rows):
+        lanes = np.zeros(width, dtype=np.uint8)
+        spikes[i] = _emit_row(counts[i], zero_point, lanes, code, T, msb, planes, sign_plane, i)
+    return spikes
 
 
 @kernel(
@@ -147,53 +152,60 @@ def row_thresholds(x, k, vth_min, vth_max, vth):  # pragma: no cover - jit
 
 @kernel(
     *(
-        f"int64[::1]({dtype}[:, ::1], {dtype}[::1], float64, float64, int64, int64, int64,"
-        " boolean, uint8[:, :, ::1], uint8[:, ::1], int64[:, ::1], int32[:, ::1])"
+        f"int64[:, ::1]({dtype}[:, ::1], {dtype}[::1], float64, float64, int64, int64, int64,"
+        " boolean, uint8[:, :, ::1], uint8[:, ::1], int32[:, ::1])"
         for dtype in ("float32", "float64")
     )
 )
 def float_planes(
-    x, vth, lo, hi, code, T, zero_point, msb, planes, sign_plane, step_counts, counts
+    x, vth, lo, hi, code, T, zero_point, msb, planes, sign_plane, counts
 ):  # pragma: no cover - jit
     """Pass 2: ``round(x / Vth)`` clipped to ``[lo, hi]`` straight into planes.
 
     The counts are those of ``_kernels.adaptive_counts`` (same dtype, division and
     rounding); they are stored (before saturation) only when ``counts`` has rows.
-    Returns how many values were clipped per row.
+    Returns per row ``[spikes, clipped values]``.
     """
     rows, cols = x.shape
-    unary = code <= TERNARY
-    signed = sign_plane.shape[0] > 0
-    groups = (cols + 7) // 8
-    clipped = np.zeros(rows, dtype=np.int64)
+    width = planes.shape[2] * 8
     keep = counts.shape[0] > 0
+    out = np.zeros((rows, 2), dtype=np.int64)
     for i in prange(rows):
-        m8 = np.zeros(8, dtype=np.int64)
+        values = np.empty(cols, dtype=np.int32)
+        lanes = np.zeros(width, dtype=np.uint8)
         v_row = vth[i]
-        n_clipped = 0
-        for g in range(groups):
-            j0 = g * 8
-            lanes = min(8, cols - j0)
-            sbyte = 0
-            for lane in range(lanes):
-                q = np.rint(x[i, j0 + lane] / v_row)
-                if keep:
-                    counts[i, j0 + lane] = np.int32(q)
-                if q > hi:
-                    q = hi
-                    n_clipped += 1
-                elif q < lo:
-                    q = lo
-                    n_clipped += 1
-                v = np.int64(q) - zero_point
-                m8[lane] = _value_magnitude(v, code, T)
-                if v < 0 and code != TWOS:
-                    sbyte |= 1 << lane
-            if signed:
-                sign_plane[i, g] = sbyte
-            _emit_group(m8, lanes, unary, T, msb, planes, i, g, step_counts)
-        clipped[i] = n_clipped
-    return clipped
+        clipped = 0
+        if keep:  # the counts as adaptive_counts returns them, before saturation
+            for j in range(cols):
+                counts[i, j] = np.int32(np.rint(x[i, j] / v_row))
+        # A loop without the optional store above: Numba's cached machine code of a loop
+        # holding that branch ran 5-8x slower than its fresh compile (measured).
+        for j in range(cols):
+            q = np.rint(x[i, j] / v_row)
+            if q > hi:
+                q = hi
+                clipped += 1
+            elif q < lo:
+                q = lo
+                clipped += 1
+            values[j] = np.int32(q)
+        out[i, 0] = _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i)
+        out[i, 1] = clipped
+    return out
+
+
+@kernel("int64[:, ::1](uint8[:, :, ::1])")
+def plane_step_counts(planes):  # pragma: no cover - jit
+    """Spikes of each (row, step), ``[rows, T]``: the segment sizes of the events."""
+    T, rows, groups = planes.shape
+    out = np.zeros((rows, T), dtype=np.int64)
+    for i in prange(rows):
+        for t in range(T):
+            n = 0
+            for g in range(groups):
+                n += _SET_BIT_COUNT[planes[t, i, g]]
+            out[i, t] = n
+    return out
 
 
 _FEATURE_DTYPES = ("uint16", "int32")
@@ -208,24 +220,34 @@ _FEATURE_DTYPES = ("uint16", "int32")
 def planes_to_events(planes, sign_plane, step_ptr, feature_out, polarity_out):  # pragma: no cover
     """Planes -> events in canonical (row, step, feature) order at offsets ``step_ptr``.
 
-    ``polarity_out`` is empty for the codes without -1 spikes.
+    Each non-zero byte stores the eight entries of its row of the set-bit table and
+    advances by its number of set bits (as ``_kernels.fill_events_bitwise`` does): the
+    stray stores land on later spikes of the same row, written afterwards; near the end
+    of a row's events the stores are exact. ``polarity_out`` is empty for the codes
+    without -1 spikes; signs are read per spike from the sign plane.
     """
     T, rows, groups = planes.shape
     signed = polarity_out.shape[0] > 0
     for i in prange(rows):
+        row_end = step_ptr[(i + 1) * T]
         for t in range(T):
             pos = step_ptr[i * T + t]
             for g in range(groups):
                 byte = planes[t, i, g]
                 if byte == 0:
                     continue
-                sbyte = sign_plane[i, g] if signed else 0
-                for r in range(_SET_BIT_COUNT[byte]):
-                    lane = _SET_BIT_LANES[byte, r]
-                    feature_out[pos] = g * 8 + lane
-                    if signed:
-                        polarity_out[pos] = -1 if (sbyte >> lane) & 1 else 1
-                    pos += 1
+                j0 = g * 8
+                if pos + 8 <= row_end:
+                    for lane in range(8):
+                        feature_out[pos + lane] = j0 + _SET_BIT_LANES[byte, lane]
+                else:
+                    for r in range(_SET_BIT_COUNT[byte]):
+                        feature_out[pos + r] = j0 + _SET_BIT_LANES[byte, r]
+                pos += _SET_BIT_COUNT[byte]
+        if signed:
+            for e in range(step_ptr[i * T], row_end):
+                f = np.int64(feature_out[e])
+                polarity_out[e] = -1 if (sign_plane[i, f >> 3] >> (f & 7)) & 1 else 1
 
 
 @kernel(

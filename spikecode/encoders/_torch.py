@@ -56,8 +56,8 @@ def planes_from_values(
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Planes of values after the zero point, ``[rows, F]`` integer, on their device.
 
-    Returns ``(planes [T, rows, W], sign_plane [rows, W] or None, per_step [rows, T])``
-    with ``W = ceil(F / 8)``; ``per_step`` counts the spikes of each (row, step).
+    Returns ``(planes [T, rows, W], sign_plane [rows, W] or None, spikes)`` with
+    ``W = ceil(F / 8)``; ``spikes`` is the number of spikes (a 0-d tensor).
     """
     rows, features = values.shape
     width = plane_width(features)
@@ -80,8 +80,7 @@ def planes_from_values(
         negative = (v < 0).to(torch.uint8)
         sign = _transpose8(_words(negative)).view(torch.uint8).view(rows, width, 8)[:, :, 0]
         sign = sign.contiguous()
-    per_step = _popcount8(planes).sum(dim=2, dtype=torch.int64).T
-    return planes, sign, per_step
+    return planes, sign, _popcount8(planes).sum(dtype=torch.int64)
 
 
 def _count_tensor(counts: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -110,8 +109,8 @@ def encode_planes(
     saturate: bool,
     zero_point: Any,
     msb: bool,
-) -> tuple[EncodingPlan, np.ndarray, np.ndarray, np.ndarray]:
-    """Counts tensor -> (plan, planes, sign_plane, per_step) as host arrays.
+) -> tuple[EncodingPlan, np.ndarray, np.ndarray, int]:
+    """Counts tensor -> (plan, planes, sign_plane, spikes), the arrays on the host.
 
     The planes are built on the tensor's device and copied to the host packed (one bit
     per element and step). ``sign_plane`` has no rows for the unsigned codes.
@@ -122,17 +121,17 @@ def encode_planes(
         spec, low, high, T, saturate=saturate, zero_point=zero_point, shape=shape
     )
     clipped = 0
-    values = c.to(torch.int64)
+    values = c if c.dtype == torch.int32 else c.to(torch.int64)
     if bounds is not None:
         clipped = int(((values < bounds[0]) | (values > bounds[1])).sum())
         values = values.clamp(*bounds)
-    if zp:
-        values = values - zp
-    planes, sign, per_step = planes_from_values(values, spec.code, T, msb, spec.signed)
+    if zp:  # c - zp may leave the int32 range
+        values = values.to(torch.int64) - zp
+    planes, sign, spikes = planes_from_values(values, spec.code, T, msb, spec.signed)
     width = plane_width(shape[-1])
     host_sign = sign.cpu().numpy() if sign is not None else np.zeros((0, width), np.uint8)
     plan = EncodingPlan(None, shape, spec, T, zp, clipped)
-    return plan, planes.cpu().numpy(), host_sign, per_step.cpu().numpy()
+    return plan, planes.cpu().numpy(), host_sign, int(spikes)
 
 
 def unpack_planes(

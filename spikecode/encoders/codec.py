@@ -94,10 +94,10 @@ def encode(
     if is_torch(counts) and layout != "events":
         from spikecode.encoders import _torch
 
-        plan, planes, sign_plane, per_step = _torch.encode_planes(
+        plan, planes, sign_plane, n_spikes = _torch.encode_planes(
             counts, get_scheme(scheme), T, saturate=saturate, zero_point=zero_point, msb=msb
         )
-        return finish_train(plan, bit_order, layout, planes, sign_plane, per_step)
+        return finish_train(plan, bit_order, layout, planes, sign_plane, n_spikes)
     plan = plan_encoding(counts, scheme, T, saturate=saturate, zero_point=zero_point)
     if layout == "events":
         return _encode_events(plan, bit_order)
@@ -105,11 +105,10 @@ def encode(
     planes = np.zeros((plan.T, plan.rows.shape[0], width), dtype=np.uint8)
     signed = plan.scheme.signed
     sign_plane = np.zeros((plan.rows.shape[0] if signed else 0, width), dtype=np.uint8)
-    per_step = np.zeros((plan.rows.shape[0], plan.T), dtype=np.int64)
-    _plane_kernels.counts_planes(
-        plan.rows, plan.scheme.code, plan.T, plan.zero_point, msb, planes, sign_plane, per_step
+    spikes = _plane_kernels.counts_planes(
+        plan.rows, plan.scheme.code, plan.T, plan.zero_point, msb, planes, sign_plane
     )
-    return finish_train(plan, bit_order, layout, planes, sign_plane, per_step)
+    return finish_train(plan, bit_order, layout, planes, sign_plane, int(spikes.sum()))
 
 
 def finish_train(
@@ -118,23 +117,21 @@ def finish_train(
     layout: str,
     planes: np.ndarray,
     sign_plane: np.ndarray,
-    per_step: np.ndarray,
+    n_spikes: int,
 ) -> SpikeTrain:
     """The train of freshly encoded planes in ``layout`` (``auto``: the smaller one).
 
-    ``plan.rows`` is not read (the fused path has no counts); ``per_step`` holds the
-    spikes of each (row, step), which give the size of either layout and the offsets of
-    the events without another pass.
+    ``plan.rows`` is not read (the fused path has no counts); ``n_spikes``, counted by
+    the encoding kernel, gives the size of either layout without another pass.
     """
     rows, features = planes.shape[1], plan.shape[-1]
     signed = plan.scheme.signed
-    n_spikes = int(per_step.sum())
     if layout == "auto":
         layout = _arrays.choose_layout(rows, features, plan.T, n_spikes, signed)
     sign = sign_plane if signed else None
     meta = {"bit_order": bit_order, "zero_point": plan.zero_point, "clipped": plan.clipped}
     if layout == "events":
-        events = _arrays.events_from_planes(planes, sign, features, per_step)
+        events = _arrays.events_from_planes(planes, sign, features)
         return SpikeTrain(plan.shape, plan.T, plan.scheme.name, *events, **meta)
     return SpikeTrain(
         plan.shape,

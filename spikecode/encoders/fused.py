@@ -111,15 +111,13 @@ def encode_activations(
     width = _arrays.plane_width(features)
     planes = np.zeros((T, n_rows, width), dtype=np.uint8)
     sign_plane = np.zeros((n_rows if spec.signed else 0, width), dtype=np.uint8)
-    per_step = np.zeros((n_rows, T), dtype=np.int64)
     counts = np.empty((n_rows if return_counts else 0, features), dtype=np.int32)
     msb = bit_order == "msb"
-    clipped = _plane_kernels.float_planes(
-        rows, vth, float(lo), float(hi), spec.code, T, zp, msb, planes, sign_plane, per_step,
-        counts,
-    )  # fmt: skip
-    plan = EncodingPlan(None, shape, spec, T, zp, int(clipped.sum()))
-    train = finish_train(plan, bit_order, layout, planes, sign_plane, per_step)
+    totals = _plane_kernels.float_planes(
+        rows, vth, float(lo), float(hi), spec.code, T, zp, msb, planes, sign_plane, counts
+    ).sum(axis=0)
+    plan = EncodingPlan(None, shape, spec, T, zp, int(totals[1]))
+    train = finish_train(plan, bit_order, layout, planes, sign_plane, int(totals[0]))
     vth = vth.reshape(shape[:-1])
     return (train, vth, counts.reshape(shape)) if return_counts else (train, vth)
 

@@ -13,10 +13,10 @@ absolute times, are the result):
   and round in torch, then one dense float32 ``[N, D]`` spike frame per step, stacked
   into the ``[T, N, D]`` train;
 * (b) the memory floor of the fused planes path: the input read, the planes, sign plane
-  and Vth written, over the copy bandwidth of a 256 MiB NumPy copy in the same run.
+  and Vth written, over the copy bandwidth of a 256 MiB NumPy copy.
 
-The spikecode variants run round-robin (median of ``--repeats`` rounds), so a change of
-the machine's load hits them alike.
+All of these, the copy and the baseline (a) included, run round-robin (median of
+``--repeats`` rounds), so a change of the machine's load hits them alike.
 
 Peak memory is the growth of the process's peak RSS (VmHWM, reset through
 /proc/self/clear_refs) during one spikecode run.
@@ -188,12 +188,14 @@ def main() -> None:
             "two_step": lambda s=scheme: two_step(x, s, "auto"),
             "torch": lambda s=scheme: fused(xt, s, "planes"),
         }
-        t = interleaved(fns, args.repeats)
-        t_ref = float("nan")
+        src = np.ones(64 * 2**20, dtype=np.float32)  # the floor's copy, 256 MiB
+        dst = np.empty_like(src)
+        fns["copy"] = lambda d=dst, c=src: np.copyto(d, c)
         if not args.no_reference:
-            t_ref = median_time(
-                lambda s=scheme: reference_step_by_step(xt, s), max(1, args.repeats // 2)
-            )
+            fns["reference"] = lambda s=scheme: reference_step_by_step(xt, s)
+        t = interleaved(fns, args.repeats)
+        t_ref = t.get("reference", float("nan"))
+        bandwidth = 2 * src.nbytes / t["copy"]  # read + write, in this scheme's rounds
         planes = fused(x, scheme, "planes")
         sizes = planes.layout_nbytes()
         auto = fused(x, scheme, "auto").layout

@@ -12,7 +12,7 @@ and :func:`load_stats`, which validates the format, the version and every field 
 raises :class:`~spikecode.errors.SpikecodeError` naming the file and the field.
 
 Totals over layers (``totals`` in the file, :func:`summarize`) are weighted by element
-count (``tokens × in_features`` of each layer): spikes per element, silent and |c| ≤ 7
+count (``tokens × in_features`` of each layer): spikes per element, silent and ``|c| ≤ 7``
 fractions are ratios of summed integer totals; the windowed sparsity is
 ``1 − Σ window_spikes / Σ window_steps``; the firing rate is the element-weighted mean
 of the layers' firing rates (each layer codes with its own T) and the sparsity is one

@@ -7,8 +7,7 @@ A linear layer ``W`` of shape ``[out_features, in_features]`` applied to ``T`` t
   INT8 MAC 0.23 pJ);
 - spike-driven execution (SPEC §4) adds one weight per (spike × output):
   ``Σ|spikes| · out`` accumulates, each an INT8 addition (the counting rule of the
-  report; ECOSYSTEM-NOTES: ``Σ|spikes| × fan-out``, negative spikes count as additions
-  too).
+  report, ``Σ|spikes| × fan-out``: negative spikes count as additions too).
 
 Per MAC-equivalent, the spike-driven cost is the report's equation 24,
 ``E_spike_MAC = (average spikes per element) · E(INT8 add)``.

@@ -1,6 +1,6 @@
 """Plain-PyTorch implementations of the model families spikecode spike-codes.
 
-:mod:`spikecode.models.gla_swa` holds SpikingBrain-7B's GLA-SWA hybrid (SPEC §7).
+``spikecode.models.gla_swa`` holds SpikingBrain-7B's GLA-SWA hybrid (SPEC §7).
 """
 
 from spikecode.models.gla_swa import (

@@ -75,7 +75,7 @@ from spikecode._validate import to_numpy
 from spikecode.encoders.schemes import check_bit_order, get_scheme
 from spikecode.encoders.train import SpikeTrain
 from spikecode.errors import SpikecodeError
-from spikecode.exporters import register_exporter
+from spikecode.exporters.registry import register_exporter
 from spikecode.io import atomic_write
 from spikecode.linear import _scales_2d
 
@@ -204,7 +204,7 @@ def _projections(projections: Any, group_size: int | None) -> dict[str, dict[str
     if isinstance(projections, Mapping):
         items = list(projections.items())
     elif _torch_module(projections, "Module") and not _is_projection_module(projections):
-        from spikecode.capture import list_linear_layers
+        from spikecode.models.capture import list_linear_layers
         from spikecode.nn import W8ASpikeLinear
 
         layers = list_linear_layers(projections, module_types=(W8ASpikeLinear,))
@@ -283,7 +283,7 @@ def nir_graph(
         (:func:`spikecode.nn.functional.quantize_weight_int8`). Any other
         ``torch.nn.Module`` stands for every projection spike coding applies to (its
         ``Linear`` and ``W8ASpikeLinear`` layers but the LM head, SPEC §1,
-        :func:`spikecode.capture.list_linear_layers`). A projection passed alone is
+        :func:`spikecode.models.capture.list_linear_layers`). A projection passed alone is
         named ``"projection"``.
     scheme
         The code the trains will use (one of :data:`spikecode.SCHEMES`).
@@ -313,7 +313,7 @@ def nir_graph(
         Bad weights, scales, bias or names; an unknown scheme; a bitwise code without
         T; an ``IF`` integrator without T or whose threshold overflows float32.
     """
-    from spikecode import __version__
+    from spikecode._version import __version__
 
     spec, T, weights = _code(scheme, T, bit_order)
     if integrator not in INTEGRATORS:

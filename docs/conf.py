@@ -78,7 +78,7 @@ nitpick_ignore_regex = [(r"py:.*", r"(?!spikecode\b).*")]
 nitpick_ignore = [
     # A TypeVar in register_exporter's signature (the decorated function's own type),
     # rendered by autodoc as a class reference; it is not an object to document.
-    ("py:class", "spikecode.exporters.Exporter"),
+    ("py:class", "spikecode.exporters.registry.Exporter"),
 ]
 
 

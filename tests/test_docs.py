@@ -28,6 +28,7 @@ PAGES = [
     "cli",
     "api",
     "spec",
+    "statsfile",
     "developing",
 ]
 # The public surface the API reference is generated from (docs/api.rst).
@@ -144,6 +145,69 @@ def test_page_examples_are_true(page):
     )
     assert result.attempted > 3
     assert result.failed == 0
+
+
+# --- the stats file layout -----------------------------------------------------------------
+
+
+def test_statsfile_page_documents_every_field(tmp_path):
+    # Every key save_stats writes, and every CSV column, is described on its page.
+    import torch
+    from torch import nn
+
+    from spikecode.calibration import (
+        CalibrationStats,
+        CheckpointInfo,
+        DataInfo,
+        LayerAccumulator,
+        save_stats,
+    )
+
+    acc = LayerAccumulator(
+        "model.layers.0.mlp.up_proj",
+        32,
+        8,
+        (2.0, 3.0),
+        schemes=("bitwise-bidirectional", "ternary"),
+        layer=nn.Linear(32, 8),
+    )
+    acc.update(torch.randn(20, 32, generator=torch.Generator().manual_seed(0)))
+    stats = CalibrationStats.create(
+        checkpoint=CheckpointInfo(None, "module", None, None),
+        data=DataInfo("bundled corpus", 2, 20, None),
+        k=(2.0, 3.0),
+        schemes=("bitwise-bidirectional", "ternary"),
+        window=3,
+        block_sizes=(16, 64),
+        layers=[acc.result()],
+        error_rows=64,
+        error_stride=128,
+    )
+    json_path, csv_path = save_stats(tmp_path / "stats.json", stats)
+    page = (DOCS / "statsfile.rst").read_text(encoding="utf-8")
+
+    # Mappings whose keys are data (k values, code names, block sizes), not field names:
+    # how many levels of keys below each such field are data.
+    keyed_by_value = {"by_k": 1, "totals": 2, "schemes": 1, "block_fetched_channels": 1}
+
+    def fields(value, data_levels=0):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if data_levels:
+                    yield from fields(item, data_levels - 1)
+                else:
+                    yield key
+                    yield from fields(item, keyed_by_value.get(key, 0))
+        elif isinstance(value, list):
+            for item in value:
+                yield from fields(item)
+
+    names = set(fields(json.loads(json_path.read_text(encoding="utf-8"))))
+    assert {"format", "layers", "count_histogram", "window_steps"} <= names
+    header = csv_path.read_text(encoding="utf-8").splitlines()[0].split(",")
+    columns = {re.sub(r"_\d+$", "_B", c) for c in header}
+    undocumented = sorted(n for n in names | columns if f"``{n}``" not in page)
+    assert not undocumented, undocumented
 
 
 # --- the specification: sections and citations -------------------------------------------
@@ -296,3 +360,13 @@ def test_no_link_leaves_the_repository():
         if found and path != Path(__file__).resolve():
             bad[str(path.relative_to(ROOT))] = found
     assert not bad, bad
+
+
+def test_every_named_docs_page_exists():
+    # Code and README name pages as ``docs/<page>.rst``; each must be in the repository.
+    missing = []
+    for path in repository_files():
+        for page in re.findall(r"\bdocs/([\w.-]+\.rst)\b", path.read_text(encoding="utf-8")):
+            if not (DOCS / page).is_file():
+                missing.append(f"{path.relative_to(ROOT)}: docs/{page}")
+    assert not missing, missing

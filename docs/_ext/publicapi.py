@@ -1,5 +1,9 @@
 """``.. public-api:: module`` — the API reference of one module, generated from ``__all__``.
 
+With the ``:submodules:`` flag, the module docstring of every public (not underscored)
+submodule of a package follows, so that the design notes they hold are part of the
+reference and ``:mod:`` references to them resolve.
+
 The directive expands to an autosummary table of every public name followed by its
 autodoc entries, so the reference follows the public surface (``__all__``) as it
 changes; a name that is itself a module gets its own ``public-api`` block. A class or
@@ -12,10 +16,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from docutils import nodes
+from docutils.parsers.rst import directives
 from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
@@ -54,6 +61,7 @@ class PublicAPI(SphinxDirective):
 
     required_arguments = 1
     has_content = False
+    option_spec: ClassVar[dict[str, Callable[[str], Any]]] = {"submodules": directives.flag}
 
     def run(self) -> list[nodes.Node]:
         """Expand into automodule, autosummary and one autodoc entry per public name."""
@@ -87,6 +95,15 @@ class PublicAPI(SphinxDirective):
         lines += entries
         for n in submodules:
             lines += [f".. rubric:: {name}.{n}", "", f".. public-api:: {name}.{n}", ""]
+        if "submodules" in self.options and hasattr(module, "__path__"):
+            for info in pkgutil.iter_modules(module.__path__):
+                # A module named like a public name (calibration.evaluate, the module of
+                # the function evaluate) would describe the same full name twice.
+                if info.name.startswith("_") or info.name in names:
+                    continue
+                full = f"{name}.{info.name}"
+                lines += [f".. rubric:: {full}", ""]
+                lines += [f".. automodule:: {full}", "   :no-members:", ""]
         content = StringList(lines, source=self.get_source_info()[0])
         node = nodes.container()
         nested_parse_with_titles(self.state, content, node)
@@ -132,6 +149,42 @@ def _drop_type_docstring(
         lines.clear()
 
 
+def _import_object(target: str) -> Any:
+    """The object a dotted name points at, or None (import the longest module prefix)."""
+    parts = target.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _resolve_alias(
+    app: Sphinx, env: BuildEnvironment, node: Any, contnode: nodes.Element
+) -> nodes.Element | None:
+    # Docstrings name a class or function where it is defined
+    # (spikecode.models.checkpoint.load_checkpoint); the reference documents it under its
+    # public name (spikecode.models.load_checkpoint). Resolve the one to the other.
+    target = node.get("reftarget", "")
+    if node.get("refdomain") != "py" or not target.startswith("spikecode."):
+        return None
+    key = _key(_import_object(target))
+    entry = _registry(env).get(key) if key is not None else None
+    if entry is None or entry[1] == target:
+        return None
+    domain = env.get_domain("py")
+    return domain.resolve_xref(
+        env, node["refdoc"], app.builder, node["reftype"], entry[1], node, contnode
+    )
+
+
 def _purge(app: Sphinx, env: BuildEnvironment, docname: str) -> None:
     registry = _registry(env)
     for key in [k for k, (doc, _) in registry.items() if doc == docname]:
@@ -147,6 +200,7 @@ def setup(app: Sphinx) -> dict[str, object]:
     app.add_directive("public-api", PublicAPI)
     # before numpydoc (priority 500) rewrites the lines
     app.connect("autodoc-process-docstring", _drop_type_docstring, priority=400)
+    app.connect("missing-reference", _resolve_alias)
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

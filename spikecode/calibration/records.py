@@ -47,7 +47,9 @@ __all__ = [
     "window_key",
 ]
 
+#: ``format`` of a stats file (docs/statsfile.rst).
 FORMAT = "spikecode.stats"
+#: The stats-file version this spikecode writes and reads.
 VERSION = 1
 #: Count histograms in the file cover ``c = -COUNT_LIMIT … COUNT_LIMIT``.
 COUNT_LIMIT = 64

@@ -129,6 +129,7 @@ class Scheme:
 # Codes as the kernels know them.
 BINARY, TERNARY, BITWISE, BIDIRECTIONAL, TWOS = range(5)
 
+#: The five codes by name, in the order of SPEC §3's table.
 SCHEMES: dict[str, Scheme] = {
     s.name: s
     for s in (

@@ -83,7 +83,9 @@ class PublicAPI(SphinxDirective):
             full = f"{name}.{n}"
             if key is not None:
                 documented[key] = (self.env.docname, full)
-            table.append(f"   ~{full}")
+            # automodule made ``name`` the current module: its own names go unqualified
+            # (newer autosummary warns about a name that repeats the current module).
+            table.append(f"   {n}")
             kind = _kind(obj)
             entries += [f".. auto{kind}:: {full}"]
             if kind == "data":

@@ -6,7 +6,6 @@ itself is in :mod:`spikecode.models.gla_swa`, its mathematics in :mod:`spikecode
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from spikecode.errors import SpikecodeError
+from spikecode.io import read_json
 
 __all__ = ["GATE_VARIANTS", "GLA_MODES", "GLASwaConfig", "compute_dtype"]
 
@@ -301,12 +301,7 @@ class GLASwaConfig:
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
-        if not path.is_file():
-            raise SpikecodeError("config.json not found", file=str(path))
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise SpikecodeError(f"cannot read config.json: {err}", file=str(path)) from None
+        raw = read_json(path, "config.json")
         return cls.from_dict(raw, source=str(path), **overrides)
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,6 +13,8 @@ import contextlib
 import errno
 import json
 import os
+import pickle
+import re
 import secrets
 import stat
 import zipfile
@@ -276,6 +278,15 @@ def _read_arrays(path: Path) -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except SpikecodeError:
         raise
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        what = f" ({found.group(1)})" if found else ""
+        raise SpikecodeError(
+            f"cannot read {path.name}: it holds Python objects other than tensors{what}; "
+            "spikecode never runs code from a file: save plain tensors (a tensor or a dict "
+            "of tensors) or use .safetensors",
+            file=str(path),
+        ) from None
     except (OSError, ValueError, EOFError, RuntimeError, KeyError, zipfile.BadZipFile) as err:
         raise SpikecodeError(f"cannot read {path.name}: {err}", file=str(path)) from None
     except Exception as err:  # safetensors raises its own SafetensorError, pickle UnpicklingError
@@ -398,7 +409,7 @@ def load_activations(path: str | os.PathLike[str], key: str | None = None) -> np
         Missing/corrupt/unsupported file, several arrays and no ``key``, an unknown
         ``key``, non-float or empty data, or a spikecode encoding file.
     """
-    from spikecode._validate import check_nonempty, to_numpy
+    from spikecode._validate import check_nonempty, short_repr, to_numpy
 
     path = Path(path)
     arrays = _read_arrays(path)
@@ -417,7 +428,8 @@ def load_activations(path: str | os.PathLike[str], key: str | None = None) -> np
         key = next(iter(arrays))
     if key not in arrays:
         raise SpikecodeError(
-            f"no array {key!r} in {path.name}; it has: {', '.join(list(arrays)[:20])}",
+            f"no array {short_repr(key)} in {path.name}; it has: "
+            f"{', '.join(short_repr(name) for name in list(arrays)[:20])}",
             file=str(path),
         )
     a = to_numpy(arrays[key], key)
@@ -457,10 +469,12 @@ def save_encoded(
     ``meta`` holds extra string fields (for example the source file).
     """
     from spikecode import __version__
+    from spikecode._validate import positive_finite
 
     path = Path(path)
     if path.suffix.lower() != ".npz":
         raise SpikecodeError("encoding results are written as .npz", file=str(path))
+    k = positive_finite(k, "k")
     fields: dict[str, np.ndarray] = {
         "spikecode_format": np.array(ENCODED_FORMAT),
         "format_version": np.array(ENCODED_VERSION),
@@ -476,7 +490,7 @@ def save_encoded(
         "bit_order": np.array(train.bit_order),
         "zero_point": np.array(train.zero_point),
         "clipped": np.array(train.clipped),
-        "k": np.array(float(k)),
+        "k": np.array(k),
     }
     for name, value in (meta or {}).items():
         fields[f"meta_{name}"] = np.array(str(value))

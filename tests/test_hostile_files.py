@@ -7,7 +7,6 @@ writer leaves the old file intact and the permissions a plain ``open()`` would g
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 from pathlib import Path
@@ -89,7 +88,7 @@ def _readers(tmp_path: Path, checkpoint: Path):
     ],
 )
 def test_every_json_reader_refuses_deep_nesting(tmp_path, checkpoint, reader, text):
-    name, write, read = next(r for r in _readers(tmp_path, checkpoint) if r[0] == reader)
+    _, write, read = next(r for r in _readers(tmp_path, checkpoint) if r[0] == reader)
     target = write(text)
     with pytest.raises(SpikecodeError, match="nested more than 100 levels") as err:
         read(target)
@@ -102,7 +101,8 @@ def test_no_other_json_loads_in_the_package():
     offenders = [
         str(path.relative_to(root))
         for path in root.rglob("*.py")
-        if path.name != "io.py" and "json.loads(" in path.read_text(encoding="utf-8")
+        if path.name != "io.py"
+        and "json.loads(" in path.read_text(encoding="utf-8")
         # reports/tables.py round-trips its own data through json to deep-copy it
         and path.name != "tables.py"
     ]
@@ -211,10 +211,12 @@ def test_full_disk_keeps_the_old_file_and_says_why(tmp_path, monkeypatch):
 def test_full_disk_in_any_atomic_write(tmp_path):
     target = tmp_path / "report.txt"
     target.write_text("old")
-    with pytest.raises(SpikecodeError, match=r"cannot write the report: No space left") as err:
-        with atomic_write(target, what="the report") as tmp:
-            tmp.write_text("partial")
-            _full_disk()
+    with (
+        pytest.raises(SpikecodeError, match=r"cannot write the report: No space left") as err,
+        atomic_write(target, what="the report") as tmp,
+    ):
+        tmp.write_text("partial")
+        _full_disk()
     _one_line(err)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.txt"]
@@ -268,9 +270,37 @@ def test_overwriting_keeps_the_mode(tmp_path, umask, existing):
     assert _mode(target) == existing
 
 
-def test_stats_file_has_the_plain_mode(tmp_path, umask):
-    umask(0o022)
-    table = tmp_path / "t.json"
-    with atomic_write(table) as tmp:
-        tmp.write_text(json.dumps({"a": 1}))
-    assert _mode(table) == 0o644
+def test_a_pickle_is_refused_in_spikecode_words(tmp_path):
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Payload()}, path)
+    with pytest.raises(SpikecodeError, match="never runs code from a file") as err:
+        spikecode.load_activations(path)
+    text = _one_line(err)
+    assert "weights_only" not in text
+
+
+def test_long_keys_are_echoed_cut(tmp_path):
+    path = tmp_path / "a.npz"
+    np.savez(path, x=np.ones((2, 3), np.float32), y=np.ones((2, 3), np.float32))
+    with pytest.raises(SpikecodeError, match="no array") as err:
+        spikecode.load_activations(path, key="k" * 100_000)
+    assert len(str(err.value)) < 500
+
+
+def test_npy_header_claiming_more_than_the_file_is_refused_before_allocating(tmp_path):
+    # A tiny .npy whose header announces 2**40 float64s: NumPy would allocate 8 TiB.
+    path = tmp_path / "huge.npy"
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": "<f8", "fortran_order": False, "shape": (1 << 40,)}
+        )
+        handle.write(b"\0" * 64)
+    with pytest.raises(SpikecodeError, match="announces more data") as err:
+        spikecode.load_activations(path)
+    _one_line(err)

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from spikecode._validate import to_numpy
+from spikecode._validate import positive_finite, to_numpy
 from spikecode.encoders.limits import DEFAULT_MAX_SPIKES, check_max_spikes, check_train_size
 from spikecode.encoders.train import SpikeTrain
 from spikecode.errors import SpikecodeError
@@ -167,15 +167,7 @@ def _check_vth(vth: Any, train: SpikeTrain, name: str) -> np.ndarray:
 
 
 def _check_k(k: float | None) -> float:
-    if k is None:
-        return float("nan")
-    try:
-        value = float(k)
-    except (TypeError, ValueError):
-        raise SpikecodeError(f"k must be a number or None, not {k!r}") from None
-    if not (np.isfinite(value) and value > 0):
-        raise SpikecodeError(f"k must be finite and > 0, not {k!r}")
-    return value
+    return float("nan") if k is None else positive_finite(k, "k")
 
 
 def _file_kind(path: Path) -> str:

@@ -16,10 +16,10 @@ from spikecode.errors import SpikecodeError
 MAX_MESSAGE = 500
 
 
-def one_line(message: str) -> str:
-    """An error message as one line of at most :data:`MAX_MESSAGE` characters."""
+def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
+    """An error message as one line of at most ``limit`` characters."""
     text = " ".join(message.split())
-    return text if len(text) <= MAX_MESSAGE else f"{text[: MAX_MESSAGE - 3]}..."
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 class _Group(click.Group):
@@ -31,7 +31,7 @@ class _Group(click.Group):
         except SpikecodeError as err:
             raise click.ClickException(one_line(str(err))) from None
         except click.ClickException as err:  # usage errors echo what was typed
-            err.message = one_line(err.message)
+            err.message = one_line(err.message, MAX_MESSAGE - 100)  # room for click's prefix
             raise
         except MemoryError:
             raise click.ClickException(

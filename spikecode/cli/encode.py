@@ -8,10 +8,8 @@ from typing import Any
 import click
 import numpy as np
 
-from spikecode.cli._common import echo_json, echo_table, stages
+from spikecode.cli._common import MAX_SPIKES_OPTION, T_OPTION, echo_json, echo_table, stages
 from spikecode.encoders import SCHEMES, encode, plan_encoding
-from spikecode.encoders.limits import DEFAULT_MAX_SPIKES
-from spikecode.encoders.schemes import MAX_UNARY_T
 from spikecode.errors import SpikecodeError
 from spikecode.io import load_activations, save_encoded
 from spikecode.stats import spike_stats
@@ -80,23 +78,11 @@ def encode_summary(
     help="Spike code (SPEC §3).",
 )
 @click.option("--k", type=float, default=3.0, show_default=True, help="Threshold divisor k > 0.")
-@click.option(
-    "--T",
-    "T",
-    type=click.IntRange(1, MAX_UNARY_T),
-    default=None,
-    help="Fixed number of steps [default: minimal].",
-)
+@T_OPTION
 @click.option("--saturate", is_flag=True, help="Clip counts a fixed --T cannot carry.")
 @click.option("--bit-order", type=click.Choice(["msb", "lsb"]), default="msb", show_default=True)
 @click.option("--key", default=None, help="Array to use when INPUT holds several.")
-@click.option(
-    "--max-spikes",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_SPIKES,
-    show_default=True,
-    help="With --out: refuse a train of more spikes or step offsets than this.",
-)
+@MAX_SPIKES_OPTION
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),

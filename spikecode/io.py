@@ -54,6 +54,25 @@ def os_cause(err: OSError) -> str:
     return err.strerror or str(err) or type(err).__name__
 
 
+def path_kind(path: str | os.PathLike[str]) -> str | None:
+    """``"file"``, ``"dir"``, ``"other"``, or None when nothing is there.
+
+    Unlike :meth:`pathlib.Path.exists`, a name longer than the system allows, a symbolic
+    link loop or a folder that cannot be searched raise one SpikecodeError saying so.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        raise SpikecodeError(
+            f"cannot open {Path(path).name}: {os_cause(err)}", file=str(path)
+        ) from None
+    if stat.S_ISREG(mode):
+        return "file"
+    return "dir" if stat.S_ISDIR(mode) else "other"
+
+
 def require_file(path: str | os.PathLike[str], what: str | None = None) -> Path:
     """Check that ``path`` is an existing regular file, naming what is wrong otherwise.
 

@@ -30,6 +30,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except SpikecodeError as err:
             raise click.ClickException(one_line(str(err))) from None
+        except OSError as err:  # a file problem no reader named: still one line
+            where = f" [file={err.filename}]" if err.filename else ""
+            raise click.ClickException(one_line(f"{err.strerror or err}{where}")) from None
         except click.ClickException as err:  # usage errors echo what was typed
             err.message = one_line(err.message, MAX_MESSAGE - 100)  # room for click's prefix
             raise

@@ -30,6 +30,7 @@ import numpy as np
 from spikecode.cli._common import MAX_SPIKES_OPTION, T_OPTION, echo_json, echo_table, stages
 from spikecode.encoders import SCHEMES, encode, min_steps
 from spikecode.errors import SpikecodeError
+from spikecode.io import path_kind
 
 _SOURCE = click.argument(
     "source", metavar="[SOURCE]", required=False, type=click.Path(path_type=Path)
@@ -156,13 +157,14 @@ def _checkpoint_activations(
 def _is_checkpoint(source: Path | None) -> bool:
     if source is None:
         return False
-    if not source.exists():
+    kind = path_kind(source)
+    if kind is None:
         raise SpikecodeError("no such file or directory", file=str(source))
-    return source.is_dir()
+    return kind == "dir"
 
 
 def _is_stats(source: Path | None) -> bool:
-    return source is not None and source.is_file() and source.suffix.lower() == ".json"
+    return source is not None and path_kind(source) == "file" and source.suffix.lower() == ".json"
 
 
 def _stats_checkpoint(source: Path) -> tuple[Path, Any]:

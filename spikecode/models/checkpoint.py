@@ -52,7 +52,7 @@ from torch import nn
 
 from spikecode._constants import RELEASE_GROUP_SIZE
 from spikecode.errors import SpikecodeError
-from spikecode.io import read_json
+from spikecode.io import path_kind, read_json
 from spikecode.models.config import GLASwaConfig
 from spikecode.models.gla_swa import GLASwaForCausalLM
 
@@ -214,7 +214,7 @@ def load_checkpoint(
         without a device.
     """
     folder = Path(path)
-    if not folder.is_dir():
+    if path_kind(folder) != "dir":
         raise SpikecodeError("checkpoint folder not found", path=str(folder))
     config_file = folder / "config.json"
     if not config_file.exists():

@@ -417,7 +417,7 @@ class CalibrationStats:
 
 
 def _version() -> str:
-    from spikecode import __version__
+    from spikecode._version import __version__
 
     return __version__
 

@@ -44,7 +44,7 @@ from spikecode._validate import positive_finite, to_numpy
 from spikecode.encoders.limits import DEFAULT_MAX_SPIKES, check_max_spikes, check_train_size
 from spikecode.encoders.train import SpikeTrain
 from spikecode.errors import SpikecodeError
-from spikecode.exporters import register_exporter
+from spikecode.exporters.registry import register_exporter
 from spikecode.io import atomic_write, check_array_claims, require_file
 
 __all__ = [
@@ -222,7 +222,7 @@ def save_events(
         Bad trains, thresholds or ``k``; an unknown suffix; h5py missing for HDF5; an
         unwritable path (then no file is left behind).
     """
-    from spikecode import __version__
+    from spikecode._version import __version__
 
     path = Path(path)
     kind = _file_kind(path)

@@ -448,7 +448,7 @@ def load_activations(path: str | os.PathLike[str], key: str | None = None) -> np
     if key not in arrays:
         raise SpikecodeError(
             f"no array {short_repr(key)} in {path.name}; it has: "
-            f"{', '.join(short_repr(name) for name in list(arrays)[:20])}",
+            f"{', '.join(name[:80] for name in list(arrays)[:20])}",
             file=str(path),
         )
     a = to_numpy(arrays[key], key)

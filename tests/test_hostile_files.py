@@ -19,6 +19,7 @@ from spikecode.calibration import load_k_map, load_stats
 from spikecode.calibration.data import load_calibration_data
 from spikecode.energy import load_table
 from spikecode.errors import SpikecodeError
+from spikecode.exporters.events import load_events
 from spikecode.io import atomic_write
 from spikecode.models import GLASwaConfig
 from spikecode.models.checkpoint import INDEX_FILE, load_checkpoint
@@ -137,7 +138,7 @@ def _too_long(tmp_path: Path, suffix: str) -> Path:
         (".npz", spikecode.load_encoded),
         (".json", load_stats),
         (".json", load_table),
-        (".npz", lambda p: spikecode.exporters.load_events(p)),
+        (".npz", load_events),
     ],
 )
 def test_readers_name_a_too_long_file(tmp_path, suffix, read):
@@ -166,10 +167,11 @@ def test_a_name_at_the_limit_is_written(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "read", [spikecode.load_activations, spikecode.load_encoded, load_stats, load_table]
+    "read",
+    [spikecode.load_activations, spikecode.load_encoded, load_stats, load_table, load_events],
 )
 def test_directories_and_link_loops_are_named(tmp_path, read):
-    folder = tmp_path / "x.npy"
+    folder = tmp_path / ("x.npz" if read is load_events else "x.npy")
     folder.mkdir()
     with pytest.raises(SpikecodeError, match="is a directory") as err:
         read(folder)

@@ -40,7 +40,7 @@ from types import MappingProxyType
 from typing import Any
 
 from spikecode.errors import SpikecodeError
-from spikecode.io import parse_json, read_json
+from spikecode.io import parse_json, path_kind, read_json
 
 __all__ = [
     "DEFAULT_TABLE",
@@ -436,7 +436,7 @@ def load_table(
         entry = _table_dir().joinpath(source + ".json")
         return _parse_text(entry.read_text(encoding="utf-8"), str(entry), source)
     path = Path(source)
-    if not path.is_file():
+    if path_kind(path) is None:
         looks_like_name = isinstance(source, str) and not path.suffix and len(path.parts) == 1
         if looks_like_name:
             raise SpikecodeError(

@@ -51,6 +51,8 @@ BIT_ORDERS: tuple[str, ...] = ("msb", "lsb")
 
 #: The largest T a bitwise code accepts: step weights are int64.
 MAX_BITWISE_T = 62
+#: The largest T binary/ternary accept: no int32 count needs more steps than |-2**31|.
+MAX_UNARY_T = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,12 @@ class Scheme:
         if self.bitwise and T > MAX_BITWISE_T:
             raise SpikecodeError(
                 f"bitwise codes support at most T={MAX_BITWISE_T} steps", T=T, scheme=self.name
+            )
+        if T > MAX_UNARY_T:
+            raise SpikecodeError(
+                f"T must be at most {MAX_UNARY_T} (no int32 count needs more steps)",
+                T=T,
+                scheme=self.name,
             )
         return T
 

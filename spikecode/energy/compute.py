@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy.typing as npt
 
+from spikecode.encoders.schemes import MAX_UNARY_T
 from spikecode.energy._validate import nonnegative_real, positive_int
 from spikecode.energy.memory import (
     DEFAULT_BLOCK_SIZES,
@@ -54,6 +55,8 @@ __all__ = [
 ]
 
 DENSE_MODES = ("fp32", "fp16", "int8")
+#: No int32 count spikes more than |-2**31| times, so no average can exceed it.
+MAX_SPIKES_PER_ELEMENT = MAX_UNARY_T
 """Dense execution modes: one MAC (mult + add) of that type per weight and token."""
 
 MODES = (*DENSE_MODES, "spike")
@@ -111,6 +114,11 @@ def mac_energy(avg_spikes_per_element: float, table: TableLike = None) -> dict[s
     """
     energy_table = load_table(table)
     spikes = nonnegative_real(avg_spikes_per_element, "average spikes per element")
+    if spikes > MAX_SPIKES_PER_ELEMENT:
+        raise SpikecodeError(
+            f"average spikes per element must be at most {MAX_SPIKES_PER_ELEMENT} "
+            f"(no int32 count needs more spikes), got {spikes:.4g}"
+        )
     add = energy_table.add_pj("int8")
     spike = spikes * add
     out: dict[str, Any] = {

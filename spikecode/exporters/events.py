@@ -8,7 +8,7 @@ field      dtype  meaning
 ``t``      int32  virtual time step, ``0 <= t < T`` (time unit: one step)
 ``x``      int32  channel: the feature index (last axis of the coded tensor)
 ``y``      int16  always 0: a one-row sensor, so tonic's 2-D transforms apply
-``p``      uint8  tonic's polarity channel: 1 for a +1 spike, 0 for a -1 spike
+``p``      int8   tonic's polarity channel: 1 for a +1 spike, 0 for a -1 spike
 ``token``  int64  row: the flat index over the leading axes (the token)
 ``layer``  int16  position of the layer in the file's ``layer_names``
 =========  =====  ==========================================================
@@ -29,7 +29,7 @@ channel), layers one after another.
 A file holds, next to the events, what is needed to read them back exactly: per layer
 its name, scheme, T, bit order, zero point, clipped count, the coded tensor's shape and
 the per-token threshold ``Vth``; for the file, the firing-rate knob ``k`` (absent for a
-fixed threshold), the time unit, the shared ``T`` (0 when the layers differ; the CLI
+fixed threshold), the time unit, ``shared_T`` (0 when the layers differ; the CLI
 always writes one T, the one its NIR export uses) and the format version.
 :func:`load_events` rebuilds every :class:`~spikecode.SpikeTrain` exactly
 (``train.equals``), reads version-1 files (``p`` = ±1, no ``y``) too, and refuses a
@@ -76,7 +76,7 @@ EVENTS_FORMAT = "spikecode.events"
 EVENTS_VERSION = 2
 #: One address event (see the module docstring).
 EVENT_DTYPE = np.dtype(
-    [("t", "<i4"), ("x", "<i4"), ("y", "<i2"), ("p", "u1"), ("token", "<i8"), ("layer", "<i2")]
+    [("t", "<i4"), ("x", "<i4"), ("y", "<i2"), ("p", "i1"), ("token", "<i8"), ("layer", "<i2")]
 )
 # Version 1 stored p as the spike value (+1/-1) and had no y field.
 _V1_FIELDS = ("t", "x", "p", "token", "layer")
@@ -278,7 +278,7 @@ def save_events(
         "format_version": EVENTS_VERSION,
         "spikecode_version": __version__,
         "k": _check_k(k),
-        "T": _shared_T(named.values()),
+        "shared_T": _shared_T(named.values()),
         "time_unit": TIME_UNIT,
     }
     events, names = to_events(named)

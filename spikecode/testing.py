@@ -1,7 +1,7 @@
 """Tiny checkpoints in the exact layout of the SpikingBrain-7B release, for tests and demos.
 
 :func:`write_tiny_gla_swa_checkpoint` writes a folder that
-:func:`spikecode.checkpoint.load_checkpoint` (and anything that reads the release) treats
+:func:`spikecode.models.checkpoint.load_checkpoint` (and anything that reads the release) treats
 like the real one: ``config.json`` with ``model_type: "gla_swa"``,
 ``architectures: ["GLAswaForCausalLM"]``, ``torch_dtype: "bfloat16"`` and the release's
 ``auto_map``; bfloat16 weights under the release's names (SPEC §7) in sharded safetensors
@@ -26,9 +26,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from spikecode.checkpoint import INDEX_FILE, SCALES_SUFFIX, SINGLE_FILE, W8_GROUP_SIZE
 from spikecode.errors import SpikecodeError
 from spikecode.io import atomic_write
+from spikecode.models.checkpoint import INDEX_FILE, SCALES_SUFFIX, SINGLE_FILE, W8_GROUP_SIZE
 from spikecode.models.gla_swa import GATE_VARIANTS, GLASwaConfig, GLASwaForCausalLM
 from spikecode.nn.functional import quantize_weight_int8
 

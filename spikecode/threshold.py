@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from spikecode._constants import VTH_MAX, VTH_MIN
 from spikecode._validate import (
     INT32_MAX,
     INT32_MIN,
@@ -34,9 +35,6 @@ from spikecode._validate import (
 from spikecode.errors import SpikecodeError
 
 __all__ = ["adaptive_counts", "clip_counts", "fixed_counts"]
-
-VTH_MIN = 1e-5
-VTH_MAX = 1e4
 
 
 def _clip_bounds(clip: int | tuple[int, int] | None) -> tuple[int, int] | None:

@@ -7,15 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from spikecode.advisor import advise, load_k_map, save_advice
-from spikecode.calibrate import CalibrationData, calibrate
-from spikecode.checkpoint import load_checkpoint
-from spikecode.energy import ChannelActivity
-from spikecode.errors import SpikecodeError
-from spikecode.nn import W8ASpikeLinear, swap_linears
-from spikecode.stats import SpikeStats
-from spikecode.statsfile import (
+from spikecode.calibration import (
     VTH_EDGES,
+    CalibrationData,
     CalibrationStats,
     CheckpointInfo,
     CountHistogram,
@@ -23,8 +17,15 @@ from spikecode.statsfile import (
     KStats,
     LayerStats,
     VthSummary,
+    calibrate,
     k_key,
 )
+from spikecode.calibration.advisor import advise, load_k_map, save_advice
+from spikecode.energy import ChannelActivity
+from spikecode.errors import SpikecodeError
+from spikecode.models.checkpoint import load_checkpoint
+from spikecode.nn import W8ASpikeLinear, swap_linears
+from spikecode.stats import SpikeStats
 from spikecode.testing import write_tiny_gla_swa_checkpoint
 
 SCHEME = "bitwise-bidirectional"

@@ -13,23 +13,26 @@ from hypothesis import strategies as st
 from torch import nn
 
 import spikecode
-from spikecode import calibrate as cal
-from spikecode.calibrate import (
+from spikecode import calibration as cal
+from spikecode.calibration import (
+    VTH_EDGES,
     CalibrationData,
     LayerAccumulator,
     calibrate,
+    counting,
+    k_key,
     load_calibration_data,
     padded_batches,
     stats_from_histogram,
     tokenize_data,
 )
-from spikecode.capture import collect_linear_inputs, list_linear_layers
-from spikecode.checkpoint import load_checkpoint, wrap_module
 from spikecode.data import load_corpus
 from spikecode.energy import channel_activity
 from spikecode.errors import SpikecodeError
+from spikecode.models import LinearInputHooks
+from spikecode.models.capture import collect_linear_inputs, list_linear_layers
+from spikecode.models.checkpoint import load_checkpoint, wrap_module
 from spikecode.nn import functional as F
-from spikecode.statsfile import VTH_EDGES, k_key
 from spikecode.testing import write_tiny_gla_swa_checkpoint
 
 SCHEMES = list(spikecode.SCHEMES)
@@ -122,13 +125,13 @@ def test_streaming_property(data, rows, cols, ks, dtype):
 
 
 def test_spill_overflow_and_bf16(monkeypatch, rng):
-    monkeypatch.setattr(cal, "_SPILL", 2)  # the kernel's buffer overflows: exact recount
+    monkeypatch.setattr(counting, "_SPILL", 2)  # the kernel's buffer overflows: exact recount
     x = torch.from_numpy((rng.standard_cauchy((40, 128)) * 50).astype(np.float32))
     x = x.to(torch.bfloat16)
     acc = LayerAccumulator("l", 128, 1, [2.0, 6.0, 30.0], schemes=SCHEMES)
     acc.update(x)
     result = acc.result()
-    assert result.by_k["30"].max_abs_count > cal._DENSE_LIMIT
+    assert result.by_k["30"].max_abs_count > counting._DENSE_LIMIT
     check_against_reference(result, x.float().numpy(), [2.0, 6.0, 30.0], SCHEMES, (16, 64, 256))
 
 
@@ -331,7 +334,7 @@ def run_accumulator(model, batches, *, share, backend=None):
     acc = cal.StatsAccumulator(
         model, layers, (2.0, 3.0), schemes=SCHEMES, error_rows=None, backend=backend
     )
-    with torch.no_grad(), cal.LinearInputHooks(model, acc) as hooks:
+    with torch.no_grad(), LinearInputHooks(model, acc) as hooks:
         for ids, mask in batches:
             hooks.set_mask(mask)
             if share:

@@ -1,4 +1,4 @@
-"""Tests of spikecode.capture: the linear-input hooks (SPEC §1)."""
+"""Tests of spikecode.models.capture: the linear-input hooks (SPEC §1)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional as F
 
-from spikecode.capture import LinearInputHooks, collect_linear_inputs, list_linear_layers
 from spikecode.errors import SpikecodeError
+from spikecode.models.capture import LinearInputHooks, collect_linear_inputs, list_linear_layers
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

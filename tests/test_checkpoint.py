@@ -14,8 +14,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-import spikecode.checkpoint as checkpoint
-from spikecode.checkpoint import (
+import spikecode.models.checkpoint as checkpoint
+from spikecode.errors import SpikecodeError
+from spikecode.models import GLASwaConfig, GLASwaForCausalLM
+from spikecode.models.checkpoint import (
     INDEX_FILE,
     SCALES_SUFFIX,
     SINGLE_FILE,
@@ -24,8 +26,6 @@ from spikecode.checkpoint import (
     load_checkpoint,
     wrap_module,
 )
-from spikecode.errors import SpikecodeError
-from spikecode.models import GLASwaConfig, GLASwaForCausalLM
 from spikecode.nn.functional import fake_quantize_release_weight
 from spikecode.testing import TINY_TOKENIZER_WORDS, write_tiny_gla_swa_checkpoint
 

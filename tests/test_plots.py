@@ -1,4 +1,4 @@
-"""spikecode.plots: what is drawn equals the data, files are what their extension says."""
+"""spikecode.reports.plots: what is drawn equals the data, files are what their extension says."""
 
 import matplotlib
 
@@ -12,15 +12,6 @@ from matplotlib.collections import PathCollection
 import spikecode
 from spikecode.data import load_sample
 from spikecode.errors import SpikecodeError
-from spikecode.plots import (
-    POLARITY_COLORS,
-    check_figure_path,
-    plot_energy,
-    plot_hist,
-    plot_raster,
-    plot_tradeoff,
-    save_figure,
-)
 from spikecode.reports import (
     ActivationSource,
     count_histogram,
@@ -31,6 +22,15 @@ from spikecode.reports import (
     raster_data,
     sparsity_report,
     tradeoff_report,
+)
+from spikecode.reports.plots import (
+    POLARITY_COLORS,
+    check_figure_path,
+    plot_energy,
+    plot_hist,
+    plot_raster,
+    plot_tradeoff,
+    save_figure,
 )
 
 MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF-"}

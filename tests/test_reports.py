@@ -14,6 +14,19 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import spikecode
+from spikecode.calibration import (
+    VTH_EDGES,
+    CalibrationStats,
+    CheckpointInfo,
+    DataInfo,
+    KStats,
+    LayerStats,
+    VthSummary,
+    k_key,
+    load_stats,
+    summarize,
+)
+from spikecode.calibration import CountHistogram as StatsHistogram
 from spikecode.data import load_sample, sample_path
 from spikecode.energy import channel_activity, format_ratio, format_reduction
 from spikecode.errors import SpikecodeError
@@ -32,19 +45,6 @@ from spikecode.reports import (
     sparsity_report,
     tradeoff_report,
 )
-from spikecode.statsfile import (
-    VTH_EDGES,
-    CalibrationStats,
-    CheckpointInfo,
-    DataInfo,
-    KStats,
-    LayerStats,
-    VthSummary,
-    k_key,
-    load_stats,
-    summarize,
-)
-from spikecode.statsfile import CountHistogram as StatsHistogram
 
 KS = (2.0, 3.0, 4.0)
 SCHEMES = ("bitwise-bidirectional", "ternary")
@@ -59,7 +59,7 @@ def slow_histogram(counts, limit=64):
 
 
 def make_stats(layers, ks=KS, schemes=SCHEMES, block_sizes=(16, 64, 256)):
-    """A version-1 stats file (STATSFILE.md) as a JSON object, computed with the core API.
+    """A version-1 stats file (docs/statsfile.rst) as a JSON object, computed with the core API.
 
     ``layers``: list of (name, family, x [tokens, in], out_features). Output errors are
     made-up numbers (the reports only carry them), distinct per layer and k.

@@ -10,12 +10,11 @@ import torch
 from torch import nn
 
 import spikecode
-from spikecode.calibrate import LayerAccumulator
-from spikecode.errors import SpikecodeError
-from spikecode.statsfile import (
+from spikecode.calibration import (
     CalibrationStats,
     CheckpointInfo,
     DataInfo,
+    LayerAccumulator,
     k_key,
     layer_family,
     load_stats,
@@ -23,6 +22,7 @@ from spikecode.statsfile import (
     summarize,
     window_key,
 )
+from spikecode.errors import SpikecodeError
 
 SCHEMES = ("bitwise-bidirectional", "ternary", "binary")
 KS = (2.0, 3.0, 4.5)

@@ -1,13 +1,13 @@
 """``spikecode calibrate``, ``spikecode evaluate`` and ``spikecode advise``.
 
 - ``calibrate CHECKPOINT_DIR``: stream a text set through the model and measure every
-  projection's spike input for several k (:func:`spikecode.calibrate.calibrate`); print a
+  projection's spike input for several k (:func:`spikecode.calibration.calibrate`); print a
   summary per k and optionally write the stats file (``--out stats.json`` plus the CSV
   beside it).
 - ``evaluate CHECKPOINT_DIR``: the float model against its W8ASpike twin, one row per k
-  (:func:`spikecode.evaluate.evaluate`).
+  (:func:`spikecode.calibration.evaluate.evaluate`).
 - ``advise STATS``: per-layer k from a stats file for a sparsity or error target
-  (:func:`spikecode.advisor.advise`).
+  (:func:`spikecode.calibration.advisor.advise`).
 
 ``--k`` takes one value per use (``--k 2 --k 2.5``) or several in one quoted, comma- or
 space-separated list (``--k "2 2.5 3"``, ``--k 2,2.5,3``); both forms combine.
@@ -157,13 +157,13 @@ def _model_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _load(checkpoint_dir: Path, device: str | None, dtype: str | None, trust: bool) -> Any:
-    from spikecode.checkpoint import load_checkpoint
+    from spikecode.models.checkpoint import load_checkpoint
 
     return load_checkpoint(checkpoint_dir, device=device, dtype=dtype, trust_remote_code=trust)
 
 
 def _selection(include: Sequence[str], exclude: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    from spikecode.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
+    from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
 
     return {
         "include": tuple(include) or DEFAULT_INCLUDE,
@@ -172,7 +172,7 @@ def _selection(include: Sequence[str], exclude: Sequence[str]) -> dict[str, tupl
 
 
 def _data(data: Path | None, samples: int) -> Any:
-    from spikecode.calibrate import load_calibration_data
+    from spikecode.calibration import load_calibration_data
 
     loaded = load_calibration_data(data, samples)
     if len(loaded) < samples:
@@ -255,8 +255,7 @@ def calibrate_command(
     one pass. The summary gives, per k, the totals over all projections (weighted by
     element count) for the first --scheme, and the W8ASpike output error.
     """
-    from spikecode.calibrate import calibrate
-    from spikecode.statsfile import save_stats
+    from spikecode.calibration import calibrate, save_stats
 
     ks = parse_k(k_values)
     rows_cap = _parse_error_rows(error_rows)
@@ -370,8 +369,8 @@ def evaluate_command(
     similarity of their mean-pooled embeddings to the float model's. The model is
     restored afterwards.
     """
-    from spikecode.advisor import load_k_map
-    from spikecode.evaluate import TASKS, evaluate
+    from spikecode.calibration.advisor import load_k_map
+    from spikecode.calibration.evaluate import TASKS, evaluate
 
     ks = parse_k(k_values) if k_values else (None if k_map else parse_k((_DEFAULT_K,)))
     mapping = None if k_map is None else load_k_map(k_map)
@@ -466,8 +465,8 @@ def advise_command(
 
     STATS is the file ``spikecode calibrate --out`` wrote; its k values are the choices.
     """
-    from spikecode.advisor import advise, save_advice
-    from spikecode.statsfile import k_key, load_stats
+    from spikecode.calibration import k_key, load_stats
+    from spikecode.calibration.advisor import advise, save_advice
 
     if (target_sparsity is None) == (max_error is None):
         raise SpikecodeError("give exactly one of --target-sparsity and --max-error")

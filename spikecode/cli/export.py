@@ -113,8 +113,8 @@ def _checkpoint_projections(
     source: Path, k: float, include: tuple[str, ...], exclude: tuple[str, ...]
 ) -> tuple[Any, dict[str, Any]]:
     """Load a checkpoint (float32, CPU) and swap its projections for W8ASpike layers."""
-    from spikecode.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, list_linear_layers
-    from spikecode.checkpoint import load_checkpoint
+    from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, list_linear_layers
+    from spikecode.models.checkpoint import load_checkpoint
     from spikecode.nn import W8ASpikeLinear, swap_linears
 
     loaded = load_checkpoint(source, dtype="float32")
@@ -134,9 +134,9 @@ def _checkpoint_activations(
     source: Path, samples: int, include: tuple[str, ...], exclude: tuple[str, ...]
 ) -> list[tuple[str, np.ndarray]]:
     """Inputs of a checkpoint's spiked projections for the first texts of the corpus."""
-    from spikecode.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, collect_linear_inputs
-    from spikecode.checkpoint import load_checkpoint
     from spikecode.data import load_corpus
+    from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, collect_linear_inputs
+    from spikecode.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(source, dtype="float32")
     if loaded.tokenizer is None:
@@ -168,7 +168,7 @@ def _is_stats(source: Path | None) -> bool:
 
 def _stats_checkpoint(source: Path) -> tuple[Path, Any]:
     """The checkpoint a stats file was calibrated on, and the stats."""
-    from spikecode.statsfile import load_stats
+    from spikecode.calibration import load_stats
 
     stats = load_stats(source)
     path = stats.checkpoint.path
@@ -182,7 +182,7 @@ def _stats_checkpoint(source: Path) -> tuple[Path, Any]:
 
 def _calibrated_T(stats: Any, k: float, scheme: str, source: Path) -> int:
     """Largest T any layer needed at ``k`` under ``scheme`` during calibration."""
-    from spikecode.statsfile import k_key
+    from spikecode.calibration import k_key
 
     key = k_key(k)
     if key not in stats.layers[0].by_k or scheme not in stats.schemes:

@@ -1,6 +1,6 @@
 """``spikecode plot``: raster, count histogram, k trade-off and energy figures.
 
-Figures are drawn by :mod:`spikecode.plots` from :mod:`spikecode.reports` data and saved
+Figures are drawn by :mod:`spikecode.reports.plots` from :mod:`spikecode.reports` data and saved
 atomically as PNG, SVG or PDF (by the extension of ``--out``).
 """
 
@@ -53,7 +53,7 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
 def _save(fig: Any, out: Path, dpi: int) -> None:
     import matplotlib.pyplot as plt
 
-    from spikecode.plots import save_figure
+    from spikecode.reports.plots import save_figure
 
     try:
         if dpi <= 0:
@@ -65,7 +65,7 @@ def _save(fig: Any, out: Path, dpi: int) -> None:
 
 
 def _prepare(out: Path) -> None:
-    from spikecode.plots import check_figure_path
+    from spikecode.reports.plots import check_figure_path
 
     check_figure_path(out)  # before any work: a wrong extension fails at once
     if "matplotlib.pyplot" not in sys.modules:
@@ -101,8 +101,8 @@ def raster_command(
 ) -> None:
     """Time-neuron raster of a few tokens x channels under each of the five codes."""
     _prepare(out)
-    from spikecode.plots import plot_raster
     from spikecode.reports import ActivationSource, load_source, raster_data
+    from spikecode.reports.plots import plot_raster
 
     src = load_source(source, key=key)
     if not isinstance(src, ActivationSource):
@@ -137,8 +137,8 @@ def hist_command(
 ) -> None:
     """Spike-count distribution per layer family, log scale (report figure 9)."""
     _prepare(out)
-    from spikecode.plots import plot_hist
     from spikecode.reports import ActivationSource, count_histograms, load_source
+    from spikecode.reports.plots import plot_hist
 
     src = load_source(source, key=key)
     histograms = count_histograms(src, k, by=by)
@@ -156,8 +156,8 @@ def tradeoff_command(
 ) -> None:
     """Sparsity (plain, windowed) and error against k (the report's table 11)."""
     _prepare(out)
-    from spikecode.plots import plot_tradeoff
     from spikecode.reports import load_source, tradeoff_report
+    from spikecode.reports.plots import plot_tradeoff
 
     values = parse_floats(ks, "--ks")
     fig = plot_tradeoff(tradeoff_report(load_source(source, key=key), values, scheme))
@@ -194,8 +194,8 @@ def energy_command(
 ) -> None:
     """Energy per token and layer: FP16 vs INT8 vs spike arithmetic (+ weight fetch)."""
     _prepare(out)
-    from spikecode.plots import plot_energy
     from spikecode.reports import energy_report, load_source
+    from spikecode.reports.plots import plot_energy
 
     report = energy_report(
         load_source(source, key=key),

@@ -1,26 +1,46 @@
-"""Plain-PyTorch implementations of the model families spikecode spike-codes.
+"""Models and checkpoints: where the activations come from.
 
-:mod:`spikecode.models.gla_swa` holds SpikingBrain-7B's GLA-SWA hybrid (SPEC §7).
+- :mod:`spikecode.models.config`, :mod:`spikecode.models.ops` and
+  :mod:`spikecode.models.gla_swa`: SpikingBrain-7B's GLA-SWA hybrid in plain PyTorch
+  (SPEC §7): its configuration, its mathematics as pure functions, and the modules;
+- :mod:`spikecode.models.checkpoint`: loading a checkpoint (the released layout, any
+  Hugging Face folder, any ``nn.Module``);
+- :mod:`spikecode.models.capture`: forward hooks on the inputs of linear projections.
 """
 
-from spikecode.models.gla_swa import (
-    GATE_VARIANTS,
-    GLA_MODES,
-    GLASwaConfig,
-    GLASwaForCausalLM,
-    GLASwaModel,
-    gla_chunked,
-    gla_recurrent,
-    sliding_window_attention,
+from spikecode.models.capture import (
+    DEFAULT_EXCLUDE,
+    DEFAULT_INCLUDE,
+    LinearInputHooks,
+    collect_linear_inputs,
+    list_linear_layers,
 )
+from spikecode.models.checkpoint import (
+    LoadedModel,
+    QuantizerScales,
+    load_checkpoint,
+    wrap_module,
+)
+from spikecode.models.config import GATE_VARIANTS, GLA_MODES, GLASwaConfig
+from spikecode.models.gla_swa import GLASwaForCausalLM, GLASwaModel
+from spikecode.models.ops import gla_chunked, gla_recurrent, sliding_window_attention
 
 __all__ = [
+    "DEFAULT_EXCLUDE",
+    "DEFAULT_INCLUDE",
     "GATE_VARIANTS",
     "GLA_MODES",
     "GLASwaConfig",
     "GLASwaForCausalLM",
     "GLASwaModel",
+    "LinearInputHooks",
+    "LoadedModel",
+    "QuantizerScales",
+    "collect_linear_inputs",
     "gla_chunked",
     "gla_recurrent",
+    "list_linear_layers",
+    "load_checkpoint",
     "sliding_window_attention",
+    "wrap_module",
 ]

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import torch
 
+from spikecode._constants import RELEASE_GROUP_SIZE, VTH_MAX, VTH_MIN
 from spikecode._validate import INT32_MAX, INT32_MIN, check_nonempty, positive_finite
 from spikecode.errors import SpikecodeError
-from spikecode.threshold import VTH_MAX, VTH_MIN
 
 __all__ = [
     "VTH_MAX",
@@ -47,8 +47,6 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Largest integer up to which every integer is exactly representable in float32.
 _FLOAT32_EXACT = 2.0**24
 _INT8_MAX = 127
-#: Input columns per weight scale in the released W8ASpike checkpoints (SPEC §4).
-RELEASE_GROUP_SIZE = 128
 
 
 def auto_group_size(in_features: int) -> int | None:

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from spikecode.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, list_linear_layers
 from spikecode.errors import SpikecodeError
+from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, list_linear_layers
 from spikecode.nn import functional as F
 
 __all__ = [
@@ -296,7 +296,7 @@ def swap_linears(
 
     SpikingBrain spike-codes the input of every linear projection and quantizes its
     weight to INT8, leaving the LM head alone (SPEC §1). Layer selection is that of
-    :func:`spikecode.capture.list_linear_layers`: fnmatch patterns on full dotted module
+    :func:`spikecode.models.capture.list_linear_layers`: fnmatch patterns on full dotted module
     names, ``lm_head`` and ``*.lm_head`` excluded by default.
 
     Parameters

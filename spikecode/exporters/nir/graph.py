@@ -17,7 +17,7 @@ import numpy as np
 from spikecode._validate import to_numpy
 from spikecode.encoders.schemes import check_bit_order, get_scheme
 from spikecode.errors import SpikecodeError
-from spikecode.exporters import register_exporter
+from spikecode.exporters.registry import register_exporter
 from spikecode.io import atomic_folder, atomic_write
 from spikecode.linear import _scales_2d
 
@@ -154,7 +154,7 @@ def _projections(projections: Any, group_size: int | None) -> dict[str, dict[str
     if isinstance(projections, Mapping):
         items = list(projections.items())
     elif _torch_module(projections, "Module") and not _is_projection_module(projections):
-        from spikecode.capture import list_linear_layers
+        from spikecode.models.capture import list_linear_layers
         from spikecode.nn import W8ASpikeLinear
 
         layers = list_linear_layers(projections, module_types=(W8ASpikeLinear,))
@@ -360,7 +360,7 @@ def nir_graphs(
         ``[out]`` — or a :class:`spikecode.nn.W8ASpikeLinear` (its own INT8 weights), or
         a ``torch.nn.Linear``, quantized to symmetric INT8 per SPEC §4. Any other
         ``torch.nn.Module`` stands for every projection spike coding applies to (SPEC §1,
-        :func:`spikecode.capture.list_linear_layers`). A projection passed alone is named
+        :func:`spikecode.models.capture.list_linear_layers`). A projection passed alone is named
         ``"projection"``.
     scheme
         The code the trains will use (one of :data:`spikecode.SCHEMES`).
@@ -394,7 +394,7 @@ def nir_graphs(
         Bad weights, scales, bias or names; an unknown scheme or form; a missing T; an
         ON/OFF split of an unsigned or graded code; a synapse too large to allocate.
     """
-    from spikecode import __version__
+    from spikecode._version import __version__
 
     form = _form(scheme, T, bit_order, integrator, weights, graded, on_off, dt)
     resolved = _projections(projections, group_size)

@@ -51,9 +51,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from spikecode._constants import RELEASE_GROUP_SIZE
 from spikecode.errors import SpikecodeError
-from spikecode.models.gla_swa import GLASwaConfig, GLASwaForCausalLM
-from spikecode.nn.functional import RELEASE_GROUP_SIZE
+from spikecode.models.config import GLASwaConfig
+from spikecode.models.gla_swa import GLASwaForCausalLM
 
 __all__ = [
     "INDEX_FILE",

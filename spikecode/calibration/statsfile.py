@@ -1,22 +1,13 @@
-"""The calibration stats file: what ``spikecode calibrate`` measured, saved and validated.
+"""The calibration stats file on disk: :func:`save_stats` and :func:`load_stats`.
 
-The layout is the contract ``STATSFILE.md`` (format ``"spikecode.stats"``, version 1):
-one JSON object with the checkpoint, the calibration data, the k values and codes, and
-per layer and per k the Vth distribution, the count histogram, the channel activity
-(SPEC §6 memory model), the W8ASpike output error and the SPEC §5 spike totals of every
-code. A flat CSV beside it (same stem, ``.csv``) holds one row per layer × k × code.
+The layout is ``docs/statsfile.rst`` (format ``"spikecode.stats"``, version 1): one JSON
+object, the records of :mod:`spikecode.calibration.records`. A flat CSV beside it (same
+stem, ``.csv``) holds one row per layer × k × code.
 
-This module holds the frozen dataclasses of that layout, :func:`save_stats` (atomic:
-both files are written to temporary files in the target folder and renamed into place)
-and :func:`load_stats`, which validates the format, the version and every field and
-raises :class:`~spikecode.errors.SpikecodeError` naming the file and the field.
-
-Totals over layers (``totals`` in the file, :func:`summarize`) are weighted by element
-count (``tokens × in_features`` of each layer): spikes per element, silent and |c| ≤ 7
-fractions are ratios of summed integer totals; the windowed sparsity is
-``1 − Σ window_spikes / Σ window_steps``; the firing rate is the element-weighted mean
-of the layers' firing rates (each layer codes with its own T) and the sparsity is one
-minus it; the output error is the element-weighted mean of the layers' errors.
+:func:`save_stats` is atomic: both files are written to temporary files in the target
+folder and renamed into place. :func:`load_stats` validates the format, the version and
+every field and raises :class:`~spikecode.errors.SpikecodeError` naming the file and the
+field.
 """
 
 from __future__ import annotations
@@ -25,474 +16,35 @@ import csv
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
-
+from spikecode.calibration.records import (
+    CHECKPOINT_KINDS,
+    FORMAT,
+    SPIKE_FIELDS,
+    TOTAL_FIELDS,
+    VERSION,
+    CalibrationStats,
+    CheckpointInfo,
+    CountHistogram,
+    DataInfo,
+    KStats,
+    LayerStats,
+    VthSummary,
+    k_key,
+    plain_number,
+    window_key,
+)
 from spikecode.encoders.schemes import SCHEMES
 from spikecode.energy import ChannelActivity
 from spikecode.errors import SpikecodeError
 from spikecode.io import atomic_write
 from spikecode.stats import SpikeStats
 
-__all__ = [
-    "CHECKPOINT_KINDS",
-    "COUNT_LIMIT",
-    "FORMAT",
-    "VERSION",
-    "VTH_EDGES",
-    "CalibrationStats",
-    "CheckpointInfo",
-    "CountHistogram",
-    "DataInfo",
-    "KStats",
-    "LayerStats",
-    "VthSummary",
-    "k_key",
-    "layer_family",
-    "load_stats",
-    "save_stats",
-    "summarize",
-]
-
-FORMAT = "spikecode.stats"
-VERSION = 1
-#: Count histograms in the file cover ``c = -COUNT_LIMIT … COUNT_LIMIT``.
-COUNT_LIMIT = 64
-#: Fixed log-spaced Vth histogram edges: 32 bins over the whole clamp range [1e-5, 1e4]
-#: of SPEC §2, so every threshold falls in a bin and files compare bin by bin.
-VTH_EDGES: tuple[float, ...] = tuple(float(v) for v in np.logspace(-5.0, 4.0, 33))
-#: ``checkpoint.kind`` values (``load_checkpoint`` kinds, plus activation files).
-CHECKPOINT_KINDS = ("gla_swa", "hf", "module", "activations")
-
-_SPIKE_FIELDS = ("T", "elements", "spikes", "silent", "within_7", "window_spikes", "window_steps")
-_TOTAL_FIELDS = (
-    "spikes_per_element",
-    "firing_rate",
-    "sparsity",
-    "silent_fraction",
-    "within_7_fraction",
-    "output_rel_error",
-)
-
-
-def k_key(k: float) -> str:
-    """Spell ``k`` as the stats file does: ``str(float)`` without a trailing ``.0``.
-
-    Examples
-    --------
-    >>> k_key(3), k_key(2.5), k_key(0.125)
-    ('3', '2.5', '0.125')
-    """
-    text = repr(float(k))
-    return text[:-2] if text.endswith(".0") else text
-
-
-def layer_family(name: str) -> str:
-    """The family of a layer: its last name component (``q_proj``, ``down_proj``, ``dense``).
-
-    A purely numeric last component (an index into an ``nn.Sequential``, such as the
-    low-rank gate ``gk_proj.0``) keeps its parent: ``"gk_proj.0"``.
-    """
-    parts = name.split(".")
-    if len(parts) > 1 and parts[-1].isdigit():
-        return ".".join(parts[-2:])
-    return parts[-1]
-
-
-def window_key(window: int) -> str:
-    """Name of the windowed-sparsity total: ``"window3_sparsity"`` for the report's w = 3."""
-    return f"window{window}_sparsity"
-
-
-# --------------------------------------------------------------------------- dataclasses
-
-
-@dataclass(frozen=True)
-class VthSummary:
-    """Distribution of the per-token threshold Vth of one layer at one k (SPEC §2).
-
-    Attributes
-    ----------
-    mean, std, min, max
-        Over all tokens (population standard deviation).
-    edges
-        Histogram edges (33 log-spaced values, :data:`VTH_EDGES`).
-    counts
-        Tokens per bin (``len(edges) - 1`` integers; a value on an inner edge counts in
-        the bin to its right, the last bin includes its right edge).
-    """
-
-    mean: float
-    std: float
-    min: float
-    max: float
-    edges: tuple[float, ...]
-    counts: tuple[int, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The stats-file layout."""
-        return {
-            "mean": self.mean,
-            "std": self.std,
-            "min": self.min,
-            "max": self.max,
-            "histogram": {"edges": list(self.edges), "counts": list(self.counts)},
-        }
-
-
-@dataclass(frozen=True)
-class CountHistogram:
-    """Elements per count value ``c = offset … offset + len(counts) - 1``, plus outliers.
-
-    Attributes
-    ----------
-    offset
-        Count of the first bin (``-COUNT_LIMIT`` in stats files).
-    counts
-        Elements per count value.
-    below, above
-        Elements whose count lies below / above the covered range.
-    """
-
-    offset: int
-    counts: tuple[int, ...]
-    below: int
-    above: int
-
-    @property
-    def total(self) -> int:
-        """All elements, inside the range or not."""
-        return sum(self.counts) + self.below + self.above
-
-    def to_dict(self) -> dict[str, Any]:
-        """The stats-file layout."""
-        return {
-            "offset": self.offset,
-            "counts": list(self.counts),
-            "below": self.below,
-            "above": self.above,
-        }
-
-
-@dataclass(frozen=True)
-class KStats:
-    """Statistics of one layer's input at one k.
-
-    Attributes
-    ----------
-    vth
-        The threshold distribution.
-    count_histogram
-        Histogram of the counts ``round(x / Vth)``.
-    max_abs_count
-        Largest ``|c|`` seen.
-    output_rel_error, output_cosine
-        W8ASpike fake-quant layer (INT8 weights, spike input) against the float layer on
-        the same rows: ``||y_spike - y_float|| / ||y_float||`` and the mean per-token
-        cosine similarity, over the rows the error was measured on
-        (:attr:`LayerStats.error_tokens`).
-    activity
-        Which weight columns and blocks the counts need (SPEC §6 memory model).
-    schemes
-        Code name → SPEC §5 totals (``T`` = the largest T any batch needed).
-    """
-
-    vth: VthSummary
-    count_histogram: CountHistogram
-    max_abs_count: int
-    output_rel_error: float
-    output_cosine: float
-    activity: ChannelActivity
-    schemes: Mapping[str, SpikeStats]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The stats-file layout."""
-        return {
-            "vth": self.vth.to_dict(),
-            "count_histogram": self.count_histogram.to_dict(),
-            "max_abs_count": self.max_abs_count,
-            "output_rel_error": self.output_rel_error,
-            "output_cosine": self.output_cosine,
-            "activity": {
-                "tokens": self.activity.tokens,
-                "in_features": self.activity.in_features,
-                "active_channels": _plain(self.activity.active_channels),
-                "block_fetched_channels": {
-                    str(b): _plain(v) for b, v in self.activity.block_fetched_channels.items()
-                },
-            },
-            "schemes": {name: stats.to_dict() for name, stats in self.schemes.items()},
-        }
-
-
-@dataclass(frozen=True)
-class LayerStats:
-    """Everything calibration measured on one linear projection's input.
-
-    Attributes
-    ----------
-    name, family
-        Full module name and :func:`layer_family`.
-    in_features, out_features
-        Shape of the projection.
-    tokens
-        Non-padding rows this layer saw (every statistic counts ``tokens × in_features``
-        elements).
-    by_k
-        :func:`k_key` → :class:`KStats`.
-    error_tokens
-        Rows on which the output error was measured (a subset of ``tokens``; see
-        :attr:`CalibrationStats.error_rows`).
-    """
-
-    name: str
-    family: str
-    in_features: int
-    out_features: int
-    tokens: int
-    by_k: Mapping[str, KStats]
-    error_tokens: int
-
-    @property
-    def elements(self) -> int:
-        """``tokens × in_features``."""
-        return self.tokens * self.in_features
-
-    def to_dict(self) -> dict[str, Any]:
-        """The stats-file layout."""
-        return {
-            "name": self.name,
-            "family": self.family,
-            "in_features": self.in_features,
-            "out_features": self.out_features,
-            "tokens": self.tokens,
-            "error_tokens": self.error_tokens,
-            "by_k": {key: value.to_dict() for key, value in self.by_k.items()},
-        }
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """Which model was calibrated: folder, kind, ``model_type`` and parameter dtype."""
-
-    path: str | None
-    kind: str
-    model_type: str | None
-    dtype: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The stats-file layout."""
-        return {
-            "path": self.path,
-            "kind": self.kind,
-            "model_type": self.model_type,
-            "dtype": self.dtype,
-        }
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """The calibration data: source, samples, non-padding tokens, length limit.
-
-    ``truncated`` counts the samples cut to ``max_length`` (only on request).
-    """
-
-    source: str
-    samples: int
-    tokens: int
-    max_length: int | None
-    truncated: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """The stats-file layout."""
-        return {
-            "source": self.source,
-            "samples": self.samples,
-            "tokens": self.tokens,
-            "max_length": self.max_length,
-            "truncated": self.truncated,
-        }
-
-
-@dataclass(frozen=True)
-class CalibrationStats:
-    """A whole stats file (``STATSFILE.md``, version 1).
-
-    Build one with :meth:`create` (which computes the totals) or :func:`load_stats`.
-
-    Attributes
-    ----------
-    checkpoint, data
-        Provenance.
-    k
-        The k values, in calibration order.
-    schemes
-        The codes whose SPEC §5 totals every layer carries.
-    window
-        Window of the windowed sparsity (the report's w = 3).
-    block_sizes
-        Block sizes of the channel-activity model.
-    layers
-        Per-layer statistics, in model order.
-    totals
-        :func:`k_key` → code → element-weighted totals (see the module docstring).
-    error_rows, error_stride
-        The output error was measured per batch and layer on one row in
-        ``error_stride`` of the batch's tokens (at least one), at most ``error_rows``;
-        both None: on every row.
-    spikecode_version, created
-        Who wrote the file, and when (UTC, ISO 8601).
-    """
-
-    checkpoint: CheckpointInfo
-    data: DataInfo
-    k: tuple[float, ...]
-    schemes: tuple[str, ...]
-    window: int
-    block_sizes: tuple[int, ...]
-    layers: tuple[LayerStats, ...]
-    totals: Mapping[str, Mapping[str, Mapping[str, float]]]
-    error_rows: int | None = None
-    error_stride: int | None = None
-    spikecode_version: str = field(default_factory=lambda: _version())
-    created: str = field(default_factory=lambda: _now())
-
-    @classmethod
-    def create(
-        cls,
-        *,
-        checkpoint: CheckpointInfo,
-        data: DataInfo,
-        k: Sequence[float],
-        schemes: Sequence[str],
-        window: int,
-        block_sizes: Sequence[int],
-        layers: Sequence[LayerStats],
-        error_rows: int | None,
-        error_stride: int | None = None,
-    ) -> CalibrationStats:
-        """Assemble a stats object and compute its totals over layers."""
-        keys = [k_key(v) for v in k]
-        totals = {
-            key: {
-                scheme: MappingProxyType(summarize([(layer, key) for layer in layers], scheme))
-                for scheme in schemes
-            }
-            for key in keys
-        }
-        return cls(
-            checkpoint=checkpoint,
-            data=data,
-            k=tuple(float(v) for v in k),
-            schemes=tuple(schemes),
-            window=int(window),
-            block_sizes=tuple(int(b) for b in block_sizes),
-            layers=tuple(layers),
-            totals=MappingProxyType(totals),
-            error_rows=error_rows,
-            error_stride=error_stride,
-        )
-
-    def layer(self, name: str) -> LayerStats:
-        """The statistics of the layer called ``name``."""
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        raise SpikecodeError(f"the stats have no layer {name!r}", layers=len(self.layers))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The stats-file JSON object."""
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "spikecode_version": self.spikecode_version,
-            "created": self.created,
-            "checkpoint": self.checkpoint.to_dict(),
-            "data": self.data.to_dict(),
-            "k": list(self.k),
-            "schemes": list(self.schemes),
-            "window": self.window,
-            "block_sizes": list(self.block_sizes),
-            "error_rows": self.error_rows,
-            "error_stride": self.error_stride,
-            "layers": [layer.to_dict() for layer in self.layers],
-            "totals": {
-                key: {scheme: dict(values) for scheme, values in by_scheme.items()}
-                for key, by_scheme in self.totals.items()
-            },
-        }
-
-
-def _version() -> str:
-    from spikecode import __version__
-
-    return __version__
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _plain(value: float) -> int | float:
-    """An integral float as an int (JSON ``12`` rather than ``12.0``)."""
-    return int(value) if float(value).is_integer() else float(value)
-
-
-# --------------------------------------------------------------------------- totals
-
-
-def summarize(pairs: Iterable[tuple[LayerStats, str]], scheme: str) -> dict[str, float]:
-    """Element-weighted totals over layers, each at its own k (see the module docstring).
-
-    Parameters
-    ----------
-    pairs
-        ``(layer, k key)``: the layers to total and the k each one is read at (a global
-        k, or a per-layer choice such as the k advisor's).
-    scheme
-        The code whose spike totals are used.
-
-    Returns
-    -------
-    dict
-        ``spikes_per_element, firing_rate, sparsity, silent_fraction, within_7_fraction,
-        window<w>_sparsity, output_rel_error`` (the last is None when some layer has no
-        error measurement).
-    """
-    pairs = list(pairs)
-    if not pairs:
-        raise SpikecodeError("cannot total statistics over no layers")
-    total: SpikeStats | None = None
-    weighted_rate = 0.0
-    weighted_error: float | None = 0.0
-    elements = 0
-    for layer, key in pairs:
-        entry = layer.by_k[key]
-        stats = entry.schemes[scheme]
-        total = stats if total is None else total.merge(stats)
-        weighted_rate += stats.firing_rate * stats.elements
-        if weighted_error is not None and entry.output_rel_error is not None:
-            weighted_error += entry.output_rel_error * stats.elements
-        else:
-            weighted_error = None
-        elements += stats.elements
-    assert total is not None  # pairs is not empty
-    rate = weighted_rate / elements
-    return {
-        "spikes_per_element": total.spikes_per_element,
-        "firing_rate": rate,
-        "sparsity": 1.0 - rate,
-        "silent_fraction": total.silent_fraction,
-        "within_7_fraction": total.within_7_fraction,
-        window_key(total.window): total.window_sparsity,
-        "output_rel_error": None if weighted_error is None else weighted_error / elements,
-    }
+__all__ = ["load_stats", "save_stats"]
 
 
 # --------------------------------------------------------------------------- saving
@@ -561,9 +113,9 @@ def _csv_rows(stats: CalibrationStats) -> tuple[list[str], list[list[Any]]]:
                         repr(entry.output_rel_error),
                         repr(entry.output_cosine),
                         layer.error_tokens,
-                        _plain(entry.activity.active_channels),
+                        plain_number(entry.activity.active_channels),
                         *(
-                            _plain(entry.activity.block_fetched_channels[b])
+                            plain_number(entry.activity.block_fetched_channels[b])
                             for b in stats.block_sizes
                         ),
                     ]
@@ -934,7 +486,7 @@ def _parse_k(
         here = f"{where}.schemes.{scheme}"
         raw = r.get(schemes_raw, scheme, f"{where}.schemes")
         values = {
-            name: r.integer(r.get(raw, name, here), f"{here}.{name}") for name in _SPIKE_FIELDS
+            name: r.integer(r.get(raw, name, here), f"{here}.{name}") for name in SPIKE_FIELDS
         }
         if values["T"] < 1 or values["elements"] != tokens * in_features:
             raise r.fail(
@@ -963,7 +515,7 @@ def _parse_k(
 def _parse_totals(
     r: _Reader, raw: Any, keys: list[str], schemes: list[str], window: int
 ) -> Mapping[str, Mapping[str, Mapping[str, float]]]:
-    names = (*_TOTAL_FIELDS, window_key(window))
+    names = (*TOTAL_FIELDS, window_key(window))
     totals = {}
     for key in keys:
         by_scheme_raw = r.get(raw, key, "totals")

@@ -1,6 +1,6 @@
 """The k advisor: choose k per layer from calibration statistics to meet a target.
 
-Given a stats file (:mod:`spikecode.statsfile`), each layer offers one choice per
+Given a stats file (:mod:`spikecode.calibration`), each layer offers one choice per
 calibrated k: its sparsity (``1 - firing rate``, SPEC §5, for one code) and its
 W8ASpike output error (relative L2 against the float layer). Two targets:
 
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spikecode.calibration.records import CalibrationStats, LayerStats, k_key, summarize
 from spikecode.errors import SpikecodeError
 from spikecode.io import atomic_write
-from spikecode.statsfile import CalibrationStats, LayerStats, k_key, summarize
 
 __all__ = [
     "ADVICE_FORMAT",
@@ -180,7 +180,7 @@ def advise(
     Parameters
     ----------
     stats
-        Calibration statistics (:func:`spikecode.statsfile.load_stats`); their k grid
+        Calibration statistics (:func:`spikecode.calibration.load_stats`); their k grid
         is the choice.
     target_sparsity
         Global element-weighted sparsity to reach, in [0, 1].

@@ -35,29 +35,31 @@ from typing import Any
 import torch
 from torch import nn
 
-from spikecode.calibrate import (
+from spikecode.calibration.data import (
     DEFAULT_BATCH_SIZE,
-    DEFAULT_K,
     DEFAULT_SAMPLES,
     CalibrationData,
-    StatsAccumulator,
-    _as_data,
-    _as_loaded,
-    _check_ks,
-    _model_device,
-    _pad_id,
-    escape_names,
+    as_data,
+    as_loaded,
+    model_device,
+    pad_id,
     padded_batches,
     tokenize_data,
 )
-from spikecode.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, LinearInputHooks, list_linear_layers
-from spikecode.checkpoint import LoadedModel
+from spikecode.calibration.records import k_key, summarize
+from spikecode.calibration.run import DEFAULT_K, StatsAccumulator, check_ks, escape_names
 from spikecode.encoders.schemes import get_scheme
 from spikecode.errors import SpikecodeError
+from spikecode.models.capture import (
+    DEFAULT_EXCLUDE,
+    DEFAULT_INCLUDE,
+    LinearInputHooks,
+    list_linear_layers,
+)
+from spikecode.models.checkpoint import LoadedModel
 from spikecode.models.gla_swa import GLASwaForCausalLM
 from spikecode.nn import W8ASpikeLinear, replace_submodules, set_k, swap_linears
 from spikecode.nn.functional import check_k
-from spikecode.statsfile import k_key, summarize
 
 __all__ = ["TASKS", "EvaluationReport", "EvaluationRow", "evaluate", "model_task"]
 
@@ -344,10 +346,10 @@ def evaluate(
     Parameters
     ----------
     checkpoint
-        A :func:`~spikecode.checkpoint.load_checkpoint` result (or a module; see
-        :func:`spikecode.calibrate.calibrate`). It is restored after the evaluation.
+        A :func:`~spikecode.models.checkpoint.load_checkpoint` result (or a module; see
+        :func:`spikecode.calibration.calibrate`). It is restored after the evaluation.
     data, samples, batch_size, max_length, truncate
-        The evaluation texts, as for :func:`spikecode.calibrate.calibrate`.
+        The evaluation texts, as for :func:`spikecode.calibration.calibrate`.
     k
         Global k values, one row each (default the report's 2 … 4); None with ``k_map``.
     k_map
@@ -369,13 +371,13 @@ def evaluate(
     ------
     SpikecodeError
         Bad data or k, a k map naming unknown layers, a model that is neither a causal
-        LM nor an encoder, and everything :func:`spikecode.calibrate.tokenize_data`
+        LM nor an encoder, and everything :func:`spikecode.calibration.tokenize_data`
         refuses.
     """
-    loaded = _as_loaded(checkpoint)
+    loaded = as_loaded(checkpoint)
     task = model_task(loaded)
     scheme = get_scheme(scheme).name
-    ks = () if k is None else _check_ks(k)
+    ks = () if k is None else check_ks(k)
     model = loaded.model
     selected = [name for name, _, _ in list_linear_layers(model, include, exclude)]
     if k_map is not None:
@@ -383,9 +385,9 @@ def evaluate(
         k_map = _check_k_map(k_map, available)
     if not ks and k_map is None:
         raise SpikecodeError("give at least one k or a k map")
-    texts = _as_data(data, samples)
+    texts = as_data(data, samples)
     tokenized = tokenize_data(texts, loaded, max_length=max_length, truncate=truncate)
-    batches = list(padded_batches(tokenized, batch_size, _model_device(model), _pad_id(loaded)))
+    batches = list(padded_batches(tokenized, batch_size, model_device(model), pad_id(loaded)))
     runner = _Runner(loaded, batches, task, progress)
     float_metric = runner.run()
 

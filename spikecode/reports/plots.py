@@ -29,10 +29,11 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from spikecode.calibration.records import CountHistogram
 from spikecode.errors import SpikecodeError
 from spikecode.io import atomic_write
-from spikecode.reports import RasterData, Report
-from spikecode.statsfile import CountHistogram
+from spikecode.reports.plotdata import RasterData
+from spikecode.reports.tables import Report
 
 __all__ = [
     "FIGURE_FORMATS",
@@ -194,7 +195,7 @@ def plot_hist(
     Parameters
     ----------
     histograms
-        Group → :class:`~spikecode.statsfile.CountHistogram`, from
+        Group → :class:`~spikecode.calibration.CountHistogram`, from
         :func:`spikecode.reports.count_histograms`.
     ax
         Axes to draw on (None: a new figure).

@@ -1,0 +1,137 @@
+"""Calibration: run text through a model, measure every projection's spike input.
+
+The data flow, module by module:
+
+- :mod:`~spikecode.calibration.data`: the text set, its tokenization and batches;
+- :mod:`~spikecode.calibration.counting`: the fused counting kernel and the SPEC §5
+  totals of a count histogram;
+- :mod:`~spikecode.calibration.accumulator`: the streaming per-layer statistics;
+- :mod:`~spikecode.calibration.run`: :func:`calibrate`, one pass over the set;
+- :mod:`~spikecode.calibration.records` and :mod:`~spikecode.calibration.statsfile`:
+  the stats file's records, and reading and writing it;
+- :mod:`~spikecode.calibration.evaluate`: the spiked model against the float one;
+- :mod:`~spikecode.calibration.advisor`: a k per layer from a stats file.
+"""
+
+from spikecode.calibration.accumulator import (
+    DEFAULT_ERROR_ROWS,
+    DEFAULT_ERROR_STRIDE,
+    DEFAULT_SCHEMES,
+    ERROR_FLUSH_BYTES,
+    ERROR_FLUSH_ROWS,
+    LayerAccumulator,
+)
+from spikecode.calibration.advisor import (
+    ADVICE_FORMAT,
+    ADVICE_VERSION,
+    Advice,
+    LayerChoice,
+    advise,
+    load_k_map,
+    save_advice,
+)
+from spikecode.calibration.counting import (
+    fake_quantize_weight,
+    stats_from_histogram,
+    stats_from_histograms,
+    weight_group_size,
+)
+from spikecode.calibration.data import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SAMPLES,
+    CalibrationData,
+    TokenizedData,
+    load_calibration_data,
+    model_max_length,
+    padded_batches,
+    tokenize_data,
+)
+from spikecode.calibration.evaluate import (
+    TASKS,
+    EvaluationReport,
+    EvaluationRow,
+    evaluate,
+    model_task,
+)
+from spikecode.calibration.records import (
+    CHECKPOINT_KINDS,
+    COUNT_LIMIT,
+    FORMAT,
+    VERSION,
+    VTH_EDGES,
+    CalibrationStats,
+    CheckpointInfo,
+    CountHistogram,
+    DataInfo,
+    KStats,
+    LayerStats,
+    VthSummary,
+    k_key,
+    layer_family,
+    summarize,
+    window_key,
+)
+from spikecode.calibration.run import (
+    DEFAULT_K,
+    StatsAccumulator,
+    calibrate,
+    checkpoint_info,
+    escape_names,
+)
+from spikecode.calibration.statsfile import load_stats, save_stats
+
+__all__ = [
+    "ADVICE_FORMAT",
+    "ADVICE_VERSION",
+    "CHECKPOINT_KINDS",
+    "COUNT_LIMIT",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_ERROR_ROWS",
+    "DEFAULT_ERROR_STRIDE",
+    "DEFAULT_K",
+    "DEFAULT_SAMPLES",
+    "DEFAULT_SCHEMES",
+    "ERROR_FLUSH_BYTES",
+    "ERROR_FLUSH_ROWS",
+    "FORMAT",
+    "TASKS",
+    "VERSION",
+    "VTH_EDGES",
+    "Advice",
+    "CalibrationData",
+    "CalibrationStats",
+    "CheckpointInfo",
+    "CountHistogram",
+    "DataInfo",
+    "EvaluationReport",
+    "EvaluationRow",
+    "KStats",
+    "LayerAccumulator",
+    "LayerChoice",
+    "LayerStats",
+    "StatsAccumulator",
+    "TokenizedData",
+    "VthSummary",
+    "advise",
+    "calibrate",
+    "checkpoint_info",
+    "escape_names",
+    "evaluate",
+    "fake_quantize_weight",
+    "k_key",
+    "layer_family",
+    "load_calibration_data",
+    "load_k_map",
+    "load_stats",
+    "model_max_length",
+    "model_task",
+    "padded_batches",
+    "save_advice",
+    "save_stats",
+    "stats_from_histogram",
+    "stats_from_histograms",
+    "summarize",
+    "tokenize_data",
+    "weight_group_size",
+    "window_key",
+]

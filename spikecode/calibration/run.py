@@ -1,0 +1,420 @@
+"""Calibration: stream a text set through a model and measure every projection's spike input.
+
+SpikingBrain calibrates its spike coding on a small text set (128 samples, SPEC §1). This
+module runs such a set through a model in batches, with a forward pre-hook on the input
+of every selected linear projection (:class:`spikecode.models.capture.LinearInputHooks`;
+``lm_head`` is excluded by default), and accumulates in **one streaming pass**, for
+several k and several codes at once:
+
+- the exact histogram of the counts ``c = round(x / Vth)`` (SPEC §2), from which the
+  SPEC §5 totals of every code follow exactly (:func:`spikecode.spike_stats` on the
+  distinct values, weighted by their multiplicity; T = the minimal T of all counts seen);
+- the Vth distribution (running mean, std, min, max and a fixed log-spaced histogram);
+- the channel activity of the SPEC §6 memory model (active channels, and weight columns
+  fetched under block skipping, exactly as :func:`spikecode.energy.channel_activity`);
+- the output error of the W8ASpike layer (INT8 weights per SPEC §4 — groups of 128 input
+  columns when ``in_features`` is a multiple of 128, else one scale per row; the
+  checkpoint's released ``weight_quantizer.scales`` when it has them — fed
+  ``Vth · round(x / Vth)``) against the float layer on the same rows.
+
+Design decisions
+----------------
+- **Memory** stays bounded by one layer's activation plus small per-layer state: the
+  histograms (``2·511 + 3`` bins per k), a few numbers per k, and the rows held back for
+  the output error (at most :data:`ERROR_FLUSH_ROWS` rows or :data:`ERROR_FLUSH_BYTES`
+  per layer before they are consumed). No activation outlives its hook call.
+- **Padding** never enters a statistic: the batch's attention mask is set on the hooks,
+  which hand over only the rows of real tokens.
+- **Shared inputs** (attention q/k/v, MLP gate/up read one tensor) are counted once:
+  :meth:`StatsAccumulator.begin_batch` links a layer to the one called just before it
+  when their inputs are equal in the first batch, and checks the equality on every later
+  call; a layer whose input ever differs continues on its own copy of the statistics as
+  they stood before that batch, so the result is always that of counting each layer
+  alone. The output error is always each layer's own.
+- **The output error** is measured on a bounded subset of rows: per batch and layer,
+  one row in ``error_stride`` (128) of the batch's real tokens, at least one and at most
+  ``error_rows`` (64), evenly spaced and centred so that no position is systematically
+  favoured. Its matmuls (one per k plus the float one) would otherwise cost several
+  times the model's own forward pass; this way they cost about (number of k + 1) / 128
+  of the model's linear layers. The stats file records both settings (``error_rows``,
+  ``error_stride``) and the rows used per layer (``error_tokens``).
+  Both outputs are computed in the compute dtype (float32, float64 for float64 models)
+  from the layer's weights, so a bfloat16 model's own output rounding is not counted as
+  error. ``error_rows=None`` uses every row.
+- **Devices**: on CPU the counting runs in one fused Numba kernel (threshold, counts,
+  histogram, Vth histogram and block activity per row, for all k); on any other device
+  the same quantities are computed with torch operations on the device, and only small
+  results (histogram bins, sums) ever move to the host. Both paths follow SPEC §2's
+  numerics (mean|x| accumulated in float64; Vth in float64, then cast; counts in the
+  compute dtype, round half to even) and give identical counts.
+- **Samples** are batched longest first (less padding); the result does not depend on
+  the order. A sample longer than the model's maximum (``max_position_embeddings``, or
+  ``max_length``) is refused unless ``truncate=True`` asks to cut it.
+- **Tokenization** uses the checkpoint's tokenizer (with its special tokens). A
+  checkpoint without a tokenizer needs token ids: a JSONL file whose records carry
+  ``"input_ids"``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from spikecode._validate import positive_finite
+from spikecode.calibration import counting
+from spikecode.calibration.accumulator import (
+    DEFAULT_ERROR_ROWS,
+    DEFAULT_ERROR_STRIDE,
+    DEFAULT_SCHEMES,
+    LayerAccumulator,
+)
+from spikecode.calibration.data import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SAMPLES,
+    CalibrationData,
+    as_data,
+    as_loaded,
+    model_device,
+    pad_id,
+    padded_batches,
+    tokenize_data,
+)
+from spikecode.calibration.records import (
+    CalibrationStats,
+    CheckpointInfo,
+    DataInfo,
+    LayerStats,
+    k_key,
+)
+from spikecode.encoders.schemes import get_scheme
+from spikecode.energy import DEFAULT_BLOCK_SIZES
+from spikecode.errors import SpikecodeError
+from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, LinearInputHooks
+from spikecode.models.checkpoint import LoadedModel
+
+__all__ = [
+    "DEFAULT_K",
+    "DEFAULT_SCHEMES",
+    "StatsAccumulator",
+    "calibrate",
+    "check_ks",
+    "checkpoint_info",
+    "escape_names",
+]
+
+#: The report's k sweep (table 11).
+DEFAULT_K: tuple[float, ...] = (2.0, 2.5, 3.0, 3.5, 4.0)
+
+
+def _trunk(model: nn.Module, names: Sequence[str]) -> nn.Module:
+    """The part of the model that holds every selected layer: skip ``lm_head`` if unused.
+
+    Calibration needs only the projections' inputs; running the vocabulary projection
+    (the largest matmul of an LLM) for nothing would only cost time.
+    """
+    prefix = getattr(model, "base_model_prefix", None) or ""
+    if (
+        not prefix
+        and hasattr(model, "hidden_states")
+        and isinstance(getattr(model, "model", None), nn.Module)
+    ):
+        prefix = "model"  # GLASwaForCausalLM
+    sub = getattr(model, prefix, None) if prefix else None
+    if (
+        isinstance(sub, nn.Module)
+        and sub is not model
+        and all(n.startswith(prefix + ".") for n in names)
+    ):
+        return sub
+    return model
+
+
+def _forward(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> Any:
+    return module(input_ids=ids, attention_mask=mask)
+
+
+# --------------------------------------------------------------------------- accumulator
+
+
+def _same_settings(a: LayerAccumulator, b: LayerAccumulator) -> bool:
+    return (a.ks, a.schemes, a.window, a.block_sizes, b._source) == (
+        b.ks,
+        b.schemes,
+        b.window,
+        b.block_sizes,
+        None,
+    )
+
+
+class StatsAccumulator:
+    """One :class:`LayerAccumulator` per hooked layer; the callback of the capture hooks.
+
+    Parameters
+    ----------
+    model
+        The model whose layers are named in ``layers``.
+    layers
+        ``(name, in_features, out_features)`` (:attr:`LinearInputHooks.layers`).
+    ks
+        The k values for every layer, or a mapping ``name → k values``.
+    with_error
+        Measure each layer's W8ASpike output error (its module must have a ``weight``).
+    scales
+        Released W8ASpike scales per layer name (``LoadedModel.quant_scales``).
+    **options
+        ``schemes``, ``window``, ``block_sizes``, ``error_rows``, ``error_stride``,
+        ``backend`` for every
+        :class:`LayerAccumulator`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[tuple[str, int, int]],
+        ks: Sequence[float] | Mapping[str, Sequence[float]],
+        *,
+        with_error: bool = True,
+        scales: Mapping[str, torch.Tensor] | None = None,
+        **options: Any,
+    ) -> None:
+        scales = scales or {}
+        self.accumulators: dict[str, LayerAccumulator] = {}
+        for name, n_in, n_out in layers:
+            layer_ks = ks[name] if isinstance(ks, Mapping) else ks
+            self.accumulators[name] = LayerAccumulator(
+                name,
+                n_in,
+                n_out,
+                layer_ks,
+                layer=model.get_submodule(name) if with_error else None,
+                scales=scales.get(name) if with_error else None,
+                **options,
+            )
+
+        # Sharing of identical inputs (q/k/v read one tensor): only between batches
+        # announced with begin_batch, and only as long as the input really is the same.
+        self._batches = 0
+        self._last: tuple[LayerAccumulator, torch.Tensor] | None = None
+
+    def begin_batch(self) -> None:
+        """Announce a new forward pass.
+
+        Layers whose input equals, row for row, the input of the layer called just before
+        them in the first batch (attention q/k/v, MLP gate/up) then share one stream of
+        statistics instead of counting the same values again. Every later call is
+        checked against its source's input with :func:`torch.equal`; a layer whose input
+        ever differs continues on its own copy of the shared statistics as they stood
+        before that batch, so the results are always those of counting each layer alone.
+        Without this call nothing is shared.
+        """
+        self._batches += 1
+        self._last = None
+        sources = {acc._source for acc in self.accumulators.values()} - {None}
+        for source in sources:
+            source.snapshot()
+
+    def __call__(self, name: str, rows: torch.Tensor) -> None:
+        """Feed one hooked input (the :class:`LinearInputHooks` callback)."""
+        acc = self.accumulators[name]
+        last = self._last
+        same = (
+            last is not None
+            and last[0] is not acc
+            and last[1].shape == rows.shape
+            and last[1].dtype == rows.dtype
+            and last[1].device == rows.device
+        )
+        if self._batches == 1 and acc.tokens == 0 and acc._source is None:
+            if same and _same_settings(acc, last[0]) and torch.equal(last[1], rows):
+                acc.link(last[0])
+        elif acc._source is not None and not (
+            same and last[0] is acc._source and torch.equal(last[1], rows)
+        ):
+            acc.unlink()
+        acc.update(rows)
+        root = acc._source or acc
+        self._last = (root, rows) if self._batches else None
+
+    def results(self) -> list[LayerStats]:
+        """Per-layer statistics, in layer order."""
+        accumulators = list(self.accumulators.values())
+        histograms = [acc.histograms() for acc in accumulators]
+        flat = [h for per_layer in histograms for h in per_layer]
+        schemes = dict.fromkeys(s for acc in accumulators for s in acc.schemes)
+        computed = {
+            scheme: iter(counting.stats_from_histograms(flat, scheme, window=w))
+            for scheme, w in ((scheme, accumulators[0].window) for scheme in schemes)
+        }
+        results = []
+        for acc, per_layer in zip(accumulators, histograms, strict=True):
+            stats = {scheme: [next(computed[scheme]) for _ in per_layer] for scheme in schemes}
+            results.append(acc._assemble(per_layer, {s: stats[s] for s in acc.schemes}))
+        return results
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def check_ks(ks: Sequence[float]) -> tuple[float, ...]:
+    """The k values as floats: positive, finite, at least one, no two with the same key."""
+    if isinstance(ks, int | float):
+        ks = [ks]
+    values = tuple(positive_finite(k, "k") for k in ks)
+    if not values:
+        raise SpikecodeError("give at least one k")
+    keys = [k_key(v) for v in values]
+    if len(set(keys)) != len(keys):
+        raise SpikecodeError(f"k values repeat: {', '.join(keys)}")
+    return values
+
+
+def checkpoint_info(loaded: LoadedModel) -> CheckpointInfo:
+    """Provenance of a model for the stats file (folder, kind, model_type, dtype)."""
+    model_type = getattr(loaded.config, "model_type", None)
+    if model_type is None and loaded.kind == "gla_swa":
+        model_type = "gla_swa"
+    dtype = None
+    for tensor in loaded.model.parameters():
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        break
+    return CheckpointInfo(
+        path=None if loaded.path is None else str(loaded.path),
+        kind=loaded.kind,
+        model_type=model_type if isinstance(model_type, str) else None,
+        dtype=dtype,
+    )
+
+
+def escape_names(names: Iterable[str]) -> tuple[str, ...]:
+    """Patterns (fnmatch syntax) that match exactly these module names."""
+    return tuple(glob.escape(name) for name in names)
+
+
+def calibrate(
+    checkpoint: LoadedModel | nn.Module,
+    data: CalibrationData | Sequence[str] | str | os.PathLike[str] | None = None,
+    *,
+    k: Sequence[float] = DEFAULT_K,
+    schemes: Sequence[str] = DEFAULT_SCHEMES,
+    samples: int | None = DEFAULT_SAMPLES,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_length: int | None = None,
+    truncate: bool = False,
+    include: str | Iterable[str] = DEFAULT_INCLUDE,
+    exclude: str | Iterable[str] = DEFAULT_EXCLUDE,
+    error_rows: int | None = DEFAULT_ERROR_ROWS,
+    error_stride: int = DEFAULT_ERROR_STRIDE,
+    window: int = 3,
+    block_sizes: Sequence[int] = DEFAULT_BLOCK_SIZES,
+    progress: Callable[[int], None] | None = None,
+    backend: str | None = None,
+) -> CalibrationStats:
+    """Calibrate spike coding on a text set: per-layer statistics for several k and codes.
+
+    Parameters
+    ----------
+    checkpoint
+        A :func:`~spikecode.models.checkpoint.load_checkpoint` result (its tokenizer, config,
+        W8ASpike scales and folder are used) or a bare module (then ``data`` must hold
+        token ids). The model stays where it is; inputs go to its first parameter's
+        device.
+    data
+        :class:`CalibrationData`, a list of texts, a file (see
+        :func:`load_calibration_data`), or None for the bundled corpus.
+    k
+        The k values (SPEC §2); default the report's sweep 2, 2.5, 3, 3.5, 4.
+    schemes
+        Codes whose SPEC §5 totals are recorded (default bitwise-bidirectional).
+    samples
+        Use the first ``samples`` samples of a file or of the bundled corpus (128 as in
+        the report); None: all.
+    batch_size
+        Samples per forward pass.
+    max_length, truncate
+        Length limit (default the model's ``max_position_embeddings``) and whether longer
+        samples are cut rather than refused.
+    include, exclude
+        Layer selection (:func:`spikecode.models.capture.list_linear_layers`); ``lm_head`` is
+        excluded by default (SPEC §1).
+    error_rows, error_stride
+        The output error is measured per batch and layer on one row in ``error_stride``
+        (at least one), at most ``error_rows`` (None: on every row).
+    window, block_sizes
+        Window of the windowed sparsity; block sizes of the channel-activity model.
+    progress
+        Called with the number of samples of each batch once it has run.
+    backend
+        Force the counting backend (``"numba"`` or ``"torch"``); None chooses by device.
+
+    Returns
+    -------
+    CalibrationStats
+        Ready for :func:`spikecode.calibration.save_stats`.
+
+    Raises
+    ------
+    SpikecodeError
+        Bad data, samples over the length limit, ids outside the vocabulary, texts
+        without a tokenizer, patterns selecting nothing, a selected layer the model
+        never calls, NaN or Inf activations.
+    """
+    loaded = as_loaded(checkpoint)
+    ks = check_ks(k)
+    scheme_names = tuple(dict.fromkeys(get_scheme(s).name for s in schemes))
+    if not scheme_names:
+        raise SpikecodeError("give at least one code (scheme)")
+    calibration = as_data(data, samples)
+    tokenized = tokenize_data(calibration, loaded, max_length=max_length, truncate=truncate)
+    model = loaded.model
+    accumulator: StatsAccumulator | None = None
+
+    def feed(name: str, rows: torch.Tensor) -> None:
+        assert accumulator is not None
+        accumulator(name, rows)
+
+    hooks = LinearInputHooks(model, feed, include, exclude)
+    accumulator = StatsAccumulator(
+        model,
+        hooks.layers,
+        ks,
+        with_error=True,
+        scales=loaded.quant_scales,
+        schemes=scheme_names,
+        window=window,
+        block_sizes=block_sizes,
+        error_rows=error_rows,
+        error_stride=error_stride,
+        backend=backend,
+    )
+    trunk = _trunk(model, [name for name, _, _ in hooks.layers])
+    device = model_device(model)
+    with torch.no_grad(), hooks:
+        for ids, mask in padded_batches(tokenized, batch_size, device, pad_id(loaded)):
+            hooks.set_mask(mask)
+            accumulator.begin_batch()
+            _forward(trunk, ids, mask)
+            if progress is not None:
+                progress(ids.shape[0])
+    layers = accumulator.results()
+    return CalibrationStats.create(
+        checkpoint=checkpoint_info(loaded),
+        data=DataInfo(
+            source=calibration.source,
+            samples=len(tokenized.input_ids),
+            tokens=tokenized.tokens,
+            max_length=tokenized.max_length,
+            truncated=tokenized.truncated,
+        ),
+        k=ks,
+        schemes=scheme_names,
+        window=window,
+        block_sizes=accumulator.accumulators[layers[0].name].block_sizes,
+        layers=layers,
+        error_rows=error_rows,
+        error_stride=None if error_rows is None else error_stride,
+    )

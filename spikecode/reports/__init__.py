@@ -1,0 +1,77 @@
+"""Reports: what a calibration or an activation file says, as tables and plots.
+
+- :mod:`~spikecode.reports.sources`: a stats file or an activation file read into
+  per-layer results (:func:`load_source`);
+- :mod:`~spikecode.reports.tables`: sparsity, energy, equation-24 and trade-off
+  tables (:class:`Report`), rendered as text, JSON, CSV or Markdown;
+- :mod:`~spikecode.reports.plotdata` and :mod:`~spikecode.reports.plots`: the data
+  behind the figures, and the matplotlib figures themselves.
+"""
+
+from spikecode.reports.plotdata import RasterData, count_histograms, raster_data
+from spikecode.reports.plots import (
+    FIGURE_FORMATS,
+    POLARITY_COLORS,
+    check_figure_path,
+    plot_energy,
+    plot_hist,
+    plot_raster,
+    plot_tradeoff,
+    save_figure,
+)
+from spikecode.reports.sources import (
+    DEFAULT_K,
+    DEFAULT_KS,
+    DEFAULT_SCHEME,
+    FORMATS,
+    ActivationSource,
+    LayerResult,
+    Source,
+    StatsSource,
+    count_histogram,
+    load_source,
+    merge_histograms,
+    reconstruction_error,
+)
+from spikecode.reports.tables import (
+    Column,
+    Report,
+    check_format,
+    energy_report,
+    equation24_report,
+    sparsity_report,
+    tradeoff_report,
+)
+
+__all__ = [
+    "DEFAULT_K",
+    "DEFAULT_KS",
+    "DEFAULT_SCHEME",
+    "FIGURE_FORMATS",
+    "FORMATS",
+    "POLARITY_COLORS",
+    "ActivationSource",
+    "Column",
+    "LayerResult",
+    "RasterData",
+    "Report",
+    "Source",
+    "StatsSource",
+    "check_figure_path",
+    "check_format",
+    "count_histogram",
+    "count_histograms",
+    "energy_report",
+    "equation24_report",
+    "load_source",
+    "merge_histograms",
+    "plot_energy",
+    "plot_hist",
+    "plot_raster",
+    "plot_tradeoff",
+    "raster_data",
+    "reconstruction_error",
+    "save_figure",
+    "sparsity_report",
+    "tradeoff_report",
+]

@@ -1,0 +1,588 @@
+"""Report sources: a calibration stats file or an activation file, read into layer results.
+
+A source is what ``spikecode report`` and ``spikecode plot`` read:
+
+- a **calibration stats file** (``spikecode calibrate --out stats.json``, read and
+  validated by :func:`spikecode.calibration.load_stats`: per layer, per k and per scheme
+  the SPEC §5 spike totals, the output error of the W8ASpike layer, count histograms and
+  silent-channel activity), or a :class:`~spikecode.calibration.CalibrationStats` in
+  memory (:class:`StatsSource`); or
+- an **activation file** (anything :func:`spikecode.load_activations` reads, or the
+  bundled sample). A 3-D array is read as ``[layer, token, feature]`` (the bundled
+  sample's layout: one layer per leading index); any other array is one layer whose
+  leading axes are tokens. The same per-layer quantities are computed from the counts
+  (SPEC §2) at the requested k and scheme. Without weights there is no layer output, so
+  the error columns measure the activation reconstruction ``x̂ = Vth · c`` against ``x``
+  instead (``error_measure = "reconstruction"``); the fan-out of the energy model is
+  ``out_features`` (default ``in_features``).
+
+:func:`load_source` tells the two apart.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import numbers
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spikecode.calibration.records import COUNT_LIMIT, CalibrationStats, CountHistogram, k_key
+from spikecode.calibration.records import VERSION as STATS_VERSION
+from spikecode.calibration.statsfile import load_stats
+from spikecode.encoders.codec import plan_encoding
+from spikecode.encoders.schemes import get_scheme
+from spikecode.energy import (
+    DEFAULT_BLOCK_SIZES,
+    ChannelActivity,
+    LayerSpec,
+    channel_activity,
+)
+from spikecode.energy._validate import check_block_sizes, positive_int
+from spikecode.errors import SpikecodeError
+from spikecode.io import ACTIVATION_SUFFIXES, load_activations
+from spikecode.stats import SpikeStats, spike_stats
+from spikecode.threshold import adaptive_counts
+
+__all__ = [
+    "DEFAULT_K",
+    "DEFAULT_KS",
+    "DEFAULT_SCHEME",
+    "ERROR_MEASURES",
+    "FORMATS",
+    "WINDOW_DEFINITION",
+    "ActivationSource",
+    "LayerResult",
+    "Source",
+    "StatsSource",
+    "count_histogram",
+    "load_source",
+    "merge_histograms",
+    "reconstruction_error",
+]
+
+DEFAULT_K = 3.0
+"""The report's default k (SPEC §2)."""
+
+DEFAULT_KS: tuple[float, ...] = (2.0, 2.5, 3.0, 3.5, 4.0)
+"""The k sweep of the report's table 11 (SPEC §5)."""
+
+DEFAULT_SCHEME = "bitwise-bidirectional"
+"""SpikingBrain's code (the report's 1.13 spikes per element, SPEC §5)."""
+
+FORMATS = ("table", "json", "csv", "markdown")
+"""Output formats of :meth:`Report.render`."""
+
+WINDOW_DEFINITION = (
+    "each element occupies ceil(len(c)/w)*w steps, len = its own minimal length under the "
+    "code (bit length with len(0) = 1 for bitwise codes, |c| for binary/ternary); windowed "
+    "sparsity = 1 - spikes / occupied steps (SPEC §5)"
+)
+
+ERROR_MEASURES = {
+    "output": "output of the W8ASpike layer against the float layer: ||y_spike - y|| / ||y||, "
+    "mean per-token cosine",
+    "reconstruction": "activation reconstruction Vth*c against x: ||Vth*c - x|| / ||x||, "
+    "mean per-token cosine (no weights in an activation file)",
+}
+
+# -- count histograms ---------------------------------------------------------------------
+
+
+def count_histogram(counts: Any, limit: int = COUNT_LIMIT) -> CountHistogram:
+    """Histogram of integer counts over ``c = −limit … limit`` (the stats-file layout).
+
+    Parameters
+    ----------
+    counts
+        Integer counts, any shape.
+    limit
+        Largest ``|c|`` with its own bin (64 in stats files); the rest is counted in
+        ``below`` and ``above``.
+
+    Returns
+    -------
+    spikecode.calibration.CountHistogram
+    """
+    c = np.asarray(counts).ravel()
+    inside = c[(c >= -limit) & (c <= limit)]
+    bins = np.bincount((inside + limit).astype(np.int64), minlength=2 * limit + 1)
+    return CountHistogram(
+        offset=-limit,
+        counts=tuple(int(v) for v in bins),
+        below=int(np.count_nonzero(c < -limit)),
+        above=int(np.count_nonzero(c > limit)),
+    )
+
+
+def merge_histograms(first: CountHistogram, second: CountHistogram) -> CountHistogram:
+    """Sum of two count histograms over the same bins."""
+    if second.offset != first.offset or len(second.counts) != len(first.counts):
+        raise SpikecodeError(
+            "cannot merge count histograms over different bins",
+            bins=(first.offset, len(first.counts), second.offset, len(second.counts)),
+        )
+    return CountHistogram(
+        offset=first.offset,
+        counts=tuple(a + b for a, b in zip(first.counts, second.counts, strict=True)),
+        below=first.below + second.below,
+        above=first.above + second.above,
+    )
+
+
+# -- per-layer results --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """What a source says about one layer at one k and scheme.
+
+    Parameters
+    ----------
+    name, family
+        Layer name and family (its last name component: ``q_proj``, ``down_proj``...;
+        for activation files the layer name itself).
+    in_features, out_features
+        Layer shape; ``out_features`` is the fan-out the energy model charges.
+    tokens
+        Tokens (rows) the statistics cover.
+    stats
+        SPEC §5 spike totals of the layer's input counts under the scheme.
+    vth_mean
+        Mean adaptive threshold over tokens.
+    max_abs_count
+        Largest ``|c|``.
+    rel_error, cosine
+        Error of the spiking layer (see ``error_measure`` of the report); None when
+        unknown.
+    activity
+        Silent-channel totals for the memory model (channel and block skipping).
+    histogram
+        Histogram of the counts.
+    """
+
+    name: str
+    family: str
+    in_features: int
+    out_features: int
+    tokens: int
+    stats: SpikeStats
+    vth_mean: float | None
+    max_abs_count: int | None
+    rel_error: float | None
+    cosine: float | None
+    activity: ChannelActivity | None
+    histogram: CountHistogram | None
+
+    def energy_spec(self) -> LayerSpec:
+        """The :class:`~spikecode.energy.LayerSpec` of this layer (SPEC §6)."""
+        return LayerSpec(
+            self.name,
+            self.in_features,
+            self.out_features,
+            self.tokens,
+            self.stats.spikes,
+            self.activity,
+        )
+
+
+def _check_k(k: Any) -> float:
+    if isinstance(k, bool) or not isinstance(k, numbers.Real) or not math.isfinite(k) or k <= 0:
+        raise SpikecodeError(f"k must be a finite number > 0, got {k!r}")
+    return float(k)
+
+
+class Source(abc.ABC):
+    """A report source: per-layer results at a given k and scheme.
+
+    Subclasses: :class:`StatsSource` (a calibration stats file) and
+    :class:`ActivationSource` (activations).
+    """
+
+    kind: str = ""
+    error_measure: str = ""
+    window: int = 3
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description of the source (``kind``, ``path``...)."""
+
+    def resolve_k(self, k: float | None) -> float:
+        """The k to report: ``k`` checked, or the source's default."""
+        return DEFAULT_K if k is None else _check_k(k)
+
+    def resolve_ks(self, ks: Sequence[float] | None) -> tuple[float, ...]:
+        """The k sweep to report (default :data:`DEFAULT_KS`)."""
+        if ks is None:
+            return DEFAULT_KS
+        if isinstance(ks, str | bytes) or not isinstance(ks, Sequence) or not ks:
+            raise SpikecodeError(f"ks must be a non-empty sequence of numbers, got {ks!r}")
+        return tuple(sorted({self.resolve_k(k) for k in ks}))
+
+    def resolve_scheme(self, scheme: str | None) -> str:
+        """The scheme to report: ``scheme`` checked, or :data:`DEFAULT_SCHEME`."""
+        return DEFAULT_SCHEME if scheme is None else get_scheme(scheme).name
+
+    def default_block_sizes(self) -> tuple[int, ...]:
+        """Block sizes of the memory model when none are asked for."""
+        return DEFAULT_BLOCK_SIZES
+
+    @abc.abstractmethod
+    def layer_results(
+        self,
+        k: float | None = None,
+        scheme: str | None = None,
+        *,
+        block_sizes: Sequence[int] | None = None,
+        out_features: int | None = None,
+    ) -> list[LayerResult]:
+        """Per-layer results at ``k`` and ``scheme`` (defaults as :meth:`resolve_k`)."""
+
+
+class ActivationSource(Source):
+    """Activations as a report source; quantities are computed from counts (SPEC §2, §5).
+
+    Parameters
+    ----------
+    x
+        Float activations, features last. A 3-D array is ``[layer, token, feature]``;
+        any other shape is one layer (leading axes = tokens).
+    path, key
+        Where the array came from (for the report's ``source`` entry).
+    name
+        Layer name for a single-layer array (default: the key or the file stem).
+    """
+
+    kind = "activations"
+    error_measure = "reconstruction"
+
+    def __init__(
+        self,
+        x: Any,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        key: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        from spikecode._validate import to_numpy
+
+        a = to_numpy(x, "activations")
+        if a.dtype.kind != "f":
+            raise SpikecodeError(f"activations must be floating point, not {a.dtype}")
+        if a.ndim < 1 or a.size == 0:
+            raise SpikecodeError("activations need a feature axis and values", shape=a.shape)
+        self.x = a
+        self.path = None if path is None else str(path)
+        self.key = key
+        self.layered = a.ndim == 3
+        if self.layered:
+            self.names = [f"layer{i}" for i in range(a.shape[0])]
+        else:
+            stem = Path(self.path).stem if self.path else "activations"
+            self.names = [name or key or stem]
+        self._counts: dict[float, list[tuple[np.ndarray, np.ndarray]]] = {}
+
+    def layer_arrays(self) -> list[np.ndarray]:
+        """The ``[tokens, in_features]`` activations of each layer (views)."""
+        if self.layered:
+            return [self.x[i] for i in range(self.x.shape[0])]
+        return [self.x.reshape(-1, self.x.shape[-1])]
+
+    def describe(self) -> dict[str, Any]:
+        """``kind``, ``path``, ``key``, ``shape``, ``dtype``, ``layers``, ``layer_axis``."""
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "key": self.key,
+            "shape": list(self.x.shape),
+            "dtype": str(self.x.dtype),
+            "layers": len(self.names),
+            "layer_axis": self.layered,
+        }
+
+    def counts(self, k: float) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per layer ``(counts, vth)`` at ``k`` (SPEC §2), cached per k."""
+        k = _check_k(k)
+        if k not in self._counts:
+            self._counts[k] = [adaptive_counts(a, k=k) for a in self.layer_arrays()]
+        return self._counts[k]
+
+    def layer_results(
+        self,
+        k: float | None = None,
+        scheme: str | None = None,
+        *,
+        block_sizes: Sequence[int] | None = None,
+        out_features: int | None = None,
+    ) -> list[LayerResult]:
+        """Per-layer results computed from the counts at ``k`` under ``scheme``.
+
+        ``out_features`` (default ``in_features``) is the fan-out for the energy model;
+        ``block_sizes`` (default 16, 64, 256) the block sizes of the activity.
+        """
+        k = self.resolve_k(k)
+        scheme = self.resolve_scheme(scheme)
+        sizes = check_block_sizes(DEFAULT_BLOCK_SIZES if block_sizes is None else block_sizes)
+        results = []
+        for name, a, (counts, vth) in zip(
+            self.names, self.layer_arrays(), self.counts(k), strict=True
+        ):
+            tokens, n = counts.shape
+            fan_out = n if out_features is None else positive_int(out_features, "out_features")
+            stats = spike_stats(counts, scheme, window=self.window)
+            zero_point = plan_encoding(counts, scheme).zero_point
+            rel_error, cosine = reconstruction_error(a, counts, vth)
+            results.append(
+                LayerResult(
+                    name=name,
+                    family=name,
+                    in_features=n,
+                    out_features=fan_out,
+                    tokens=tokens,
+                    stats=stats,
+                    vth_mean=float(np.mean(vth, dtype=np.float64)),
+                    max_abs_count=int(np.abs(counts).max()),
+                    rel_error=rel_error,
+                    cosine=cosine,
+                    activity=channel_activity(counts, sizes, zero_point=zero_point),
+                    histogram=count_histogram(counts),
+                )
+            )
+        return results
+
+
+def reconstruction_error(x: Any, counts: Any, vth: Any) -> tuple[float, float]:
+    """Error of the reconstruction ``x̂ = Vth · c`` (report eq. 22 without the weights).
+
+    Parameters
+    ----------
+    x
+        Float activations ``[..., features]``.
+    counts, vth
+        Their counts (same shape) and thresholds (``x.shape[:-1]``).
+
+    Returns
+    -------
+    (rel_error, cosine)
+        ``||x̂ − x|| / ||x||`` over all elements (0 when ``x`` is all zero) and the mean
+        over tokens of ``cos(x̂_t, x_t)`` (1 for a token where both are zero, 0 where
+        only one is), both computed in float64.
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    approx = np.asarray(vth, dtype=np.float64)[..., None] * np.asarray(counts, dtype=np.float64)
+    norm = float(np.linalg.norm(x64))
+    diff = float(np.linalg.norm(approx - x64))
+    rel = diff / norm if norm > 0 else 0.0
+    nx = np.linalg.norm(x64, axis=-1)
+    na = np.linalg.norm(approx, axis=-1)
+    dot = np.sum(x64 * approx, axis=-1)
+    both = (nx > 0) & (na > 0)
+    cos = np.where(both, dot / np.where(both, nx * na, 1.0), np.where((nx == 0) & (na == 0), 1, 0))
+    return rel, float(np.mean(cos))
+
+
+# -- stats files --------------------------------------------------------------------------
+
+
+class StatsSource(Source):
+    """A calibration stats file (docs/statsfile.rst, version 1) as a report source.
+
+    Parameters
+    ----------
+    stats
+        The loaded file (:func:`spikecode.calibration.load_stats`, or
+        :func:`spikecode.calibration.calibrate`'s result).
+    path
+        Where it came from, for the report's ``source`` entry (None: in memory).
+    """
+
+    kind = "stats"
+    error_measure = "output"
+
+    def __init__(self, stats: CalibrationStats, path: str | os.PathLike[str] | None = None) -> None:
+        if not isinstance(stats, CalibrationStats):
+            raise SpikecodeError(f"expected CalibrationStats, got {type(stats).__name__}")
+        self.stats = stats
+        self.path = None if path is None else str(path)
+        self.ks = tuple(stats.k)
+        self.schemes = tuple(stats.schemes)
+        self.window = stats.window
+        self.block_sizes = tuple(stats.block_sizes)
+
+    def describe(self) -> dict[str, Any]:
+        """Describe the file: ``kind``, ``path``, ``version``, ``k``, ``schemes``, ``window``.
+
+        Plus the file's ``spikecode_version``, ``created``, ``checkpoint``, ``data`` and
+        ``error_rows``.
+        """
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "version": STATS_VERSION,
+            "k": list(self.ks),
+            "schemes": list(self.schemes),
+            "window": self.window,
+            "spikecode_version": self.stats.spikecode_version,
+            "created": self.stats.created,
+            "checkpoint": self.stats.checkpoint.to_dict(),
+            "data": self.stats.data.to_dict(),
+            "error_rows": self.stats.error_rows,
+        }
+
+    def _where(self) -> dict[str, Any]:
+        return {"file": self.path} if self.path else {}
+
+    def resolve_k(self, k: float | None) -> float:
+        """Return ``k`` if the file has it (else refuse, listing the file's k).
+
+        By default the file's k closest to 3 (the report's default).
+        """
+        if k is None:
+            return min(self.ks, key=lambda v: (abs(v - DEFAULT_K), v))
+        k = _check_k(k)
+        if k not in self.ks:
+            raise SpikecodeError(
+                f"the stats file has no k = {k_key(k)}; it has "
+                + ", ".join(k_key(v) for v in self.ks),
+                **self._where(),
+            )
+        return k
+
+    def resolve_ks(self, ks: Sequence[float] | None) -> tuple[float, ...]:
+        """The file's k values (all of them by default)."""
+        return tuple(sorted(self.ks)) if ks is None else super().resolve_ks(ks)
+
+    def resolve_scheme(self, scheme: str | None) -> str:
+        """Return ``scheme`` if the file has it (else refuse, listing the file's).
+
+        By default bitwise-bidirectional if present, else the file's first scheme.
+        """
+        if scheme is None:
+            return DEFAULT_SCHEME if DEFAULT_SCHEME in self.schemes else self.schemes[0]
+        name = get_scheme(scheme).name
+        if name not in self.schemes:
+            raise SpikecodeError(
+                f"the stats file has no scheme {name!r}; it has {', '.join(self.schemes)}",
+                **self._where(),
+            )
+        return name
+
+    def default_block_sizes(self) -> tuple[int, ...]:
+        """The block sizes the file was calibrated with."""
+        return self.block_sizes
+
+    def layer_results(
+        self,
+        k: float | None = None,
+        scheme: str | None = None,
+        *,
+        block_sizes: Sequence[int] | None = None,
+        out_features: int | None = None,
+    ) -> list[LayerResult]:
+        """Per-layer results read from the file.
+
+        ``out_features`` is refused (the file has each layer's shape); ``block_sizes``
+        must be among the file's.
+        """
+        if out_features is not None:
+            raise SpikecodeError(
+                "out_features (--out-features) applies to activation files; a stats file "
+                "has each layer's shape",
+                **self._where(),
+            )
+        k = self.resolve_k(k)
+        scheme = self.resolve_scheme(scheme)
+        sizes = self.block_sizes if block_sizes is None else check_block_sizes(block_sizes)
+        unknown = [b for b in sizes if b not in self.block_sizes]
+        if unknown:
+            raise SpikecodeError(
+                f"the stats file has no block size {unknown[0]}; it has "
+                + ", ".join(map(str, self.block_sizes)),
+                **self._where(),
+            )
+        key = k_key(k)
+        results = []
+        for layer in self.stats.layers:
+            entry = layer.by_k[key]
+            results.append(
+                LayerResult(
+                    name=layer.name,
+                    family=layer.family,
+                    in_features=layer.in_features,
+                    out_features=layer.out_features,
+                    tokens=layer.tokens,
+                    stats=entry.schemes[scheme],
+                    vth_mean=entry.vth.mean,
+                    max_abs_count=entry.max_abs_count,
+                    rel_error=entry.output_rel_error,
+                    cosine=entry.output_cosine,
+                    activity=entry.activity,
+                    histogram=entry.count_histogram,
+                )
+            )
+        return results
+
+
+def _looks_like_json(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(b"{")
+
+
+def load_source(path: str | os.PathLike[str] | None = None, *, key: str | None = None) -> Source:
+    """Open a report source: a calibration stats file or an activation file.
+
+    Parameters
+    ----------
+    path
+        A stats file (``.json``, or any file whose content is a JSON object), an
+        activation file (``.npy``, ``.npz``, ``.safetensors``, ``.pt``, ``.pth``), or
+        None for the bundled sample (``[6, 291, 384]`` MiniLM activations).
+    key
+        Array to use in an activation file holding several (refused for stats files).
+
+    Returns
+    -------
+    Source
+        :class:`StatsSource` or :class:`ActivationSource`.
+
+    Raises
+    ------
+    SpikecodeError
+        Missing file, a folder, an unknown kind of file, invalid JSON, a JSON file that
+        is not a stats file, a stats file of another version or with missing or
+        malformed fields (:func:`~spikecode.calibration.load_stats` names the field), an
+        unreadable or non-float activation file. The message names the file.
+    """
+    if path is None:
+        from spikecode.data import sample_path
+
+        sample = sample_path()
+        return ActivationSource(
+            load_activations(sample, key=key or "activations"), path=sample, key="activations"
+        )
+    path = Path(path)
+    if not path.exists():
+        raise SpikecodeError("no such file", file=str(path))
+    if not path.is_file():
+        raise SpikecodeError("the source must be a file, not a folder", file=str(path))
+    suffix = path.suffix.lower()
+    if suffix in ACTIVATION_SUFFIXES:
+        return ActivationSource(load_activations(path, key=key), path=path, key=key)
+    if suffix == ".json" or _looks_like_json(path):
+        if key is not None:
+            raise SpikecodeError("key (--key) applies to activation files", file=str(path))
+        return StatsSource(load_stats(path), path)
+    raise SpikecodeError(
+        f"cannot tell what {path.name} is: a source is a calibration stats file (.json, "
+        f"written by spikecode calibrate) or activations ({', '.join(ACTIVATION_SUFFIXES)})",
+        file=str(path),
+    )
+
+
+# -- reports ------------------------------------------------------------------------------

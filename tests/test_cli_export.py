@@ -65,9 +65,9 @@ def test_nir_from_sample_simulates_like_spike_linear(tmp_path, sample_trains, sc
     )
     name = "encoder.layer.3.attention.self.query"
     counts, vth, w_q, scales, bias = sample_trains[name]
-    train = spikecode.encode(counts[:40], scheme, T)
-    want = spikecode.spike_linear(train, w_q, scales, vth[:40], bias).output
-    got = simulate_nir(path, {name: train}, {name: vth[:40]})[name]
+    train = spikecode.encode(counts[:12], scheme, T)
+    want = spikecode.spike_linear(train, w_q, scales, vth[:12], bias).output
+    got = simulate_nir(path, {name: train}, {name: vth[:12]})[name]
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
@@ -81,10 +81,12 @@ def test_events_and_nir_of_the_sample_share_one_T(tmp_path, sample_trains):
     events = load_events(tmp_path / "e.npz")
     export = load_nir(tmp_path / "g")
     assert nir_summary["T"] == ev_summary["T"] == events.T == export.index["T"]
-    for name, (train, vth) in events.items():
+    for i, (name, (train, vth)) in enumerate(events.items()):
         assert export.graphs[name].metadata["T"] == train.T
+        if i % 3:  # every layer has the same form: simulate two of them
+            continue
         counts, _, w_q, scales, bias = sample_trains[name]
-        rows = slice(0, 30)
+        rows = slice(0, 12)
         part = spikecode.encode(counts[rows], scheme, train.T)
         want = spikecode.spike_linear(part, w_q, scales, vth[rows], bias).output
         got = simulate_nir(export, part, vth[rows], projection=name)

@@ -15,9 +15,12 @@ Layouts (see :class:`~spikecode.encoders.train.SpikeTrain`):
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from spikecode.encoders import _kernels, _plane_kernels
+from spikecode.encoders.limits import check_max_spikes
 from spikecode.errors import SpikecodeError
 
 LAYOUTS: tuple[str, ...] = ("events", "planes")
@@ -47,6 +50,21 @@ def choose_layout(rows: int, features: int, T: int, n_spikes: int, signed: bool)
     """``"planes"`` when the planes take no more bytes than the events, else ``"events"``."""
     size = layout_nbytes(rows, features, T, n_spikes, signed)
     return "planes" if size["planes"] <= size["events"] else "events"
+
+
+def check_planes_size(plan: Any, width: int, max_spikes: Any) -> None:
+    """Refuse, before allocating, planes of more than ``max_spikes`` bytes (None: no bound)."""
+    bound = check_max_spikes(max_spikes)
+    rows = int(np.prod(plan.shape[:-1], dtype=np.int64))
+    n = plan.T * rows * width
+    if bound is not None and n > bound:
+        raise SpikecodeError(
+            f"the train's planes would hold T x rows x ceil(F/8) = {plan.T:,} x {rows:,} x "
+            f"{width:,} = {n:,} bytes, more than max_spikes = {bound:,}; "
+            "raise max_spikes (--max-spikes) to go ahead",
+            scheme=plan.scheme.name,
+            shape=plan.shape,
+        )
 
 
 def no_signs(features: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from spikecode._validate import INT32_MAX, INT32_MIN, check_nonempty
-from spikecode.encoders._arrays import plane_width
+from spikecode.encoders._arrays import check_planes_size, plane_width
 from spikecode.encoders.plan import EncodingPlan, resolve_range
 from spikecode.encoders.schemes import TERNARY, TWOS, Scheme
 from spikecode.errors import SpikecodeError
@@ -109,6 +109,7 @@ def encode_planes(
     saturate: bool,
     zero_point: Any,
     msb: bool,
+    max_spikes: Any,
 ) -> tuple[EncodingPlan, np.ndarray, np.ndarray, int]:
     """Counts tensor -> (plan, planes, sign_plane, spikes), the arrays on the host.
 
@@ -120,6 +121,8 @@ def encode_planes(
     T, zp, bounds = resolve_range(
         spec, low, high, T, saturate=saturate, zero_point=zero_point, shape=shape
     )
+    width = plane_width(shape[-1])
+    check_planes_size(EncodingPlan(None, shape, spec, T, zp, 0), width, max_spikes)
     clipped = 0
     values = c if c.dtype == torch.int32 else c.to(torch.int64)
     if bounds is not None:
@@ -128,7 +131,6 @@ def encode_planes(
     if zp:  # c - zp may leave the int32 range
         values = values.to(torch.int64) - zp
     planes, sign, spikes = planes_from_values(values, spec.code, T, msb, spec.signed)
-    width = plane_width(shape[-1])
     host_sign = sign.cpu().numpy() if sign is not None else np.zeros((0, width), np.uint8)
     plan = EncodingPlan(None, shape, spec, T, zp, clipped)
     return plan, planes.cpu().numpy(), host_sign, int(spikes)

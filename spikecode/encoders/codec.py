@@ -15,6 +15,7 @@ import numpy as np
 
 from spikecode._validate import is_torch
 from spikecode.encoders import _arrays, _kernels, _plane_kernels
+from spikecode.encoders.limits import DEFAULT_MAX_SPIKES, check_plan_size
 from spikecode.encoders.plan import EncodingPlan, plan_encoding, resolve_range
 from spikecode.encoders.schemes import check_bit_order, get_scheme
 from spikecode.encoders.train import SpikeTrain, check_layout, feature_dtype
@@ -46,6 +47,7 @@ def encode(
     bit_order: str = "msb",
     zero_point: int | str | None = "auto",
     layout: str = "auto",
+    max_spikes: int | None = DEFAULT_MAX_SPIKES,
 ) -> SpikeTrain:
     """Expand integer counts into a spike train, as events or packed bit-planes (SPEC §3).
 
@@ -74,6 +76,11 @@ def encode(
         they take no more bytes. In practice: planes for the bitwise codes at ordinary
         firing rates, events for very sparse trains such as binary/ternary with a long T
         set by a few outliers.
+    max_spikes
+        Refuse, before allocating, a train of more spikes or step offsets (events) or
+        plane bytes (planes) than this
+        (default :data:`~spikecode.encoders.DEFAULT_MAX_SPIKES`, 2**28); None
+        for no bound.
 
     Returns
     -------
@@ -95,13 +102,21 @@ def encode(
         from spikecode.encoders import _torch
 
         plan, planes, sign_plane, n_spikes = _torch.encode_planes(
-            counts, get_scheme(scheme), T, saturate=saturate, zero_point=zero_point, msb=msb
+            counts,
+            get_scheme(scheme),
+            T,
+            saturate=saturate,
+            zero_point=zero_point,
+            msb=msb,
+            max_spikes=max_spikes,
         )
         return finish_train(plan, bit_order, layout, planes, sign_plane, n_spikes)
     plan = plan_encoding(counts, scheme, T, saturate=saturate, zero_point=zero_point)
     if layout == "events":
+        check_plan_size(plan, max_spikes)
         return _encode_events(plan, bit_order)
     width = _arrays.plane_width(plan.rows.shape[1])
+    _arrays.check_planes_size(plan, width, max_spikes)
     planes = np.zeros((plan.T, plan.rows.shape[0], width), dtype=np.uint8)
     signed = plan.scheme.signed
     sign_plane = np.zeros((plan.rows.shape[0] if signed else 0, width), dtype=np.uint8)
@@ -176,10 +191,15 @@ def encode_dense(
     saturate: bool = False,
     bit_order: str = "msb",
     zero_point: int | str | None = "auto",
+    max_spikes: int | None = DEFAULT_MAX_SPIKES,
 ) -> np.ndarray:
-    """Counts straight to the dense int8 train ``[T, *shape]`` (same rules as :func:`encode`)."""
+    """Counts straight to the dense int8 train ``[T, *shape]`` (same rules as :func:`encode`).
+
+    ``max_spikes`` bounds the dense array's ``T x elements`` entries (None: no bound).
+    """
     bit_order = check_bit_order(bit_order)
     plan = plan_encoding(counts, scheme, T, saturate=saturate, zero_point=zero_point)
+    check_plan_size(plan, max_spikes, dense=True)
     dense = np.zeros((plan.T, *plan.rows.shape), dtype=np.int8)
     _kernels.fill_dense(
         plan.rows, plan.scheme.code, plan.T, plan.zero_point, bit_order == "msb", dense

@@ -22,6 +22,7 @@ import numpy as np
 from spikecode._validate import INT32_MAX, INT32_MIN, float_rows, is_torch, positive_finite
 from spikecode.encoders import _arrays, _plane_kernels
 from spikecode.encoders.codec import finish_train
+from spikecode.encoders.limits import DEFAULT_MAX_SPIKES
 from spikecode.encoders.plan import EncodingPlan, resolve_range
 from spikecode.encoders.schemes import check_bit_order, get_scheme
 from spikecode.encoders.train import SpikeTrain, check_layout
@@ -44,6 +45,7 @@ def encode_activations(
     vth_min: float = VTH_MIN,
     vth_max: float = VTH_MAX,
     return_counts: bool = False,
+    max_spikes: int | None = DEFAULT_MAX_SPIKES,
 ) -> tuple[SpikeTrain, Any] | tuple[SpikeTrain, Any, Any]:
     """Encode float activations into a spike train in one pass (SPEC §2 then §3).
 
@@ -58,6 +60,9 @@ def encode_activations(
         As for :func:`spikecode.encode` (``layout="auto"`` picks the smaller of events
         and planes from the spike count). Default scheme: the report's
         bitwise-bidirectional.
+    max_spikes
+        Refuse, before allocating, planes of more bytes than this (as
+        :func:`spikecode.encode`; None for no bound).
     return_counts
         Also return the int32 counts (then they are written; otherwise no count array
         exists at any point on the NumPy path).
@@ -85,7 +90,7 @@ def encode_activations(
     vth_max = positive_finite(vth_max, "vth_max")
     if vth_min > vth_max:
         raise SpikecodeError(f"vth_min {vth_min} is larger than vth_max {vth_max}")
-    options = {"saturate": saturate, "zero_point": zero_point}
+    options = {"saturate": saturate, "zero_point": zero_point, "max_spikes": max_spikes}
     if is_torch(x):
         return _encode_torch(x, k, spec.name, T, layout, bit_order, vth_min, vth_max,
                              return_counts, options)  # fmt: skip
@@ -106,9 +111,12 @@ def encode_activations(
         raise SpikecodeError(
             f"count(s) overflow int32 (k={k} is too large for these activations)", shape=shape
         )
-    T, zp, bounds = resolve_range(spec, int(low), int(high), T, shape=shape, **options)
+    T, zp, bounds = resolve_range(
+        spec, int(low), int(high), T, shape=shape, saturate=saturate, zero_point=zero_point
+    )
     lo, hi = bounds if bounds is not None else (INT32_MIN, INT32_MAX)
     width = _arrays.plane_width(features)
+    _arrays.check_planes_size(EncodingPlan(None, shape, spec, T, zp, 0), width, max_spikes)
     planes = np.zeros((T, n_rows, width), dtype=np.uint8)
     sign_plane = np.zeros((n_rows if spec.signed else 0, width), dtype=np.uint8)
     counts = np.empty((n_rows if return_counts else 0, features), dtype=np.int32)

@@ -636,7 +636,7 @@ class _Members:
         except SpikecodeError:
             raise
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
-            raise self.fail(f"cannot read {name} in {self.path.name}: {err}") from None
+            raise self.fail(f"cannot read {self.path.name}: {name}: {err}") from None
 
 
 _META_KINDS = {
@@ -655,7 +655,7 @@ def _small_meta(members: _Members, names: tuple[str, ...]) -> dict[str, Any]:
         try:
             shape, _ = _array_header(members.archive, name)
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
-            raise members.fail(f"cannot read {name} in {members.path.name}: {err}") from None
+            raise members.fail(f"cannot read {members.path.name}: {name}: {err}") from None
         if int(np.prod(shape, dtype=np.int64)) > 64:
             raise members.fail(f"corrupt {name}: shape {list(shape)}")
         values[name] = members.read(name)

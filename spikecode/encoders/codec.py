@@ -15,7 +15,7 @@ import numpy as np
 
 from spikecode._validate import is_torch
 from spikecode.encoders import _arrays, _kernels, _plane_kernels
-from spikecode.encoders.limits import DEFAULT_MAX_SPIKES, check_plan_size
+from spikecode.encoders.limits import DEFAULT_MAX_SPIKES, check_plan_size, total_spikes
 from spikecode.encoders.plan import EncodingPlan, plan_encoding, resolve_range
 from spikecode.encoders.schemes import check_bit_order, get_scheme
 from spikecode.encoders.train import SpikeTrain, check_layout, feature_dtype
@@ -77,8 +77,8 @@ def encode(
         firing rates, events for very sparse trains such as binary/ternary with a long T
         set by a few outliers.
     max_spikes
-        Refuse, before allocating, a train of more spikes or step offsets (events) or
-        plane bytes (planes) than this
+        Refuse, before allocating, a train of more spikes or step offsets than this
+        (with ``layout="planes"``: more plane bytes)
         (default :data:`~spikecode.encoders.DEFAULT_MAX_SPIKES`, 2**28); None
         for no bound.
 
@@ -112,11 +112,17 @@ def encode(
         )
         return finish_train(plan, bit_order, layout, planes, sign_plane, n_spikes)
     plan = plan_encoding(counts, scheme, T, saturate=saturate, zero_point=zero_point)
-    if layout == "events":
+    rows, features = plan.rows.shape
+    width = _arrays.plane_width(features)
+    if layout == "planes":
+        _arrays.check_planes_size(plan, width, max_spikes)
+    else:
         check_plan_size(plan, max_spikes)
+    if layout == "auto":  # decided before building, so neither form is built in vain
+        n = total_spikes(plan.rows, plan.scheme, plan.T, plan.zero_point)
+        layout = _arrays.choose_layout(rows, features, plan.T, n, plan.scheme.signed)
+    if layout == "events":
         return _encode_events(plan, bit_order)
-    width = _arrays.plane_width(plan.rows.shape[1])
-    _arrays.check_planes_size(plan, width, max_spikes)
     planes = np.zeros((plan.T, plan.rows.shape[0], width), dtype=np.uint8)
     signed = plan.scheme.signed
     sign_plane = np.zeros((plan.rows.shape[0] if signed else 0, width), dtype=np.uint8)

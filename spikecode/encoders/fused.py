@@ -9,7 +9,7 @@ values, whose counts give the minimal T and the zero point; the second divides, 
 and writes the packed bit-planes directly, counting each step's spikes as it goes. The
 events layout (when asked for, or chosen by ``auto``) is then compacted from the planes.
 torch tensors stay on their device: :func:`spikecode.nn.functional.adaptive_counts` and
-the PyTorch planes of :mod:`spikecode.encoders._torch`; only the packed planes travel to
+the PyTorch planes of ``spikecode.encoders._torch``; only the packed planes travel to
 the host.
 """
 

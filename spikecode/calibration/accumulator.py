@@ -29,6 +29,7 @@ from spikecode.calibration.records import (
     VthSummary,
     k_key,
     layer_family,
+    output_error,
 )
 from spikecode.encoders.schemes import get_scheme
 from spikecode.energy import DEFAULT_BLOCK_SIZES, ChannelActivity
@@ -663,6 +664,7 @@ class LayerAccumulator:
             tokens=self.tokens,
             by_k=MappingProxyType(by_k),
             error_tokens=self.error_tokens,
+            output_sq_norm=None if err is None else float(err["reference"]),
         )
 
     def _k_stats(
@@ -675,15 +677,7 @@ class LayerAccumulator:
     ) -> KStats:
         values, times = histogram
         elements = self.tokens * self.in_features
-        inside = (values >= -COUNT_LIMIT) & (values <= COUNT_LIMIT)
-        bins = np.zeros(2 * COUNT_LIMIT + 1, dtype=np.int64)
-        bins[values[inside] + COUNT_LIMIT] = times[inside]
-        histogram = CountHistogram(
-            offset=-COUNT_LIMIT,
-            counts=tuple(int(v) for v in bins),
-            below=int(times[values < -COUNT_LIMIT].sum()),
-            above=int(times[values > COUNT_LIMIT].sum()),
-        )
+        histogram = CountHistogram.from_values(values, times, COUNT_LIMIT)
         zeros = int(times[values == 0].sum())
         activity = ChannelActivity(
             tokens=self.tokens,
@@ -701,11 +695,10 @@ class LayerAccumulator:
             edges=VTH_EDGES,
             counts=tuple(int(v) for v in host["vth_hist"][kk]),
         )
-        rel_error = cosine = None
+        rel_error = cosine = sq_error = None
         if err is not None:
-            reference, diff = float(err["reference"]), float(err["diff"][kk])
-            # All-zero float outputs: no error if the spiked ones are zero too, else 100 %.
-            rel_error = math.sqrt(diff / reference) if reference > 0 else float(diff != 0)
+            sq_error = float(err["diff"][kk])
+            rel_error = output_error(sq_error, float(err["reference"]))
             cosine = float(err["cosine"][kk]) / self.error_tokens
         return KStats(
             vth=vth,
@@ -715,4 +708,5 @@ class LayerAccumulator:
             output_cosine=cosine,  # type: ignore[arg-type]
             activity=activity,
             schemes=MappingProxyType(dict(schemes)),
+            output_sq_error=sq_error,
         )

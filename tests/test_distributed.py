@@ -13,8 +13,6 @@ from click.testing import CliRunner
 
 import spikecode
 from spikecode.calibration import (
-    ERROR_RTOL,
-    VTH_RTOL,
     CalibrationData,
     calibrate,
     load_calibration_data,
@@ -26,12 +24,9 @@ from spikecode.calibration import distributed as parallel
 from spikecode.cli import main
 from spikecode.errors import SpikecodeError
 from spikecode.models.checkpoint import load_checkpoint
-from spikecode.testing import write_tiny_gla_swa_checkpoint
+from spikecode.testing import stats_differences, write_tiny_gla_swa_checkpoint
 
 SETTINGS = {"k": (2.0, 3.0), "schemes": ("bitwise-bidirectional", "bitwise-twos-complement")}
-# Fields that are sums of float32 matmul outputs (ERROR_RTOL) and float moments (VTH_RTOL).
-ERROR_FIELDS = {"output_rel_error", "output_cosine", "output_sq_error", "output_sq_norm"}
-VTH_FIELDS = {"mean", "std"}
 
 
 @pytest.fixture(scope="module")
@@ -56,27 +51,9 @@ def one_process(tiny, texts):
     return calibrate(tiny, texts, batch_size=2, **SETTINGS)
 
 
-def assert_same(a, b, path="", *, skip=("created",)):
+def assert_same(expected, got, *, skip=("created",)):
     """Integers (and strings) identical; floats within the documented tolerances."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for key in a:
-            if key not in skip:
-                assert_same(a[key], b[key], f"{path}.{key}", skip=skip)
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{path}[{i}]", skip=skip)
-    elif (isinstance(a, float) and not float(a).is_integer()) or isinstance(b, float):
-        name = path.rsplit(".", 1)[-1]
-        if name in ERROR_FIELDS or (path.startswith(".totals") and name == "output_rel_error"):
-            assert b == pytest.approx(a, rel=ERROR_RTOL, abs=0), path
-        elif name in VTH_FIELDS and ".vth." in path:
-            assert b == pytest.approx(a, rel=VTH_RTOL, abs=0), path
-        else:
-            assert a == b, path  # derived from identical integers: identical
-    else:
-        assert a == b, path
+    assert stats_differences(expected, got, skip=skip) == []
 
 
 def simulated_ranks(monkeypatch, world, run):

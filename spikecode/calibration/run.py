@@ -152,6 +152,20 @@ def _same_settings(a: LayerAccumulator, b: LayerAccumulator) -> bool:
     )
 
 
+def _offload_owner(model: nn.Module, name: str) -> nn.Module | None:
+    """The nearest module (the layer or an ancestor) with an accelerate hook, if any.
+
+    Offloaded layers get their weights from that hook (``_hf_hook``), per layer or per
+    block (accelerate's ``preload_module_classes``).
+    """
+    parts = name.split(".")
+    for end in range(len(parts), -1, -1):
+        module = model.get_submodule(".".join(parts[:end]))
+        if getattr(getattr(module, "_hf_hook", None), "offload", False):
+            return module
+    return None
+
+
 class StatsAccumulator:
     """One :class:`LayerAccumulator` per hooked layer; the callback of the capture hooks.
 
@@ -194,6 +208,7 @@ class StatsAccumulator:
                 layer_ks,
                 layer=model.get_submodule(name) if with_error else None,
                 scales=scales.get(name) if with_error else None,
+                offload_owner=_offload_owner(model, name) if with_error else None,
                 **options,
             )
 

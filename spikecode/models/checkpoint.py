@@ -37,7 +37,6 @@ the release), as transformers' ``dtype="auto"`` does.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import sys
@@ -55,6 +54,7 @@ from spikecode._constants import RELEASE_GROUP_SIZE
 from spikecode.errors import SpikecodeError
 from spikecode.models.config import GLASwaConfig
 from spikecode.models.gla_swa import GLASwaForCausalLM
+from spikecode.models.offload import dispatch_offloaded, offload_weight, require_accelerate
 
 __all__ = [
     "INDEX_FILE",
@@ -322,15 +322,6 @@ def _collect_scales(module: nn.Module) -> Mapping[str, torch.Tensor]:
     return MappingProxyType(scales)
 
 
-def _require_accelerate(why: str) -> Any:
-    try:
-        return importlib.import_module("accelerate")
-    except ImportError:
-        raise SpikecodeError(
-            f"{why} needs the accelerate package: pip install accelerate"
-        ) from None
-
-
 def _load_tokenizer(folder: Path, trust_remote_code: bool, *, gla_swa: bool = False) -> Any | None:
     if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
         return None
@@ -398,7 +389,7 @@ def _load_hf(
                 model_type=model_type,
             )
     if device_map is not None:
-        _require_accelerate("device_map")
+        require_accelerate("device_map")
     common = {"local_files_only": True, "trust_remote_code": trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(str(folder), **common)
@@ -636,7 +627,7 @@ def _resolve_device_map(
 ) -> dict[str, torch.device | Literal["disk"]]:
     """Give every placement unit its device or ``"disk"`` (longest matching prefix wins)."""
     if device_map == "auto":
-        accelerate = _require_accelerate('device_map="auto"')
+        accelerate = require_accelerate('device_map="auto"')
         device_map = accelerate.infer_auto_device_map(
             model,
             max_memory=None if max_memory is None else dict(max_memory),
@@ -698,43 +689,6 @@ def _iter_tensors(
                 ) from None
             yield name, tensor, file
             del tensor  # the generator must not keep the previous tensor alive
-
-
-def _offload_weight(
-    tensor: torch.Tensor, name: str, folder: Path | None, index: dict[str, Any]
-) -> dict[str, Any]:
-    """Write one tensor of a unit placed on disk into the offload folder."""
-    _require_accelerate("offloading to disk")
-    from accelerate.utils import offload_weight
-
-    assert folder is not None
-    folder.mkdir(parents=True, exist_ok=True)
-    return offload_weight(tensor, name, str(folder), index=index)
-
-
-def _dispatch_offloaded(
-    model: GLASwaForCausalLM,
-    placement: Mapping[str, torch.device | Literal["disk"]],
-    folder: Path,
-    index: dict[str, Any],
-) -> None:
-    """Hand the model to accelerate's hooks: units on disk load while they run."""
-    accelerate = _require_accelerate("offloading to disk")
-    from accelerate.utils import save_offload_index
-
-    save_offload_index(index, str(folder))
-    device_map = {unit: "disk" if d == "disk" else str(d) for unit, d in placement.items()}
-    devices = [d for d in placement.values() if d != "disk"]
-    main = devices[0] if devices else torch.device("cpu")
-    # A block reads some weights directly (the gate norm's), not through its submodule's
-    # forward: load whole blocks at once.
-    accelerate.dispatch_model(
-        model,
-        device_map,
-        main_device=str(main),
-        offload_dir=str(folder),
-        preload_module_classes=["GLASwaBlock"],
-    )
 
 
 def _load_gla_swa(
@@ -811,7 +765,7 @@ def _load_gla_swa(
             index: dict[str, Any] = {}
             for name, tensor, _ in _iter_tensors(infos, handles, skip):
                 if name.startswith(disk_prefixes) and not name.endswith(SCALES_SUFFIX):
-                    index = _offload_weight(tensor.to(model_dtype), name, offload.folder, index)
+                    index = offload_weight(tensor.to(model_dtype), name, offload.folder, index)
                 else:
                     targets[name].copy_(tensor)
                 del tensor
@@ -826,7 +780,7 @@ def _load_gla_swa(
                     )
     if on_disk:
         assert offload.folder is not None
-        _dispatch_offloaded(model, placement, offload.folder, index)
+        dispatch_offloaded(model, placement, offload.folder, index)
     model.eval()
     return LoadedModel(
         model=model,

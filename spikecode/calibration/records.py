@@ -514,7 +514,7 @@ def output_error(sq_error: float, sq_norm: float) -> float:
 
 
 def _version() -> str:
-    from spikecode import __version__
+    from spikecode._version import __version__
 
     return __version__
 

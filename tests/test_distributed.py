@@ -353,3 +353,16 @@ def test_refused_merge_arguments(parts, tmp_path):
         assert result.exit_code == 1, result.output
         assert expected in result.output and "Traceback" not in result.output
     assert not (tmp_path / "m.json").exists()
+
+
+def test_init_from_env_outside_and_inside_torchrun(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert parallel.init_from_env("cpu") == (None, "cpu")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert parallel.init_from_env(None) == (None, None)
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        with pytest.raises(SpikecodeError, match="CUDA is not available"):
+            parallel.init_from_env("cuda")

@@ -13,7 +13,7 @@ value (:attr:`CountHistogram.outliers`) and the sums behind the output error
 still load; they lack these fields (None) and cannot be merged.
 
 Totals over layers (``totals`` in the file, :func:`summarize`) are weighted by element
-count (``tokens × in_features`` of each layer): spikes per element, silent and |c| ≤ 7
+count (``tokens × in_features`` of each layer): spikes per element, silent and ``|c| ≤ 7``
 fractions are ratios of summed integer totals; the windowed sparsity is
 ``1 − Σ window_spikes / Σ window_steps``; the firing rate is the element-weighted mean
 of the layers' firing rates (each layer codes with its own T) and the sparsity is one
@@ -55,6 +55,7 @@ __all__ = [
     "window_key",
 ]
 
+#: ``format`` of a stats file (docs/statsfile.rst).
 FORMAT = "spikecode.stats"
 #: The version written; :func:`~spikecode.calibration.load_stats` reads 1 and 2.
 VERSION = 2

@@ -1,27 +1,39 @@
-"""Spike trains as address-event streams: tonic-style structured arrays in .npz or HDF5.
+"""Spike trains as tonic-ready address-event streams in .npz or HDF5.
 
 Every spike becomes one event of :data:`EVENT_DTYPE`:
 
 =========  =====  ==========================================================
 field      dtype  meaning
 =========  =====  ==========================================================
-``t``      int32  virtual time step, ``0 <= t < T``
+``t``      int32  virtual time step, ``0 <= t < T`` (time unit: one step)
 ``x``      int32  channel: the feature index (last axis of the coded tensor)
-``p``      int8   polarity, +1 or -1 (-1 only for the signed codes)
+``y``      int16  always 0: a one-row sensor, so tonic's 2-D transforms apply
+``p``      int8   tonic's polarity channel: 1 for a +1 spike, 0 for a -1 spike
 ``token``  int64  row: the flat index over the leading axes (the token)
 ``layer``  int16  position of the layer in the file's ``layer_names``
 =========  =====  ==========================================================
 
-``t``, ``x`` and ``p`` are the fields tonic uses for one-dimensional sensors; ``token``
-and ``layer`` say which coded activation a spike belongs to. Events of a layer appear in
-the train's canonical order (token, then step, then channel), layers one after another.
+``t``, ``x``, ``y`` and ``p`` are the fields tonic's transforms read; tonic uses ``p``
+as a channel index, so a spike's value is ``2·p - 1`` (unsigned codes only have
+``p = 1``). The sensor is ``(features, 1, 2)`` (:func:`sensor_size`), and
+``tonic.transforms.ToFrame(**tonic_frame_kwargs(features, T))`` bins one token's
+events into exactly ``T`` frames ``[T, 2, 1, features]`` with ``frame[:, 1] -
+frame[:, 0]`` the dense train (:func:`slice_events` picks one layer and token; tonic's
+time slicing needs the events of one token, which are sorted by ``t``). Bitwise codes
+weight step ``t`` by ``train.step_weights[t]``: the consumer applies it (graded NIR
+input) or feeds step ``t`` to port ``t`` (see the NIR exporter).
 
-A file holds, next to the events, what is needed to read them back exactly: per layer its
-name, scheme, T, bit order, zero point, clipped count, the coded tensor's shape and the
-per-token threshold ``Vth``; for the file, the firing-rate knob ``k`` (absent for a fixed
-threshold) and the format version. :func:`load_events` rebuilds every
-:class:`~spikecode.SpikeTrain` exactly (``train.equals``) and refuses a file that is
-truncated, corrupt, of another version or inconsistent, naming it.
+Events of a layer appear in the train's canonical order (token, then step, then
+channel), layers one after another.
+
+A file holds, next to the events, what is needed to read them back exactly: per layer
+its name, scheme, T, bit order, zero point, clipped count, the coded tensor's shape and
+the per-token threshold ``Vth``; for the file, the firing-rate knob ``k`` (absent for a
+fixed threshold), the time unit, ``shared_T`` (0 when the layers differ; the CLI
+always writes one T, the one its NIR export uses) and the format version.
+:func:`load_events` rebuilds every :class:`~spikecode.SpikeTrain` exactly
+(``train.equals``), reads version-1 files (``p`` = ±1, no ``y``) too, and refuses a
+file that is truncated, corrupt, of another version or inconsistent, naming it.
 
 ``.npz`` files hold plain arrays (the events as a structured array of integer fields), so
 ``numpy.load(path, allow_pickle=False)`` reads them. ``.h5``/``.hdf5`` files need the
@@ -40,11 +52,12 @@ from typing import Any
 
 import numpy as np
 
-from spikecode._validate import to_numpy
+from spikecode._validate import positive_finite, to_numpy
+from spikecode.encoders.limits import DEFAULT_MAX_SPIKES, check_max_spikes, check_train_size
 from spikecode.encoders.train import SpikeTrain
 from spikecode.errors import SpikecodeError
 from spikecode.exporters.registry import register_exporter
-from spikecode.io import atomic_write
+from spikecode.io import atomic_write, check_array_claims, require_file
 
 __all__ = [
     "EVENTS_FORMAT",
@@ -54,15 +67,21 @@ __all__ = [
     "export_events",
     "load_events",
     "save_events",
+    "sensor_size",
+    "slice_events",
     "to_events",
+    "tonic_frame_kwargs",
 ]
 
 EVENTS_FORMAT = "spikecode.events"
-EVENTS_VERSION = 1
+EVENTS_VERSION = 2
 #: One address event (see the module docstring).
 EVENT_DTYPE = np.dtype(
-    [("t", "<i4"), ("x", "<i4"), ("p", "i1"), ("token", "<i8"), ("layer", "<i2")]
+    [("t", "<i4"), ("x", "<i4"), ("y", "<i2"), ("p", "i1"), ("token", "<i8"), ("layer", "<i2")]
 )
+# Version 1 stored p as the spike value (+1/-1) and had no y field.
+_V1_FIELDS = ("t", "x", "p", "token", "layer")
+TIME_UNIT = "step"
 #: Layer name given to a train saved on its own.
 DEFAULT_LAYER = "train"
 _SUFFIXES = {".npz": "npz", ".h5": "hdf5", ".hdf5": "hdf5"}
@@ -79,11 +98,19 @@ class EventFile(dict):
     k
         The firing-rate knob the trains were coded with (SPEC §2), or ``None`` (a fixed
         threshold, or not given).
+    T
+        The number of steps every layer shares (0 when the layers differ).
+    layer_names
+        The layer names in file order (``events["layer"]`` indexes them).
     """
 
-    def __init__(self, layers: Mapping[str, tuple[SpikeTrain, np.ndarray]], k: float | None):
+    def __init__(
+        self, layers: Mapping[str, tuple[SpikeTrain, np.ndarray]], k: float | None, T: int = 0
+    ):
         super().__init__(layers)
         self.k = k
+        self.T = T
+        self.layer_names = list(layers)
 
 
 # --------------------------------------------------------------------------- events
@@ -93,7 +120,8 @@ def _train_events(train: SpikeTrain, layer: int) -> np.ndarray:
     events = np.empty(train.n_spikes, dtype=EVENT_DTYPE)
     events["t"] = train.t
     events["x"] = train.index % train.features
-    events["p"] = train.polarity
+    events["y"] = 0
+    events["p"] = train.polarity > 0
     events["token"] = train.index // train.features
     events["layer"] = layer
     return events
@@ -165,16 +193,13 @@ def _check_vth(vth: Any, train: SpikeTrain, name: str) -> np.ndarray:
     return np.array(v, order="C")  # ascontiguousarray would turn a 0-d Vth into 1-d
 
 
+def _shared_T(trains: Any) -> int:
+    steps = {train.T for train in trains}
+    return steps.pop() if len(steps) == 1 else 0
+
+
 def _check_k(k: float | None) -> float:
-    if k is None:
-        return float("nan")
-    try:
-        value = float(k)
-    except (TypeError, ValueError):
-        raise SpikecodeError(f"k must be a number or None, not {k!r}") from None
-    if not (np.isfinite(value) and value > 0):
-        raise SpikecodeError(f"k must be finite and > 0, not {k!r}")
-    return value
+    return float("nan") if k is None else positive_finite(k, "k")
 
 
 def _file_kind(path: Path) -> str:
@@ -246,6 +271,8 @@ def save_events(
         "format_version": EVENTS_VERSION,
         "spikecode_version": __version__,
         "k": _check_k(k),
+        "shared_T": _shared_T(named.values()),
+        "time_unit": TIME_UNIT,
     }
     events, names = to_events(named)
     writer = _write_hdf5 if kind == "hdf5" else _write_npz
@@ -334,6 +361,7 @@ def export_events(
 def _read_npz(path: Path) -> tuple[dict[str, Any], np.ndarray, list[dict[str, Any]]]:
     # Opening the file ourselves guarantees it is closed when NumPy fails half-way.
     with open(path, "rb") as handle:
+        check_array_claims(handle, path)
         loaded = np.load(handle, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise SpikecodeError("not a spikecode event file", file=str(path))
@@ -361,7 +389,7 @@ def _read_npz(path: Path) -> tuple[dict[str, Any], np.ndarray, list[dict[str, An
         }
         for i in range(len(names))
     ]
-    return {"k": data["k"]}, data["events"], layers
+    return {key: data[key] for key in ("k", "format_version")}, data["events"], layers
 
 
 def _read_hdf5(path: Path) -> tuple[dict[str, Any], np.ndarray, list[dict[str, Any]]]:
@@ -394,7 +422,7 @@ def _read_hdf5(path: Path) -> tuple[dict[str, Any], np.ndarray, list[dict[str, A
                     "vth": group["vth"][()],
                 }
             )
-    return {"k": header["k"]}, events, layers
+    return {key: header[key] for key in ("k", "format_version")}, events, layers
 
 
 def _text(value: Any) -> str:
@@ -408,42 +436,88 @@ def _check_header(path: Path, header: Mapping[str, Any]) -> None:
         version = int(header.get("format_version", -1))
     except (TypeError, ValueError):
         version = -1
-    if version != EVENTS_VERSION:
+    if version not in (1, EVENTS_VERSION):
         raise SpikecodeError(
             f"event format version {version} is not supported (expected {EVENTS_VERSION})",
             file=str(path),
         )
 
 
-def _check_events(path: Path, events: Any, n_layers: int) -> np.ndarray:
+def _check_events(path: Path, events: Any, n_layers: int, version: int) -> np.ndarray:
     names = getattr(getattr(events, "dtype", None), "names", None) or ()
-    missing = [name for name in EVENT_DTYPE.names if name not in names]
+    fields = EVENT_DTYPE.names if version == EVENTS_VERSION else _V1_FIELDS
+    missing = [name for name in fields if name not in names]
     if missing or events.ndim != 1:
         raise SpikecodeError(
-            f"events must be a 1-D structured array with fields {', '.join(EVENT_DTYPE.names)}"
+            f"events must be a 1-D structured array with fields {', '.join(fields)}"
             + (f"; missing: {', '.join(missing)}" if missing else ""),
             file=str(path),
         )
-    for name in EVENT_DTYPE.names:
+    for name in fields:
         if events.dtype[name].kind not in "iu":
             raise SpikecodeError(f"event field {name!r} must be integer", file=str(path))
     if len(events) and not (events["layer"].min() >= 0 and events["layer"].max() < n_layers):
         raise SpikecodeError("events refer to layers the file does not list", file=str(path))
+    if version == EVENTS_VERSION:
+        if len(events) and not np.all((events["p"] == 0) | (events["p"] == 1)):
+            raise SpikecodeError("polarity channels must be 0 or 1", file=str(path))
+        if len(events) and np.any(events["y"] != 0):
+            raise SpikecodeError("the sensor has one row: y must be 0", file=str(path))
     return events
 
 
-def _build_layer(path: Path, layer: dict[str, Any], events: np.ndarray) -> tuple[str, Any]:
+def _integer(value: Any) -> int:
+    value = np.asarray(value)
+    if value.ndim != 0 or value.dtype.kind not in "iu":
+        raise TypeError("not an integer")
+    return int(value)
+
+
+def _build_layer(
+    path: Path,
+    layer: dict[str, Any],
+    events: np.ndarray,
+    max_spikes: int | None,
+    version: int,
+) -> tuple[str, Any]:
     name = _text(layer["name"])
     try:
-        shape = tuple(int(n) for n in np.asarray(layer["shape"]).reshape(-1))
-        T, zero_point, clipped = (int(layer[key]) for key in ("T", "zero_point", "clipped"))
+        raw_shape = np.asarray(layer["shape"])
+        if raw_shape.ndim != 1 or raw_shape.dtype.kind not in "iu":
+            raise TypeError("shape must be a 1-D integer array")
+        shape = tuple(int(n) for n in raw_shape)
+        T, zero_point, clipped = (_integer(layer[key]) for key in ("T", "zero_point", "clipped"))
         scheme, bit_order = _text(layer["scheme"]), _text(layer["bit_order"])
     except (TypeError, ValueError):
         raise SpikecodeError("malformed layer metadata", file=str(path), layer=name) from None
     if not shape or min(shape) <= 0:
         raise SpikecodeError("bad train shape", file=str(path), layer=name, shape=shape)
     features = shape[-1]
-    rows = int(np.prod(shape[:-1], dtype=np.int64))
+    rows = int(np.prod(shape[:-1], dtype=object))
+    # Vth is a real array of one value per row: checking it first bounds the rows by
+    # what the file holds, and the size check bounds T before anything is allocated.
+    vth = np.asarray(layer["vth"])
+    if vth.dtype.kind != "f" or vth.shape != shape[:-1]:
+        raise SpikecodeError(
+            "stored Vth does not match the train's shape", file=str(path), layer=name
+        )
+    if not (np.all(np.isfinite(vth)) and np.all(vth > 0)):
+        raise SpikecodeError("stored Vth must be finite and > 0", file=str(path), layer=name)
+    if not 0 <= clipped <= rows * features:
+        raise SpikecodeError(
+            f"clipped count {clipped} is not between 0 and the train's elements",
+            file=str(path),
+            layer=name,
+        )
+    check_train_size(
+        rows=rows,
+        T=T,
+        spikes=len(events),
+        elements=rows * features,
+        max_spikes=max_spikes,
+        file=str(path),
+        layer=name,
+    )
     x, token = events["x"].astype(np.int64), events["token"].astype(np.int64)
     if len(events) and (
         x.min() < 0 or x.max() >= features or token.min() < 0 or token.max() >= rows
@@ -461,30 +535,29 @@ def _build_layer(path: Path, layer: dict[str, Any], events: np.ndarray) -> tuple
             scheme,
             events["t"],
             token * features + x,
-            events["p"],
+            events["p"].astype(np.int8) * 2 - 1 if version == EVENTS_VERSION else events["p"],
             bit_order=bit_order,
             zero_point=zero_point,
             clipped=clipped,
         )
     except SpikecodeError as err:
         raise SpikecodeError(f"corrupt events: {err.message}", file=str(path), layer=name) from None
-    vth = np.asarray(layer["vth"])
-    if vth.dtype.kind != "f" or vth.shape != shape[:-1]:
-        raise SpikecodeError(
-            "stored Vth does not match the train's shape", file=str(path), layer=name
-        )
-    if not (np.all(np.isfinite(vth)) and np.all(vth > 0)):
-        raise SpikecodeError("stored Vth must be finite and > 0", file=str(path), layer=name)
     return name, (train, vth)
 
 
-def load_events(path: str | os.PathLike[str]) -> EventFile:
+def load_events(
+    path: str | os.PathLike[str], *, max_spikes: int | None = DEFAULT_MAX_SPIKES
+) -> EventFile:
     """Read an event file written by :func:`save_events`, validating everything.
 
     Parameters
     ----------
     path
         ``.npz`` or ``.h5``/``.hdf5`` (needs h5py).
+    max_spikes
+        Refuse, before allocating, a layer whose claimed shape and T would need more
+        step offsets, spikes or elements than this (None: no bound); see
+        :func:`spikecode.encode`.
 
     Returns
     -------
@@ -500,8 +573,8 @@ def load_events(path: str | os.PathLike[str]) -> EventFile:
     """
     path = Path(path)
     kind = _file_kind(path)
-    if not path.is_file():
-        raise SpikecodeError("no such file", file=str(path))
+    require_file(path)
+    max_spikes = check_max_spikes(max_spikes)
     reader = _read_hdf5 if kind == "hdf5" else _read_npz
     try:
         header, events, layers = reader(path)
@@ -517,17 +590,93 @@ def load_events(path: str | os.PathLike[str]) -> EventFile:
         zlib.error,
     ) as err:
         raise SpikecodeError(f"cannot read {path.name}: {err}", file=str(path)) from None
-    events = _check_events(path, events, len(layers))
+    try:
+        version = int(header["format_version"])
+    except (TypeError, ValueError):
+        raise SpikecodeError("malformed format version", file=str(path)) from None
+    events = _check_events(path, events, len(layers), version)
     order = np.argsort(events["layer"], kind="stable")
     bounds = np.searchsorted(events["layer"][order], np.arange(len(layers) + 1))
     loaded: dict[str, tuple[SpikeTrain, np.ndarray]] = {}
     for i, layer in enumerate(layers):
-        name, entry = _build_layer(path, layer, events[order[bounds[i] : bounds[i + 1]]])
+        chunk = events[order[bounds[i] : bounds[i + 1]]]
+        name, entry = _build_layer(path, layer, chunk, max_spikes, version)
         if name in loaded:
             raise SpikecodeError(f"layer {name!r} appears twice", file=str(path))
         loaded[name] = entry
-    try:
-        k = float(header["k"])
-    except (TypeError, ValueError):
-        raise SpikecodeError("malformed k", file=str(path)) from None
-    return EventFile(loaded, k=None if np.isnan(k) else k)
+    raw_k = np.asarray(header["k"])
+    if raw_k.ndim != 0 or raw_k.dtype.kind not in "iuf":
+        raise SpikecodeError("malformed k", file=str(path))
+    k = float(raw_k)
+    if not (np.isnan(k) or (np.isfinite(k) and k > 0)):  # NaN marks a fixed threshold
+        raise SpikecodeError(f"stored k must be finite and > 0, not {k}", file=str(path))
+    return EventFile(
+        loaded, k=None if np.isnan(k) else k, T=_shared_T(train for train, _ in loaded.values())
+    )
+
+
+# --------------------------------------------------------------------------- tonic
+
+
+def sensor_size(features: int) -> tuple[int, int, int]:
+    """The ``sensor_size`` tonic expects for a layer: ``(features, 1, 2)`` (x, y, p)."""
+    return (int(features), 1, 2)
+
+
+def tonic_frame_kwargs(features: int, T: int) -> dict[str, Any]:
+    """Arguments of ``tonic.transforms.ToFrame`` that bin one token into exactly T frames.
+
+    ``n_time_bins=T`` would derive the bin width from the first and last event (0 for
+    integer steps); a window of one step from 0 to ``T`` bins every step, silent ones
+    included. The frames are ``[T, 2, 1, features]``: channel 1 counts +1 spikes,
+    channel 0 counts -1 spikes.
+    """
+    return {
+        "sensor_size": sensor_size(features),
+        "time_window": 1,
+        "start_time": 0,
+        "end_time": int(T),
+        "include_incomplete": True,
+    }
+
+
+def slice_events(
+    events: np.ndarray,
+    *,
+    layer: int | str | None = None,
+    token: int | None = None,
+    layer_names: list[str] | None = None,
+) -> np.ndarray:
+    """The events of one layer and/or one token, in time order within a token.
+
+    Parameters
+    ----------
+    events
+        A structured array of :data:`EVENT_DTYPE` (:func:`to_events`, or the ``events``
+        array of a saved file).
+    layer
+        The layer's position, or its name (then ``layer_names`` is needed).
+    token
+        The token (row) index within the layer.
+    layer_names
+        Names in file order (``EventFile.layer_names`` or :func:`to_events`).
+
+    Returns
+    -------
+    numpy.ndarray
+        The selected events (a copy), ready for tonic's transforms when one token is
+        selected.
+    """
+    keep = np.ones(len(events), dtype=bool)
+    if isinstance(layer, str):
+        if not layer_names or layer not in layer_names:
+            raise SpikecodeError(f"no layer {layer!r} in the events", layer=layer)
+        layer = layer_names.index(layer)
+    if layer is not None:
+        keep &= events["layer"] == int(layer)
+    if token is not None:
+        keep &= events["token"] == int(token)
+    picked = events[keep]
+    if token is not None:  # one token's events are sorted by step already; make sure
+        picked = picked[np.argsort(picked["t"], kind="stable")]
+    return picked

@@ -314,8 +314,8 @@ def stats_differences(
 
     Compares two ``CalibrationStats.to_dict()`` trees: integers, strings and every float
     derived from integers must be identical; the Vth ``mean`` and ``std`` may differ by
-    :data:`~spikecode.calibration.merge.VTH_RTOL`, the output-error fields by
-    :data:`~spikecode.calibration.merge.ERROR_RTOL` (relative). This is the contract of
+    ``spikecode.calibration.VTH_RTOL``, the output-error fields by
+    ``spikecode.calibration.ERROR_RTOL`` (relative). This is the contract of
     data-parallel calibration, of ``merge-stats`` and of offloaded device maps against
     one plain calibration.
 

@@ -380,8 +380,8 @@ def calibrate(
     CalibrationStats
         Ready for :func:`spikecode.calibration.save_stats`. Data-parallel: integer fields
         identical to one process over the same samples, float fields within
-        :data:`~spikecode.calibration.merge.VTH_RTOL` (Vth moments) and
-        :data:`~spikecode.calibration.merge.ERROR_RTOL` (output error).
+        ``spikecode.calibration.VTH_RTOL`` (Vth moments) and
+        ``spikecode.calibration.ERROR_RTOL`` (output error).
 
     Raises
     ------

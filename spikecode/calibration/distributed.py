@@ -36,6 +36,7 @@ import torch
 from spikecode.calibration.merge import merge_stats
 from spikecode.calibration.records import CalibrationStats, DataInfo
 from spikecode.errors import SpikecodeError
+from spikecode.io import parse_json
 
 __all__ = ["active", "encode", "exchange", "init_from_env", "reduce_stats"]
 
@@ -170,7 +171,8 @@ def reduce_stats(payloads: Sequence[bytes], data: DataInfo) -> CalibrationStats:
     parts, labels = [], []
     for rank, payload in enumerate(payloads):
         if payload:
-            parts.append(_parse(json.loads(payload), _Reader(f"rank {rank}")))
+            raw = parse_json(payload.decode(), f"the statistics of rank {rank}")
+            parts.append(_parse(raw, _Reader(f"rank {rank}")))
             labels.append(f"rank {rank}")
     if not parts:
         raise SpikecodeError("no rank calibrated any batch")

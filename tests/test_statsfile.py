@@ -314,3 +314,21 @@ def test_full_histogram_and_error_sums(stats):
             assert int(np.abs(values).max()) == entry.max_abs_count
             expected = math.sqrt(entry.output_sq_error / layer.output_sq_norm)
             assert entry.output_rel_error == expected
+
+
+def test_count_histogram_sum_keeps_outliers_exactly():
+    from spikecode.calibration import CountHistogram
+    from spikecode.reports import merge_histograms
+
+    a = CountHistogram.from_values(np.array([-100, 0, 3, 70]), np.array([1, 5, 2, 4]), 64)
+    b = CountHistogram.from_values(np.array([-100, 3, 90]), np.array([2, 1, 7]), 64)
+    merged = merge_histograms(a, b)
+    values, times = merged.values()
+    assert values.tolist() == [-100, 0, 3, 70, 90]
+    assert times.tolist() == [3, 5, 3, 4, 7]
+    assert merged.outliers == ((-100, 3), (70, 4), (90, 7))
+    # A part without its outliers (a version-1 file) gives summed totals, outliers unknown.
+    old = CountHistogram(offset=a.offset, counts=a.counts, below=a.below, above=a.above)
+    summed = CountHistogram.sum([old, b])
+    assert summed.outliers is None
+    assert (summed.below, summed.above) == (3, 11)

@@ -94,11 +94,7 @@ def _merge_vth(parts: Sequence[tuple[int, VthSummary]]) -> VthSummary:
 
 
 def _full_histogram(entries: Sequence[KStats]) -> tuple[np.ndarray, np.ndarray]:
-    values, times = zip(*(entry.count_histogram.values() for entry in entries), strict=True)
-    union, inverse = np.unique(np.concatenate(values), return_inverse=True)
-    summed = np.zeros(union.size, dtype=np.int64)
-    np.add.at(summed, inverse, np.concatenate(times))
-    return union, summed
+    return CountHistogram.sum([entry.count_histogram for entry in entries]).values()
 
 
 def merge_layer_stats(

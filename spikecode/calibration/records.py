@@ -196,6 +196,34 @@ class CountHistogram:
             ),
         )
 
+    @classmethod
+    def sum(cls, histograms: Sequence[CountHistogram]) -> CountHistogram:
+        """The histogram of the union of the elements of several histograms over one range.
+
+        Exact, outliers included, when every part knows its outliers (or has none);
+        otherwise the bins and the ``below``/``above`` totals are summed and the outliers
+        stay unknown.
+        """
+        first = histograms[0]
+        for other in histograms[1:]:
+            if other.offset != first.offset or len(other.counts) != len(first.counts):
+                raise SpikecodeError(
+                    "cannot merge count histograms over different bins",
+                    bins=(first.offset, len(first.counts), other.offset, len(other.counts)),
+                )
+        if all(h.outliers is not None or not (h.below or h.above) for h in histograms):
+            values, times = zip(*(h.values() for h in histograms), strict=True)
+            union, inverse = np.unique(np.concatenate(values), return_inverse=True)
+            summed = np.zeros(union.size, dtype=np.int64)
+            np.add.at(summed, inverse, np.concatenate(times))
+            return cls.from_values(union, summed, -first.offset)
+        return cls(
+            offset=first.offset,
+            counts=tuple(int(sum(c)) for c in zip(*(h.counts for h in histograms), strict=True)),
+            below=sum(h.below for h in histograms),
+            above=sum(h.above for h in histograms),
+        )
+
     @property
     def total(self) -> int:
         """All elements, inside the range or not."""

@@ -121,18 +121,8 @@ def count_histogram(counts: Any, limit: int = COUNT_LIMIT) -> CountHistogram:
 
 
 def merge_histograms(first: CountHistogram, second: CountHistogram) -> CountHistogram:
-    """Sum of two count histograms over the same bins."""
-    if second.offset != first.offset or len(second.counts) != len(first.counts):
-        raise SpikecodeError(
-            "cannot merge count histograms over different bins",
-            bins=(first.offset, len(first.counts), second.offset, len(second.counts)),
-        )
-    return CountHistogram(
-        offset=first.offset,
-        counts=tuple(a + b for a, b in zip(first.counts, second.counts, strict=True)),
-        below=first.below + second.below,
-        above=first.above + second.above,
-    )
+    """Sum of two count histograms over the same bins (:meth:`CountHistogram.sum`)."""
+    return CountHistogram.sum([first, second])
 
 
 # -- per-layer results --------------------------------------------------------------------

@@ -168,6 +168,9 @@ class ActivationSite(nn.Module):
         Fan-out of one element: the most keys a query meets (``sliding_window + 1``).
     """
 
+    #: Calibration measures a site's error on the activation itself (no weight).
+    identity_output = True
+
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
         self.in_features = in_features

@@ -316,9 +316,11 @@ def recipe_targets(
     from spikecode.models.gla_swa import GLASwaForCausalLM, SlidingWindowAttention
 
     recipe = check_recipe(recipe)
-    linears = list_linear_layers(model, include, exclude)
     if recipe == "all-linear":
-        return [RecipeTarget(name, "spike", n_in, n_out) for name, n_in, n_out in linears]
+        return [
+            RecipeTarget(name, "spike", n_in, n_out)
+            for name, n_in, n_out in list_linear_layers(model, include, exclude)
+        ]
     if not any(isinstance(m, GLASwaForCausalLM) for m in model.modules()):
         raise SpikecodeError(
             "the release recipe describes the W8ASpike GLA-SWA model; this model is a "
@@ -327,16 +329,26 @@ def recipe_targets(
         )
     includes = (include,) if isinstance(include, str) else tuple(include)
     excludes = (exclude,) if isinstance(exclude, str) else tuple(exclude)
-    selected = {name: (n_in, n_out) for name, n_in, n_out in linears}
-    targets = []
+    linears = {name: (n_in, n_out) for name, n_in, n_out in list_linear_layers(model, "*", ())}
+    candidates = []
     for name, module in model.named_modules():
-        if name in selected:
+        if name in linears:
             role = "float" if fnmatch.fnmatchcase(name, _FLOAT_IN_RELEASE) else "spike"
-            targets.append(RecipeTarget(name, role, *selected[name]))
+            candidates.append(RecipeTarget(name, role, *linears[name]))
         elif isinstance(module, SlidingWindowAttention):
             for site, role in (("q_act", "spike"), ("k_act", "int8"), ("v_act", "int8")):
-                full = f"{name}.{site}"
-                if _matches(full, includes) and not _matches(full, excludes):
-                    sub = getattr(module, site)
-                    targets.append(RecipeTarget(full, role, sub.in_features, sub.out_features))
+                sub = getattr(module, site)
+                candidates.append(
+                    RecipeTarget(f"{name}.{site}", role, sub.in_features, sub.out_features)
+                )
+    names = [t.name for t in candidates]
+    for pattern in includes:
+        if not fnmatch.filter(names, pattern):
+            raise SpikecodeError(
+                f"include pattern {pattern!r} matches no projection or attention site; "
+                f"available: {', '.join(names[:8])}, …",
+            )
+    targets = [t for t in candidates if _matches(t.name, includes) and not _matches(t.name, excludes)]
+    if not targets:
+        raise SpikecodeError("the exclude patterns remove every selected layer")
     return targets

@@ -69,6 +69,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from spikecode.errors import SpikecodeError
 from spikecode.models.cache import GLASwaCache
+from spikecode.models.sites import ActivationSite
 from spikecode.models.config import GATE_VARIANTS, GLA_MODES, GLASwaConfig, compute_dtype
 from spikecode.models.ops import (
     apply_rotary,
@@ -155,34 +156,6 @@ def _merge_heads(o: torch.Tensor) -> torch.Tensor:
     # [batch, kv_heads, G, seq, d] -> [batch, seq, kv_heads * G * d]
     batch, kv_heads, groups, seq, d = o.shape
     return o.permute(0, 3, 1, 2, 4).reshape(batch, seq, kv_heads * groups * d)
-
-
-class ActivationSite(nn.Module):
-    """An identity point on an attention activation that a recipe may replace (see module doc).
-
-    Parameters
-    ----------
-    in_features
-        Width of the last axis (``head_dim``).
-    out_features
-        Fan-out of one element: the most keys a query meets (``sliding_window + 1``).
-    """
-
-    #: Calibration measures a site's error on the activation itself (no weight).
-    identity_output = True
-
-    def __init__(self, in_features: int, out_features: int) -> None:
-        super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return ``x`` unchanged."""
-        return x
-
-    def extra_repr(self) -> str:
-        """Describe the module in ``repr``."""
-        return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
 class _QKVAttention(nn.Module):

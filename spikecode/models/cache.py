@@ -47,6 +47,8 @@ class GLASwaCache(Cache):
     mask : torch.Tensor or None
         ``[batch, seen_tokens]`` bool of the real tokens seen, or None while there was
         no padding.
+    sequences : int or None
+        Sequences the cache holds (None before the first token).
     """
 
     def __init__(self, config: GLASwaConfig) -> None:
@@ -59,10 +61,17 @@ class GLASwaCache(Cache):
         super().__init__(layers=layers)
         self.seen_tokens = 0
         self.mask: torch.Tensor | None = None
+        self.sequences: int | None = None
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         """Positions seen so far (every layer has seen the same ones)."""
         return self.seen_tokens
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Select the sequences of a beam search (the padding mask follows them)."""
+        super().reorder_cache(beam_idx)
+        if self.mask is not None:
+            self.mask = self.mask.index_select(0, beam_idx.to(self.mask.device))
 
     def recurrent_state(self, layer_idx: int) -> torch.Tensor | None:
         """The GLA state of a layer, or None before its first token."""

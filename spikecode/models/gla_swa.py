@@ -45,7 +45,7 @@ Generation: :class:`GLASwaForCausalLM` is a transformers ``PreTrainedModel`` wit
 ``GenerationMixin``. It returns a ``CausalLMOutputWithPast`` (``.logits``, ``.cache`` —
 ``.past_key_values`` in older transformers naming) holding a
 :class:`~spikecode.models.cache.GLASwaCache` when ``use_cache=True``, and
-``model.generate(...)`` works (greedy, sampling, beams). Cached decoding computes what a
+``model.generate(...)`` works (greedy search and sampling are tested). Cached decoding computes what a
 full forward pass computes (the cache keeps the window the prefill sees; see
 :mod:`spikecode.models.cache` for the release's off-by-one).
 
@@ -369,16 +369,16 @@ def _full_mask(
     batch, seq = input_ids.shape
     past = 0 if cache is None else cache.seen_tokens
     stored = None if cache is None else cache.mask
-    if stored is not None and stored.shape[0] != batch:
+    if cache is not None and cache.sequences not in (None, batch):
         raise SpikecodeError(
-            f"the cache holds {stored.shape[0]} sequences but input_ids has {batch}",
+            f"the cache holds {cache.sequences} sequences but input_ids has {batch}",
             shape=tuple(input_ids.shape),
         )
     if attention_mask is None:
         if stored is None:
             return None
         new = torch.ones(batch, seq, dtype=torch.bool, device=input_ids.device)
-        return torch.cat([stored.to(input_ids.device), new], dim=1)
+        return _refuse_holes(torch.cat([stored.to(input_ids.device), new], dim=1))
     shapes = {(batch, seq), (batch, past + seq)}
     if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) not in shapes:
         raise SpikecodeError(
@@ -397,6 +397,10 @@ def _full_mask(
             else stored.to(mask.device)
         )
         mask = torch.cat([before, mask], dim=1)
+    return _refuse_holes(mask)
+
+
+def _refuse_holes(mask: torch.Tensor) -> torch.Tensor:
     # Runs of ones per row: more than one means a padding hole inside the sequence.
     as_int = mask.to(torch.int8)
     runs = (as_int[:, 1:] > as_int[:, :-1]).sum(dim=1) + as_int[:, 0]
@@ -457,6 +461,7 @@ class GLASwaModel(nn.Module):
             x = layer(x, mask, cache)
         if cache is not None:
             cache.seen_tokens += input_ids.shape[1]
+            cache.sequences = input_ids.shape[0]
             cache.mask = mask
         return self.norm(x)
 

@@ -59,9 +59,7 @@ def test_evaluate_both_recipes(released, texts, recipe):
             total += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
             count += ids.shape[1] - 1
     assert math.isclose(report["rows"][0]["metric"], math.exp(total / count), rel_tol=1e-6)
-    table = run(
-        "evaluate", released, "--data", texts, "--samples", 3, "--k", 3, "--recipe", recipe
-    )
+    table = run("evaluate", released, "--data", texts, "--samples", 3, "--k", 3, "--recipe", recipe)
     assert table.exit_code == 0, table.output
     assert f"recipe {recipe}:" in table.output
     assert ("mlp.down_proj (float" in table.output) == (recipe == "release")
@@ -69,7 +67,9 @@ def test_evaluate_both_recipes(released, texts, recipe):
 
 def test_release_and_all_linear_differ(released, texts):
     loaded = load_checkpoint(released, dtype=torch.float32)
-    rows = {r: evaluate(loaded, TEXTS, k=[3.0], recipe=r).rows[0] for r in ("all-linear", "release")}
+    rows = {
+        r: evaluate(loaded, TEXTS, k=[3.0], recipe=r).rows[0] for r in ("all-linear", "release")
+    }
     assert rows["all-linear"].metric != rows["release"].metric
     assert rows["release"].layers == rows["all-linear"].layers - 4 + 2  # -down_proj, +q sites
 

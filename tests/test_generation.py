@@ -80,13 +80,17 @@ def test_left_padded_batch_decodes_like_each_sequence_alone():
     ids[1, :3] = 0
     with torch.no_grad():
         out = model(ids, mask, use_cache=True)
-        step = model(IDS[:, 8:9], attention_mask=torch.ones(2, 9, dtype=torch.long), cache=out.cache)
+        step = model(
+            IDS[:, 8:9], attention_mask=torch.ones(2, 9, dtype=torch.long), cache=out.cache
+        )
         alone = model(torch.cat([ids[1:, 3:], IDS[1:, 8:9]], 1)).logits
     torch.testing.assert_close(step.logits[1, -1], alone[0, -1], rtol=0, atol=1e-10)
     # the mask of the new tokens alone works too: the cache remembers the past
     with torch.no_grad():
         again = model(ids, mask, use_cache=True)
-        short = model(IDS[:, 8:9], attention_mask=torch.ones(2, 1, dtype=torch.long), cache=again.cache)
+        short = model(
+            IDS[:, 8:9], attention_mask=torch.ones(2, 1, dtype=torch.long), cache=again.cache
+        )
     torch.testing.assert_close(short.logits, step.logits, rtol=0, atol=0)
 
 
@@ -127,9 +131,7 @@ def test_generate_sampling_cached_equals_uncached():
     for use_cache in (True, False):
         torch.manual_seed(123)
         runs.append(
-            model.generate(
-                prompt, max_new_tokens=9, do_sample=True, top_k=10, use_cache=use_cache
-            )
+            model.generate(prompt, max_new_tokens=9, do_sample=True, top_k=10, use_cache=use_cache)
         )
     assert torch.equal(runs[0], runs[1])
     assert runs[0].shape == (2, 13)

@@ -197,7 +197,7 @@ def test_release_k_applies_to_projections_and_q_spikes():
     swap_linears(model, recipe="release")
     # The reference's q spikes keep the release's hard-coded 3: set the sites back.
     set_k(model, 2.0)
-    for name, module in model.named_modules():
+    for module in model.modules():
         if isinstance(module, DynamicSpikes):
             module.k = 3.0
     ids = torch.randint(0, 64, (1, 9), generator=torch.Generator().manual_seed(5))

@@ -422,7 +422,9 @@ def evaluate(
         if recipe == "all-linear":
             available = [name for name, _, _ in list_linear_layers(model, "*", ())]
         else:
-            available = [t.name for t in recipe_targets(model, recipe, "*", ()) if t.role == "spike"]
+            available = [
+                t.name for t in recipe_targets(model, recipe, "*", ()) if t.role == "spike"
+            ]
         k_map = _check_k_map(k_map, available)
     if not ks and k_map is None:
         raise SpikecodeError("give at least one k or a k map")

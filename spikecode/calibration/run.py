@@ -177,9 +177,10 @@ def _decode(
     progress: Callable[[int], None] | None,
 ) -> None:
     """Generate ``steps + 1`` tokens per sample; count only the ``steps`` decode steps."""
-    if not callable(getattr(model, "generate", None)) or not getattr(
-        model, "can_generate", lambda: False
-    )():
+    if (
+        not callable(getattr(model, "generate", None))
+        or not getattr(model, "can_generate", lambda: False)()
+    ):
         raise SpikecodeError(
             "calibration over generated tokens needs a model that generates "
             "(a causal language model)",
@@ -485,9 +486,7 @@ def calibrate(
             accumulator(name, rows)
 
     spiked = [t.name for t in recipe_targets(model, recipe, include, exclude) if t.role == "spike"]
-    hooks = LinearInputHooks(
-        model, feed, escape_names(spiked), (), module_types=(ActivationSite,)
-    )
+    hooks = LinearInputHooks(model, feed, escape_names(spiked), (), module_types=(ActivationSite,))
     accumulator = StatsAccumulator(
         model,
         hooks.layers,

@@ -45,9 +45,9 @@ Generation: :class:`GLASwaForCausalLM` is a transformers ``PreTrainedModel`` wit
 ``GenerationMixin``. It returns a ``CausalLMOutputWithPast`` (``.logits``, ``.cache`` —
 ``.past_key_values`` in older transformers naming) holding a
 :class:`~spikecode.models.cache.GLASwaCache` when ``use_cache=True``, and
-``model.generate(...)`` works (greedy search and sampling are tested). Cached decoding computes what a
-full forward pass computes (the cache keeps the window the prefill sees; see
-:mod:`spikecode.models.cache` for the release's off-by-one).
+``model.generate(...)`` works (greedy search and sampling are tested). Cached decoding
+computes what a full forward pass computes (the cache keeps the window the prefill sees;
+see :mod:`spikecode.models.cache` for the release's off-by-one).
 
 Activation sites: every :class:`SlidingWindowAttention` holds three identity modules
 ``q_act``, ``k_act`` and ``v_act`` applied to the rotated queries, rotated keys and values
@@ -59,7 +59,7 @@ and calibration hooks them like projection inputs.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +69,6 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from spikecode.errors import SpikecodeError
 from spikecode.models.cache import GLASwaCache
-from spikecode.models.sites import ActivationSite
 from spikecode.models.config import GATE_VARIANTS, GLA_MODES, GLASwaConfig, compute_dtype
 from spikecode.models.ops import (
     apply_rotary,
@@ -78,13 +77,14 @@ from spikecode.models.ops import (
     rms_norm,
     sliding_window_attention,
 )
+from spikecode.models.sites import ActivationSite
 
 __all__ = [
     "GATE_VARIANTS",
     "GLA_MODES",
     "ActivationSite",
-    "GLASwaCache",
     "GLASwaBlock",
+    "GLASwaCache",
     "GLASwaConfig",
     "GLASwaForCausalLM",
     "GLASwaModel",
@@ -522,7 +522,7 @@ class GLASwaForCausalLM(PreTrainedModel, GenerationMixin):
     config_class = GLASwaPretrainedConfig
     base_model_prefix = "model"
     main_input_name = "input_ids"
-    _no_split_modules = ["GLASwaBlock"]
+    _no_split_modules: ClassVar[list[str]] = ["GLASwaBlock"]
 
     def __init__(self, config: GLASwaConfig) -> None:
         if isinstance(config, GLASwaPretrainedConfig):

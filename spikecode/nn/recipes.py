@@ -348,7 +348,9 @@ def recipe_targets(
                 f"include pattern {pattern!r} matches no projection or attention site; "
                 f"available: {', '.join(names[:8])}, …",
             )
-    targets = [t for t in candidates if _matches(t.name, includes) and not _matches(t.name, excludes)]
+    targets = [
+        t for t in candidates if _matches(t.name, includes) and not _matches(t.name, excludes)
+    ]
     if not targets:
         raise SpikecodeError("the exclude patterns remove every selected layer")
     return targets

@@ -451,7 +451,7 @@ class CalibrationStats:
 
 
 def _version() -> str:
-    from spikecode import __version__
+    from spikecode._version import __version__
 
     return __version__
 

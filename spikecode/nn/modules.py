@@ -19,6 +19,14 @@ from torch import nn
 from spikecode.errors import SpikecodeError
 from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, list_linear_layers
 from spikecode.nn import functional as F
+from spikecode.nn._base import _SpikingModule
+from spikecode.nn.recipes import (
+    DynamicSpikes,
+    ReleaseQuantLinear,
+    SymmetricQuantizer,
+    check_recipe,
+    recipe_targets,
+)
 
 __all__ = [
     "AdaptiveSpike",
@@ -29,29 +37,6 @@ __all__ = [
 ]
 
 KSpec = float | Mapping[str, float]
-
-
-class _SpikingModule(nn.Module):
-    """Holds the threshold settings ``k``, ``vth_min``, ``vth_max`` shared by the modules."""
-
-    def __init__(self, k: float, vth_min: float, vth_max: float) -> None:
-        super().__init__()
-        F._check_bounds(vth_min, vth_max)
-        self.vth_min = float(vth_min)
-        self.vth_max = float(vth_max)
-        self.k = k
-
-    @property
-    def k(self) -> float:
-        """Threshold divisor of SPEC §2 (finite, > 0); may be changed at any time."""
-        return self._k
-
-    @k.setter
-    def k(self, value: float) -> None:
-        self._k = F.check_k(value)
-
-    def extra_repr(self) -> str:
-        return f"k={self.k}, vth_min={self.vth_min}, vth_max={self.vth_max}"
 
 
 class AdaptiveSpike(_SpikingModule):
@@ -339,8 +324,6 @@ def swap_linears(
         or ``scales`` mapping naming unselected layers, a ``k`` mapping missing selected
         layers, or layers whose weights cannot be quantized as asked.
     """
-    from spikecode.nn.recipes import check_recipe, recipe_targets
-
     if check_recipe(recipe) == "release":
         return _swap_release(model, k, recipe_targets(model, recipe, include, exclude), scales)
     names = [name for name, _, _ in list_linear_layers(model, include, exclude)]
@@ -378,8 +361,6 @@ def _swap_release(
     scales: Mapping[str, torch.Tensor] | None,
 ) -> list[str]:
     """The release recipe's replacements (see :func:`swap_linears`)."""
-    from spikecode.nn.recipes import DynamicSpikes, ReleaseQuantLinear, SymmetricQuantizer
-
     spiked = [t.name for t in targets if t.role == "spike"]
     k_of = _per_layer(k, spiked, "k")
     if k_of is not None:

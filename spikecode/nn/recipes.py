@@ -49,7 +49,7 @@ from spikecode._constants import VTH_MAX, VTH_MIN
 from spikecode.errors import SpikecodeError
 from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, list_linear_layers
 from spikecode.nn import functional as F
-from spikecode.nn.modules import _SpikingModule
+from spikecode.nn._base import _SpikingModule
 
 __all__ = [
     "DEFAULT_RECIPE",

@@ -278,8 +278,8 @@ def _swap(
     loaded: LoadedModel,
     names: Sequence[str],
     k: float | Mapping[str, float],
-    recipe: str,
-    coded: Sequence[str],
+    recipe: str = DEFAULT_RECIPE,
+    coded: Sequence[str] = (),
 ) -> dict[str, nn.Module]:
     """Swap the named inputs' modules for spiking ones; return the originals by name.
 

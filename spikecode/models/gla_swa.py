@@ -379,13 +379,18 @@ def _full_mask(
             return None
         new = torch.ones(batch, seq, dtype=torch.bool, device=input_ids.device)
         return _refuse_holes(torch.cat([stored.to(input_ids.device), new], dim=1))
-    shapes = {(batch, seq), (batch, past + seq)}
-    if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) not in shapes:
+    # Compared dimension by dimension: traced sizes (ONNX export) are not plain ints.
+    if (
+        not isinstance(attention_mask, torch.Tensor)
+        or attention_mask.dim() != 2
+        or attention_mask.shape[0] != batch
+        or attention_mask.shape[1] not in (seq, past + seq)
+    ):
         raise SpikecodeError(
             "attention_mask must be a tensor [batch, seq] (the new tokens) or "
             "[batch, past + seq] (with a cache)",
             shape=tuple(getattr(attention_mask, "shape", ())),
-            expected=sorted(shapes),
+            expected=[(batch, seq)] if past == 0 else [(batch, seq), (batch, past + seq)],
         )
     if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
         raise SpikecodeError("attention_mask must hold only 0 and 1")

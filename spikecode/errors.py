@@ -37,5 +37,11 @@ class SpikecodeError(ValueError):
     def __str__(self) -> str:
         if not self.context:
             return self.message
-        details = ", ".join(f"{key}={value}" for key, value in self.context.items())
+        details = ", ".join(f"{key}={_cut(value)}" for key, value in self.context.items())
         return f"{self.message} [{details}]"
+
+
+def _cut(value: Any, limit: int = 200) -> str:
+    # Context often echoes user input (a key, a path): keep the message one short line.
+    text = str(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."

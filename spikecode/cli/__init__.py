@@ -12,6 +12,15 @@ import click
 
 from spikecode.errors import SpikecodeError
 
+#: Longest error message the CLI prints; longer ones (echoing hostile input) are cut.
+MAX_MESSAGE = 500
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
+    """An error message as one line of at most ``limit`` characters."""
+    text = " ".join(message.split())
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
 
 class _Group(click.Group):
     """A click group that reports SpikecodeError as a clean CLI error."""
@@ -20,7 +29,13 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SpikecodeError as err:
-            raise click.ClickException(str(err)) from None
+            raise click.ClickException(one_line(str(err))) from None
+        except OSError as err:  # a file problem no reader named: still one line
+            where = f" [file={err.filename}]" if err.filename else ""
+            raise click.ClickException(one_line(f"{err.strerror or err}{where}")) from None
+        except click.ClickException as err:  # usage errors echo what was typed
+            err.message = one_line(err.message, MAX_MESSAGE - 100)  # room for click's prefix
+            raise
         except MemoryError:
             raise click.ClickException(
                 "out of memory; try a smaller input or fewer samples"

@@ -27,9 +27,10 @@ from typing import Any
 import click
 import numpy as np
 
-from spikecode.cli._common import echo_json, echo_table, stages
+from spikecode.cli._common import MAX_SPIKES_OPTION, T_OPTION, echo_json, echo_table, stages
 from spikecode.encoders import SCHEMES, encode, min_steps
 from spikecode.errors import SpikecodeError
+from spikecode.io import path_kind
 
 _SOURCE = click.argument(
     "source", metavar="[SOURCE]", required=False, type=click.Path(path_type=Path)
@@ -55,7 +56,7 @@ def _scheme_option(default: str) -> Any:
     )
 
 
-_T = click.option("--T", "T", type=int, default=None, help="Fixed number of steps.")
+_T = T_OPTION
 _BIT_ORDER = click.option(
     "--bit-order", type=click.Choice(["msb", "lsb"]), default="msb", show_default=True
 )
@@ -156,13 +157,14 @@ def _checkpoint_activations(
 def _is_checkpoint(source: Path | None) -> bool:
     if source is None:
         return False
-    if not source.exists():
+    kind = path_kind(source)
+    if kind is None:
         raise SpikecodeError("no such file or directory", file=str(source))
-    return source.is_dir()
+    return kind == "dir"
 
 
 def _is_stats(source: Path | None) -> bool:
-    return source is not None and source.is_file() and source.suffix.lower() == ".json"
+    return source is not None and path_kind(source) == "file" and source.suffix.lower() == ".json"
 
 
 def _stats_checkpoint(source: Path) -> tuple[Path, Any]:
@@ -389,6 +391,7 @@ def export_onnx_command(
 
 @export_group.command("events")
 @_spike_options
+@MAX_SPIKES_OPTION
 @click.option("--key", default=None, help="Array to use when an activation file holds several.")
 @click.option(
     "--samples",
@@ -407,6 +410,7 @@ def export_events_command(
     k: float,
     T: int | None,
     bit_order: str,
+    max_spikes: int,
     key: str | None,
     samples: int,
     include: tuple[str, ...],
@@ -441,7 +445,8 @@ def export_events_command(
             layers = [(key or source.stem, counts, vth)]
         advance("encode")
         trains = {
-            name: encode(counts, scheme, T, bit_order=bit_order) for name, counts, _ in layers
+            name: encode(counts, scheme, T, bit_order=bit_order, max_spikes=max_spikes)
+            for name, counts, _ in layers
         }
         advance("write")
         save_events(out, trains, vth={name: vth for name, _, vth in layers}, k=k)

@@ -16,10 +16,12 @@ import os
 import pickle
 import re
 import secrets
+import shutil
 import stat
+import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from spikecode.errors import SpikecodeError
 __all__ = [
     "ACTIVATION_SUFFIXES",
     "Encoded",
+    "atomic_folder",
     "atomic_write",
     "list_arrays",
     "load_activations",
@@ -265,6 +268,59 @@ def _name_max(folder: Path) -> int:
         return os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):
         return 255
+
+
+@contextlib.contextmanager
+def atomic_folder(
+    path: str | os.PathLike[str], *, replaceable: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; move it to ``path`` if the block succeeds.
+
+    On any exception the temporary folder is removed and ``path`` is left untouched. An
+    existing ``path`` is replaced only when it is an empty folder or ``replaceable(path)``
+    says so (an earlier output of the same writer); anything else is refused.
+
+    Raises
+    ------
+    SpikecodeError
+        The parent folder does not exist or is not writable, or something that may not
+        be replaced is in the way.
+    """
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+
+    def in_the_way() -> bool:
+        if not (target.exists() or target.is_symlink()):
+            return False
+        if target.is_dir() and not target.is_symlink():
+            return bool(any(target.iterdir())) and not (replaceable and replaceable(target))
+        return True
+
+    if in_the_way():
+        raise SpikecodeError(
+            f"cannot write {target}: something else is in the way", file=str(target)
+        )
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder))
+    except OSError as err:
+        raise SpikecodeError(f"cannot write {target}: {os_cause(err)}", file=str(target)) from None
+    try:
+        yield tmp
+        if in_the_way():
+            raise SpikecodeError(
+                f"cannot write {target}: something else is in the way", file=str(target)
+            )
+        old = None
+        if target.exists():  # an empty folder or an earlier output: set it aside first
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=folder))
+            os.replace(target, old / "old")
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:
+        raise SpikecodeError(f"cannot write {target}: {os_cause(err)}", file=str(target)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # -- activations -------------------------------------------------------------------------

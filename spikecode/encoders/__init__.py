@@ -8,10 +8,12 @@ from spikecode.encoders.codec import (
     min_steps,
     plan_encoding,
 )
+from spikecode.encoders.limits import DEFAULT_MAX_SPIKES
 from spikecode.encoders.schemes import SCHEMES, Scheme, get_scheme
 from spikecode.encoders.train import SpikeTrain
 
 __all__ = [
+    "DEFAULT_MAX_SPIKES",
     "SCHEMES",
     "EncodingPlan",
     "Scheme",

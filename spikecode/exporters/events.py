@@ -147,7 +147,7 @@ def _check_trains(trains: Any) -> dict[str, SpikeTrain]:
             raise SpikecodeError(
                 "more features than the int32 channel field holds", layer=name, shape=train.shape
             )
-    return dict(named)
+    return {name: train.to_layout("events") for name, train in named.items()}
 
 
 def to_events(trains: SpikeTrain | Mapping[str, SpikeTrain]) -> tuple[np.ndarray, list[str]]:

@@ -18,7 +18,7 @@ from spikecode._validate import to_numpy
 from spikecode.encoders.schemes import check_bit_order, get_scheme
 from spikecode.errors import SpikecodeError
 from spikecode.exporters.registry import register_exporter
-from spikecode.io import atomic_folder, atomic_write
+from spikecode.io import atomic_folder, atomic_write, read_json
 from spikecode.linear import _scales_2d
 
 __all__ = [
@@ -483,8 +483,8 @@ def _index(graphs: Mapping[str, nir.NIRGraph], files: Mapping[str, str]) -> dict
 def _is_our_folder(path: Path) -> bool:
     index = path / INDEX_FILE
     try:
-        return json.loads(index.read_text()).get("format") == INDEX_FORMAT
-    except (OSError, ValueError, AttributeError):
+        return read_json(index, INDEX_FILE).get("format") == INDEX_FORMAT
+    except (SpikecodeError, AttributeError):
         return False
 
 
@@ -668,10 +668,7 @@ def load_nir(source: str | os.PathLike[str] | nir.NIRGraph) -> NirExport:
     if not path.is_dir():
         raise SpikecodeError("no such file or folder", file=str(path))
     index_path = path / INDEX_FILE
-    try:
-        index = json.loads(index_path.read_text(encoding="utf8"))
-    except (OSError, ValueError) as err:
-        raise SpikecodeError(f"cannot read {INDEX_FILE}: {err}", file=str(index_path)) from None
+    index = read_json(index_path, INDEX_FILE)
     if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
         raise SpikecodeError("not a spikecode NIR index", file=str(index_path))
     if index.get("format_version") != NIR_FORMAT_VERSION:

@@ -101,7 +101,7 @@ def test_round_trip_is_bitwise(tmp_path, options):
         assert torch.equal(state[name], tensor), name
     assert next(loaded.model.parameters()).dtype == torch.bfloat16
     with torch.no_grad():
-        logits = loaded.model(IDS)
+        logits = loaded.model(IDS).logits
     assert logits.shape == (1, 9, 512)
     assert torch.isfinite(logits).all()
 
@@ -182,7 +182,7 @@ def test_w8aspike_scales_feed_swap_linears(tmp_path):
     for name, expected in scales.items():
         assert torch.equal(loaded.model.get_submodule(name).scales, expected.squeeze(-1))
     with torch.no_grad():
-        assert torch.isfinite(loaded.model(IDS)).all()
+        assert torch.isfinite(loaded.model(IDS).logits).all()
 
 
 def test_w8aspike_lowrank_gate_has_no_scales_on_the_16_wide_projection(tmp_path):
@@ -202,7 +202,9 @@ def test_dtype_and_device_arguments(tmp_path):
         assert torch.equal(param, written[name].to(torch.float64))
     as32 = load_checkpoint(folder, dtype=torch.float32)
     with torch.no_grad():
-        torch.testing.assert_close(as32.model(IDS).double(), as64.model(IDS), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            as32.model(IDS).logits.double(), as64.model(IDS).logits, rtol=1e-5, atol=1e-5
+        )
     for bad in ("int8", torch.int32, 3):
         with pytest.raises(SpikecodeError, match="dtype"):
             load_checkpoint(folder, dtype=bad)
@@ -307,8 +309,8 @@ def test_tokenizer_beside_the_weights(tmp_path):
     loaded = load_checkpoint(folder, dtype=torch.float64)
     batch = tokenizer(["hello spiking brain model", "the"], padding=True, return_tensors="pt")
     with torch.no_grad():
-        logits = loaded.model(batch["input_ids"], batch["attention_mask"])
-        alone = loaded.model(batch["input_ids"][1:, :1])
+        logits = loaded.model(batch["input_ids"], batch["attention_mask"]).logits
+        alone = loaded.model(batch["input_ids"][1:, :1]).logits
     torch.testing.assert_close(logits[1, :1], alone[0], rtol=0, atol=1e-12)
     assert load_checkpoint(write_tiny_gla_swa_checkpoint(tmp_path / "bare")).tokenizer is None
 
@@ -329,7 +331,7 @@ def test_gla_device_map_places_units(tmp_path):
     folder = write_tiny_gla_swa_checkpoint(tmp_path / "ckpt")
     plain = load_checkpoint(folder, dtype=torch.float32).model
     with torch.no_grad():
-        expected = plain(IDS)
+        expected = plain(IDS).logits
     for device_map in (
         "cpu",
         {"": "cpu"},
@@ -340,7 +342,7 @@ def test_gla_device_map_places_units(tmp_path):
         assert all(p.device.type == "cpu" for p in model.parameters())
         assert len(model.model.layers[2]._forward_pre_hooks) == 1
         with torch.no_grad():
-            torch.testing.assert_close(model(IDS), expected, rtol=0, atol=0)
+            torch.testing.assert_close(model(IDS).logits, expected, rtol=0, atol=0)
 
 
 def test_device_map_hook_moves_inputs_to_the_unit_device():
@@ -381,7 +383,7 @@ def test_auto_device_map_with_accelerate(tmp_path):
     model = load_checkpoint(folder, dtype=torch.float32, device_map="auto").model
     plain = load_checkpoint(folder, dtype=torch.float32).model
     with torch.no_grad():
-        torch.testing.assert_close(model(IDS).cpu(), plain(IDS), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model(IDS).logits.cpu(), plain(IDS).logits, rtol=1e-5, atol=1e-5)
 
 
 def test_bad_or_absent_device(tmp_path):

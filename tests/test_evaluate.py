@@ -50,7 +50,7 @@ def manual_perplexity(model, tokenizer, texts):
     with torch.no_grad():
         for text in texts:
             ids = torch.tensor([tokenizer(text)["input_ids"]])
-            logits = model(ids)[0, :-1]
+            logits = model(ids).logits[0, :-1]
             total += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
             count += ids.shape[1] - 1
     return math.exp(total / count)

@@ -100,7 +100,7 @@ def ref_linear(sd, prefix, x):
 
 
 def ref_forward(model: GLASwaForCausalLM, ids: list[int]) -> torch.Tensor:
-    cfg = model.config
+    cfg = model.gla_config
     sd = {k: v.detach().to(torch.float64) for k, v in model.state_dict().items()}
     hd, heads, kv_heads = cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
     group = heads // kv_heads
@@ -170,7 +170,7 @@ def test_forward_matches_per_token_reference(gate, mode):
     ids = torch.tensor([[3, 17, 5, 5, 39, 0, 22, 8, 11, 30, 2, 14]])
     expected = ref_forward(model, ids[0].tolist())
     with torch.no_grad():
-        logits = model(ids)
+        logits = model(ids).logits
     assert logits.shape == (1, 12, TINY["vocab_size"])
     torch.testing.assert_close(logits[0], expected, rtol=0, atol=1e-10)
 
@@ -180,11 +180,11 @@ def test_shared_kv_heads_and_window_matter():
     # window if those had no effect on the numbers; check that they do.
     model = make_model()
     ids = torch.tensor([[3, 17, 5, 5, 39, 0, 22, 8, 11, 30]])
-    wide = dataclasses.replace(model.config, sliding_window=100)
+    wide = dataclasses.replace(model.gla_config, sliding_window=100)
     other = GLASwaForCausalLM(wide).double()
     other.load_state_dict(model.state_dict())
     with torch.no_grad():
-        assert not torch.allclose(model(ids), other.eval()(ids))
+        assert not torch.allclose(model(ids).logits, other.eval()(ids).logits)
 
 
 def test_state_dict_names_are_the_release_names():
@@ -232,7 +232,7 @@ def test_projections_are_plain_linears_that_hooks_see_and_swaps_replace():
     model = make_model()
     ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
     with torch.no_grad():
-        before = model(ids)
+        before = model(ids).logits
     linears = {name for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     # Per layer: q, k, v, o and the MLP's three, plus the two gate projections of GLA layers.
     assert len(linears) == 4 * 7 + 2 * 2 + 1
@@ -256,11 +256,11 @@ def test_projections_are_plain_linears_that_hooks_see_and_swaps_replace():
     nn.init.zeros_(zero.weight)
     layer.down_proj = zero
     with torch.no_grad():
-        changed = model(ids)
+        changed = model(ids).logits
     layer.down_proj = original
     assert not torch.allclose(changed, before)
     with torch.no_grad():
-        torch.testing.assert_close(model(ids), before, rtol=0, atol=0)
+        torch.testing.assert_close(model(ids).logits, before, rtol=0, atol=0)
 
 
 def test_hidden_states_feed_the_lm_head():
@@ -269,7 +269,7 @@ def test_hidden_states_feed_the_lm_head():
     with torch.no_grad():
         hidden = model.hidden_states(ids)
         assert hidden.shape == (2, 3, 16)
-        torch.testing.assert_close(model.lm_head(hidden), model(ids), rtol=0, atol=0)
+        torch.testing.assert_close(model.lm_head(hidden), model(ids).logits, rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------------------
@@ -338,14 +338,14 @@ def test_model_modes_agree_and_set_gla_mode_switches():
     model = make_model(gla_chunk_size=4)
     ids = torch.randint(0, 40, (3, 19), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        chunked = model(ids)
+        chunked = model(ids).logits
         model.set_gla_mode("recurrent")
         assert model.config.gla_mode == "recurrent"
         assert model.model.layers[0].attn.mode == "recurrent"
-        recurrent = model(ids)
+        recurrent = model(ids).logits
         model.set_gla_mode("chunked", chunk_size=7)
         assert model.model.layers[2].attn.chunk_size == 7
-        chunked7 = model(ids)
+        chunked7 = model(ids).logits
     torch.testing.assert_close(chunked, recurrent, rtol=0, atol=1e-11)
     torch.testing.assert_close(chunked7, recurrent, rtol=0, atol=1e-11)
     with pytest.raises(SpikecodeError, match="gla_mode"):
@@ -392,11 +392,11 @@ def test_window_limits_a_whole_softmax_model():
     model = make_model(num_hidden_layers=1, attn_layers=(0,), sliding_window=3)
     ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14]])
     with torch.no_grad():
-        base = model(ids)
+        base = model(ids).logits
         for p in range(10):
             other = ids.clone()
             other[0, p] = 39
-            out = model(other)
+            out = model(other).logits
             torch.testing.assert_close(out[0, :p], base[0, :p], rtol=0, atol=0)  # causal
             torch.testing.assert_close(out[0, p + 4 :], base[0, p + 4 :], rtol=0, atol=0)
             for i in range(p, min(p + 4, 10)):
@@ -418,34 +418,46 @@ def test_padding_does_not_change_real_tokens(side, mode):
         ids[row, where] = seq
         mask[row, where] = 1
     with torch.no_grad():
-        batched = model(ids, attention_mask=mask)
-        other_junk = model(torch.where(mask.bool(), ids, (ids + 7) % 40), attention_mask=mask)
+        batched = model(ids, attention_mask=mask).logits
+        other_junk = model(
+            torch.where(mask.bool(), ids, (ids + 7) % 40), attention_mask=mask
+        ).logits
         for row, seq in enumerate(seqs):
-            alone = model(seq[None])[0]
+            alone = model(seq[None]).logits[0]
             real = batched[row][mask[row].bool()]
             torch.testing.assert_close(real, alone, rtol=0, atol=1e-12)
     torch.testing.assert_close(other_junk[mask.bool()], batched[mask.bool()], rtol=0, atol=1e-12)
     assert torch.isfinite(batched).all()
 
 
-@pytest.mark.parametrize("mode", ["chunked", "recurrent"])
-def test_masked_position_inside_a_sequence_is_invisible_to_gla(mode):
-    # Gated linear attention neither adds a masked token's key/value nor decays its state
-    # there, so a hole behaves as if the token had been removed.
-    model = make_model(attn_layers=(), gla_mode=mode, gla_chunk_size=3)
-    ids = torch.tensor([[4, 9, 33, 1, 27, 6, 12]])
-    mask = torch.tensor([[1, 1, 0, 1, 1, 0, 1]])
+@pytest.mark.parametrize(
+    "mask", [[[1, 1, 0, 1, 1]], [[0, 1, 0, 1, 0]], [[1, 1, 1, 1, 1], [1, 0, 0, 0, 1]]]
+)
+def test_padding_hole_is_refused(mask):
+    # The release gives a hole no single meaning (GLA zeroes only v, window layers
+    # un-pad), so spikecode refuses it instead of picking one.
+    model = make_model()
+    mask = torch.tensor(mask)
+    ids = torch.ones_like(mask)
+    with pytest.raises(SpikecodeError, match="padding hole"):
+        model(ids, mask)
+
+
+@pytest.mark.parametrize("mask", [[[0, 0, 1, 1, 1]], [[1, 1, 1, 0, 0]], [[0, 1, 1, 1, 0]]])
+def test_left_right_and_both_sided_padding_are_accepted(mask):
+    model = make_model()
+    mask = torch.tensor(mask)
     with torch.no_grad():
-        holed = model(ids, mask)[0][mask[0].bool()]
-        compact = model(ids[:, mask[0].bool()])[0]
-    torch.testing.assert_close(holed, compact, rtol=0, atol=1e-12)
+        assert torch.isfinite(model(torch.ones_like(mask), mask).logits).all()
 
 
 def test_all_ones_mask_equals_no_mask():
     model = make_model()
     ids = torch.randint(0, 40, (2, 9), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        torch.testing.assert_close(model(ids, torch.ones_like(ids)), model(ids), rtol=0, atol=1e-13)
+        torch.testing.assert_close(
+            model(ids, torch.ones_like(ids)).logits, model(ids).logits, rtol=0, atol=1e-13
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -461,8 +473,8 @@ def test_low_precision_dtypes_run_close_to_float64(dtype, tol):
     model = make_model(dtype=dtype)
     ids = torch.randint(0, 40, (2, 13), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
-        expected = reference(ids)
-        logits = model(ids)
+        expected = reference(ids).logits
+        logits = model(ids).logits
     assert logits.dtype == dtype
     err = (logits.double() - expected).abs().max() / expected.abs().max()
     assert err < tol
@@ -473,8 +485,8 @@ def test_cuda_matches_cpu():
     model = make_model(dtype=torch.float32)
     ids = torch.randint(0, 40, (2, 13), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
-        expected = model(ids)
-        logits = model.cuda()(ids.cuda(), torch.ones_like(ids).cuda())
+        expected = model(ids).logits
+        logits = model.cuda()(ids.cuda(), torch.ones_like(ids).cuda()).logits
     torch.testing.assert_close(logits.cpu(), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -502,7 +514,7 @@ def test_tied_embeddings_share_the_matrix():
         (torch.tensor([[1.0, 2.0]]), None, "integer"),
         (torch.tensor([[1, 40]]), None, "outside"),
         (torch.tensor([[-1, 2]]), None, "outside"),
-        (torch.tensor([[1, 2]]), torch.tensor([[1, 1, 1]]), "shape"),
+        (torch.tensor([[1, 2]]), torch.tensor([[1, 1, 1]]), "attention_mask must be a tensor"),
         (torch.tensor([[1, 2]]), torch.tensor([[1, 2]]), "0 and 1"),
     ],
 )

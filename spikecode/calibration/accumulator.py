@@ -219,10 +219,13 @@ class LayerAccumulator:
         self._error: _ErrorSpec | None = None
         if layer is not None:
             weight = getattr(layer, "weight", None)
-            if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (
-                self.out_features,
-                self.in_features,
-            ):
+            shape = (self.out_features, self.in_features)
+            if weight is None and getattr(layer, "identity_output", False):
+                # An activation site (window-attention q) has no weight: its output is
+                # the activation, so the "output error" is the reconstruction Vth·c vs x.
+                weight = torch.eye(self.in_features)
+                shape = (self.in_features, self.in_features)
+            if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != shape:
                 raise SpikecodeError(
                     "the layer's weight must be a [out_features, in_features] tensor", layer=name
                 )

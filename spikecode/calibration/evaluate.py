@@ -19,9 +19,16 @@ w = 3 sparsity, the ``|c| ≤ 7`` share) for one code, element-weighted over lay
 stats file. They are measured on the spiked model's own activations, which differ from
 the float model's once errors propagate.
 
+``recipe`` (:mod:`spikecode.nn.recipes`) says what the spiked twin is: ``"all-linear"``
+(default; every selected projection a W8ASpike layer) or ``"release"`` (the shipped
+W8ASpike GLA-SWA model as the release computes it: ``down_proj`` float, window-attention q
+spiked and k/v INT8, weights rounded in the runtime dtype). The report names it, and its
+spike statistics cover exactly the recipe's spike-driven inputs (under ``"release"`` the
+window-attention q, one row per token and head, included).
+
 The model is changed in place during the evaluation and restored afterwards (also on
-error): the original ``nn.Linear`` modules are put back, so the float model stays intact
-and nothing is copied.
+error): the original modules are put back, so the float model stays intact and nothing
+is copied.
 """
 
 from __future__ import annotations
@@ -60,6 +67,13 @@ from spikecode.models.checkpoint import LoadedModel
 from spikecode.models.gla_swa import GLASwaForCausalLM
 from spikecode.nn import W8ASpikeLinear, replace_submodules, set_k, swap_linears
 from spikecode.nn.functional import check_k
+from spikecode.nn.recipes import (
+    DEFAULT_RECIPE,
+    DynamicSpikes,
+    ReleaseQuantLinear,
+    check_recipe,
+    recipe_targets,
+)
 
 __all__ = ["TASKS", "EvaluationReport", "EvaluationRow", "evaluate", "model_task"]
 
@@ -131,6 +145,8 @@ class EvaluationReport:
         Where the texts came from.
     k_map
         The per-layer k of a ``"k-map"`` row, if any.
+    recipe
+        What was spiked (:data:`spikecode.nn.RECIPES`).
     """
 
     task: str
@@ -143,11 +159,13 @@ class EvaluationReport:
     layers: int
     source: str
     k_map: Mapping[str, float] | None = field(default=None)
+    recipe: str = DEFAULT_RECIPE
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (what ``spikecode evaluate --format json`` prints)."""
         return {
             "task": self.task,
+            "recipe": self.recipe,
             "metric": TASKS[self.task],
             "float": self.float_metric,
             "scheme": self.scheme,
@@ -257,20 +275,29 @@ class _Runner:
 
 
 def _swap(
-    loaded: LoadedModel, names: Sequence[str], k: float | Mapping[str, float]
+    loaded: LoadedModel,
+    names: Sequence[str],
+    k: float | Mapping[str, float],
+    recipe: str = DEFAULT_RECIPE,
+    coded: Sequence[str] = (),
 ) -> dict[str, nn.Module]:
-    """Swap the named layers for W8ASpike layers; return the original modules by name."""
+    """Swap the named inputs' modules for spiking ones; return the originals by name.
+
+    ``coded`` adds the recipe's INT8 sites (replaced too, but not spiked).
+    """
     model = loaded.model
-    originals = {name: model.get_submodule(name) for name in names}
+    everything = [*names, *(n for n in coded if n not in names)]
+    originals = {name: model.get_submodule(name) for name in everything}
     scales = {n: loaded.quant_scales[n] for n in names if n in loaded.quant_scales}
     try:
         swap_linears(
             model,
             k if not isinstance(k, Mapping) else {n: k[n] for n in names},
-            include=escape_names(names),
+            include=escape_names(everything),
             exclude=(),
             group_size="auto",
             scales=scales or None,
+            recipe=recipe,
         )
     except BaseException:
         _restore(model, originals)
@@ -296,7 +323,11 @@ def _spiked_run(
     window: int,
 ) -> tuple[float, dict[str, float]]:
     """Run the spiked model once; its metric and the spike totals of its layers' inputs."""
-    selection = {"include": escape_names(names), "exclude": (), "module_types": (W8ASpikeLinear,)}
+    selection = {
+        "include": escape_names(names),
+        "exclude": (),
+        "module_types": (W8ASpikeLinear, ReleaseQuantLinear, DynamicSpikes),
+    }
     accumulator = StatsAccumulator(
         model,
         list_linear_layers(model, **selection),
@@ -340,6 +371,7 @@ def evaluate(
     scheme: str = "bitwise-bidirectional",
     window: int = 3,
     progress: Callable[[int], None] | None = None,
+    recipe: str = DEFAULT_RECIPE,
 ) -> EvaluationReport:
     """Compare the float model with its W8ASpike fake-quant twin, one row per k.
 
@@ -362,6 +394,9 @@ def evaluate(
     progress
         Called with the number of samples of each batch run (the texts run once for the
         float model and once per row).
+    recipe
+        ``"all-linear"`` (default) or ``"release"`` (:mod:`spikecode.nn.recipes`). With
+        ``"release"`` a k map may also name window-attention q sites (``…attn.q_act``).
 
     Returns
     -------
@@ -377,11 +412,19 @@ def evaluate(
     loaded = as_loaded(checkpoint)
     task = model_task(loaded)
     scheme = get_scheme(scheme).name
+    recipe = check_recipe(recipe)
     ks = () if k is None else check_ks(k)
     model = loaded.model
-    selected = [name for name, _, _ in list_linear_layers(model, include, exclude)]
+    targets = recipe_targets(model, recipe, include, exclude)
+    selected = [t.name for t in targets if t.role == "spike"]
+    coded = [t.name for t in targets if t.role == "int8"]
     if k_map is not None:
-        available = [name for name, _, _ in list_linear_layers(model, "*", ())]
+        if recipe == "all-linear":
+            available = [name for name, _, _ in list_linear_layers(model, "*", ())]
+        else:
+            available = [
+                t.name for t in recipe_targets(model, recipe, "*", ()) if t.role == "spike"
+            ]
         k_map = _check_k_map(k_map, available)
     if not ks and k_map is None:
         raise SpikecodeError("give at least one k or a k map")
@@ -399,7 +442,7 @@ def evaluate(
         passes.append((list(k_map), [("k-map", None, k_map)]))
     rows = []
     for names, settings in passes:
-        originals = _swap(loaded, names, settings[0][2])
+        originals = _swap(loaded, names, settings[0][2], recipe, coded)
         try:
             for label, value, per_layer in settings:
                 set_k(model, dict(per_layer))
@@ -420,4 +463,5 @@ def evaluate(
         layers=rows[0].layers,
         source=texts.source,
         k_map=None if k_map is None else dict(k_map),
+        recipe=recipe,
     )

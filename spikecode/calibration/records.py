@@ -48,6 +48,7 @@ __all__ = [
     "DataInfo",
     "KStats",
     "LayerStats",
+    "RecipeInfo",
     "VthSummary",
     "k_key",
     "layer_family",
@@ -421,6 +422,33 @@ class DataInfo:
 
 
 @dataclass(frozen=True)
+class RecipeInfo:
+    """What was measured: the recipe's spike-driven inputs, on prompts or on decoding.
+
+    The stats file's ``recipe`` field (``{"name": …, "generate": …}``); files written
+    before it existed read as ``all-linear`` on prompts.
+
+    Attributes
+    ----------
+    name
+        ``"all-linear"`` or ``"release"`` (:mod:`spikecode.nn.recipes`): the layers are
+        that recipe's spike-driven inputs.
+    generate
+        None: the prompts' tokens were counted (one forward pass per batch). N: N tokens
+        were generated per sample and only the decode steps' inputs were counted, one
+        token per step, so ``tokens`` of a projection is ``samples × N`` and per-token
+        figures are per generated token.
+    """
+
+    name: str = "all-linear"
+    generate: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stats-file layout."""
+        return {"name": self.name, "generate": self.generate}
+
+
+@dataclass(frozen=True)
 class CalibrationStats:
     """A whole stats file (``docs/statsfile.rst``, version 2).
 
@@ -446,6 +474,8 @@ class CalibrationStats:
         The output error was measured per batch and layer on one row in
         ``error_stride`` of the batch's tokens (at least one), at most ``error_rows``;
         both None: on every row.
+    recipe
+        The recipe and whether decoding was measured (:class:`RecipeInfo`).
     spikecode_version, created
         Who wrote the file, and when (UTC, ISO 8601).
     """
@@ -460,6 +490,7 @@ class CalibrationStats:
     totals: Mapping[str, Mapping[str, Mapping[str, float]]]
     error_rows: int | None = None
     error_stride: int | None = None
+    recipe: RecipeInfo = field(default_factory=RecipeInfo)
     spikecode_version: str = field(default_factory=lambda: _version())
     created: str = field(default_factory=lambda: _now())
 
@@ -476,6 +507,7 @@ class CalibrationStats:
         layers: Sequence[LayerStats],
         error_rows: int | None,
         error_stride: int | None = None,
+        recipe: RecipeInfo | None = None,
     ) -> CalibrationStats:
         """Assemble a stats object and compute its totals over layers."""
         keys = [k_key(v) for v in k]
@@ -497,6 +529,7 @@ class CalibrationStats:
             totals=MappingProxyType(totals),
             error_rows=error_rows,
             error_stride=error_stride,
+            recipe=recipe or RecipeInfo(),
         )
 
     def layer(self, name: str) -> LayerStats:
@@ -526,6 +559,7 @@ class CalibrationStats:
             "block_sizes": list(self.block_sizes),
             "error_rows": self.error_rows,
             "error_stride": self.error_stride,
+            "recipe": self.recipe.to_dict(),
             "layers": [layer.to_dict() for layer in self.layers],
             "totals": {
                 key: {scheme: dict(values) for scheme, values in by_scheme.items()}

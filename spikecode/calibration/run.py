@@ -53,13 +53,27 @@ Design decisions
 - **Tokenization** uses the checkpoint's tokenizer (with its special tokens). A
   checkpoint without a tokenizer needs token ids: a JSONL file whose records carry
   ``"input_ids"``.
+- **Recipe** (:mod:`spikecode.nn.recipes`): the hooked inputs are the recipe's
+  spike-driven ones. ``"all-linear"``: every selected projection. ``"release"``: every
+  selected projection but ``mlp.down_proj`` (float in the release), plus the
+  window-attention queries (``…attn.q_act``, one row per token and head, ``head_dim``
+  wide; their "output error" is the reconstruction ``Vth·c`` against the query, since no
+  weight follows). The statistics are always those of the float model's activations, and
+  the output error uses spikecode's exact INT8 rounding of SPEC §4. The stats file
+  records the recipe (``recipe.name``).
+- **Decoding** (``generate=N``): what an event-driven chip sees token by token. Each
+  batch is left-padded and run through the model's own ``generate()`` (greedy, exactly N
+  new tokens plus the one the prompt yields: end-of-sequence is suppressed); the hooks
+  ignore the prompt's forward pass and count only the N decode steps, whose inputs are
+  one newly generated token per sample. Per-token figures (a report's energy per token)
+  are then per generated token. The stats file records N (``recipe.generate``).
 """
 
 from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -90,6 +104,7 @@ from spikecode.calibration.records import (
     CheckpointInfo,
     DataInfo,
     LayerStats,
+    RecipeInfo,
     k_key,
 )
 from spikecode.encoders.schemes import get_scheme
@@ -97,6 +112,8 @@ from spikecode.energy import DEFAULT_BLOCK_SIZES
 from spikecode.errors import SpikecodeError
 from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, LinearInputHooks
 from spikecode.models.checkpoint import LoadedModel
+from spikecode.models.sites import ActivationSite
+from spikecode.nn.recipes import DEFAULT_RECIPE, check_recipe, recipe_targets
 
 __all__ = [
     "DEFAULT_K",
@@ -137,6 +154,81 @@ def _trunk(model: nn.Module, names: Sequence[str]) -> nn.Module:
 
 def _forward(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> Any:
     return module(input_ids=ids, attention_mask=mask)
+
+
+def _left_padded(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each row's padding to the left, as decoding needs (new tokens follow the last)."""
+    lengths = mask.sum(dim=1)
+    width = ids.shape[1]
+    shifted_ids, shifted_mask = ids.clone(), mask.clone()
+    for row, length in enumerate(lengths.tolist()):
+        shifted_ids[row] = torch.roll(ids[row], width - length)
+        shifted_mask[row] = torch.roll(mask[row], width - length)
+    return shifted_ids, shifted_mask
+
+
+def _decode(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    hooks: LinearInputHooks,
+    begin: Callable[[], None],
+    counting: list[bool],
+    pad: int,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Generate ``steps + 1`` tokens per sample; count only the ``steps`` decode steps."""
+    if (
+        not callable(getattr(model, "generate", None))
+        or not getattr(model, "can_generate", lambda: False)()
+    ):
+        raise SpikecodeError(
+            "calibration over generated tokens needs a model that generates "
+            "(a causal language model)",
+            model=type(model).__name__,
+        )
+    calls = [0]
+
+    def before_forward(module: nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        first = calls[0] == 0
+        calls[0] += 1
+        counting[0] = not first
+        if not first:
+            if not isinstance(ids, torch.Tensor) or ids.shape[-1] != 1:
+                raise SpikecodeError(
+                    "the model's generate() fed more than one token per decode step; "
+                    "it must use a cache",
+                    model=type(model).__name__,
+                )
+            hooks.set_mask(None)  # every sample's new token is real
+            begin()
+
+    handle = model.register_forward_pre_hook(before_forward, with_kwargs=True)
+    try:
+        for ids, mask in batches:
+            ids, mask = _left_padded(ids, mask)
+            calls[0] = 0
+            counting[0] = False
+            model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=steps + 1,
+                min_new_tokens=steps + 1,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=pad,
+            )
+            if calls[0] != steps + 1:
+                raise SpikecodeError(
+                    f"generate() ran {calls[0]} forward passes, not the {steps + 1} asked",
+                    model=type(model).__name__,
+                )
+            if progress is not None:
+                progress(ids.shape[0])
+    finally:
+        handle.remove()
+        counting[0] = True
 
 
 # --------------------------------------------------------------------------- accumulator
@@ -330,6 +422,8 @@ def calibrate(
     progress: Callable[[int], None] | None = None,
     backend: str | None = None,
     distributed: bool | None = None,
+    recipe: str = DEFAULT_RECIPE,
+    generate: int | None = None,
 ) -> CalibrationStats:
     """Calibrate spike coding on a text set: per-layer statistics for several k and codes.
 
@@ -374,6 +468,12 @@ def calibrate(
         merged exactly. None (default): when a group with more than one rank is
         initialized; True: require one; False: never. Every rank must call this with
         the same arguments; every rank returns the same merged result.
+    recipe
+        Which inputs are spike-driven and measured: ``"all-linear"`` (default) or
+        ``"release"`` (see the module docstring).
+    generate
+        None: measure the prompts. N >= 1: generate per sample and measure only the N
+        decode steps (see the module docstring).
 
     Returns
     -------
@@ -392,6 +492,11 @@ def calibrate(
     """
     loaded = as_loaded(checkpoint)
     group = parallel.active(distributed)
+    recipe = check_recipe(recipe)
+    if generate is not None and (
+        isinstance(generate, bool) or not isinstance(generate, int) or generate < 1
+    ):
+        raise SpikecodeError(f"generate must be a positive number of tokens, not {generate!r}")
     ks = check_ks(k)
     scheme_names = tuple(dict.fromkeys(get_scheme(s).name for s in schemes))
     if not scheme_names:
@@ -401,11 +506,15 @@ def calibrate(
     model = loaded.model
     accumulator: StatsAccumulator | None = None
 
+    counting = [True]
+
     def feed(name: str, rows: torch.Tensor) -> None:
         assert accumulator is not None
-        accumulator(name, rows)
+        if counting[0]:
+            accumulator(name, rows)
 
-    hooks = LinearInputHooks(model, feed, include, exclude)
+    spiked = [t.name for t in recipe_targets(model, recipe, include, exclude) if t.role == "spike"]
+    hooks = LinearInputHooks(model, feed, escape_names(spiked), (), module_types=(ActivationSite,))
     accumulator = StatsAccumulator(
         model,
         hooks.layers,
@@ -428,24 +537,50 @@ def calibrate(
         max_length=tokenized.max_length,
         truncated=tokenized.truncated,
     )
-    batches = padded_batches(tokenized, batch_size, device, pad_id(loaded), shard=group)
-    samples = tokens = 0
+    seen = [0, 0]  # this rank's samples and prompt tokens
+
+    def counted(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[Any]:
+        for ids, mask in batches:
+            seen[0] += ids.shape[0]
+            seen[1] += int(mask.sum())
+            yield ids, mask
+
+    batches = counted(padded_batches(tokenized, batch_size, device, pad_id(loaded), shard=group))
     stats: CalibrationStats | None = None
     try:
         with torch.no_grad(), hooks:
-            for ids, mask in batches:
-                hooks.set_mask(mask)
-                accumulator.begin_batch()
-                _forward(trunk, ids, mask)
-                samples += ids.shape[0]
-                tokens += int(mask.sum())
-                if progress is not None:
-                    progress(ids.shape[0])
-        if samples:
+            if generate is not None:
+                _decode(
+                    model,
+                    batches,
+                    generate,
+                    hooks,
+                    accumulator.begin_batch,
+                    counting,
+                    pad_id(loaded),
+                    progress,
+                )
+            else:
+                for ids, mask in batches:
+                    hooks.set_mask(mask)
+                    accumulator.begin_batch()
+                    _forward(trunk, ids, mask)
+                    if progress is not None:
+                        progress(ids.shape[0])
+        if seen[0]:
             data = data_info
             if group is not None:  # this rank's shard
-                data = DataInfo(calibration.source, samples, tokens, tokenized.max_length)
-            stats = _assemble(loaded, accumulator, data, ks, scheme_names, window, error_rows)
+                data = DataInfo(calibration.source, seen[0], seen[1], tokenized.max_length)
+            stats = _assemble(
+                loaded,
+                accumulator,
+                data,
+                ks,
+                scheme_names,
+                window,
+                error_rows,
+                RecipeInfo(recipe, generate),
+            )
     except Exception as err:
         if group is None:
             raise
@@ -466,6 +601,7 @@ def _assemble(
     scheme_names: tuple[str, ...],
     window: int,
     error_rows: int | None,
+    recipe: RecipeInfo,
 ) -> CalibrationStats:
     layers = accumulator.results()
     first = accumulator.accumulators[layers[0].name]
@@ -479,4 +615,5 @@ def _assemble(
         layers=layers,
         error_rows=error_rows,
         error_stride=None if error_rows is None else first.error_stride,
+        recipe=recipe,
     )

@@ -34,6 +34,7 @@ from spikecode.calibration.records import (
     DataInfo,
     KStats,
     LayerStats,
+    RecipeInfo,
     VthSummary,
     k_key,
     plain_number,
@@ -305,6 +306,7 @@ def _parse(raw: Any, r: _Reader) -> CalibrationStats:
     error_stride = raw.get("error_stride")
     if error_stride is not None:
         error_stride = r.integer(error_stride, "error_stride", 1)
+    recipe = _parse_recipe(r, raw.get("recipe"))
 
     ck = r.get(raw, "checkpoint", "")
     kind = r.get(ck, "kind", "checkpoint")
@@ -350,9 +352,28 @@ def _parse(raw: Any, r: _Reader) -> CalibrationStats:
         totals=totals,
         error_rows=error_rows,
         error_stride=error_stride,
+        recipe=recipe,
         spikecode_version=r.text(r.get(raw, "spikecode_version", ""), "spikecode_version"),
         created=r.text(r.get(raw, "created", ""), "created"),
     )
+
+
+def _parse_recipe(r: _Reader, raw: Any) -> RecipeInfo:
+    """The optional ``recipe`` field; absent in files written before recipes (all-linear)."""
+    from spikecode.nn.recipes import RECIPES
+
+    if raw is None:
+        return RecipeInfo()
+    name = r.get(raw, "name", "recipe")
+    if name not in RECIPES:
+        raise r.fail(
+            f"stats file field 'recipe.name' must be one of {list(RECIPES)}, not {name!r}",
+            "recipe.name",
+        )
+    generate = r.get(raw, "generate", "recipe")
+    if generate is not None:
+        generate = r.integer(generate, "recipe.generate", 1)
+    return RecipeInfo(name=name, generate=generate)
 
 
 def _parse_layer(

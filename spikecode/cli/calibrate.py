@@ -45,6 +45,16 @@ _TOTALS = (
 )
 
 
+def recipe_note(recipe: str) -> str:
+    """One line saying which inputs a recipe spikes (for the CLI summaries)."""
+    if recipe == "release":
+        return (
+            "spike-driven: every projection input but mlp.down_proj (float, unspiked) and "
+            "the window-attention q (per head); window-attention k, v INT8 (not spikes)"
+        )
+    return "spike-driven: the input of every selected linear projection (lm_head excluded)"
+
+
 def parse_k(values: Sequence[str], option: str = "--k") -> tuple[float, ...]:
     """Parse repeated and/or comma- or space-separated k values (``("2", "2.5 3")``)."""
     result = []
@@ -150,6 +160,15 @@ def _model_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default="table",
             show_default=True,
         ),
+        click.option(
+            "--recipe",
+            type=click.Choice(["all-linear", "release"]),
+            default="all-linear",
+            show_default=True,
+            help="What is spiked: every projection (all-linear), or the shipped W8ASpike "
+            "model as the release computes it (release: down_proj float, window-attention q "
+            "spiked, k/v INT8).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -229,6 +248,13 @@ def _check_out(out: Path | None, suffix: str) -> None:
     default=None,
     help="Write the stats file (.json) and a CSV beside it.",
 )
+@click.option(
+    "--generate",
+    type=int,
+    default=None,
+    help="Measure decoding instead of the prompts: generate N tokens per sample (greedy) "
+    "and count only the decode steps' inputs, one token per step.",
+)
 def calibrate_command(
     checkpoint_dir: Path,
     data: Path | None,
@@ -242,18 +268,22 @@ def calibrate_command(
     dtype: str | None,
     trust_remote_code: bool,
     fmt: str,
+    recipe: str,
     k_values: tuple[str, ...],
     schemes: tuple[str, ...],
     error_rows: str,
     error_stride: int,
     out: Path | None,
+    generate: int | None,
 ) -> None:
     """Measure the spike statistics of every linear projection's input on a text set.
 
     CHECKPOINT_DIR is a SpikingBrain (GLA-SWA) checkpoint or a Hugging Face model
     folder. The texts run once through the model; every k and code is measured in that
     one pass. The summary gives, per k, the totals over all projections (weighted by
-    element count) for the first --scheme, and the W8ASpike output error.
+    element count) for the first --scheme, and the W8ASpike output error. --recipe
+    chooses which inputs are spike-driven; --generate N measures N decode steps per
+    sample instead of the prompts.
     """
     from spikecode.calibration import save_stats
     from spikecode.calibration.distributed import init_from_env
@@ -278,6 +308,8 @@ def calibrate_command(
             truncate=truncate,
             error_rows=rows_cap,
             error_stride=error_stride,
+            recipe=recipe,
+            generate=generate,
             **_selection(include, exclude),
         )
     finally:
@@ -316,6 +348,8 @@ def _report_calibration(
         echo_json(
             {
                 "checkpoint": str(checkpoint_dir),
+                "recipe": stats.recipe.name,
+                "generate": stats.recipe.generate,
                 "layers": len(stats.layers),
                 "tokens": stats.data.tokens,
                 "samples": stats.data.samples,
@@ -333,11 +367,18 @@ def _report_calibration(
         f"spikecode calibrate  {checkpoint_dir}  ({stats.checkpoint.kind}, "
         f"{stats.checkpoint.dtype})"
     )
+    what = (
+        f"{stats.data.tokens:,} prompt tokens"
+        if stats.recipe.generate is None
+        else f"{stats.recipe.generate} decode steps each (one generated token per step; "
+        "prompts not counted)"
+    )
     click.echo(
-        f"  {len(stats.layers)} projections, {stats.data.samples} samples, "
-        f"{stats.data.tokens:,} tokens from {stats.data.source}; code {scheme}"
+        f"  recipe {stats.recipe.name}: {len(stats.layers)} spike-driven inputs, "
+        f"{stats.data.samples} samples, {what} from {stats.data.source}; code {scheme}"
         + ("" if group is None else f"; {group[1]} processes (torch.distributed)")
     )
+    click.echo(f"  {recipe_note(stats.recipe.name)}")
     header = ["k", *(label for _, label in _TOTALS), "output error"]
     rows = [
         [key, *(values[name] for name, _ in _TOTALS), values["output_rel_error"]]
@@ -392,6 +433,7 @@ def evaluate_command(
     dtype: str | None,
     trust_remote_code: bool,
     fmt: str,
+    recipe: str,
     k_values: tuple[str, ...],
     k_map: Path | None,
     scheme: str,
@@ -401,7 +443,7 @@ def evaluate_command(
     Every selected projection gets INT8 weights (SPEC §4) and adaptive-threshold spike
     inputs (SPEC §2). Causal language models report perplexity, encoders the cosine
     similarity of their mean-pooled embeddings to the float model's. The model is
-    restored afterwards.
+    restored afterwards. --recipe release spikes what the shipped W8ASpike model spikes.
     """
     from spikecode.calibration.advisor import load_k_map
     from spikecode.calibration.evaluate import TASKS, evaluate
@@ -422,6 +464,7 @@ def evaluate_command(
             truncate=truncate,
             scheme=scheme,
             progress=advance,
+            recipe=recipe,
             **_selection(include, exclude),
         )
     if fmt == "json":
@@ -430,9 +473,10 @@ def evaluate_command(
     metric = "perplexity" if report.task == "perplexity" else "cosine"
     click.echo(f"spikecode evaluate  {checkpoint_dir}  — {TASKS[report.task]}")
     click.echo(
-        f"  {report.layers} W8ASpike projections, {report.samples} samples, "
-        f"{report.tokens:,} tokens from {report.source}; code {scheme}"
+        f"  recipe {report.recipe}: {report.layers} spike-driven inputs, {report.samples} "
+        f"samples, {report.tokens:,} tokens from {report.source}; code {scheme}"
     )
+    click.echo(f"  {recipe_note(report.recipe)}")
     header = [
         "k",
         f"{metric} float",

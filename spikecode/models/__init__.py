@@ -3,11 +3,14 @@
 - :mod:`spikecode.models.config`, :mod:`spikecode.models.ops` and
   :mod:`spikecode.models.gla_swa`: SpikingBrain-7B's GLA-SWA hybrid in plain PyTorch
   (SPEC §7): its configuration, its mathematics as pure functions, and the modules;
+- :mod:`spikecode.models.cache` and :mod:`spikecode.models.sites`: its decoding cache
+  (recurrent GLA state, sliding window of keys) and the attention sites a recipe codes;
 - :mod:`spikecode.models.checkpoint`: loading a checkpoint (the released layout, any
   Hugging Face folder, any ``nn.Module``);
 - :mod:`spikecode.models.capture`: forward hooks on the inputs of linear projections.
 """
 
+from spikecode.models.cache import GLASwaCache
 from spikecode.models.capture import (
     DEFAULT_EXCLUDE,
     DEFAULT_INCLUDE,
@@ -22,17 +25,21 @@ from spikecode.models.checkpoint import (
     wrap_module,
 )
 from spikecode.models.config import GATE_VARIANTS, GLA_MODES, GLASwaConfig
-from spikecode.models.gla_swa import GLASwaForCausalLM, GLASwaModel
+from spikecode.models.gla_swa import GLASwaForCausalLM, GLASwaModel, GLASwaPretrainedConfig
 from spikecode.models.ops import gla_chunked, gla_recurrent, sliding_window_attention
+from spikecode.models.sites import ActivationSite
 
 __all__ = [
     "DEFAULT_EXCLUDE",
     "DEFAULT_INCLUDE",
     "GATE_VARIANTS",
     "GLA_MODES",
+    "ActivationSite",
+    "GLASwaCache",
     "GLASwaConfig",
     "GLASwaForCausalLM",
     "GLASwaModel",
+    "GLASwaPretrainedConfig",
     "LinearInputHooks",
     "LoadedModel",
     "QuantizerScales",

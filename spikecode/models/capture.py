@@ -257,7 +257,8 @@ class LinearInputHooks:
         Notes
         -----
         While a mask is set, a hooked input of shape ``[batch, seq, features]`` is
-        reduced to its real-token rows. An input of shape ``[batch, features]`` (one
+        reduced to its real-token rows (``[batch, seq, heads, features]``: every head's
+        row of each real token, heads innermost). An input of shape ``[batch, features]`` (one
         vector per sequence, such as a BERT pooler's CLS vector) holds no padding
         position; its rows are kept for every sequence with at least one real token. Any
         other input shape raises :class:`SpikecodeError` during the forward pass, since
@@ -321,6 +322,10 @@ class LinearInputHooks:
         token_rows, sequence_rows = self._indices(mask, activation.device)
         if leading == tuple(mask.shape):
             return rows.index_select(0, token_rows)
+        if leading[: mask.ndim] == tuple(mask.shape):
+            # [batch, seq, heads, d] (attention sites): every head row of a real token.
+            per_token = activation.reshape(mask.numel(), -1, activation.shape[-1])
+            return per_token.index_select(0, token_rows).reshape(-1, activation.shape[-1])
         if leading == tuple(mask.shape[:1]):
             return rows.index_select(0, sequence_rows)
         raise SpikecodeError(

@@ -278,11 +278,12 @@ def wrap_module(module: nn.Module, *, tokenizer: Any | None = None) -> LoadedMod
         kind = "hf"
     else:
         kind = "module"
+    config = module.gla_config if kind == "gla_swa" else getattr(module, "config", None)
     return LoadedModel(
         model=module,
         tokenizer=tokenizer,
         kind=kind,
-        config=getattr(module, "config", None),
+        config=config,
         path=None,
         quant_scales=_collect_scales(module),
     )
@@ -776,6 +777,11 @@ def _load_gla_swa(
         assert offload.folder is not None
         dispatch_offloaded(model, placement, offload.folder, index)
     model.eval()
+    # generate() reads the special tokens from the generation config (config.json's).
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if isinstance(raw.get(name), int | list):
+            setattr(model.config, name, raw[name])
+            setattr(model.generation_config, name, raw[name])
     return LoadedModel(
         model=model,
         tokenizer=_load_tokenizer(folder, trust_remote_code=False, gla_swa=True),

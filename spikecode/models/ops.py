@@ -91,44 +91,53 @@ def sliding_window_attention(
     key/value head. Queries are processed in blocks so that memory grows with
     ``block_size · (block_size + window)``, not with ``seq²``.
 
+    The queries are the **last** ``q_len`` positions of the keys' sequence (all of them
+    in a full forward pass; the new tokens after a cached past when decoding), so query
+    ``i`` sits at key position ``k_len - q_len + i``.
+
     Parameters
     ----------
     q
-        ``[batch, kv_heads, G, seq, d]``.
+        ``[batch, kv_heads, G, q_len, d]``.
     k, v
-        ``[batch, kv_heads, seq, d]``.
+        ``[batch, kv_heads, k_len, d]`` with ``k_len >= q_len``.
     window
         ``sliding_window``; ``window + 1`` keys at most.
     scale
         Logit scale (``head_dim ** -0.5``).
     key_mask
-        Optional ``[batch, seq]`` bool, False for keys nobody may see (padding). A query
-        always sees its own key, so no row is empty.
+        Optional ``[batch, k_len]`` bool, False for keys nobody may see (padding). A
+        query always sees its own key, so no row is empty.
     block_size
         Queries per block.
 
     Returns
     -------
     torch.Tensor
-        ``[batch, kv_heads, G, seq, d]`` in the dtype of ``q``.
+        ``[batch, kv_heads, G, q_len, d]`` in the dtype of ``q``.
     """
-    seq = q.shape[-2]
+    q_len, k_len = q.shape[-2], k.shape[-2]
+    shift = k_len - q_len
     device = q.device
     out = torch.empty_like(q)
-    positions = torch.arange(seq, device=device)
-    for start in range(0, seq, block_size):
-        stop = min(start + block_size, seq)
-        first = max(0, start - window)
-        qpos = positions[start:stop, None]
-        kpos = positions[None, first:stop]
+    positions = torch.arange(k_len, device=device)
+    for start in range(0, q_len, block_size):
+        stop = min(start + block_size, q_len)
+        first = max(0, shift + start - window)
+        qpos = positions[shift + start : shift + stop, None]
+        kpos = positions[None, first : shift + stop]
         allowed = (kpos <= qpos) & (kpos >= qpos - window)
         if key_mask is not None:
-            allowed = allowed & key_mask[:, None, None, None, first:stop]
+            allowed = allowed & key_mask[:, None, None, None, first : shift + stop]
             allowed = allowed | (kpos == qpos)
-        scores = torch.einsum("bhgqd,bhkd->bhgqk", q[..., start:stop, :], k[:, :, first:stop])
+        scores = torch.einsum(
+            "bhgqd,bhkd->bhgqk", q[..., start:stop, :], k[:, :, first : shift + stop]
+        )
         scores = (scores * scale).masked_fill(~allowed, float("-inf"))
         probs = torch.softmax(scores, dim=-1)
-        out[..., start:stop, :] = torch.einsum("bhgqk,bhkd->bhgqd", probs, v[:, :, first:stop])
+        out[..., start:stop, :] = torch.einsum(
+            "bhgqk,bhkd->bhgqd", probs, v[:, :, first : shift + stop]
+        )
     return out
 
 

@@ -19,6 +19,14 @@ from torch import nn
 from spikecode.errors import SpikecodeError
 from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, list_linear_layers
 from spikecode.nn import functional as F
+from spikecode.nn._base import _SpikingModule
+from spikecode.nn.recipes import (
+    DynamicSpikes,
+    ReleaseQuantLinear,
+    SymmetricQuantizer,
+    check_recipe,
+    recipe_targets,
+)
 
 __all__ = [
     "AdaptiveSpike",
@@ -29,29 +37,6 @@ __all__ = [
 ]
 
 KSpec = float | Mapping[str, float]
-
-
-class _SpikingModule(nn.Module):
-    """Holds the threshold settings ``k``, ``vth_min``, ``vth_max`` shared by the modules."""
-
-    def __init__(self, k: float, vth_min: float, vth_max: float) -> None:
-        super().__init__()
-        F._check_bounds(vth_min, vth_max)
-        self.vth_min = float(vth_min)
-        self.vth_max = float(vth_max)
-        self.k = k
-
-    @property
-    def k(self) -> float:
-        """Threshold divisor of SPEC §2 (finite, > 0); may be changed at any time."""
-        return self._k
-
-    @k.setter
-    def k(self, value: float) -> None:
-        self._k = F.check_k(value)
-
-    def extra_repr(self) -> str:
-        return f"k={self.k}, vth_min={self.vth_min}, vth_max={self.vth_max}"
 
 
 class AdaptiveSpike(_SpikingModule):
@@ -291,8 +276,9 @@ def swap_linears(
     exclude: str | Iterable[str] = DEFAULT_EXCLUDE,
     group_size: int | str | None = "auto",
     scales: Mapping[str, torch.Tensor] | None = None,
+    recipe: str = "all-linear",
 ) -> list[str]:
-    """Replace the selected ``nn.Linear`` layers of a model by :class:`W8ASpikeLinear`, in place.
+    """Replace the selected ``nn.Linear`` layers of a model by spiking layers, in place.
 
     SpikingBrain spike-codes the input of every linear projection and quantizes its
     weight to INT8, leaving the LM head alone (SPEC §1). Layer selection is that of
@@ -317,11 +303,19 @@ def swap_linears(
     scales
         Optional ``layer name → released scales`` (``[out, in/128, 1]``); layers listed
         here are rounded with those scales (:meth:`W8ASpikeLinear.from_linear`).
+    recipe
+        ``"all-linear"`` (default): every selected projection becomes a
+        :class:`W8ASpikeLinear`. ``"release"``: the W8ASpike GLA-SWA model as the release
+        computes it (:mod:`spikecode.nn.recipes`): selected projections but
+        ``mlp.down_proj`` become :class:`~spikecode.nn.recipes.ReleaseQuantLinear`,
+        ``down_proj`` stays float, and the window-attention sites ``q_act`` / ``k_act``
+        / ``v_act`` become the release's spike and INT8 coders (``k`` applies to the q
+        spikes too; ``group_size`` is ignored: released scales or 128-column groups).
 
     Returns
     -------
     list of str
-        The names of the replaced layers, in ``model.named_modules()`` order.
+        The names of the replaced modules, in ``model.named_modules()`` order.
 
     Raises
     ------
@@ -330,6 +324,8 @@ def swap_linears(
         or ``scales`` mapping naming unselected layers, a ``k`` mapping missing selected
         layers, or layers whose weights cannot be quantized as asked.
     """
+    if check_recipe(recipe) == "release":
+        return _swap_release(model, k, recipe_targets(model, recipe, include, exclude), scales)
     names = [name for name, _, _ in list_linear_layers(model, include, exclude)]
     k_of = _per_layer(k, names, "k")
     if k_of is not None:
@@ -354,6 +350,48 @@ def swap_linears(
             )
         except SpikecodeError as err:
             raise SpikecodeError(err.message, layer=name, **err.context) from None
+    replace_submodules(model, replacements)
+    return names
+
+
+def _swap_release(
+    model: nn.Module,
+    k: KSpec,
+    targets: list,
+    scales: Mapping[str, torch.Tensor] | None,
+) -> list[str]:
+    """The release recipe's replacements (see :func:`swap_linears`)."""
+    spiked = [t.name for t in targets if t.role == "spike"]
+    k_of = _per_layer(k, spiked, "k")
+    if k_of is not None:
+        missing = [name for name in spiked if name not in k_of]
+        if missing:
+            raise SpikecodeError(
+                f"k gives no value for {len(missing)} spiked input(s): {', '.join(missing[:8])}",
+                selected=len(spiked),
+            )
+    if scales is not None and not isinstance(scales, Mapping):
+        raise SpikecodeError("scales must be a mapping from layer name to tensor")
+    # The release keeps down_proj's scales unused: scales may name float targets too.
+    scales_of = _per_layer(scales, [t.name for t in targets], "scales") or {}
+    replacements: dict[nn.Module, nn.Module] = {}
+    names = []
+    for target in targets:
+        if target.role == "float":
+            continue
+        module = model.get_submodule(target.name)
+        value = None if target.role == "int8" else (k if k_of is None else k_of[target.name])
+        try:
+            if target.role == "int8":
+                new: nn.Module = SymmetricQuantizer(target.in_features, target.out_features)
+            elif isinstance(module, nn.Linear):
+                new = ReleaseQuantLinear.from_linear(module, value, scales_of.get(target.name))
+            else:
+                new = DynamicSpikes(target.in_features, target.out_features, value)
+        except SpikecodeError as err:
+            raise SpikecodeError(err.message, layer=target.name, **err.context) from None
+        replacements[module] = new
+        names.append(target.name)
     replace_submodules(model, replacements)
     return names
 

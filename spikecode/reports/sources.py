@@ -154,6 +154,9 @@ class LayerResult:
         Silent-channel totals for the memory model (channel and block skipping).
     histogram
         Histogram of the counts.
+    rows_per_token
+        Rows of the statistics per token: 1 for a projection, the number of heads for a
+        window-attention site (``…attn.q_act``: one row per token and head).
     """
 
     name: str
@@ -168,9 +171,33 @@ class LayerResult:
     cosine: float | None
     activity: ChannelActivity | None
     histogram: CountHistogram | None
+    rows_per_token: int = 1
 
     def energy_spec(self) -> LayerSpec:
-        """The :class:`~spikecode.energy.LayerSpec` of this layer (SPEC §6)."""
+        """The :class:`~spikecode.energy.LayerSpec` of this layer (SPEC §6).
+
+        A window-attention q site becomes one "layer" per token whose inputs are all
+        heads' queries (``heads × head_dim``) and whose fan-out is ``out_features``, the
+        keys a query meets (``sliding_window + 1``: an upper bound, reached once the
+        context is as long as the window): each q spike adds one key component per key
+        of ``QKᵀ``. Its channel activity carries the silent share only (block skipping
+        of weights does not apply: no weight follows the site).
+        """
+        if self.rows_per_token > 1:
+            rows = self.rows_per_token
+            activity = None
+            if self.activity is not None:
+                activity = ChannelActivity(
+                    self.tokens // rows, self.in_features * rows, self.activity.active_channels
+                )
+            return LayerSpec(
+                self.name,
+                self.in_features * rows,
+                self.out_features,
+                self.tokens // rows,
+                self.stats.spikes,
+                activity,
+            )
         return LayerSpec(
             self.name,
             self.in_features,
@@ -407,8 +434,9 @@ class StatsSource(Source):
     def describe(self) -> dict[str, Any]:
         """Describe the file: ``kind``, ``path``, ``version``, ``k``, ``schemes``, ``window``.
 
-        Plus the file's ``spikecode_version``, ``created``, ``checkpoint``, ``data`` and
-        ``error_rows``.
+        Plus the file's ``spikecode_version``, ``created``, ``checkpoint``, ``data``,
+        ``error_rows`` and ``recipe`` (``name``; ``generate``: None for prompts, N when
+        decode steps were measured).
         """
         return {
             "kind": self.kind,
@@ -422,6 +450,7 @@ class StatsSource(Source):
             "checkpoint": self.stats.checkpoint.to_dict(),
             "data": self.stats.data.to_dict(),
             "error_rows": self.stats.error_rows,
+            "recipe": self.stats.recipe.to_dict(),
         }
 
     def _where(self) -> dict[str, Any]:
@@ -497,8 +526,13 @@ class StatsSource(Source):
             )
         key = k_key(k)
         results = []
+        # Every projection sees every token once; a site sees each token once per head.
+        projections = [layer.tokens for layer in self.stats.layers if not _is_site(layer.name)]
         for layer in self.stats.layers:
             entry = layer.by_k[key]
+            rows = 1
+            if _is_site(layer.name) and projections and layer.tokens % projections[0] == 0:
+                rows = layer.tokens // projections[0]
             results.append(
                 LayerResult(
                     name=layer.name,
@@ -513,9 +547,15 @@ class StatsSource(Source):
                     cosine=entry.output_cosine,
                     activity=entry.activity,
                     histogram=entry.count_histogram,
+                    rows_per_token=rows,
                 )
             )
         return results
+
+
+def _is_site(name: str) -> bool:
+    """A window-attention activation site (:class:`~spikecode.models.sites.ActivationSite`)."""
+    return name.endswith((".q_act", ".k_act", ".v_act"))
 
 
 def _looks_like_json(path: Path) -> bool:

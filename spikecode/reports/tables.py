@@ -238,6 +238,35 @@ def _source_label(source: Source) -> str:
     return f"stats file {info['path'] or '(in memory)'} (version {info['version']})"
 
 
+def _recipe_header(source: Source) -> tuple[tuple[str, str], ...]:
+    """Header lines naming the recipe and what a token is, for stats-file sources."""
+    recipe = source.describe().get("recipe")
+    if recipe is None:
+        return ()
+    if recipe["name"] == "release":
+        driven = (
+            "every projection but mlp.down_proj (float, not measured) and the window-attention "
+            "q per head; window-attention k, v INT8 (not spikes)"
+        )
+    else:
+        driven = "every measured linear projection"
+    tokens = (
+        "prompt tokens"
+        if recipe["generate"] is None
+        else f"generated tokens ({recipe['generate']} decode steps per sample, one token each)"
+    )
+    return (
+        ("recipe", recipe["name"]),
+        ("spike-driven inputs", driven),
+        ("tokens", tokens),
+    )
+
+
+def _per_token(source: Source) -> str:
+    recipe = source.describe().get("recipe")
+    return "per token" if recipe is None or recipe["generate"] is None else "per generated token"
+
+
 def _weighted(values: Sequence[tuple[float | None, int]]) -> float | None:
     # Element-weighted mean; unknown as soon as one layer's value is unknown.
     if not values or any(v is None for v, _ in values):
@@ -369,6 +398,7 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
         display=display,
         header=(
             ("source", _source_label(source)),
+            *_recipe_header(source),
             ("k", k_key(k)),
             ("scheme", scheme),
         ),
@@ -564,8 +594,20 @@ def energy_report(
     extra: list[tuple[str, tuple[Column, ...], tuple[dict[str, Any], ...]]] = []
     rows = tuple(report.rows())
     notes = [
-        "Energies are per token (arithmetic; spike = sum |spikes| x fan-out INT8 adds).",
+        f"Energies are {_per_token(source)} (arithmetic; spike = sum |spikes| x fan-out "
+        "INT8 adds).",
     ]
+    if any(r.rows_per_token > 1 for r in results):
+        notes.append(
+            "Window-attention q sites: all heads of a token as one input; fan-out = the "
+            "window's sliding_window + 1 keys (an upper bound until the context fills it)."
+        )
+    recipe = source.describe().get("recipe")
+    if recipe is not None and recipe["name"] == "release":
+        notes.append(
+            "Recipe release: mlp.down_proj and the attention scores' softmax x V run in "
+            "float and are not in these totals."
+        )
     if memory is not None:
         fetch = [
             Column("layer", "layer", _fmt_text),
@@ -601,6 +643,7 @@ def energy_report(
         display=tuple(display),
         header=(
             ("source", _source_label(source)),
+            *_recipe_header(source),
             ("k", k_key(k)),
             ("scheme", scheme),
             ("energy table", energy_table.name),

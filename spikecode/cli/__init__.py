@@ -1,7 +1,9 @@
 """The ``spikecode`` command line: a click group whose commands live in sibling modules.
 
 Every command raises :class:`~spikecode.errors.SpikecodeError` for user errors; the group
-turns it into a one-line message on stderr and exit status 1, never a traceback.
+turns it into a one-line message on stderr and exit status 1, never a traceback. The
+error's remedies are named as command-line flags (``--saturate``, ``leaving out --T``), never as
+Python arguments (:func:`spikecode.cli._common.flag_remedy`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import Any
 
 import click
 
+from spikecode.cli._common import flag_remedy
 from spikecode.errors import SpikecodeError
 
 
@@ -20,7 +23,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SpikecodeError as err:
-            raise click.ClickException(str(err)) from None
+            raise click.ClickException(err.render(flag_remedy, lead="try")) from None
         except MemoryError:
             raise click.ClickException(
                 "out of memory; try a smaller input or fewer samples"

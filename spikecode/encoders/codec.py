@@ -17,7 +17,7 @@ from spikecode._validate import count_rows
 from spikecode.encoders import _kernels
 from spikecode.encoders.schemes import Scheme, check_bit_order, get_scheme
 from spikecode.encoders.train import SpikeTrain, feature_dtype
-from spikecode.errors import SpikecodeError
+from spikecode.errors import LARGER, Remedy, SpikecodeError
 
 __all__ = ["EncodingPlan", "decode", "encode", "encode_dense", "min_steps", "plan_encoding"]
 
@@ -54,8 +54,9 @@ def _resolve_zero_point(spec: Scheme, zero_point: Any, low: int) -> int:
     if not spec.unsigned_counts:
         if zero_point not in ("auto", None, 0):
             raise SpikecodeError(
-                f"zero_point applies only to the unsigned codes (binary, bitwise); "
+                "a zero point applies only to the unsigned codes (binary, bitwise); "
                 f"{spec.name} carries signed counts",
+                remedies=(Remedy("zero_point", None),),
                 scheme=spec.name,
             )
         return 0
@@ -93,19 +94,21 @@ def plan_encoding(
     Raises
     ------
     SpikecodeError
-        Bad counts; a zero point for a signed code; negative values for an unsigned code
-        at the given zero point; counts beyond a fixed T without ``saturate``.
+        Bad counts; a zero point for a signed code; values below the zero point for an
+        unsigned code (clipped instead with ``saturate`` and a fixed T); counts beyond a
+        fixed T without ``saturate``.
     """
     spec = get_scheme(scheme)
     rows, shape = count_rows(counts)
     low, high = int(rows.min()), int(rows.max())
     zp = _resolve_zero_point(spec, zero_point, low)
     low_v, high_v = low - zp, high - zp
-    if spec.unsigned_counts and low_v < 0:
+    if spec.unsigned_counts and low_v < 0 and not (saturate and T is not None):
         raise SpikecodeError(
             f"{spec.name} carries only non-negative values but counts go down to {low} "
-            f"at zero_point={zp}; use zero_point='auto' or a signed code "
-            "(ternary, bitwise-bidirectional, bitwise-twos-complement)",
+            f"at zero point {zp}; use a signed code (ternary, bitwise-bidirectional, "
+            "bitwise-twos-complement) or a zero point at or below the lowest count",
+            remedies=(Remedy("zero_point", "auto"), Remedy("zero_point", low)),
             scheme=spec.name,
             shape=shape,
         )
@@ -118,9 +121,9 @@ def plan_encoding(
         return EncodingPlan(rows, shape, spec, T, zp, 0)
     if not saturate:
         raise SpikecodeError(
-            f"T={T} cannot carry counts from {low} to {high} under {spec.name} "
-            f"(range {lo + zp}..{hi + zp}; minimal T is {needed}); "
-            "pass a larger T, T=None, or saturate=True",
+            f"{T} steps cannot carry counts from {low} to {high} under {spec.name} "
+            f"(range {lo + zp}..{hi + zp}; the minimal T is {needed})",
+            remedies=(Remedy("T", LARGER), Remedy("T", None), Remedy("saturate", True)),
             scheme=spec.name,
             shape=shape,
         )

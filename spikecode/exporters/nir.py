@@ -74,7 +74,7 @@ import numpy as np
 from spikecode._validate import to_numpy
 from spikecode.encoders.schemes import check_bit_order, get_scheme
 from spikecode.encoders.train import SpikeTrain
-from spikecode.errors import SpikecodeError
+from spikecode.errors import Remedy, SpikecodeError
 from spikecode.exporters import register_exporter
 from spikecode.io import atomic_write
 from spikecode.linear import _scales_2d
@@ -240,8 +240,8 @@ def _if_threshold(spec: Any, T: int, bit_order: str, effective: np.ndarray) -> f
     """A threshold above every |v| a T-step train of the code can drive (see module doc)."""
     if T == 0:
         raise SpikecodeError(
-            "an IF integrator needs a fixed T to place a threshold no input reaches; "
-            "pass T or use integrator='I'",
+            "an IF integrator needs a fixed T to place a threshold no input reaches",
+            remedies=(Remedy("T", "N"), Remedy("integrator", "I")),
             scheme=spec.name,
         )
     # |v[t]| <= Σ_t |w_t| · max_o Σ_i |W[o, i]| at every step, spikes being in {-1, 0, 1}.
@@ -250,7 +250,8 @@ def _if_threshold(spec: Any, T: int, bit_order: str, effective: np.ndarray) -> f
     threshold = _THRESHOLD_MARGIN * bound + 1.0
     if not threshold < _FLOAT32_MAX:
         raise SpikecodeError(
-            "the IF threshold these weights need does not fit float32; use integrator='I'",
+            "the IF threshold these weights need does not fit float32",
+            remedies=(Remedy("integrator", "I"),),
             scheme=spec.name,
             T=T,
         )

@@ -52,7 +52,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from spikecode._constants import RELEASE_GROUP_SIZE
-from spikecode.errors import SpikecodeError
+from spikecode.errors import Remedy, SpikecodeError
 from spikecode.models.config import GLASwaConfig
 from spikecode.models.gla_swa import GLASwaForCausalLM
 
@@ -370,8 +370,8 @@ def _load_hf(
         if not trust_remote_code:
             raise SpikecodeError(
                 f"model_type {model_type!r} is defined by Python code shipped in the folder "
-                "(auto_map); refusing to run it. Pass trust_remote_code=True only if you "
-                "trust that code",
+                "(auto_map); refusing to run it unless you trust that code",
+                remedies=(Remedy("trust_remote_code", True),),
                 file=config_file,
                 model_type=model_type,
             )

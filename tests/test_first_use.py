@@ -1,0 +1,196 @@
+"""First use (issue 9, items 15-29): what a new user meets on the command line and in the README."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import spikecode
+from spikecode.cli import main
+from spikecode.data import load_sample
+from spikecode.errors import LARGER, Remedy, SpikecodeError
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def one_line_error(result, code=1):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# -- 15: errors name the interface's own spelling of an argument --------------------------
+
+
+def test_python_errors_name_python_arguments():
+    with pytest.raises(SpikecodeError) as e:
+        spikecode.encode(np.array([-3, 9]), "bitwise", T=2)
+    assert "pass a larger T, T=None, or saturate=True" in str(e.value)
+    assert e.value.remedies == (Remedy("T", LARGER), Remedy("T", None), Remedy("saturate", True))
+
+
+def test_cli_errors_name_flags_for_a_fixed_T():
+    line = one_line_error(run("encode", "--scheme", "bitwise", "--T", "3"))
+    assert "try a larger --T, leaving out --T, or --saturate" in line
+    assert "saturate=True" not in line and "T=None" not in line
+
+
+def test_cli_errors_name_flags_for_the_nir_integrator(tmp_path):
+    from spikecode.testing import write_tiny_gla_swa_checkpoint
+
+    folder = write_tiny_gla_swa_checkpoint(tmp_path / "ckpt")
+    args = ("export", "nir", folder, "--out", tmp_path / "g.nir", "--scheme", "ternary")
+    line = one_line_error(run(*args, "--integrator", "IF"))
+    assert "try --T N or --integrator I" in line
+    assert "integrator=" not in line
+    assert not (tmp_path / "g.nir").exists()
+
+
+def test_cli_errors_name_the_trust_remote_code_flag(tmp_path):
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    config = {"model_type": "sc_tiny_custom", "auto_map": {"AutoModel": "m.ScTinyModel"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    line = one_line_error(run("calibrate", folder))
+    assert "try --trust-remote-code" in line
+    assert "trust_remote_code" not in line
+
+
+def test_cli_errors_name_the_zero_point_flag():
+    line = one_line_error(run("encode", "--scheme", "ternary", "--zero-point", "3"))
+    assert "try leaving out --zero-point" in line
+
+
+# -- 16: --zero-point, and loud saturation --------------------------------------------------
+
+
+def test_zero_point_option_reaches_the_encoder():
+    result = run("encode", "--scheme", "bitwise", "--zero-point", "-200", "--format", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    counts, _ = spikecode.adaptive_counts(load_sample(), k=3.0)
+    expected = spikecode.spike_stats(counts, "bitwise", zero_point=-200)
+    assert summary["zero_point"] == -200
+    assert summary["T"] == expected.T == spikecode.min_steps(counts, "bitwise", zero_point=-200)
+    assert summary["spikes"] == expected.spikes
+
+
+def test_saturating_most_of_the_sample_is_loud():
+    # The automatic zero point (min c = -115 on the sample) with 4 steps carries -115..-100:
+    # nearly everything is clipped, which used to pass silently with exit status 0.
+    result = run("encode", "--scheme", "bitwise", "--T", "4", "--saturate", "--format", "json")
+    assert result.exit_code == 0, result.output
+    clipped = json.loads(result.stdout)["clipped"]
+    assert clipped > 0.99 * load_sample().size
+    warning = result.stderr.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith("WARNING: --saturate clipped")
+    assert f"{clipped:,} of {load_sample().size:,}" in warning[0]
+
+
+def test_saturating_a_few_outliers_is_quiet():
+    counts, _ = spikecode.adaptive_counts(load_sample(), k=3.0)
+    low, high = np.percentile(counts, [0.2, 99.8])
+    zp = int(low)
+    T = int(np.ceil(np.log2(high - zp + 1)))  # bitwise carries 0..2^T-1 above the zero point
+    result = run("encode", "--scheme", "bitwise", "--T", T, "--saturate", "--zero-point", zp,
+                 "--format", "json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    clipped = json.loads(result.stdout)["clipped"]
+    assert 0 < clipped <= 0.01 * counts.size
+    assert result.stderr == ""
+
+
+def test_zero_point_zero_with_saturate_clips_the_negatives():
+    result = run("encode", "--scheme", "binary", "--T", "7", "--saturate", "--zero-point", "0",
+                 "--format", "json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    counts, _ = spikecode.adaptive_counts(load_sample(), k=3.0)
+    summary = json.loads(result.stdout)
+    assert summary["clipped"] == int(np.count_nonzero((counts < 0) | (counts > 7)))
+    assert "WARNING" in result.stderr
+
+
+# -- 17: a cold Numba cache says so, once; a warm one is silent ------------------------------
+
+
+def test_compiling_kernels_is_announced_once_and_only_when_cold(tmp_path):
+    from spikecode._numba import COMPILING_NOTE
+
+    (tmp_path / "toy_kernels.py").write_text(
+        textwrap.dedent(
+            """
+            from spikecode._numba import kernel
+
+            @kernel("int64(int64)", parallel=False)
+            def plus_one(x):
+                return x + 1
+
+            @kernel("int64(int64)", parallel=False)
+            def plus_two(x):
+                return x + 2
+
+            assert plus_one(1) + plus_two(1) == 5
+            """
+        )
+    )
+    root = os.path.dirname(os.path.dirname(spikecode.__file__))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), root])}
+    env.pop("NUMBA_CACHE_DIR", None)
+
+    def stderr_of_import():
+        done = subprocess.run([sys.executable, "-c", "import toy_kernels"], env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    cold, warm = stderr_of_import(), stderr_of_import()
+    assert cold.count(COMPILING_NOTE) == 1
+    assert COMPILING_NOTE not in warm
+
+
+# -- 24: '-' reads standard input ---------------------------------------------------------
+
+
+def _npy_bytes(x):
+    buffer = io.BytesIO()
+    np.save(buffer, x)
+    return buffer.getvalue()
+
+
+def _npz_bytes(**arrays):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def test_stdin_npy_and_npz(rng):
+    x = rng.standard_normal((5, 24)).astype(np.float32)
+    expected = spikecode.spike_stats(spikecode.adaptive_counts(x, k=2.0)[0], "ternary")
+    for data, extra in ((_npy_bytes(x), ()), (_npz_bytes(a=x, b=x[:1]), ("--key", "a"))):
+        result = run("encode", "-", "--k", "2", "--format", "json", *extra, input=data)
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        assert summary["source"] == "<stdin>"
+        assert summary["shape"] == [5, 24]
+        assert summary["spikes"] == expected.spikes
+
+
+def test_stdin_refusals_are_one_line(rng):
+    assert "empty" in one_line_error(run("encode", "-", input=b""))
+    assert "neither .npy nor .npz" in one_line_error(run("encode", "-", input=b"hello"))
+    x = rng.standard_normal((2, 3))
+    line = one_line_error(run("encode", "-", input=_npz_bytes(a=x, b=x)))
+    assert "choose one with key" in line and "file=<stdin>" in line
+    pickled = io.BytesIO()
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert "cannot read" in one_line_error(run("encode", "-", input=pickled.getvalue()))

@@ -15,7 +15,7 @@ from spikecode.errors import LARGER, Remedy
 
 
 def flag(argument: str) -> str:
-    """The command-line flag of a Python parameter: ``trust_remote_code`` -> ``--trust-remote-code``.
+    """The flag of a Python parameter: ``trust_remote_code`` -> ``--trust-remote-code``.
 
     Every spikecode command names its options after the library parameters they feed
     (click's convention, ``_`` spelled ``-``), so one rule covers them all.

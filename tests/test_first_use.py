@@ -194,3 +194,104 @@ def test_stdin_refusals_are_one_line(rng):
     pickled = io.BytesIO()
     np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     assert "cannot read" in one_line_error(run("encode", "-", input=pickled.getvalue()))
+
+
+# -- 19: evaluate's first try is quick ------------------------------------------------------
+
+
+@pytest.fixture
+def captured_runs(monkeypatch):
+    """Replace model loading and the calibrate/evaluate/trade-off work by a recorder."""
+    import importlib
+
+    import spikecode.calibration
+    import spikecode.cli.calibrate
+    import spikecode.reports
+
+    # The package re-exports the function evaluate under the module's name.
+    evaluate_module = importlib.import_module("spikecode.calibration.evaluate")
+
+    calls = []
+
+    def record(what):
+        def fake(*args, **kwargs):
+            texts = args[1] if what in ("calibrate", "evaluate") else None
+            k = kwargs.get("k", args[1] if what == "tradeoff" else None)
+            calls.append({"what": what, "k": k, "samples": None if texts is None else len(texts)})
+            raise SpikecodeError("recorded")
+
+        return fake
+
+    monkeypatch.setattr(spikecode.cli.calibrate, "_load", lambda *args: None)
+    monkeypatch.setattr(spikecode.calibration, "calibrate", record("calibrate"))
+    monkeypatch.setattr(evaluate_module, "evaluate", record("evaluate"))
+    monkeypatch.setattr(spikecode.reports, "tradeoff_report", record("tradeoff"))
+    monkeypatch.setattr(spikecode.cli.report, "tradeoff_report", record("tradeoff"))
+    return calls
+
+
+def test_evaluate_defaults_to_a_quick_look(tmp_path, captured_runs):
+    one_line_error(run("evaluate", tmp_path))
+    one_line_error(run("evaluate", tmp_path, "--full"))
+    one_line_error(run("evaluate", tmp_path, "--full", "--samples", 5, "--k", 3))
+    assert [(c["k"], c["samples"]) for c in captured_runs] == [
+        ((2.0, 3.0, 4.0), 16),
+        ((2.0, 2.5, 3.0, 3.5, 4.0), 128),
+        ((3.0,), 5),
+    ]
+    help_text = run("evaluate", "--help").output
+    assert "--full" in help_text and "128 samples" in help_text
+
+
+def test_evaluate_table_says_how_to_get_the_full_run(tmp_path):
+    from spikecode.testing import write_tiny_gla_swa_checkpoint
+
+    folder = write_tiny_gla_swa_checkpoint(tmp_path / "ckpt", with_tokenizer=True)
+    result = run("evaluate", folder, "--samples", 1, "--k", 3)
+    assert result.exit_code == 0, result.output
+    assert "--full runs the report's setting (128 samples" in result.stdout
+    assert "1 sample," in result.stdout and "1 samples" not in result.output
+
+
+# -- 20: one option, --k, with several values, commas or repeats ----------------------------
+
+K_FORMS = [
+    ("--k", "2", "3", "4"),
+    ("--k", "2,3,4"),
+    ("--k", "2", "--k", "3", "--k", "4"),
+    ("--k", "2 3", "--k", "4"),
+    ("--k", "2", "3,4"),
+    ("--ks", "2,3,4"),  # the old name of report/plot tradeoff, kept as a hidden alias
+]
+
+
+@pytest.mark.parametrize("form", K_FORMS, ids=lambda f: " ".join(f))
+@pytest.mark.parametrize("command", ["calibrate", "evaluate", "report", "plot"])
+def test_every_k_list_form_on_every_command(command, form, tmp_path, captured_runs):
+    args = {
+        "calibrate": ("calibrate", *form, tmp_path),  # the folder after the list ends it
+        "evaluate": ("evaluate", tmp_path, *form),
+        "report": ("report", "tradeoff", *form),
+        "plot": ("plot", "tradeoff", "--out", tmp_path / "t.png", *form),
+    }[command]
+    assert one_line_error(run(*args)).endswith("recorded")
+    assert [tuple(c["k"]) for c in captured_runs] == [(2.0, 3.0, 4.0)]
+
+
+def test_k_list_on_the_real_tradeoff_report():
+    result = run("report", "tradeoff", "--k", "2", "3.5", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert [line.split(",")[0] for line in result.stdout.splitlines()[1:]] == ["2.0", "3.5"]
+
+
+def test_k_option_help_shows_one_name():
+    for args in (("report", "tradeoff"), ("plot", "tradeoff"), ("calibrate",), ("evaluate",)):
+        help_text = run(*args, "--help").output
+        assert "--k K..." in help_text and "--ks" not in help_text
+        assert "Several values: --k 2" in " ".join(help_text.split())
+
+
+def test_a_bad_k_list_is_one_line(tmp_path, captured_runs):
+    assert "--k takes numbers, got 'two'" in one_line_error(
+        run("calibrate", tmp_path, "--k", "two")
+    )

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import click
 from tqdm import tqdm
 
-from spikecode.errors import LARGER, Remedy
+from spikecode.errors import LARGER, Remedy, SpikecodeError
 
 
 def flag(argument: str) -> str:
@@ -99,6 +100,11 @@ def warn_saturation(clipped: int, elements: int, what: str = "") -> None:
         )
 
 
+def plural(n: int, noun: str) -> str:
+    """``n`` and the noun in the right number: ``1 sample``, ``2 samples``, ``1,024 tokens``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def format_value(value: Any) -> str:
     """Human-readable cell: fractions with 4 significant decimals, ints with separators."""
     if isinstance(value, bool):
@@ -126,3 +132,90 @@ def echo_table(rows: Mapping[str, Any], *, title: str | None = None) -> None:
 def echo_json(obj: Any) -> None:
     """Print one JSON object on stdout."""
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
+
+
+# -- lists of k ----------------------------------------------------------------------------
+
+_NUMBER = re.compile(r"[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_SEPARATORS = re.compile(r"[,\s]+")
+
+
+def _is_number_list(token: str) -> bool:
+    """Whether ``token`` is one or more plain numbers (``3``, ``2.5``, ``2,3``, ``"2 3"``)."""
+    parts = [part for part in _SEPARATORS.split(token.strip()) if part]
+    return bool(parts) and all(_NUMBER.fullmatch(part) for part in parts)
+
+
+def parse_k(values: Sequence[str], option: str = "--k") -> tuple[float, ...]:
+    """Parse k values given as repeats, comma- or space-separated lists (``("2", "2.5 3")``)."""
+    result = []
+    for value in values:
+        for part in _SEPARATORS.split(value.strip()):
+            if not part:
+                continue
+            try:
+                result.append(float(part))
+            except ValueError:
+                raise SpikecodeError(f"{option} takes numbers, got {part!r}") from None
+    if not result:
+        raise SpikecodeError(f"{option} needs at least one number")
+    return tuple(result)
+
+
+class NumberListOption(click.Option):
+    """An option that takes several numbers after one flag: ``--k 2 3 4``.
+
+    Click options take a fixed number of values, so after the first value the option
+    keeps taking the following arguments while they are plain numbers or lists of them
+    (a positional argument such as a checkpoint folder ends the list; so does ``--``).
+    Repeats (``--k 2 --k 3``) and comma or quoted lists (``--k 2,3``, ``--k "2 3"``) work
+    too; every form gives strings for :func:`parse_k`. Extra option names in ``hidden``
+    are accepted as old aliases but not shown in ``--help``.
+    """
+
+    def __init__(self, *args: Any, hidden_aliases: Sequence[str] = (), **kwargs: Any) -> None:
+        kwargs["multiple"] = True
+        super().__init__(*args, **kwargs)
+        self.hidden_aliases = tuple(hidden_aliases)
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        # click has no public hook for a variable number of values; the parser's option
+        # records (``_long_opt``, click >= 8.0) are the narrowest place to add one.
+        for name in self.opts:
+            record = parser._long_opt[name]
+            take_one = record.process
+
+            def take_all(value: Any, state: Any, take_one: Callable[..., Any] = take_one) -> None:
+                take_one(value, state)
+                while state.rargs and _is_number_list(state.rargs[0]):
+                    take_one(state.rargs.pop(0), state)
+
+            record.process = take_all
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        if record is None or not self.hidden_aliases:
+            return record
+        names = record[0]
+        for alias in self.hidden_aliases:
+            names = names.replace(f", {alias}", "")
+        return names, record[1]
+
+
+def k_values_option(*, default: str | None, help: str) -> Callable[..., Any]:
+    """``--k`` with several values (:class:`NumberListOption`), into ``k_values``.
+
+    ``--ks`` (the old name on ``report tradeoff`` and ``plot tradeoff``) is a hidden alias.
+    """
+    return click.option(
+        "--k",
+        "--ks",
+        "k_values",
+        cls=NumberListOption,
+        hidden_aliases=("--ks",),
+        default=() if default is None else (default,),
+        show_default=default is not None,
+        metavar="K...",
+        help=help + " Several values: --k 2 2.5 3, --k 2,2.5,3 or --k 2 --k 2.5.",
+    )

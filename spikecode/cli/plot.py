@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from spikecode.cli.report import parse_floats, parse_ints, source_options
+from spikecode.cli._common import k_values_option, parse_k
+from spikecode.cli.report import parse_ints, source_options
 from spikecode.errors import SpikecodeError
 
 __all__ = ["parse_indices", "plot_group"]
@@ -149,17 +150,22 @@ def hist_command(
 
 @plot_group.command("tradeoff")
 @_common
-@click.option("--ks", default=None, help="k values [default: 2,2.5,3,3.5,4; a stats file's].")
+@k_values_option(default=None, help="k values [default: 2 2.5 3 3.5 4; a stats file's].")
 @click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
 def tradeoff_command(
-    source: Path | None, key: str | None, out: Path, dpi: int, ks: str | None, scheme: str | None
+    source: Path | None,
+    key: str | None,
+    out: Path,
+    dpi: int,
+    k_values: tuple[str, ...],
+    scheme: str | None,
 ) -> None:
     """Sparsity (plain, windowed) and error against k (the report's table 11)."""
     _prepare(out)
     from spikecode.reports import load_source, tradeoff_report
     from spikecode.reports.plots import plot_tradeoff
 
-    values = parse_floats(ks, "--ks")
+    values = parse_k(k_values) if k_values else None
     fig = plot_tradeoff(tradeoff_report(load_source(source, key=key), values, scheme))
     _save(fig, out, dpi)
 

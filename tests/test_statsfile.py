@@ -130,7 +130,7 @@ def test_names():
     assert [k_key(v) for v in (3, 3.0, 2.5, 0.1, 12)] == ["3", "3", "2.5", "0.1", "12"]
     assert layer_family("model.layers.0.attn.q_proj") == "q_proj"
     assert layer_family("model.layers.0.attn.gk_proj.1") == "gk_proj.1"
-    assert layer_family("encoder.layer.0.attention.self.query") == "query"
+    assert layer_family("encoder.layer.0.attention.self.query") == "q_proj"  # by role (issue 9)
     assert window_key(3) == "window3_sparsity"
 
 

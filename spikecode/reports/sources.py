@@ -32,7 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from spikecode.calibration.records import COUNT_LIMIT, CalibrationStats, CountHistogram, k_key
+from spikecode.calibration.records import (
+    COUNT_LIMIT,
+    CalibrationStats,
+    CountHistogram,
+    k_key,
+    layer_family,
+)
 from spikecode.calibration.records import VERSION as STATS_VERSION
 from spikecode.calibration.statsfile import load_stats
 from spikecode.encoders.codec import plan_encoding
@@ -145,8 +151,8 @@ class LayerResult:
     Parameters
     ----------
     name, family
-        Layer name and family (its last name component: ``q_proj``, ``down_proj``...;
-        for activation files the layer name itself).
+        Layer name and family (its role, :func:`spikecode.calibration.layer_family`:
+        ``q_proj``, ``down_proj``...; a name without a known role is its own family).
     in_features, out_features
         Layer shape; ``out_features`` is the fan-out the energy model charges.
     tokens
@@ -256,6 +262,9 @@ class ActivationSource(Source):
         Where the array came from (for the report's ``source`` entry).
     name
         Layer name for a single-layer array (default: the key or the file stem).
+    names
+        Layer names for a 3-D array (default ``layer0``, ``layer1``...; the bundled
+        sample's are the module names of the projections it feeds).
     """
 
     kind = "activations"
@@ -268,6 +277,7 @@ class ActivationSource(Source):
         path: str | os.PathLike[str] | None = None,
         key: str | None = None,
         name: str | None = None,
+        names: Sequence[str] | None = None,
     ) -> None:
         from spikecode._validate import to_numpy
 
@@ -281,7 +291,11 @@ class ActivationSource(Source):
         self.key = key
         self.layered = a.ndim == 3
         if self.layered:
-            self.names = [f"layer{i}" for i in range(a.shape[0])]
+            self.names = [f"layer{i}" for i in range(a.shape[0])] if names is None else list(names)
+            if len(self.names) != a.shape[0]:
+                raise SpikecodeError(
+                    f"{len(self.names)} layer names for {a.shape[0]} layers", shape=a.shape
+                )
         else:
             stem = Path(self.path).stem if self.path else "activations"
             self.names = [name or key or stem]
@@ -340,7 +354,7 @@ class ActivationSource(Source):
             results.append(
                 LayerResult(
                     name=name,
-                    family=name,
+                    family=layer_family(name),
                     in_features=n,
                     out_features=fan_out,
                     tokens=tokens,
@@ -560,11 +574,14 @@ def load_source(path: str | os.PathLike[str] | None = None, *, key: str | None =
         unreadable or non-float activation file. The message names the file.
     """
     if path is None:
-        from spikecode.data import sample_path
+        from spikecode.data import sample_layer_names, sample_path
 
         sample = sample_path()
         return ActivationSource(
-            load_activations(sample, key=key or "activations"), path=sample, key="activations"
+            load_activations(sample, key=key or "activations"),
+            path=sample,
+            key="activations",
+            names=sample_layer_names(),
         )
     path = Path(path)
     if not path.exists():

@@ -34,6 +34,7 @@ from spikecode.energy import (
     mac_energy,
 )
 from spikecode.energy import energy_report as _energy_report
+from spikecode.energy.formatting import format_energy
 from spikecode.errors import SpikecodeError
 from spikecode.reports.sources import (
     ERROR_MEASURES,
@@ -75,12 +76,7 @@ def _fmt_number(value: Any) -> str:
 
 def _fmt_energy(value: Any) -> str:
     """Energy in pJ, printed with a unit that keeps 4 significant digits readable."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    for scale, unit in ((1e9, "mJ"), (1e6, "µJ"), (1e3, "nJ")):
-        if abs(value) >= scale:
-            return f"{value / scale:.4g} {unit}"
-    return f"{value:.4g} pJ"
+    return format_energy(value)
 
 
 def _fmt_text(value: Any) -> str:

@@ -420,3 +420,36 @@ def test_hist_legend_stays_off_the_curves():
     assert not legend.overlaps(ax.get_window_extent())  # so it covers no curve
     assert fig.bbox.contains(legend.x1 - 1, legend.y1 - 1)  # and is inside the figure
     plt.close(fig)
+
+
+# -- 23: --include on the bundled sample selects, and a pattern matching nothing fails ------
+
+
+@pytest.mark.parametrize("fmt", ["nir", "onnx", "events"])
+def test_export_include_on_the_sample(fmt, tmp_path):
+    out = tmp_path / f"x.{'npz' if fmt == 'events' else fmt}"
+    line = one_line_error(run("export", fmt, "--out", out, "--include", "*.value"))
+    assert "include pattern '*.value' matches no linear layer" in line
+    assert all(name in line for name in SAMPLE_NAMES)
+    assert not out.exists()
+    result = run("export", fmt, "--out", out, "--include", "*layer.[24].*", "--format", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    if fmt == "nir":
+        import nir
+
+        assert summary["projections"] == 2
+        graph = nir.read(str(out))
+        # Node names may change with the NIR layout; the layer indices they carry may not.
+        assert {n.split(".")[2] for n in graph.nodes if n.startswith("encoder.")} == {"2", "4"}
+    elif fmt == "onnx":
+        assert summary["exported"] == f"layer {SAMPLE_NAMES[2]}"  # the first selected
+    else:
+        from spikecode.exporters.events import load_events
+
+        assert list(load_events(out)) == [SAMPLE_NAMES[2], SAMPLE_NAMES[4]]
+    excluded = run("export", "events", "--out", tmp_path / "e.npz", "--exclude", "*layer.0.*")
+    assert excluded.exit_code == 0, excluded.output
+    from spikecode.exporters.events import load_events
+
+    assert list(load_events(tmp_path / "e.npz")) == SAMPLE_NAMES[1:]

@@ -94,14 +94,25 @@ def export_group() -> None:
 # -- sources -----------------------------------------------------------------------------
 
 
-def _sample_layers(k: float) -> list[tuple[str, np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
-    """The bundled sample as (name, counts, vth, weights) per projection."""
+def _sample_layers(
+    k: float, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
+) -> list[tuple[str, np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+    """The bundled sample as (name, counts, vth, weights) per selected projection.
+
+    ``--include``/``--exclude`` select as for checkpoints (a pattern matching nothing is
+    refused with the names).
+    """
     from spikecode.data import load_sample, load_sample_weights
+    from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, select_names
     from spikecode.threshold import adaptive_counts
 
     acts, weights = load_sample(), load_sample_weights()
+    names = [str(n) for n in weights["layers"]]
+    chosen = set(select_names(names, include or DEFAULT_INCLUDE, exclude or DEFAULT_EXCLUDE))
     layers = []
-    for i, name in enumerate(str(n) for n in weights["layers"]):
+    for i, name in enumerate(names):
+        if name not in chosen:
+            continue
         counts, vth = adaptive_counts(acts[i], k=k)
         layer = {key: weights[key][i] for key in ("weight_q", "scales", "bias")}
         layers.append((name, counts, vth, layer))
@@ -253,7 +264,7 @@ def export_nir_command(
                 )
             _, projections = _checkpoint_projections(source, k, include, exclude)
         elif source is None:
-            layers = _sample_layers(k)
+            layers = _sample_layers(k, include, exclude)
             projections = {
                 name: (w["weight_q"], w["scales"], w["bias"]) for name, _, _, w in layers
             }
@@ -343,7 +354,7 @@ def export_onnx_command(
                 onnx_export.export_onnx_model(loaded.model, out, example, **kwargs)
             what = f"model ({len(projections)} spiked projections)"
         elif source is None:
-            layers = {name: w for name, _, _, w in _sample_layers(k)}
+            layers = {name: w for name, _, _, w in _sample_layers(k, include, exclude)}
             name = layer or next(iter(layers))
             if name not in layers:
                 raise SpikecodeError(
@@ -430,7 +441,9 @@ def export_events_command(
         if _is_stats(source):
             source, _ = _stats_checkpoint(source)
         if source is None:
-            layers = [(name, counts, vth) for name, counts, vth, _ in _sample_layers(k)]
+            layers = [
+                (name, counts, vth) for name, counts, vth, _ in _sample_layers(k, include, exclude)
+            ]
         elif _is_checkpoint(source):
             layers = [
                 (name, *adaptive_counts(rows, k=k))

@@ -453,3 +453,59 @@ def test_export_include_on_the_sample(fmt, tmp_path):
     from spikecode.exporters.events import load_events
 
     assert list(load_events(tmp_path / "e.npz")) == SAMPLE_NAMES[1:]
+
+
+# -- 26: W8ASpike scales with one group per row -------------------------------------------
+
+
+def _add_row_scales(folder):
+    """Give every block projection per-row W8ASpike scales ([out, 1, 1]), as spikecode's
+    own group rule picks for widths 128 does not divide; returns them by layer."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from spikecode.models.checkpoint import SCALES_SUFFIX
+    from spikecode.nn.functional import quantize_weight_int8
+
+    index_file = folder / "model.safetensors.index.json"
+    index = json.loads(index_file.read_text())
+    shards = {shard: load_file(str(folder / shard)) for shard in set(index["weight_map"].values())}
+    added = {}
+    for name, shard in list(index["weight_map"].items()):
+        owner = name.removesuffix(".weight")
+        if name.startswith("model.layers.") and name.endswith("proj.weight"):
+            _, scales = quantize_weight_int8(shards[shard][name].float(), None)
+            added[owner] = scales.unsqueeze(-1)
+            assert added[owner].shape == (scales.shape[0], 1, 1)
+            shards[shard][owner + SCALES_SUFFIX] = added[owner].to(torch.float32)
+            index["weight_map"][owner + SCALES_SUFFIX] = shard
+    for shard, tensors in shards.items():
+        save_file(tensors, str(folder / shard), metadata={"format": "pt"})
+    index_file.write_text(json.dumps(index))
+    return added
+
+
+def test_per_row_scales_on_64_column_layers(tmp_path):
+    import torch
+
+    from spikecode.exporters.onnx import export_onnx_layer
+    from spikecode.models.checkpoint import load_checkpoint
+    from spikecode.nn import W8ASpikeLinear, swap_linears
+    from spikecode.testing import write_tiny_gla_swa_checkpoint
+
+    folder = write_tiny_gla_swa_checkpoint(tmp_path / "ckpt", hidden_size=64, shards=2)
+    added = _add_row_scales(folder)
+    loaded = load_checkpoint(folder, dtype="float32")
+    assert set(loaded.quant_scales) == set(added)
+    q = "model.layers.0.attn.q_proj"
+    linear = loaded.model.get_submodule(q)
+    assert linear.in_features == 64 and linear.weight_quantizer.group_size == 64
+    torch.testing.assert_close(loaded.quant_scales[q], added[q], rtol=0, atol=0)
+    names = swap_linears(loaded.model, 3.0, scales=loaded.quant_scales)
+    swapped = loaded.model.get_submodule(q)
+    assert isinstance(swapped, W8ASpikeLinear) and swapped.group_size == 64
+    assert set(added) <= set(names)
+    expected = torch.round(linear.weight.double() / added[q].reshape(-1, 1).double())
+    torch.testing.assert_close(swapped.weight_q.double(), expected, rtol=0, atol=0)
+    path = export_onnx_layer(swapped, tmp_path / "q.onnx")
+    assert path.is_file()

@@ -12,7 +12,8 @@
   built on the meta device, materialised empty once, and filled tensor by tensor, so the
   weights are never held twice.
 - **W8ASpike checkpoints** (SPEC §4) carry ``<linear>.weight_quantizer.scales`` buffers of
-  shape ``[out, in/128, 1]``. They are attached to their linear layer as the buffer
+  shape ``[out, in/128, 1]`` (any ``[out, groups, 1]`` whose groups divide the inputs is
+  read, the group size being ``in / groups``: ``[out, 1, 1]`` is one scale per row). They are attached to their linear layer as the buffer
   ``linear.weight_quantizer.scales`` (a :class:`QuantizerScales` child module), so
   ``model.state_dict()`` has the file's names, and they are listed in
   :attr:`LoadedModel.quant_scales` (linear name → the same tensor), the form
@@ -543,21 +544,26 @@ def _check_tensors(
                     tensor=name,
                     file=str(info.file),
                 )
-            if linear.in_features % W8_GROUP_SIZE:
+            # The group size is what the shape says: in_features / groups (128 in the
+            # release; one group per row where 128 does not divide, spikecode's own rule).
+            shape = tuple(info.shape)
+            groups = shape[1] if len(shape) == 3 else 0
+            if (
+                len(shape) != 3
+                or shape[0] != linear.out_features
+                or shape[2] != 1
+                or groups < 1
+                or linear.in_features % groups
+            ):
                 raise SpikecodeError(
-                    f"tensor {name}: {owner} has {linear.in_features} input columns, not a "
-                    f"multiple of the W8ASpike group size {W8_GROUP_SIZE}",
+                    f"tensor {name} has shape {list(shape)}; W8ASpike scales of {owner} are "
+                    f"[{linear.out_features}, groups, 1] with groups dividing its "
+                    f"{linear.in_features} input columns (the release: "
+                    f"[{linear.out_features}, {max(1, linear.in_features // W8_GROUP_SIZE)}, 1])",
                     tensor=name,
                     file=str(info.file),
                 )
-            want = (linear.out_features, linear.in_features // W8_GROUP_SIZE, 1)
-            if info.shape != want:
-                raise SpikecodeError(
-                    f"tensor {name} has shape {list(info.shape)}, the config implies {list(want)}",
-                    tensor=name,
-                    file=str(info.file),
-                )
-            scales[owner] = want
+            scales[owner] = shape
             continue
         if name not in expected:
             raise SpikecodeError(
@@ -707,7 +713,8 @@ def _load_gla_swa(
             linear = modules[owner]
             scales_dtype = _FLOAT_DTYPES[infos[owner + SCALES_SUFFIX].dtype]
             linear.weight_quantizer = QuantizerScales(
-                torch.empty(shape, dtype=scales_dtype, device=linear.weight.device)
+                torch.empty(shape, dtype=scales_dtype, device=linear.weight.device),
+                group_size=linear.in_features // shape[1],
             )
         targets = model.state_dict(keep_vars=True)
         tied_head = None

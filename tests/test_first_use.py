@@ -565,3 +565,88 @@ def test_other_advanced_indexing_keeps_the_warning(tmp_path):
     x = torch.randn(2, 5, 8)
     with pytest.warns(UserWarning, match="negative values"):
         export_onnx_model(LastToken(), tmp_path / "m.onnx", (x, torch.tensor([-1, 2])))
+
+
+# -- 28: one firing-rate definition; shifted codes' activity uses the zero point -------------
+
+
+def test_one_firing_rate_definition_everywhere(rng):
+    from spikecode.reports import ActivationSource, sparsity_report
+
+    # Two "layers" whose minimal T differ a lot (ternary: T = max |c|).
+    small = rng.integers(-2, 3, size=(40, 16))
+    large = rng.integers(-30, 31, size=(10, 16))
+    a, b = spikecode.spike_stats(small, "ternary"), spikecode.spike_stats(large, "ternary")
+    assert a.T != b.T
+    slots = a.elements * a.T + b.elements * b.T
+    merged = a.merge(b)
+    assert merged.firing_rate == (a.spikes + b.spikes) / slots
+    assert merged.steps == slots and max(a.T, b.T) == merged.T
+    # The report on the same two layers (through activations whose counts are these).
+    x = np.zeros((2, 40, 16))
+    x[0] = small
+    x[1, :10] = large
+    report = sparsity_report(ActivationSource(x), 3.0, "ternary").to_dict()
+    total = report["total"]
+    layers = report["layers"]
+    expected = sum(la["spikes"] for la in layers) / sum(la["elements"] * la["T"] for la in layers)
+    assert total["firing_rate"] == pytest.approx(expected, rel=1e-15)
+    assert total["sparsity"] == 1 - total["firing_rate"]
+
+
+def test_stats_file_totals_use_the_same_definition(tmp_path):
+    from spikecode.calibration import calibrate, load_stats, save_stats
+    from spikecode.calibration.records import summarize
+    from spikecode.data import load_corpus
+    from spikecode.models.checkpoint import load_checkpoint
+    from spikecode.reports import load_source, sparsity_report
+    from spikecode.testing import write_tiny_gla_swa_checkpoint
+
+    folder = write_tiny_gla_swa_checkpoint(tmp_path / "ckpt", with_tokenizer=True, num_layers=2)
+    stats = calibrate(load_checkpoint(folder), load_corpus(4), k=(3.0,), schemes=("binary",))
+    path = save_stats(tmp_path / "s.json", stats)[0]
+    loaded = load_stats(path)
+    layers = [layer.by_k["3"].schemes["binary"] for layer in loaded.layers]
+    assert len({s.T for s in layers}) > 1  # the layers' T differ
+    expected = sum(s.spikes for s in layers) / sum(s.elements * s.T for s in layers)
+    assert loaded.totals["3"]["binary"]["firing_rate"] == pytest.approx(expected, rel=1e-15)
+    assert (
+        summarize([(la, "3") for la in loaded.layers], "binary")["firing_rate"]
+        == (loaded.totals["3"]["binary"]["firing_rate"])
+    )
+    report = sparsity_report(load_source(path), 3.0, "binary").to_dict()
+    assert report["total"]["firing_rate"] == pytest.approx(expected, rel=1e-15)
+
+
+def test_stats_file_activity_of_shifted_codes_uses_the_zero_point(tmp_path):
+    from spikecode.calibration import calibrate, save_stats
+    from spikecode.data import load_corpus
+    from spikecode.models.checkpoint import load_checkpoint
+    from spikecode.reports import energy_report, load_source
+    from spikecode.testing import write_tiny_gla_swa_checkpoint
+
+    folder = write_tiny_gla_swa_checkpoint(tmp_path / "ckpt", with_tokenizer=True, num_layers=2)
+    schemes = ("ternary", "binary")
+    stats = calibrate(load_checkpoint(folder), load_corpus(4), k=(3.0,), schemes=schemes)
+    source = load_source(save_stats(tmp_path / "s.json", stats)[0])
+    signed = {r.name: r for r in source.layer_results(3.0, "ternary")}
+    shifted = {r.name: r for r in source.layer_results(3.0, "binary")}
+    checked = 0
+    for name, r in shifted.items():
+        elements = r.tokens * r.in_features
+        # binary's zero point is min(0, min c): silent where c == zero point, not c == 0.
+        assert r.activity.active_channels == elements - r.stats.silent
+        if r.histogram.below or any(r.histogram.counts[: -r.histogram.offset]):
+            checked += 1
+            assert r.activity.active_channels != signed[name].activity.active_channels
+            for size, fetched in r.activity.block_fetched_channels.items():
+                active = r.activity.active_channels
+                assert fetched == min(elements, size * active)  # the stated upper bound
+        else:
+            assert r.activity == signed[name].activity
+    assert checked > 0
+    report = energy_report(source, 3.0, "binary", memory="dram").to_dict()
+    layer = report["layers"][0]
+    assert layer["memory"]["channel_skip"]["fetched_channels"] == pytest.approx(
+        shifted[layer["name"]].activity.active_channels
+    )

@@ -349,8 +349,9 @@ def test_sparsity_on_the_sample_matches_the_core_api(sample_source, scheme):
         assert total[field] == totals[field]
     assert total["T"] == max(layer["T"] for layer in data["layers"])
     assert total["spikes_per_element"] == totals["spikes"] / totals["elements"]
-    rates = [la["firing_rate"] * la["elements"] for la in data["layers"]]
-    assert total["firing_rate"] == pytest.approx(sum(rates) / totals["elements"], rel=1e-12)
+    # One firing-rate definition (issue 9): spikes over neuron-step slots, each layer's own T.
+    slots = sum(la["elements"] * la["T"] for la in data["layers"])
+    assert total["firing_rate"] == pytest.approx(totals["spikes"] / slots, rel=1e-12)
     assert total["sparsity"] == 1 - total["firing_rate"]
     assert total["rel_error"] == pytest.approx(np.mean([la["rel_error"] for la in data["layers"]]))
 

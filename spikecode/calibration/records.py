@@ -9,9 +9,10 @@ code. Reading and writing the file is :mod:`spikecode.calibration.statsfile`.
 Totals over layers (``totals`` in the file, :func:`summarize`) are weighted by element
 count (``tokens × in_features`` of each layer): spikes per element, silent and |c| ≤ 7
 fractions are ratios of summed integer totals; the windowed sparsity is
-``1 − Σ window_spikes / Σ window_steps``; the firing rate is the element-weighted mean
-of the layers' firing rates (each layer codes with its own T) and the sparsity is one
-minus it; the output error is the element-weighted mean of the layers' errors.
+``1 − Σ window_spikes / Σ window_steps``; the firing rate is ``Σ spikes / Σ (elements ·
+T)`` with each layer over its own T (:meth:`spikecode.SpikeStats.merge`, the one
+definition, see :mod:`spikecode.stats`) and the sparsity is one minus it; the output
+error is the element-weighted mean of the layers' errors.
 """
 
 from __future__ import annotations
@@ -537,25 +538,22 @@ def summarize(pairs: Iterable[tuple[LayerStats, str]], scheme: str) -> dict[str,
     if not pairs:
         raise SpikecodeError("cannot total statistics over no layers")
     total: SpikeStats | None = None
-    weighted_rate = 0.0
     weighted_error: float | None = 0.0
     elements = 0
     for layer, key in pairs:
         entry = layer.by_k[key]
         stats = entry.schemes[scheme]
         total = stats if total is None else total.merge(stats)
-        weighted_rate += stats.firing_rate * stats.elements
         if weighted_error is not None and entry.output_rel_error is not None:
             weighted_error += entry.output_rel_error * stats.elements
         else:
             weighted_error = None
         elements += stats.elements
     assert total is not None  # pairs is not empty
-    rate = weighted_rate / elements
     return {
         "spikes_per_element": total.spikes_per_element,
-        "firing_rate": rate,
-        "sparsity": 1.0 - rate,
+        "firing_rate": total.firing_rate,
+        "sparsity": total.sparsity,
         "silent_fraction": total.silent_fraction,
         "within_7_fraction": total.within_7_fraction,
         window_key(total.window): total.window_sparsity,

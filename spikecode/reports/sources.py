@@ -523,6 +523,9 @@ class StatsSource(Source):
         results = []
         for layer in self.stats.layers:
             entry = layer.by_k[key]
+            activity = entry.activity
+            if activity is not None and get_scheme(scheme).unsigned_counts:
+                activity = _shifted_activity(activity, entry.schemes[scheme], entry.count_histogram)
             results.append(
                 LayerResult(
                     name=layer.name,
@@ -535,11 +538,39 @@ class StatsSource(Source):
                     max_abs_count=entry.max_abs_count,
                     rel_error=entry.output_rel_error,
                     cosine=entry.output_cosine,
-                    activity=entry.activity,
+                    activity=activity,
                     histogram=entry.count_histogram,
                 )
             )
         return results
+
+
+def _shifted_activity(
+    activity: ChannelActivity, stats: SpikeStats, histogram: CountHistogram
+) -> ChannelActivity:
+    """Channel activity of a shifted unsigned code from a stats file (zero point < 0).
+
+    The file's activity counts ``c ≠ 0`` as active, right for every code whose zero
+    point is 0. A shifted binary or bitwise train (zero point ``min c < 0``, SPEC §3)
+    is silent where ``c = zero point`` instead, as :func:`channel_activity` counts for
+    activation files: the channel total is then exact from the code's silent count.
+    Which blocks hold only such elements the file does not record, so each active
+    channel is charged its whole block (``min(T·N, B · active)``, an upper bound that
+    never overstates the saving).
+    """
+    shifted = histogram.below > 0 or any(histogram.counts[: -histogram.offset])
+    if not shifted:
+        return activity
+    elements = activity.tokens * activity.in_features
+    active = elements - stats.silent
+    return ChannelActivity(
+        tokens=activity.tokens,
+        in_features=activity.in_features,
+        active_channels=active,
+        block_fetched_channels={
+            size: min(elements, size * active) for size in activity.block_fetched_channels
+        },
+    )
 
 
 def _looks_like_json(path: Path) -> bool:

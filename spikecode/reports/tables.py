@@ -285,8 +285,8 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
         ``window_sparsity``, and ``max_abs_count``, ``vth_mean``, ``rel_error``,
         ``cosine``. ``total`` has the same keys (``name`` is ``"total"``; ``family``,
         ``in_features``, ``out_features``, ``tokens`` and ``vth_mean`` are None, ``T`` is
-        the largest T, ``layers`` the layer count; ``firing_rate`` is the element-weighted
-        mean of the layers' and ``sparsity`` one minus it).
+        the largest T, ``layers`` the layer count; ``firing_rate`` is ``Σ spikes / Σ
+        (elements · T)``, each layer over its own T, and ``sparsity`` one minus it).
     """
     k = source.resolve_k(k)
     scheme = source.resolve_scheme(scheme)
@@ -309,8 +309,6 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
         )
     total_stats = _total_stats(results)
     weights = [r.stats.elements for r in results]
-    # Each layer codes with its own T: the network's firing rate weighs the layers' rates.
-    rate = _weighted([(r.stats.firing_rate, w) for r, w in zip(results, weights, strict=True)])
     abs_counts = [r.max_abs_count for r in results]
     total = {
         "name": "total",
@@ -320,8 +318,6 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
         "out_features": None,
         "tokens": None,
         **_stats_dict(total_stats),
-        "firing_rate": rate,
-        "sparsity": 1.0 - rate,  # type: ignore[operator]
         "max_abs_count": None if None in abs_counts else max(abs_counts),  # type: ignore[type-var]
         "vth_mean": None,
         "rel_error": _weighted([(r.rel_error, w) for r, w in zip(results, weights, strict=True)]),

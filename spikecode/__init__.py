@@ -19,6 +19,7 @@ Quick start::
     back = spikecode.decode(train)      # equals counts
 """
 
+from spikecode._version import __version__
 from spikecode.encoders import SCHEMES, SpikeTrain, decode, encode, encode_dense, min_steps
 from spikecode.errors import SpikecodeError
 from spikecode.io import Encoded, load_activations, load_encoded, save_encoded
@@ -26,8 +27,6 @@ from spikecode.linear import SpikeLinearResult, spike_linear
 from spikecode.neuron import integrate_and_fire
 from spikecode.stats import SpikeStats, spike_stats, train_stats
 from spikecode.threshold import adaptive_counts, clip_counts, fixed_counts
-
-__version__ = "0.1.0"
 
 __all__ = [
     "SCHEMES",

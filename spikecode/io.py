@@ -228,7 +228,7 @@ def save_encoded(
 
     ``meta`` holds extra string fields (for example the source file).
     """
-    from spikecode import __version__
+    from spikecode._version import __version__
 
     path = Path(path)
     if path.suffix.lower() != ".npz":

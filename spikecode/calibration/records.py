@@ -499,7 +499,7 @@ class CalibrationStats:
 
 
 def _version() -> str:
-    from spikecode import __version__
+    from spikecode._version import __version__
 
     return __version__
 

@@ -43,7 +43,7 @@ import numpy as np
 from spikecode._validate import to_numpy
 from spikecode.encoders.train import SpikeTrain
 from spikecode.errors import SpikecodeError
-from spikecode.exporters import register_exporter
+from spikecode.exporters.registry import register_exporter
 from spikecode.io import atomic_write
 
 __all__ = [
@@ -229,7 +229,7 @@ def save_events(
         Bad trains, thresholds or ``k``; an unknown suffix; h5py missing for HDF5; an
         unwritable path (then no file is left behind).
     """
-    from spikecode import __version__
+    from spikecode._version import __version__
 
     path = Path(path)
     kind = _file_kind(path)

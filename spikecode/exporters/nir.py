@@ -75,7 +75,7 @@ from spikecode._validate import to_numpy
 from spikecode.encoders.schemes import check_bit_order, get_scheme
 from spikecode.encoders.train import SpikeTrain
 from spikecode.errors import Remedy, SpikecodeError
-from spikecode.exporters import register_exporter
+from spikecode.exporters.registry import register_exporter
 from spikecode.io import atomic_write
 from spikecode.linear import _scales_2d
 
@@ -314,7 +314,7 @@ def nir_graph(
         Bad weights, scales, bias or names; an unknown scheme; a bitwise code without
         T; an ``IF`` integrator without T or whose threshold overflows float32.
     """
-    from spikecode import __version__
+    from spikecode._version import __version__
 
     spec, T, weights = _code(scheme, T, bit_order)
     if integrator not in INTEGRATORS:

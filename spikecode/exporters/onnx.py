@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from spikecode.errors import SpikecodeError
-from spikecode.exporters import register_exporter
+from spikecode.exporters.registry import register_exporter
 from spikecode.io import atomic_write
 from spikecode.nn import functional as F
 from spikecode.nn.modules import AdaptiveSpike, W8ASpikeLinear, replace_submodules

@@ -650,3 +650,85 @@ def test_stats_file_activity_of_shifted_codes_uses_the_zero_point(tmp_path):
     assert layer["memory"]["channel_skip"]["fetched_channels"] == pytest.approx(
         shifted[layer["name"]].activity.active_channels
     )
+
+
+# -- 18, 29: the README ----------------------------------------------------------------------
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def _readme():
+    with open(README, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _python_blocks():
+    text = _readme()
+    return [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+
+
+def test_readme_torch_install_says_what_each_platform_gets():
+    text = " ".join(_readme().split())
+    assert "on Linux x86_64 it is the **CUDA build**" in text
+    assert "on macOS and Windows it is the CPU build" in text
+    assert 'pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu' in text
+    assert "takes PyTorch's CPU wheel" not in text
+    # CI installs exactly as the README's first command, never from the CPU index.
+    ci = os.path.join(os.path.dirname(README), ".ci", "run")
+    with open(ci, encoding="utf-8") as handle:
+        script = handle.read()
+    assert "download.pytorch.org" not in script
+    assert 'pip install "torch==2.13.0" -e ".[test]"' in script
+
+
+def test_readme_api_example_runs_as_written():
+    api = _python_blocks()[0]
+    assert "x = " in api.split("adaptive_counts")[0]  # x is defined before its first use
+    namespace = {}
+    exec(compile(api, "README.md", "exec"), namespace)
+    np.testing.assert_array_equal(namespace["back"], namespace["counts"])
+    assert namespace["dense"].shape[1:] == namespace["x"].shape
+
+
+def test_readme_hooks_example_uses_with_and_runs():
+    import torch
+    from transformers import BertConfig, BertModel
+
+    (hooks_block,) = [b for b in _python_blocks() if "LinearInputHooks" in b]
+    assert "with LinearInputHooks(" in hooks_block
+    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64)  # fmt: skip
+    model = BertModel(config).eval()
+    ids = torch.randint(0, 50, (2, 5))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    namespace = {"model": model, "batches": [{"input_ids": ids, "attention_mask": mask}]}
+    with torch.no_grad():
+        exec(compile(hooks_block, "README.md", "exec"), namespace)
+    assert namespace["seen"]["encoder.layer.0.attention.self.query"] == 8  # real tokens
+    assert namespace["seen"]["pooler.dense"] == 2
+    assert not any(m._forward_pre_hooks for m in model.modules())  # removed on exit
+
+
+def test_readme_exit_codes_are_the_real_ones():
+    text = " ".join(_readme().split())
+    assert "exit with status 1; click's own usage errors" in text and "status 2" in text
+    assert run("encode", "--no-such-option").exit_code == 2
+    assert run("encode", "--T", "many").exit_code == 2
+    assert run("encode", "--scheme", "bitwise", "--T", "2").exit_code == 1
+
+
+def test_no_plural_after_one():
+    import re
+
+    import spikecode.cli
+
+    folder = os.path.dirname(spikecode.cli.__file__)
+    for name in os.listdir(folder):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), encoding="utf-8") as handle:
+                source = handle.read()
+            # A count printed straight before a plural noun reads "1 samples" for one
+            # (constants such as {_DEFAULT_SAMPLES} are never 1).
+            pattern = r"\{(?!_?[A-Z][A-Z_]*\})[^{}]+\} (?:samples|projections|tokens|layers)\b"
+            bad = re.findall(pattern, source)
+            assert not bad, (name, bad)

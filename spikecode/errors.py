@@ -86,16 +86,20 @@ class SpikecodeError(ValueError):
         self.context = {key: value for key, value in context.items() if value is not None}
         super().__init__(message)
 
-    def render(self, remedy: Callable[[Remedy], str] | None = None, lead: str = "pass") -> str:
+    def render(
+        self, remedy: Callable[[Remedy], str | None] | None = None, lead: str = "pass"
+    ) -> str:
         """The message with its remedies spelled by ``remedy`` and its context.
 
-        ``remedy`` maps a :class:`Remedy` to text (default :meth:`Remedy.python`);
-        ``lead`` is the verb before the list of remedies.
+        ``remedy`` maps a :class:`Remedy` to text, or to None where the interface has no
+        such argument (default :meth:`Remedy.python`); ``lead`` is the verb before the
+        list of remedies.
         """
         text = self.message
-        if self.remedies:
-            spell = remedy or Remedy.python
-            text += f"; {lead} {_join([spell(r) for r in self.remedies])}"
+        spell = remedy or Remedy.python
+        parts = [part for part in (spell(r) for r in self.remedies) if part]
+        if parts:
+            text += f"; {lead} {_join(parts)}"
         if not self.context:
             return text
         details = ", ".join(f"{key}={value}" for key, value in self.context.items())

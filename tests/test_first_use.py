@@ -732,3 +732,31 @@ def test_no_plural_after_one():
             pattern = r"\{(?!_?[A-Z][A-Z_]*\})[^{}]+\} (?:samples|projections|tokens|layers)\b"
             bad = re.findall(pattern, source)
             assert not bad, (name, bad)
+
+
+def test_a_command_never_suggests_a_flag_it_lacks(tmp_path):
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    config = {"model_type": "sc_tiny_custom", "auto_map": {"AutoModel": "m.ScTinyModel"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    # export has no --trust-remote-code: the refusal stands without a remedy.
+    line = one_line_error(run("export", "events", folder, "--out", tmp_path / "e.npz"))
+    assert "refusing to run it" in line and "--trust-remote-code" not in line
+    assert "trust_remote_code" not in line and "; try" not in line
+
+
+def test_export_events_zero_point_and_saturate(tmp_path):
+    from spikecode.exporters.events import load_events
+
+    out = tmp_path / "e.npz"
+    args = ("export", "events", "--out", out, "--scheme", "bitwise", "--T", 4)
+    line = one_line_error(run(*args))
+    assert "try a larger --T, leaving out --T, or --saturate" in line
+    result = run(*args, "--saturate", "--zero-point", -7, "--include", "*layer.0.*")
+    assert result.exit_code == 0, result.output
+    ((train, _),) = load_events(out).values()
+    counts, _ = spikecode.adaptive_counts(load_sample()[0], k=3.0)
+    assert train.zero_point == -7
+    assert train.clipped == int(np.count_nonzero((counts < -7) | (counts > 8)))
+    np.testing.assert_array_equal(spikecode.decode(train), np.clip(counts, -7, 8))
+    assert f"clipped {train.clipped:,} of {counts.size:,} elements in" in result.stderr

@@ -8,12 +8,30 @@ Python arguments (:func:`spikecode.cli._common.flag_remedy`).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from spikecode.cli._common import flag_remedy
 from spikecode.errors import SpikecodeError
+
+
+def _with_flags(command: click.Command) -> None:
+    """Make ``command`` report SpikecodeError naming only the flags it has."""
+    flags = frozenset(o for p in command.params if isinstance(p, click.Option) for o in p.opts)
+    callback: Callable[..., Any] = command.callback  # type: ignore[assignment]
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except SpikecodeError as err:
+            spell = functools.partial(flag_remedy, flags=flags)
+            raise click.ClickException(err.render(spell, lead="try")) from None
+
+    command.callback = run
 
 
 class _Group(click.Group):
@@ -50,6 +68,13 @@ def _register() -> None:
     main.add_command(export_group)
     main.add_command(report_group)
     main.add_command(plot_group)
+    pending: list[click.Command] = list(main.commands.values())
+    while pending:
+        command = pending.pop()
+        if isinstance(command, click.Group):
+            pending.extend(command.commands.values())
+        else:
+            _with_flags(command)
 
 
 _register()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,13 +24,17 @@ def flag(argument: str) -> str:
     return "--" + argument.replace("_", "-")
 
 
-def flag_remedy(remedy: Remedy) -> str:
+def flag_remedy(remedy: Remedy, flags: Collection[str] | None = None) -> str | None:
     """A :class:`~spikecode.errors.Remedy` in command-line terms.
 
     ``saturate=True`` -> ``--saturate``; ``T=None`` -> ``leaving out --T``; a larger
     ``T`` -> ``a larger --T``; ``integrator='I'`` -> ``--integrator I`` (after "try").
+    None when ``flags`` (the options of the command that failed) lacks the flag: a
+    command never suggests an option it does not have.
     """
     name = flag(remedy.argument)
+    if flags is not None and name not in flags:
+        return None
     if remedy.value is LARGER:
         return f"a larger {name}"
     if remedy.value is None:

@@ -27,7 +27,7 @@ from typing import Any
 import click
 import numpy as np
 
-from spikecode.cli._common import echo_json, echo_table, stages
+from spikecode.cli._common import ZERO_POINT, echo_json, echo_table, stages, warn_saturation
 from spikecode.encoders import SCHEMES, encode, min_steps
 from spikecode.errors import SpikecodeError
 
@@ -400,6 +400,8 @@ def export_onnx_command(
 
 @export_group.command("events")
 @_spike_options
+@ZERO_POINT
+@click.option("--saturate", is_flag=True, help="Clip counts a fixed --T cannot carry.")
 @click.option("--key", default=None, help="Array to use when an activation file holds several.")
 @click.option(
     "--samples",
@@ -418,6 +420,8 @@ def export_events_command(
     k: float,
     T: int | None,
     bit_order: str,
+    zero_point: int | str,
+    saturate: bool,
     key: str | None,
     samples: int,
     include: tuple[str, ...],
@@ -453,9 +457,16 @@ def export_events_command(
             counts, vth = adaptive_counts(load_activations(source, key=key), k=k)
             layers = [(key or source.stem, counts, vth)]
         advance("encode")
+        if saturate and T is None:
+            raise SpikecodeError("--saturate needs a fixed --T")
         trains = {
-            name: encode(counts, scheme, T, bit_order=bit_order) for name, counts, _ in layers
+            name: encode(
+                counts, scheme, T, saturate=saturate, bit_order=bit_order, zero_point=zero_point
+            )
+            for name, counts, _ in layers
         }
+        for name, train in trains.items():
+            warn_saturation(train.clipped, int(np.prod(train.shape)), name)
         advance("write")
         save_events(out, trains, vth={name: vth for name, _, vth in layers}, k=k)
         advance("done")

@@ -760,3 +760,22 @@ def test_export_events_zero_point_and_saturate(tmp_path):
     assert train.clipped == int(np.count_nonzero((counts < -7) | (counts > 8)))
     np.testing.assert_array_equal(spikecode.decode(train), np.clip(counts, -7, 8))
     assert f"clipped {train.clipped:,} of {counts.size:,} elements in" in result.stderr
+
+
+def test_advisor_reaches_the_totals_own_sparsity(tmp_path):
+    from spikecode.calibration import calibrate
+    from spikecode.calibration.advisor import advise
+    from spikecode.data import load_corpus
+    from spikecode.models.checkpoint import load_checkpoint
+    from spikecode.testing import write_tiny_gla_swa_checkpoint
+
+    folder = write_tiny_gla_swa_checkpoint(tmp_path / "ckpt", with_tokenizer=True, num_layers=2)
+    stats = calibrate(load_checkpoint(folder), load_corpus(4), k=(2.0, 3.0, 4.0),
+                      schemes=("binary",))  # fmt: skip
+    target = stats.totals["3"]["binary"]["sparsity"]  # every layer at k = 3 reaches it
+    advice = advise(stats, target_sparsity=target)
+    chosen = [layer.by_k[str(int(advice.k_map[layer.name]))].schemes["binary"]
+              for layer in stats.layers]  # fmt: skip
+    sparsity = 1 - sum(s.spikes for s in chosen) / sum(s.elements * s.T for s in chosen)
+    assert advice.totals["sparsity"] == pytest.approx(sparsity, rel=1e-15)
+    assert sparsity >= target - 1e-12

@@ -444,7 +444,8 @@ def evaluate_command(
     "--target-sparsity",
     type=float,
     default=None,
-    help="Reach at least this global (element-weighted) sparsity, with the least error.",
+    help="Reach at least this global sparsity (1 - spikes / (elements x T) over all "
+    "layers), with the least error.",
 )
 @click.option(
     "--max-error",

@@ -6,6 +6,7 @@ each other for a constant.
 
 #: Vth is clamped into [VTH_MIN, VTH_MAX], as the released code does (SPEC §2).
 VTH_MIN = 1e-5
+#: Upper end of the Vth clamp (SPEC §2).
 VTH_MAX = 1e4
 #: Input columns per weight scale in the released W8ASpike checkpoints (SPEC §4).
 RELEASE_GROUP_SIZE = 128

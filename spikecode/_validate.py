@@ -95,12 +95,21 @@ def count_rows(counts: Any, what: str = "counts") -> tuple[np.ndarray, tuple[int
     return rows, a.shape
 
 
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr`` of a user value cut to ``limit`` characters, for one-line messages."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def positive_finite(value: Any, name: str) -> float:
-    """A finite number > 0 (for ``k``, thresholds)."""
+    """A finite number > 0 (for ``k``, thresholds); booleans and text are not numbers."""
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    if isinstance(value, bool | str | bytes) or kind in ("b", "U", "S", "O"):
+        raise SpikecodeError(f"{name} must be a number, not {short_repr(value)}")
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise SpikecodeError(f"{name} must be a number, not {value!r}") from None
+        raise SpikecodeError(f"{name} must be a number, not {short_repr(value)}") from None
     if not np.isfinite(v) or v <= 0:
-        raise SpikecodeError(f"{name} must be finite and > 0, not {value!r}")
+        raise SpikecodeError(f"{name} must be finite and > 0, not {short_repr(value)}")
     return v

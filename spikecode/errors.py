@@ -102,8 +102,14 @@ class SpikecodeError(ValueError):
             text += f"; {lead} {_join(parts)}"
         if not self.context:
             return text
-        details = ", ".join(f"{key}={value}" for key, value in self.context.items())
+        details = ", ".join(f"{key}={_cut(value)}" for key, value in self.context.items())
         return f"{text} [{details}]"
 
     def __str__(self) -> str:
         return self.render()
+
+
+def _cut(value: Any, limit: int = 200) -> str:
+    # Context often echoes user input (a key, a path): keep the message one short line.
+    text = str(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."

@@ -10,9 +10,15 @@ interrupted or failed write never leaves a partial file.
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
-import tempfile
+import pickle
+import re
+import secrets
+import stat
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from spikecode.encoders.schemes import get_scheme
 from spikecode.encoders.train import SpikeTrain
 from spikecode.errors import SpikecodeError
 
@@ -38,11 +45,179 @@ ENCODED_FORMAT = "spikecode.encoded"
 ENCODED_VERSION = 1
 
 
+#: How deeply nested a JSON file spikecode reads may be (its own files need fewer than 10).
+MAX_JSON_DEPTH = 100
+
+
+def os_cause(err: OSError) -> str:
+    """The cause of an operating-system error in plain words ("No space left on device")."""
+    return err.strerror or str(err) or type(err).__name__
+
+
+def path_kind(path: str | os.PathLike[str]) -> str | None:
+    """``"file"``, ``"dir"``, ``"other"``, or None when nothing is there.
+
+    Unlike :meth:`pathlib.Path.exists`, a name longer than the system allows, a symbolic
+    link loop or a folder that cannot be searched raise one SpikecodeError saying so.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        raise SpikecodeError(
+            f"cannot open {Path(path).name}: {os_cause(err)}", file=str(path)
+        ) from None
+    if stat.S_ISREG(mode):
+        return "file"
+    return "dir" if stat.S_ISDIR(mode) else "other"
+
+
+def require_file(path: str | os.PathLike[str], what: str | None = None) -> Path:
+    """Check that ``path`` is an existing regular file, naming what is wrong otherwise.
+
+    A missing file is "no such file" (or "``what`` not found"); a directory, a symbolic
+    link loop or a name longer than the system allows are reported as what they are.
+
+    Raises
+    ------
+    SpikecodeError
+        The path is not a readable regular file; the error names the file.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        message = f"{what} not found" if what else "no such file"
+        raise SpikecodeError(message, file=str(path)) from None
+    except OSError as err:
+        raise SpikecodeError(
+            f"cannot read {what or path.name}: {os_cause(err)}", file=str(path)
+        ) from None
+    if stat.S_ISDIR(mode):
+        raise SpikecodeError(f"{what or path.name} is a directory, not a file", file=str(path))
+    if not stat.S_ISREG(mode):
+        raise SpikecodeError(f"{what or path.name} is not a regular file", file=str(path))
+    return path
+
+
+def _json_depth_exceeds(value: Any, limit: int) -> bool:
+    # Iterative, so that checking a deep document cannot itself exhaust the stack.
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def parse_json(text: str, what: str, file: str | None = None) -> Any:
+    """Parse JSON text, refusing malformed or absurdly nested documents in one error.
+
+    Parameters
+    ----------
+    text
+        The JSON text.
+    what
+        How the message names the document ("the stats file", "config.json").
+    file
+        The file it came from, for the error's context.
+
+    Raises
+    ------
+    SpikecodeError
+        Not valid JSON, nested deeper than :data:`MAX_JSON_DEPTH` levels, or a number
+        Python refuses (an integer of thousands of digits).
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SpikecodeError(
+            f"cannot read {what}: not valid JSON: {err.msg} at line {err.lineno}, "
+            f"column {err.colno}",
+            file=file,
+        ) from None
+    except RecursionError:
+        value = None
+        nested = True
+    except ValueError as err:  # e.g. an integer beyond Python's digit limit
+        raise SpikecodeError(f"cannot read {what}: {str(err)[:200]}", file=file) from None
+    else:
+        nested = _json_depth_exceeds(value, MAX_JSON_DEPTH)
+    if nested:
+        raise SpikecodeError(
+            f"cannot read {what}: JSON nested more than {MAX_JSON_DEPTH} levels deep", file=file
+        )
+    return value
+
+
+def read_json(path: str | os.PathLike[str], what: str) -> Any:
+    """Read a UTF-8 JSON file: the one JSON reader behind every spikecode file format.
+
+    Parameters
+    ----------
+    path
+        The file.
+    what
+        How messages name it ("the stats file", "config.json", "the k map").
+
+    Raises
+    ------
+    SpikecodeError
+        A missing file ("``what`` not found"), a directory, an unreadable file, text that
+        is not UTF-8, or JSON :func:`parse_json` refuses. The message is one line and
+        the error names the file.
+    """
+    path = require_file(path, what)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SpikecodeError(f"cannot read {what}: {os_cause(err)}", file=str(path)) from None
+    except UnicodeDecodeError as err:
+        raise SpikecodeError(
+            f"cannot read {what}: not UTF-8 text (byte {err.start})", file=str(path)
+        ) from None
+    return parse_json(text, what, str(path))
+
+
+def _new_file_mode(target: Path) -> int:
+    """The permission bits ``open(target, "w")`` would leave: kept when it exists."""
+    try:
+        existing = target.stat()
+    except OSError:
+        return -1
+    return stat.S_IMODE(existing.st_mode) if stat.S_ISREG(existing.st_mode) else -1
+
+
+def _create_temporary(folder: Path, name: str) -> Path:
+    # Created with os.open(..., 0o666) so that the umask applies exactly as for a plain
+    # open(); mkstemp would make every file 0600. The name is cut so that a target name
+    # at the system's length limit still leaves room for the temporary one.
+    for _ in range(100):
+        tmp = folder / f".{name[:64]}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(errno.EEXIST, "cannot create a temporary file", str(folder))
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], *, what: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception the temporary file is removed and ``path`` is left untouched. The
+    written file gets the permissions a plain ``open(path, "w")`` gives: those of the
+    file it replaces, or ``0666`` less the umask for a new file.
 
     Parameters
     ----------
@@ -54,20 +229,27 @@ def atomic_write(path: str | os.PathLike[str], *, what: str | None = None) -> It
     Raises
     ------
     SpikecodeError
-        The target folder does not exist or is not writable, or the final rename fails
-        (for example a directory of that name is in the way).
+        The target folder does not exist or is not writable, the name is too long, the
+        write itself fails (a full disk: the message names the file and the cause), or
+        the final rename fails (for example a directory of that name is in the way).
     """
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     label = what or str(target)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        if len(os.fsencode(target.name)) > _name_max(folder):
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+        keep_mode = _new_file_mode(target)
+        tmp = _create_temporary(folder, target.name)
+        if keep_mode >= 0:
+            os.chmod(tmp, keep_mode)
     except OSError as err:
-        raise SpikecodeError(f"cannot write {label}: {err.strerror}", file=str(target)) from None
-    os.close(fd)
-    tmp = Path(tmp_name)
+        raise SpikecodeError(f"cannot write {label}: {os_cause(err)}", file=str(target)) from None
     try:
         yield tmp
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise SpikecodeError(f"cannot write {label}: {os_cause(err)}", file=str(target)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -75,7 +257,14 @@ def atomic_write(path: str | os.PathLike[str], *, what: str | None = None) -> It
         os.replace(tmp, target)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise SpikecodeError(f"cannot write {label}: {err.strerror}", file=str(target)) from None
+        raise SpikecodeError(f"cannot write {label}: {os_cause(err)}", file=str(target)) from None
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
 
 
 # -- activations -------------------------------------------------------------------------
@@ -95,8 +284,7 @@ def _suffix(path: Path) -> str:
 def _read_arrays(path: Path) -> dict[str, Any]:
     """All arrays/tensors of an activation file, by name (lazy where the format allows)."""
     suffix = _suffix(path)
-    if not path.is_file():
-        raise SpikecodeError("no such file", file=str(path))
+    require_file(path)
     try:
         if suffix in (".npy", ".npz"):
             return _load_numpy(path)
@@ -109,6 +297,15 @@ def _read_arrays(path: Path) -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except SpikecodeError:
         raise
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        what = f" ({found.group(1)})" if found else ""
+        raise SpikecodeError(
+            f"cannot read {path.name}: it holds Python objects other than tensors{what}; "
+            "spikecode never runs code from a file: save plain tensors (a tensor or a dict "
+            "of tensors) or use .safetensors",
+            file=str(path),
+        ) from None
     except (OSError, ValueError, EOFError, RuntimeError, KeyError, zipfile.BadZipFile) as err:
         raise SpikecodeError(f"cannot read {path.name}: {err}", file=str(path)) from None
     except Exception as err:  # safetensors raises its own SafetensorError, pickle UnpicklingError
@@ -116,9 +313,70 @@ def _read_arrays(path: Path) -> dict[str, Any]:
     return _tensors_in(obj, path)
 
 
+#: Deflate expands at most about 1032-fold; a zip member claiming more is a lie.
+_MAX_DEFLATE_RATIO = 1100
+
+
+def _claimed_npy_bytes(stream: Any) -> int:
+    """Bytes of array data an ``.npy`` header announces (the stream is left after it)."""
+    version = np.lib.format.read_magic(stream)
+    read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0  # 3.0 differs only in text encoding
+    )
+    shape, _, dtype = read_header(stream)
+    return int(np.prod(shape, dtype=object)) * dtype.itemsize
+
+
+def check_array_claims(handle: Any, path: Path) -> None:
+    """Refuse a .npy/.npz whose headers announce more data than the file can hold.
+
+    NumPy allocates the announced array before reading it, so a 3 KB file claiming a
+    16 GiB array would otherwise ask for 16 GiB. Zip members are held to what their
+    compressed bytes can expand to.
+    """
+    start = handle.tell()
+    is_zip = handle.read(4) == b"PK\x03\x04"
+    handle.seek(start)
+    if not is_zip:
+        size = os.fstat(handle.fileno()).st_size
+        if _claimed_npy_bytes(handle) > size:
+            raise SpikecodeError(
+                f"cannot read {path.name}: the array header announces more data than "
+                "the file holds (truncated or corrupt)",
+                file=str(path),
+            )
+        handle.seek(start)
+        return
+    with zipfile.ZipFile(handle) as archive:
+        for info in archive.infolist():
+            limit = info.compress_size
+            if info.compress_type != zipfile.ZIP_STORED:
+                limit = info.compress_size * _MAX_DEFLATE_RATIO + 1024
+            if info.file_size > limit:
+                raise SpikecodeError(
+                    f"cannot read {path.name}: archive member {info.filename[:80]!r} claims "
+                    f"{info.file_size:,} bytes from {info.compress_size:,} (corrupt)",
+                    file=str(path),
+                )
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                if _claimed_npy_bytes(member) > info.file_size:
+                    raise SpikecodeError(
+                        f"cannot read {path.name}: array {info.filename[:-4][:80]!r} announces "
+                        "more data than the archive holds (truncated or corrupt)",
+                        file=str(path),
+                    )
+    handle.seek(start)
+
+
 def _load_numpy(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a .npy (as ``"array"``) or .npz, without pickles or blind allocation."""
     # Opening the file ourselves guarantees it is closed when NumPy fails half-way.
     with open(path, "rb") as handle:
+        check_array_claims(handle, path)
         loaded = np.load(handle, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
             return {"array": loaded}
@@ -170,7 +428,7 @@ def load_activations(path: str | os.PathLike[str], key: str | None = None) -> np
         Missing/corrupt/unsupported file, several arrays and no ``key``, an unknown
         ``key``, non-float or empty data, or a spikecode encoding file.
     """
-    from spikecode._validate import check_nonempty, to_numpy
+    from spikecode._validate import check_nonempty, short_repr, to_numpy
 
     path = Path(path)
     arrays = _read_arrays(path)
@@ -189,7 +447,8 @@ def load_activations(path: str | os.PathLike[str], key: str | None = None) -> np
         key = next(iter(arrays))
     if key not in arrays:
         raise SpikecodeError(
-            f"no array {key!r} in {path.name}; it has: {', '.join(list(arrays)[:20])}",
+            f"no array {short_repr(key)} in {path.name}; it has: "
+            f"{', '.join(name[:80] for name in list(arrays)[:20])}",
             file=str(path),
         )
     a = to_numpy(arrays[key], key)
@@ -228,11 +487,13 @@ def save_encoded(
 
     ``meta`` holds extra string fields (for example the source file).
     """
+    from spikecode._validate import positive_finite
     from spikecode._version import __version__
 
     path = Path(path)
     if path.suffix.lower() != ".npz":
         raise SpikecodeError("encoding results are written as .npz", file=str(path))
+    k = positive_finite(k, "k")
     fields: dict[str, np.ndarray] = {
         "spikecode_format": np.array(ENCODED_FORMAT),
         "format_version": np.array(ENCODED_VERSION),
@@ -248,7 +509,7 @@ def save_encoded(
         "bit_order": np.array(train.bit_order),
         "zero_point": np.array(train.zero_point),
         "clipped": np.array(train.clipped),
-        "k": np.array(float(k)),
+        "k": np.array(k),
     }
     for name, value in (meta or {}).items():
         fields[f"meta_{name}"] = np.array(str(value))
@@ -257,22 +518,56 @@ def save_encoded(
     return path
 
 
+def _field(data: dict[str, np.ndarray], name: str, kind: str, path: Path) -> Any:
+    """A stored metadata field as a Python value, refusing the wrong type or shape.
+
+    ``kind`` is ``"int"``, ``"float"``, ``"str"`` (0-d arrays) or ``"shape"`` (a 1-D
+    integer array).
+    """
+    value = data[name]
+    if kind == "shape":
+        ok = value.ndim == 1 and value.dtype.kind in "iu"
+    else:
+        allowed = {"int": "iu", "float": "iuf", "str": "U"}[kind]
+        ok = value.ndim == 0 and value.dtype.kind in allowed
+    if not ok:
+        expected = {
+            "int": "an integer",
+            "float": "a number",
+            "str": "a string",
+            "shape": "a 1-D integer array",
+        }[kind]
+        raise SpikecodeError(
+            f"stored field {name!r} must be {expected}, not {value.dtype} of shape "
+            f"{tuple(value.shape)}",
+            file=str(path),
+        )
+    if kind == "shape":
+        return tuple(int(n) for n in value)
+    return {"int": int, "float": float, "str": str}[kind](value)
+
+
 def load_encoded(path: str | os.PathLike[str]) -> Encoded:
     """Read an encoding result written by :func:`save_encoded`, validating it fully.
 
-    The events are checked (range, order, polarity) and must decode to the stored
-    counts (unless values were saturated), so a corrupt file is refused, not half-read.
+    Every field is checked for type and shape before anything is built from it; the
+    events are checked (range, order, polarity) and must decode to the stored counts —
+    clipped to the code's range when values were saturated, with exactly ``clipped``
+    of them outside it — so a corrupt file is refused, not half-read.
+
+    Raises
+    ------
+    SpikecodeError
+        A missing, unreadable or corrupt file (naming the file and the field).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SpikecodeError("no such file", file=str(path))
+    path = require_file(path)
     try:
         data = _load_numpy(path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise SpikecodeError(f"cannot read {path.name}: {err}", file=str(path)) from None
-    if str(data.get("spikecode_format", "")) != ENCODED_FORMAT:
+    if "spikecode_format" not in data or str(data["spikecode_format"]) != ENCODED_FORMAT:
         raise SpikecodeError("not a spikecode encoding result", file=str(path))
-    version = int(data.get("format_version", -1))
+    version = _field(data, "format_version", "int", path) if "format_version" in data else -1
     if version != ENCODED_VERSION:
         raise SpikecodeError(
             f"encoding format version {version} is not supported (expected {ENCODED_VERSION})",
@@ -285,26 +580,59 @@ def load_encoded(path: str | os.PathLike[str]) -> Encoded:
     missing = [name for name in required if name not in data]
     if missing:
         raise SpikecodeError(f"missing fields: {', '.join(missing)}", file=str(path))
+    shape = _field(data, "shape", "shape", path)
+    T = _field(data, "T", "int", path)
+    zero_point = _field(data, "zero_point", "int", path)
+    clipped = _field(data, "clipped", "int", path)
+    k = _field(data, "k", "float", path)
+    counts, vth = data["counts"], data["vth"]
+    # The stored arrays are real; checking the claimed shape against them first means
+    # nothing below allocates more than the file holds.
+    if counts.dtype != np.int32 or tuple(counts.shape) != shape:
+        raise SpikecodeError("stored counts do not match the train's shape", file=str(path))
+    if vth.dtype.kind != "f" or vth.shape != shape[:-1]:
+        raise SpikecodeError("stored Vth does not match the train's shape", file=str(path))
+    if not np.all(np.isfinite(vth)) or np.any(vth <= 0):
+        raise SpikecodeError("stored Vth must be finite and > 0", file=str(path), field="vth")
+    if not (np.isfinite(k) and k > 0):
+        raise SpikecodeError(f"stored k must be finite and > 0, not {k}", file=str(path))
+    if not 0 <= clipped <= counts.size:
+        raise SpikecodeError(
+            f"stored clipped count {clipped} is not between 0 and the {counts.size} elements",
+            file=str(path),
+        )
     try:
         train = SpikeTrain.from_arrays(
-            tuple(int(n) for n in data["shape"]),
-            int(data["T"]),
-            str(data["scheme"]),
+            shape,
+            T,
+            _field(data, "scheme", "str", path),
             data["step_ptr"],
             data["feature"],
             data["signs"],
-            bit_order=str(data["bit_order"]),
-            zero_point=int(data["zero_point"]),
-            clipped=int(data["clipped"]),
+            bit_order=_field(data, "bit_order", "str", path),
+            zero_point=zero_point,
+            clipped=clipped,
         )
     except SpikecodeError as err:
         raise SpikecodeError(f"corrupt events: {err.message}", file=str(path)) from None
-    counts = data["counts"]
-    if counts.dtype != np.int32 or tuple(counts.shape) != train.shape:
-        raise SpikecodeError("stored counts do not match the train's shape", file=str(path))
-    if data["vth"].shape != train.shape[:-1]:
-        raise SpikecodeError("stored Vth does not match the train's shape", file=str(path))
-    if train.clipped == 0 and not np.array_equal(train.decode(), counts):
-        raise SpikecodeError("events do not decode to the stored counts", file=str(path))
+    _check_decodes(path, train, counts)
     meta = {name[5:]: str(value) for name, value in data.items() if name.startswith("meta_")}
-    return Encoded(counts=counts, vth=data["vth"], train=train, k=float(data["k"]), meta=meta)
+    return Encoded(counts=counts, vth=vth, train=train, k=k, meta=meta)
+
+
+def _check_decodes(path: Path, train: SpikeTrain, counts: np.ndarray) -> None:
+    """The events must decode to the counts, clipped into the code's range (SPEC §3)."""
+    spec = get_scheme(train.scheme)
+    lo, hi = spec.value_range(train.T)
+    lo, hi = lo + train.zero_point, hi + train.zero_point
+    wide = counts.astype(np.int64)
+    outside = int(np.count_nonzero((wide < lo) | (wide > hi)))
+    if outside != train.clipped:
+        raise SpikecodeError(
+            f"stored clipped count {train.clipped} does not match the {outside} counts "
+            f"outside the range {lo}..{hi} of T={train.T}",
+            file=str(path),
+        )
+    expected = np.clip(wide, lo, hi) if outside else wide
+    if not np.array_equal(train.decode(), expected):
+        raise SpikecodeError("events do not decode to the stored counts", file=str(path))

@@ -72,6 +72,8 @@ def integrate_and_fire(
         int8 spikes ``[T, *x.shape]``, time first.
     """
     rows, shape = float_rows(x)
+    if not np.all(np.isfinite(rows)):
+        raise SpikecodeError("activations contain NaN or Inf", shape=shape)
     if isinstance(T, bool) or not isinstance(T, int | np.integer) or T < 1:
         raise SpikecodeError(f"T must be a positive integer, not {T!r}")
     if drive not in ("first", "spread"):

@@ -31,6 +31,7 @@ from spikecode._validate import (
     float_rows,
     is_torch,
     positive_finite,
+    to_numpy,
 )
 from spikecode.errors import SpikecodeError
 
@@ -168,9 +169,21 @@ def clip_counts(counts: Any, clip: int | tuple[int, int]) -> tuple[Any, int]:
     """
     low, high = _clip_bounds(clip)  # type: ignore[misc]
     if is_torch(counts):
+        import torch
+
+        if counts.dtype.is_complex or counts.dtype == torch.bool:
+            raise SpikecodeError(f"counts must be numbers, not {counts.dtype}")
+        if counts.dtype.is_floating_point and bool(counts.isnan().any()):
+            raise SpikecodeError("counts contain NaN", shape=tuple(counts.shape))
         outside = int(((counts < low) | (counts > high)).sum())
         return counts.clamp(low, high), outside
-    a = np.asarray(counts)
+    a = to_numpy(counts, "counts")
+    if a.dtype.kind not in "iuf":
+        raise SpikecodeError(
+            f"counts must be an integer or float array, not {a.dtype}", shape=a.shape
+        )
+    if a.dtype.kind == "f" and np.isnan(a).any():
+        raise SpikecodeError("counts contain NaN", shape=a.shape)
     outside = int(np.count_nonzero((a < low) | (a > high)))
     return np.clip(a, low, high).astype(a.dtype, copy=False), outside
 

@@ -357,7 +357,8 @@ def test_sparsity_on_the_sample_matches_the_core_api(sample_source, scheme):
 
 
 def test_bitwise_bidirectional_sample_figure_from_the_readme(sample_source):
-    # README: at k = 3 the sample gives 1.24 spikes per element and |c| <= 7 for 94.4 %.
+    # SPEC §5 conventions: at k = 3 the sample gives 1.24 spikes per element and |c| <= 7
+    # for 94.4 %.
     total = sparsity_report(sample_source).to_dict()["total"]
     assert round(total["spikes_per_element"], 2) == 1.24
     assert round(100 * total["within_7_fraction"], 1) == 94.4

@@ -33,7 +33,7 @@ from typing import Any
 
 from spikecode.calibration.records import CalibrationStats, LayerStats, k_key, summarize
 from spikecode.errors import SpikecodeError
-from spikecode.io import atomic_write
+from spikecode.io import atomic_write, read_json
 
 __all__ = [
     "ADVICE_FORMAT",
@@ -348,12 +348,7 @@ def load_k_map(path: str | os.PathLike[str]) -> dict[str, float]:
         positive finite number.
     """
     file = Path(path)
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpikecodeError("k map file not found", file=str(file)) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SpikecodeError(f"cannot read the k map: {err}", file=str(file)) from None
+    raw = read_json(file, "the k map file")
     if isinstance(raw, dict) and "format" in raw:
         if raw.get("format") != ADVICE_FORMAT or raw.get("version") != ADVICE_VERSION:
             raise SpikecodeError(

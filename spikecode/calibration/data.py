@@ -9,7 +9,6 @@ asked to truncate; :func:`padded_batches` yields right-padded batches, longest f
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from spikecode.errors import LARGER, Remedy, SpikecodeError
+from spikecode.io import parse_json, read_json
 from spikecode.models.checkpoint import LoadedModel, wrap_module
 
 __all__ = [
@@ -178,12 +178,7 @@ def _parse_jsonl(text: str, source: str) -> CalibrationData:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise SpikecodeError(
-                f"line {number} of the calibration data is not JSON ({err.msg})", file=source
-            ) from None
+        record = parse_json(line, f"line {number} of the calibration data", source)
         if not isinstance(record, dict) or ("text" not in record and "input_ids" not in record):
             raise SpikecodeError(
                 f"line {number} of the calibration data has no 'text' (or 'input_ids') field",
@@ -246,8 +241,8 @@ def model_max_length(loaded: LoadedModel) -> int | None:
     value = getattr(loaded.config, "max_position_embeddings", None)
     if value is None and loaded.path is not None:
         try:
-            raw = json.loads((Path(loaded.path) / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            raw = read_json(Path(loaded.path) / "config.json", "config.json")
+        except SpikecodeError:
             raw = {}
         value = raw.get("max_position_embeddings") if isinstance(raw, dict) else None
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:

@@ -15,7 +15,7 @@ same texts, one row per k (the shape of the report's table 11):
 
 Each row also gives the spike statistics of the spiked model's projection inputs during
 that evaluation (SPEC §5: spikes per element, sparsity ``1 - firing rate``, the windowed
-w = 3 sparsity, the |c| ≤ 7 share) for one code, element-weighted over layers as in the
+w = 3 sparsity, the ``|c| ≤ 7`` share) for one code, element-weighted over layers as in the
 stats file. They are measured on the spiked model's own activations, which differ from
 the float model's once errors propagate.
 

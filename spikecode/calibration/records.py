@@ -7,7 +7,7 @@ and per layer and per k the Vth distribution, the count histogram, the channel a
 code. Reading and writing the file is :mod:`spikecode.calibration.statsfile`.
 
 Totals over layers (``totals`` in the file, :func:`summarize`) are weighted by element
-count (``tokens × in_features`` of each layer): spikes per element, silent and |c| ≤ 7
+count (``tokens × in_features`` of each layer): spikes per element, silent and ``|c| ≤ 7``
 fractions are ratios of summed integer totals; the windowed sparsity is
 ``1 − Σ window_spikes / Σ window_steps``; the firing rate is ``Σ spikes / Σ (elements ·
 T)`` with each layer over its own T (:meth:`spikecode.SpikeStats.merge`, the one
@@ -48,7 +48,9 @@ __all__ = [
     "window_key",
 ]
 
+#: ``format`` of a stats file (docs/statsfile.rst).
 FORMAT = "spikecode.stats"
+#: The stats-file version this spikecode writes and reads.
 VERSION = 1
 #: Count histograms in the file cover ``c = -COUNT_LIMIT … COUNT_LIMIT``.
 COUNT_LIMIT = 64

@@ -41,7 +41,7 @@ from spikecode.calibration.records import (
 from spikecode.encoders.schemes import SCHEMES
 from spikecode.energy import ChannelActivity
 from spikecode.errors import SpikecodeError
-from spikecode.io import atomic_write
+from spikecode.io import atomic_write, read_json
 from spikecode.stats import SpikeStats
 
 __all__ = ["load_stats", "save_stats"]
@@ -254,18 +254,7 @@ def load_stats(path: str | os.PathLike[str]) -> CalibrationStats:
         (``layers[2].by_k.3.vth.mean``).
     """
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpikecodeError("stats file not found", file=str(file)) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpikecodeError(f"cannot read the stats file: {err}", file=str(file)) from None
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SpikecodeError(
-            f"the stats file is not valid JSON ({err.msg}, line {err.lineno})", file=str(file)
-        ) from None
+    raw = read_json(file, "the stats file")
     return _parse(raw, _Reader(str(file)))
 
 
@@ -498,7 +487,9 @@ def _parse_k(
             raise r.fail(
                 f"stats file field '{here}.window' differs from 'window'", f"{here}.window"
             )
+        _check_spike_totals(r, here, values, w)
         parsed[scheme] = SpikeStats(scheme=scheme, window=w, **values)
+    _check_vth(r, f"{where}.vth", vth)
     return KStats(
         vth=vth,
         count_histogram=ch,
@@ -512,6 +503,46 @@ def _parse_k(
     )
 
 
+def _check_spike_totals(r: _Reader, here: str, v: Mapping[str, int], window: int) -> None:
+    """Refuse spike totals no set of counts can produce (SPEC §5 definitions)."""
+    elements, T = v["elements"], v["T"]
+    bounds = (
+        ("silent", v["silent"] <= elements, "more silent elements than elements"),
+        ("within_7", v["within_7"] <= elements, "more |c| <= 7 elements than elements"),
+        ("spikes", v["spikes"] <= elements * T, "more spikes than elements x T"),
+        (
+            "spikes",
+            v["spikes"] >= elements - v["silent"],
+            "fewer spikes than elements that are not silent",
+        ),
+        (
+            "window_steps",
+            v["window_steps"] >= elements * window and v["window_steps"] % window == 0,
+            "occupied steps that are not whole windows of every element",
+        ),
+        ("window_spikes", v["window_spikes"] <= v["window_steps"], "more spikes than steps"),
+    )
+    for name, holds, what in bounds:
+        if not holds:
+            raise r.fail(
+                f"stats file field '{here}.{name}' is inconsistent: {what}", f"{here}.{name}"
+            )
+
+
+def _check_vth(r: _Reader, here: str, vth: VthSummary) -> None:
+    slack = 1e-6 * abs(vth.max)  # the mean is a float sum; equal thresholds may round
+    if not (0 < vth.min <= vth.mean + slack and vth.mean <= vth.max + slack) or vth.std < 0:
+        raise r.fail(
+            f"stats file field {here!r} is inconsistent: needs 0 < min <= mean <= max "
+            f"and std >= 0 (min {vth.min}, mean {vth.mean}, max {vth.max}, std {vth.std})",
+            here,
+        )
+
+
+#: Totals that are shares of something, hence in [0, 1].
+_FRACTIONS = ("firing_rate", "sparsity", "silent_fraction", "within_7_fraction")
+
+
 def _parse_totals(
     r: _Reader, raw: Any, keys: list[str], schemes: list[str], window: int
 ) -> Mapping[str, Mapping[str, Mapping[str, float]]]:
@@ -523,8 +554,15 @@ def _parse_totals(
         for scheme in schemes:
             here = f"totals.{key}.{scheme}"
             values = r.get(by_scheme_raw, scheme, f"totals.{key}")
-            by_scheme[scheme] = MappingProxyType(
-                {name: r.number(r.get(values, name, here), f"{here}.{name}") for name in names}
-            )
+            parsed = {name: r.number(r.get(values, name, here), f"{here}.{name}") for name in names}
+            for name, value in parsed.items():
+                share = name in _FRACTIONS or name == window_key(window)
+                if value < 0 or (share and value > 1):
+                    limits = "in [0, 1]" if share else ">= 0"
+                    raise r.fail(
+                        f"stats file field '{here}.{name}' must be {limits}, got {value}",
+                        f"{here}.{name}",
+                    )
+            by_scheme[scheme] = MappingProxyType(parsed)
         totals[key] = MappingProxyType(by_scheme)
     return MappingProxyType(totals)

@@ -17,6 +17,15 @@ import click
 from spikecode.cli._common import flag_remedy
 from spikecode.errors import SpikecodeError
 
+#: Longest error message the CLI prints; longer ones (echoing hostile input) are cut.
+MAX_MESSAGE = 500
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
+    """An error message as one line of at most ``limit`` characters."""
+    text = " ".join(message.split())
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
 
 def _with_flags(command: click.Command) -> None:
     """Make ``command`` report SpikecodeError naming only the flags it has."""
@@ -29,7 +38,7 @@ def _with_flags(command: click.Command) -> None:
             return callback(*args, **kwargs)
         except SpikecodeError as err:
             spell = functools.partial(flag_remedy, flags=flags)
-            raise click.ClickException(err.render(spell, lead="try")) from None
+            raise click.ClickException(one_line(err.render(spell, lead="try"))) from None
 
     command.callback = run
 
@@ -41,7 +50,13 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SpikecodeError as err:
-            raise click.ClickException(err.render(flag_remedy, lead="try")) from None
+            raise click.ClickException(one_line(err.render(flag_remedy, lead="try"))) from None
+        except OSError as err:  # a file problem no reader named: still one line
+            where = f" [file={err.filename}]" if err.filename else ""
+            raise click.ClickException(one_line(f"{err.strerror or err}{where}")) from None
+        except click.ClickException as err:  # usage errors echo what was typed
+            err.message = one_line(err.message, MAX_MESSAGE - 100)  # room for click's prefix
+            raise
         except MemoryError:
             raise click.ClickException(
                 "out of memory; try a smaller input or fewer samples"

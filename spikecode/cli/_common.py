@@ -12,6 +12,8 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from spikecode.encoders.limits import DEFAULT_MAX_SPIKES
+from spikecode.encoders.schemes import MAX_UNARY_T
 from spikecode.errors import LARGER, Remedy, SpikecodeError
 
 
@@ -42,6 +44,25 @@ def flag_remedy(remedy: Remedy, flags: Collection[str] | None = None) -> str | N
     if remedy.value is True:
         return name
     return f"{name} {remedy.value}"
+
+
+
+#: ``--T``: a fixed number of steps, bounded before anything is allocated.
+T_OPTION = click.option(
+    "--T",
+    "T",
+    type=click.IntRange(1, MAX_UNARY_T),
+    default=None,
+    help="Fixed number of steps [default: minimal].",
+)
+#: ``--max-spikes``: the size bound of a train that is built (see spikecode.encode).
+MAX_SPIKES_OPTION = click.option(
+    "--max-spikes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_SPIKES,
+    show_default=True,
+    help="Refuse to build a train of more spikes or step offsets than this.",
+)
 
 
 @contextmanager

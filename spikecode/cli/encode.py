@@ -10,12 +10,21 @@ from typing import Any
 import click
 import numpy as np
 
-from spikecode.cli._common import ZERO_POINT, echo_json, echo_table, stages, warn_saturation
-from spikecode.encoders import SCHEMES, encode
+from spikecode.cli._common import (
+    MAX_SPIKES_OPTION,
+    T_OPTION,
+    ZERO_POINT,
+    echo_json,
+    echo_table,
+    stages,
+    warn_saturation,
+)
+from spikecode.encoders import SCHEMES, encode, plan_encoding
 from spikecode.errors import SpikecodeError
 from spikecode.io import load_activations, save_encoded
 from spikecode.stats import spike_stats
 from spikecode.threshold import adaptive_counts
+
 
 #: Leading bytes that tell the format of activations read from standard input: a ``.npy``
 #: file starts with NumPy's magic string, an ``.npz`` with a zip record (local file header,
@@ -59,27 +68,30 @@ def encode_summary(
     saturate: bool = False,
     bit_order: str = "msb",
     zero_point: int | str = "auto",
-) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, Any]]:
-    """Encode activations and summarise them; the work behind ``spikecode encode``.
+) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+    """Count activations and summarise their spikes; the work behind ``spikecode encode``.
+
+    No train is built: every statistic follows from the counts (:func:`spike_stats`),
+    so an absurd encoding costs no more than a plain one here.
 
     Returns
     -------
-    (summary, (counts, vth, train))
+    (summary, (counts, vth))
         ``summary`` holds the keys the CLI prints (``shape, k, scheme, T, vth_mean,
         spikes_per_element, firing_rate, sparsity, silent_fraction, within_7_fraction,
         window3_sparsity`` plus details).
     """
     counts, vth = adaptive_counts(x, k=k)
-    train = encode(counts, scheme, T, saturate=saturate, bit_order=bit_order, zero_point=zero_point)
+    plan = plan_encoding(counts, scheme, T, saturate=saturate, zero_point=zero_point)
     stats = spike_stats(
-        counts, scheme, train.T, window=3, zero_point=train.zero_point, saturate=saturate
+        counts, scheme, plan.T, window=3, zero_point=plan.zero_point, saturate=saturate
     )
     vth64 = np.asarray(vth, dtype=np.float64)
     summary = {
         "shape": list(x.shape),
         "k": k,
         "scheme": scheme,
-        "T": train.T,
+        "T": plan.T,
         "vth_mean": float(vth64.mean()),
         "spikes_per_element": stats.spikes_per_element,
         "firing_rate": stats.firing_rate,
@@ -92,12 +104,12 @@ def encode_summary(
         "vth_max": float(vth64.max()),
         "elements": stats.elements,
         "spikes": stats.spikes,
-        "max_abs_count": int(np.abs(counts).max()),
-        "zero_point": train.zero_point,
+        "max_abs_count": int(np.abs(counts.astype(np.int64)).max()),
+        "zero_point": plan.zero_point,
         "bit_order": bit_order,
-        "clipped": train.clipped,
+        "clipped": plan.clipped,
     }
-    return summary, (counts, vth, train)
+    return summary, (counts, vth)
 
 
 @click.command("encode")
@@ -110,11 +122,12 @@ def encode_summary(
     help="Spike code (SPEC §3).",
 )
 @click.option("--k", type=float, default=3.0, show_default=True, help="Threshold divisor k > 0.")
-@click.option("--T", "T", type=int, default=None, help="Fixed number of steps [default: minimal].")
+@T_OPTION
 @click.option("--saturate", is_flag=True, help="Clip counts a fixed --T cannot carry.")
 @click.option("--bit-order", type=click.Choice(["msb", "lsb"]), default="msb", show_default=True)
 @ZERO_POINT
 @click.option("--key", default=None, help="Array to use when INPUT holds several.")
+@MAX_SPIKES_OPTION
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -133,6 +146,7 @@ def encode_command(
     bit_order: str,
     zero_point: int | str,
     key: str | None,
+    max_spikes: int,
     out: Path | None,
     fmt: str,
 ) -> None:
@@ -158,7 +172,7 @@ def encode_command(
         else:
             x = load_activations(input_path, key=key)
         advance("count+encode")
-        summary, (counts, vth, train) = encode_summary(
+        summary, (counts, vth) = encode_summary(
             x,
             scheme=scheme,
             k=k,
@@ -170,10 +184,20 @@ def encode_command(
         summary = {"source": str(input_path), **summary}
         advance("write")
         if out is not None:
+            # Only the file needs the train itself; build it with the same T.
+            train = encode(
+                counts,
+                scheme,
+                summary["T"],
+                saturate=saturate,
+                bit_order=bit_order,
+                zero_point=zero_point,
+                max_spikes=max_spikes,
+            )
             save_encoded(out, counts, vth, train, k=k, meta={"source": str(input_path)})
             summary["out"] = str(out)
         advance("done")
-    warn_saturation(train.clipped, summary["elements"])
+    warn_saturation(summary["clipped"], summary["elements"])
     if fmt == "json":
         echo_json(summary)
     else:

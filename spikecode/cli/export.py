@@ -27,9 +27,18 @@ from typing import Any
 import click
 import numpy as np
 
-from spikecode.cli._common import ZERO_POINT, echo_json, echo_table, stages, warn_saturation
+from spikecode.cli._common import (
+    MAX_SPIKES_OPTION,
+    T_OPTION,
+    ZERO_POINT,
+    echo_json,
+    echo_table,
+    stages,
+    warn_saturation,
+)
 from spikecode.encoders import SCHEMES, encode, min_steps
 from spikecode.errors import SpikecodeError
+from spikecode.io import path_kind
 
 _SOURCE = click.argument(
     "source", metavar="[SOURCE]", required=False, type=click.Path(path_type=Path)
@@ -55,7 +64,7 @@ def _scheme_option(default: str) -> Any:
     )
 
 
-_T = click.option("--T", "T", type=int, default=None, help="Fixed number of steps.")
+_T = T_OPTION
 _BIT_ORDER = click.option(
     "--bit-order", type=click.Choice(["msb", "lsb"]), default="msb", show_default=True
 )
@@ -167,13 +176,14 @@ def _checkpoint_activations(
 def _is_checkpoint(source: Path | None) -> bool:
     if source is None:
         return False
-    if not source.exists():
+    kind = path_kind(source)
+    if kind is None:
         raise SpikecodeError("no such file or directory", file=str(source))
-    return source.is_dir()
+    return kind == "dir"
 
 
 def _is_stats(source: Path | None) -> bool:
-    return source is not None and source.is_file() and source.suffix.lower() == ".json"
+    return source is not None and path_kind(source) == "file" and source.suffix.lower() == ".json"
 
 
 def _stats_checkpoint(source: Path) -> tuple[Path, Any]:
@@ -400,6 +410,7 @@ def export_onnx_command(
 
 @export_group.command("events")
 @_spike_options
+@MAX_SPIKES_OPTION
 @ZERO_POINT
 @click.option("--saturate", is_flag=True, help="Clip counts a fixed --T cannot carry.")
 @click.option("--key", default=None, help="Array to use when an activation file holds several.")
@@ -420,6 +431,7 @@ def export_events_command(
     k: float,
     T: int | None,
     bit_order: str,
+    max_spikes: int,
     zero_point: int | str,
     saturate: bool,
     key: str | None,
@@ -461,7 +473,13 @@ def export_events_command(
             raise SpikecodeError("--saturate needs a fixed --T")
         trains = {
             name: encode(
-                counts, scheme, T, saturate=saturate, bit_order=bit_order, zero_point=zero_point
+                counts,
+                scheme,
+                T,
+                saturate=saturate,
+                bit_order=bit_order,
+                zero_point=zero_point,
+                max_spikes=max_spikes,
             )
             for name, counts, _ in layers
         }

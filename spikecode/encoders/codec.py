@@ -15,6 +15,7 @@ import numpy as np
 
 from spikecode._validate import count_rows
 from spikecode.encoders import _kernels
+from spikecode.encoders.limits import DEFAULT_MAX_SPIKES, check_plan_size
 from spikecode.encoders.schemes import Scheme, check_bit_order, get_scheme
 from spikecode.encoders.train import SpikeTrain, feature_dtype
 from spikecode.errors import LARGER, Remedy, SpikecodeError
@@ -147,6 +148,7 @@ def encode(
     saturate: bool = False,
     bit_order: str = "msb",
     zero_point: int | str | None = "auto",
+    max_spikes: int | None = DEFAULT_MAX_SPIKES,
 ) -> SpikeTrain:
     """Expand integer counts into a sparse spike train (SPEC §3).
 
@@ -166,6 +168,10 @@ def encode(
         ``"msb"`` (default; step 0 carries the highest bit) or ``"lsb"``.
     zero_point
         For the unsigned codes: ``"auto"`` shifts signed counts by their minimum.
+    max_spikes
+        Refuse, before allocating, a train of more spikes or step offsets than this
+        (default :data:`~spikecode.encoders.limits.DEFAULT_MAX_SPIKES`, 2**28); None
+        for no bound.
 
     Returns
     -------
@@ -183,6 +189,7 @@ def encode(
     """
     bit_order = check_bit_order(bit_order)
     plan = plan_encoding(counts, scheme, T, saturate=saturate, zero_point=zero_point)
+    check_plan_size(plan, max_spikes)
     code, msb = plan.scheme.code, bit_order == "msb"
     per_step = _kernels.step_spike_counts(plan.rows, code, plan.T, plan.zero_point, msb)
     step_ptr = np.zeros(per_step.size + 1, dtype=np.int64)
@@ -213,10 +220,15 @@ def encode_dense(
     saturate: bool = False,
     bit_order: str = "msb",
     zero_point: int | str | None = "auto",
+    max_spikes: int | None = DEFAULT_MAX_SPIKES,
 ) -> np.ndarray:
-    """Counts straight to the dense int8 train ``[T, *shape]`` (same rules as :func:`encode`)."""
+    """Counts straight to the dense int8 train ``[T, *shape]`` (same rules as :func:`encode`).
+
+    ``max_spikes`` bounds the dense array's ``T x elements`` entries (None: no bound).
+    """
     bit_order = check_bit_order(bit_order)
     plan = plan_encoding(counts, scheme, T, saturate=saturate, zero_point=zero_point)
+    check_plan_size(plan, max_spikes, dense=True)
     dense = np.zeros((plan.T, *plan.rows.shape), dtype=np.int8)
     _kernels.fill_dense(
         plan.rows, plan.scheme.code, plan.T, plan.zero_point, bit_order == "msb", dense

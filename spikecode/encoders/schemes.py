@@ -4,7 +4,7 @@ A code expands an integer spike count ``c`` into a train of ``T`` steps ``s_t``.
 code decodes as a weighted sum ``c = zero_point + Σ_t w_t · s_t``:
 
 =======================  ==========  ==============================  =========================
-scheme                   spikes      step weight w_t (MSB first)     minimal T, max |c| = M
+scheme                   spikes      step weight w_t (MSB first)     minimal T, ``M = max |c|``
 =======================  ==========  ==============================  =========================
 binary                   {0, 1}      1                               max(1, M)
 ternary                  {-1, 0, 1}  1                               max(1, M)
@@ -13,7 +13,8 @@ bitwise-bidirectional    {-1, 0, 1}  2^(T-1-t)                       max(1, ⌈l
 bitwise-twos-complement  {0, 1}      -2^(T-1) at t=0, else as above  max(2, ⌈log2(M+1)⌉ + 1)
 =======================  ==========  ==============================  =========================
 
-Conventions this module fixes where SPEC §3 leaves room (documented in the README):
+Conventions this module fixes where SPEC §3 leaves room (listed with SPEC §3 in
+``docs/spec.rst``):
 
 * Binary and ternary use ``max(1, M)`` steps rather than ``M``: an all-zero tensor is one
   silent step, so a train always has a time axis and its firing rate is defined.
@@ -50,6 +51,8 @@ BIT_ORDERS: tuple[str, ...] = ("msb", "lsb")
 
 #: The largest T a bitwise code accepts: step weights are int64.
 MAX_BITWISE_T = 62
+#: The largest T binary/ternary accept: no int32 count needs more steps than |-2**31|.
+MAX_UNARY_T = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -122,12 +125,19 @@ class Scheme:
             raise SpikecodeError(
                 f"bitwise codes support at most T={MAX_BITWISE_T} steps", T=T, scheme=self.name
             )
+        if T > MAX_UNARY_T:
+            raise SpikecodeError(
+                f"T must be at most {MAX_UNARY_T} (no int32 count needs more steps)",
+                T=T,
+                scheme=self.name,
+            )
         return T
 
 
 # Codes as the kernels know them.
 BINARY, TERNARY, BITWISE, BIDIRECTIONAL, TWOS = range(5)
 
+#: The five codes by name, in the order of SPEC §3's table.
 SCHEMES: dict[str, Scheme] = {
     s.name: s
     for s in (

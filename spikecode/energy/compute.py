@@ -7,8 +7,7 @@ A linear layer ``W`` of shape ``[out_features, in_features]`` applied to ``T`` t
   INT8 MAC 0.23 pJ);
 - spike-driven execution (SPEC §4) adds one weight per (spike × output):
   ``Σ|spikes| · out`` accumulates, each an INT8 addition (the counting rule of the
-  report; ECOSYSTEM-NOTES: ``Σ|spikes| × fan-out``, negative spikes count as additions
-  too).
+  report, ``Σ|spikes| × fan-out``: negative spikes count as additions too).
 
 Per MAC-equivalent, the spike-driven cost is the report's equation 24,
 ``E_spike_MAC = (average spikes per element) · E(INT8 add)``.
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy.typing as npt
 
+from spikecode.encoders.schemes import MAX_UNARY_T
 from spikecode.energy._validate import nonnegative_real, positive_int
 from spikecode.energy.memory import (
     DEFAULT_BLOCK_SIZES,
@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 DENSE_MODES = ("fp32", "fp16", "int8")
+#: No int32 count spikes more than |-2**31| times, so no average can exceed it.
+MAX_SPIKES_PER_ELEMENT = MAX_UNARY_T
 """Dense execution modes: one MAC (mult + add) of that type per weight and token."""
 
 MODES = (*DENSE_MODES, "spike")
@@ -112,6 +114,11 @@ def mac_energy(avg_spikes_per_element: float, table: TableLike = None) -> dict[s
     """
     energy_table = load_table(table)
     spikes = nonnegative_real(avg_spikes_per_element, "average spikes per element")
+    if spikes > MAX_SPIKES_PER_ELEMENT:
+        raise SpikecodeError(
+            f"average spikes per element must be at most {MAX_SPIKES_PER_ELEMENT} "
+            f"(no int32 count needs more spikes), got {spikes:.4g}"
+        )
     add = energy_table.add_pj("int8")
     spike = spikes * add
     out: dict[str, Any] = {

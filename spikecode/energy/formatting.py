@@ -103,4 +103,7 @@ def format_reduction(value: float | None) -> str:
     """
     if value is None or not math.isfinite(value):
         return "n/a"
-    return f"{100 * value:.1f} %"
+    percent = 100 * value
+    if abs(percent) >= 1e6:  # an absurd what-if: keep the line readable
+        return f"{percent:.3g} %"
+    return f"{percent:.1f} %"

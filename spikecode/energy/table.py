@@ -29,7 +29,6 @@ pJ whatever the file's unit.
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
@@ -41,6 +40,7 @@ from types import MappingProxyType
 from typing import Any
 
 from spikecode.errors import SpikecodeError
+from spikecode.io import parse_json, path_kind, read_json
 
 __all__ = [
     "DEFAULT_TABLE",
@@ -393,15 +393,7 @@ def _parse_table(data: Any, origin: str | None, default_name: str) -> EnergyTabl
 
 
 def _parse_text(text: str, origin: str, default_name: str) -> EnergyTable:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise SpikecodeError(
-            f"energy table is not valid JSON: {error.msg} at line {error.lineno}, "
-            f"column {error.colno}",
-            file=origin,
-        ) from None
-    return _parse_table(data, origin, default_name)
+    return _parse_table(parse_json(text, "energy table", origin), origin, default_name)
 
 
 def load_table(
@@ -444,7 +436,7 @@ def load_table(
         entry = _table_dir().joinpath(source + ".json")
         return _parse_text(entry.read_text(encoding="utf-8"), str(entry), source)
     path = Path(source)
-    if not path.is_file():
+    if path_kind(path) is None:
         looks_like_name = isinstance(source, str) and not path.suffix and len(path.parts) == 1
         if looks_like_name:
             raise SpikecodeError(
@@ -453,8 +445,4 @@ def load_table(
                 table=source,
             )
         raise SpikecodeError("energy table file not found", file=str(path))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpikecodeError(f"cannot read energy table: {error}", file=str(path)) from None
-    return _parse_text(text, str(path), path.stem)
+    return _parse_table(read_json(path, "energy table"), str(path), path.stem)

@@ -40,11 +40,12 @@ from typing import Any
 
 import numpy as np
 
-from spikecode._validate import to_numpy
+from spikecode._validate import positive_finite, to_numpy
+from spikecode.encoders.limits import DEFAULT_MAX_SPIKES, check_max_spikes, check_train_size
 from spikecode.encoders.train import SpikeTrain
 from spikecode.errors import SpikecodeError
 from spikecode.exporters.registry import register_exporter
-from spikecode.io import atomic_write
+from spikecode.io import atomic_write, check_array_claims, require_file
 
 __all__ = [
     "EVENTS_FORMAT",
@@ -166,15 +167,7 @@ def _check_vth(vth: Any, train: SpikeTrain, name: str) -> np.ndarray:
 
 
 def _check_k(k: float | None) -> float:
-    if k is None:
-        return float("nan")
-    try:
-        value = float(k)
-    except (TypeError, ValueError):
-        raise SpikecodeError(f"k must be a number or None, not {k!r}") from None
-    if not (np.isfinite(value) and value > 0):
-        raise SpikecodeError(f"k must be finite and > 0, not {k!r}")
-    return value
+    return float("nan") if k is None else positive_finite(k, "k")
 
 
 def _file_kind(path: Path) -> str:
@@ -334,6 +327,7 @@ def export_events(
 def _read_npz(path: Path) -> tuple[dict[str, Any], np.ndarray, list[dict[str, Any]]]:
     # Opening the file ourselves guarantees it is closed when NumPy fails half-way.
     with open(path, "rb") as handle:
+        check_array_claims(handle, path)
         loaded = np.load(handle, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise SpikecodeError("not a spikecode event file", file=str(path))
@@ -432,18 +426,54 @@ def _check_events(path: Path, events: Any, n_layers: int) -> np.ndarray:
     return events
 
 
-def _build_layer(path: Path, layer: dict[str, Any], events: np.ndarray) -> tuple[str, Any]:
+def _integer(value: Any) -> int:
+    value = np.asarray(value)
+    if value.ndim != 0 or value.dtype.kind not in "iu":
+        raise TypeError("not an integer")
+    return int(value)
+
+
+def _build_layer(
+    path: Path, layer: dict[str, Any], events: np.ndarray, max_spikes: int | None
+) -> tuple[str, Any]:
     name = _text(layer["name"])
     try:
-        shape = tuple(int(n) for n in np.asarray(layer["shape"]).reshape(-1))
-        T, zero_point, clipped = (int(layer[key]) for key in ("T", "zero_point", "clipped"))
+        raw_shape = np.asarray(layer["shape"])
+        if raw_shape.ndim != 1 or raw_shape.dtype.kind not in "iu":
+            raise TypeError("shape must be a 1-D integer array")
+        shape = tuple(int(n) for n in raw_shape)
+        T, zero_point, clipped = (_integer(layer[key]) for key in ("T", "zero_point", "clipped"))
         scheme, bit_order = _text(layer["scheme"]), _text(layer["bit_order"])
     except (TypeError, ValueError):
         raise SpikecodeError("malformed layer metadata", file=str(path), layer=name) from None
     if not shape or min(shape) <= 0:
         raise SpikecodeError("bad train shape", file=str(path), layer=name, shape=shape)
     features = shape[-1]
-    rows = int(np.prod(shape[:-1], dtype=np.int64))
+    rows = int(np.prod(shape[:-1], dtype=object))
+    # Vth is a real array of one value per row: checking it first bounds the rows by
+    # what the file holds, and the size check bounds T before anything is allocated.
+    vth = np.asarray(layer["vth"])
+    if vth.dtype.kind != "f" or vth.shape != shape[:-1]:
+        raise SpikecodeError(
+            "stored Vth does not match the train's shape", file=str(path), layer=name
+        )
+    if not (np.all(np.isfinite(vth)) and np.all(vth > 0)):
+        raise SpikecodeError("stored Vth must be finite and > 0", file=str(path), layer=name)
+    if not 0 <= clipped <= rows * features:
+        raise SpikecodeError(
+            f"clipped count {clipped} is not between 0 and the train's elements",
+            file=str(path),
+            layer=name,
+        )
+    check_train_size(
+        rows=rows,
+        T=T,
+        spikes=len(events),
+        elements=rows * features,
+        max_spikes=max_spikes,
+        file=str(path),
+        layer=name,
+    )
     x, token = events["x"].astype(np.int64), events["token"].astype(np.int64)
     if len(events) and (
         x.min() < 0 or x.max() >= features or token.min() < 0 or token.max() >= rows
@@ -468,23 +498,22 @@ def _build_layer(path: Path, layer: dict[str, Any], events: np.ndarray) -> tuple
         )
     except SpikecodeError as err:
         raise SpikecodeError(f"corrupt events: {err.message}", file=str(path), layer=name) from None
-    vth = np.asarray(layer["vth"])
-    if vth.dtype.kind != "f" or vth.shape != shape[:-1]:
-        raise SpikecodeError(
-            "stored Vth does not match the train's shape", file=str(path), layer=name
-        )
-    if not (np.all(np.isfinite(vth)) and np.all(vth > 0)):
-        raise SpikecodeError("stored Vth must be finite and > 0", file=str(path), layer=name)
     return name, (train, vth)
 
 
-def load_events(path: str | os.PathLike[str]) -> EventFile:
+def load_events(
+    path: str | os.PathLike[str], *, max_spikes: int | None = DEFAULT_MAX_SPIKES
+) -> EventFile:
     """Read an event file written by :func:`save_events`, validating everything.
 
     Parameters
     ----------
     path
         ``.npz`` or ``.h5``/``.hdf5`` (needs h5py).
+    max_spikes
+        Refuse, before allocating, a layer whose claimed shape and T would need more
+        step offsets, spikes or elements than this (None: no bound); see
+        :func:`spikecode.encode`.
 
     Returns
     -------
@@ -500,8 +529,8 @@ def load_events(path: str | os.PathLike[str]) -> EventFile:
     """
     path = Path(path)
     kind = _file_kind(path)
-    if not path.is_file():
-        raise SpikecodeError("no such file", file=str(path))
+    require_file(path)
+    max_spikes = check_max_spikes(max_spikes)
     reader = _read_hdf5 if kind == "hdf5" else _read_npz
     try:
         header, events, layers = reader(path)
@@ -522,12 +551,15 @@ def load_events(path: str | os.PathLike[str]) -> EventFile:
     bounds = np.searchsorted(events["layer"][order], np.arange(len(layers) + 1))
     loaded: dict[str, tuple[SpikeTrain, np.ndarray]] = {}
     for i, layer in enumerate(layers):
-        name, entry = _build_layer(path, layer, events[order[bounds[i] : bounds[i + 1]]])
+        chunk = events[order[bounds[i] : bounds[i + 1]]]
+        name, entry = _build_layer(path, layer, chunk, max_spikes)
         if name in loaded:
             raise SpikecodeError(f"layer {name!r} appears twice", file=str(path))
         loaded[name] = entry
-    try:
-        k = float(header["k"])
-    except (TypeError, ValueError):
-        raise SpikecodeError("malformed k", file=str(path)) from None
+    raw_k = np.asarray(header["k"])
+    if raw_k.ndim != 0 or raw_k.dtype.kind not in "iuf":
+        raise SpikecodeError("malformed k", file=str(path))
+    k = float(raw_k)
+    if not (np.isnan(k) or (np.isfinite(k) and k > 0)):  # NaN marks a fixed threshold
+        raise SpikecodeError(f"stored k must be finite and > 0, not {k}", file=str(path))
     return EventFile(loaded, k=None if np.isnan(k) else k)

@@ -112,11 +112,11 @@ _DISCRETISATION = (
 )
 _READOUT = "y = vth * (v[T-1] + zero_point * zero_point_gain) + bias"
 _VTH_NOTE = (
-    "the per-token adaptive threshold (SPEC 2) is data, not a parameter: the host "
+    "the per-token adaptive threshold (SPEC §2) is data, not a parameter: the host "
     "multiplies the integrator value by it after the last step"
 )
 _ZERO_POINT_NOTE = (
-    "the zero point of an unsigned-code train (SPEC 3) is data: the host adds "
+    "the zero point of an unsigned-code train (SPEC §3) is data: the host adds "
     "zero_point * zero_point_gain to the integrator value before the Vth multiply"
 )
 

@@ -13,9 +13,9 @@ shape ``[..., in]`` and ``G`` groups of ``g = in / G`` input columns::
 ``W_q`` is stored as an **INT8 initializer** (``[G, g, out]``) and widened at run time,
 so the file holds the quantized model, not a float copy. The accumulation is a genuine
 integer matrix product: ``MatMulInteger`` would need int8 or uint8 *activations*, which
-the counts are not (|count| grows with ``k`` and with outlier channels), and an
+the counts are not (``|count|`` grows with ``k`` and with outlier channels), and an
 integer-valued float ``MatMul`` is exact only while every sum stays below 2**24.
-int64 cannot overflow for int32 counts (|acc| ≤ 127 · in · 2**31 < 2**63 for
+int64 cannot overflow for int32 counts (``|acc| ≤ 127 · in · 2**31 < 2**63`` for
 ``in < 2**25``). onnxruntime runs every operator here on CPU.
 :class:`~spikecode.nn.AdaptiveSpike` becomes ``Round(x / vth) · vth`` with the same
 threshold.

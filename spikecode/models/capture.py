@@ -226,7 +226,7 @@ class LinearInputHooks:
 
     Examples
     --------
-    Per-channel maximum of |x| over a calibration set, one layer in memory at a time:
+    Per-channel maximum of ``|x|`` over a calibration set, one layer in memory at a time:
 
     >>> import torch
     >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -55,6 +54,7 @@ from torch import nn
 
 from spikecode._constants import RELEASE_GROUP_SIZE
 from spikecode.errors import Remedy, SpikecodeError
+from spikecode.io import path_kind, read_json
 from spikecode.models.config import GLASwaConfig
 from spikecode.models.gla_swa import GLASwaForCausalLM
 
@@ -216,15 +216,12 @@ def load_checkpoint(
         without a device.
     """
     folder = Path(path)
-    if not folder.is_dir():
+    if path_kind(folder) != "dir":
         raise SpikecodeError("checkpoint folder not found", path=str(folder))
     config_file = folder / "config.json"
-    if not config_file.is_file():
+    if not config_file.exists():
         raise SpikecodeError("config.json not found in the checkpoint folder", path=str(folder))
-    try:
-        raw = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SpikecodeError(f"cannot read config.json: {err}", file=str(config_file)) from None
+    raw = read_json(config_file, "config.json")
     if not isinstance(raw, dict):
         raise SpikecodeError("config.json must hold a JSON object", file=str(config_file))
     if device is not None and device_map is not None:
@@ -438,10 +435,7 @@ def _weight_files(folder: Path) -> tuple[dict[str, str], Path]:
     """Map every tensor name to its shard file name; also return the file that lists them."""
     index = folder / INDEX_FILE
     if index.is_file():
-        try:
-            content = json.loads(index.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise SpikecodeError(f"cannot read the shard index: {err}", file=str(index)) from None
+        content = read_json(index, "the shard index")
         weight_map = content.get("weight_map") if isinstance(content, dict) else None
         if not isinstance(weight_map, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()

@@ -6,7 +6,6 @@ itself is in :mod:`spikecode.models.gla_swa`, its mathematics in :mod:`spikecode
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -16,7 +15,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from spikecode._validate import short_repr
 from spikecode.errors import SpikecodeError
+from spikecode.io import read_json
 
 __all__ = ["GATE_VARIANTS", "GLA_MODES", "GLASwaConfig", "compute_dtype"]
 
@@ -32,6 +33,9 @@ GLA_MODES = ("chunked", "recurrent")
 _ATTN_MODES = {"chunk": "chunked", "fused_chunk": "chunked", "fused_recurrent": "recurrent"}
 _SWISH = ("swish", "silu")
 _CONFIG_DTYPES = ("float32", "float16", "bfloat16", "float64")
+# Sanity bounds: no tensor dimension beyond int32, no model of more than 65536 layers.
+_MAX_SIZE = (1 << 31) - 1
+_MAX_LAYERS = 1 << 16
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -128,9 +132,11 @@ class GLASwaConfig:
             "gla_chunk_size",
         ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            limit = _MAX_LAYERS if name == "num_hidden_layers" else _MAX_SIZE
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
                 raise SpikecodeError(
-                    f"{name} must be a positive integer, not {value!r}", field=name
+                    f"{name} must be a positive integer up to {limit}, not {short_repr(value)}",
+                    field=name,
                 )
         for name in ("rope_theta", "norm_eps", "gate_logit_normalizer"):
             value = getattr(self, name)
@@ -140,7 +146,9 @@ class GLASwaConfig:
                 or not math.isfinite(value)
                 or value <= 0
             ):
-                raise SpikecodeError(f"{name} must be a number > 0, not {value!r}", field=name)
+                raise SpikecodeError(
+                    f"{name} must be a number > 0, not {short_repr(value)}", field=name
+                )
         if self.hidden_size % self.num_attention_heads:
             raise SpikecodeError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
@@ -165,35 +173,39 @@ class GLASwaConfig:
         ):
             raise SpikecodeError(
                 f"attn_layers must hold layer indices in [0, {self.num_hidden_layers}), "
-                f"not {list(layers)}",
+                f"not {short_repr(list(layers))}",
                 field="attn_layers",
             )
         if len(set(layers)) != len(layers):
             raise SpikecodeError(
                 f"attn_layers repeats a layer: {list(layers)}", field="attn_layers"
             )
-        if self.hidden_act not in _SWISH:
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in _SWISH:
             raise SpikecodeError(
-                f"hidden_act {self.hidden_act!r} is not supported (only swish/silu)",
+                f"hidden_act {short_repr(self.hidden_act)} is not supported (only swish/silu)",
                 field="hidden_act",
             )
         if not isinstance(self.tie_word_embeddings, bool):
             raise SpikecodeError(
-                f"tie_word_embeddings must be true or false, not {self.tie_word_embeddings!r}",
+                "tie_word_embeddings must be true or false, not "
+                f"{short_repr(self.tie_word_embeddings)}",
                 field="tie_word_embeddings",
             )
-        if self.torch_dtype is not None and self.torch_dtype not in _CONFIG_DTYPES:
+        if self.torch_dtype is not None and (
+            not isinstance(self.torch_dtype, str) or self.torch_dtype not in _CONFIG_DTYPES
+        ):
             raise SpikecodeError(
-                f"torch_dtype {self.torch_dtype!r} is not one of {list(_CONFIG_DTYPES)}",
+                f"torch_dtype {short_repr(self.torch_dtype)} is not one of {list(_CONFIG_DTYPES)}",
                 field="torch_dtype",
             )
-        if self.gate not in GATE_VARIANTS:
+        if not isinstance(self.gate, str) or self.gate not in GATE_VARIANTS:
             raise SpikecodeError(
-                f"gate must be one of {list(GATE_VARIANTS)}, not {self.gate!r}", field="gate"
+                f"gate must be one of {list(GATE_VARIANTS)}, not {short_repr(self.gate)}",
+                field="gate",
             )
-        if self.gla_mode not in GLA_MODES:
+        if not isinstance(self.gla_mode, str) or self.gla_mode not in GLA_MODES:
             raise SpikecodeError(
-                f"gla_mode must be one of {list(GLA_MODES)}, not {self.gla_mode!r}",
+                f"gla_mode must be one of {list(GLA_MODES)}, not {short_repr(self.gla_mode)}",
                 field="gla_mode",
             )
 
@@ -234,7 +246,7 @@ class GLASwaConfig:
         model_type = raw.get("model_type")
         if model_type != "gla_swa":
             raise SpikecodeError(
-                f"{source} is not a GLA-SWA config: model_type is {model_type!r}, "
+                f"{source} is not a GLA-SWA config: model_type is {short_repr(model_type)}, "
                 "expected 'gla_swa'",
                 file=source,
                 field="model_type",
@@ -246,15 +258,15 @@ class GLASwaConfig:
                 )
         if raw.get("use_short_conv", False) is not False:
             raise SpikecodeError(
-                f"{source} sets use_short_conv={raw['use_short_conv']!r}; only the released "
-                "use_short_conv=false architecture is supported",
+                f"{source} sets use_short_conv={short_repr(raw['use_short_conv'])}; only the "
+                "released use_short_conv=false architecture is supported",
                 file=source,
                 field="use_short_conv",
             )
         if raw.get("elementwise_affine", True) is not True:
             raise SpikecodeError(
-                f"{source} sets elementwise_affine={raw['elementwise_affine']!r}; the release "
-                "has an affine g_norm (true)",
+                f"{source} sets elementwise_affine={short_repr(raw['elementwise_affine'])}; the "
+                "release has an affine g_norm (true)",
                 file=source,
                 field="elementwise_affine",
             )
@@ -275,16 +287,16 @@ class GLASwaConfig:
                     field="attn_layers",
                 )
             values["attn_layers"] = tuple(attn_layers)
-        elif isinstance(num_layers, int):
+        elif isinstance(num_layers, int) and 0 < num_layers <= _MAX_LAYERS:
             # The release's configuration class computes the odd layers when absent.
             values["attn_layers"] = tuple(range(1, num_layers, 2))
         else:
             values["attn_layers"] = ()
         if "attn_mode" in raw:
             mode = raw["attn_mode"]
-            if mode not in _ATTN_MODES:
+            if not isinstance(mode, str) or mode not in _ATTN_MODES:
                 raise SpikecodeError(
-                    f"{source}: attn_mode {mode!r} is not one of {sorted(_ATTN_MODES)}",
+                    f"{source}: attn_mode {short_repr(mode)} is not one of {sorted(_ATTN_MODES)}",
                     file=source,
                     field="attn_mode",
                 )
@@ -301,12 +313,7 @@ class GLASwaConfig:
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
-        if not path.is_file():
-            raise SpikecodeError("config.json not found", file=str(path))
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise SpikecodeError(f"cannot read config.json: {err}", file=str(path)) from None
+        raw = read_json(path, "config.json")
         return cls.from_dict(raw, source=str(path), **overrides)
 
     def to_dict(self) -> dict[str, Any]:

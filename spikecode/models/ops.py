@@ -4,7 +4,7 @@ RMSNorm, the rotate-half rotary embedding, causal sliding-window softmax attenti
 gated linear attention in its recurrent and chunked forms. The modules of
 :mod:`spikecode.models.gla_swa` only project, reshape and call these.
 
-Numerics: everything runs in the compute dtype of :func:`spikecode.models.config.compute_dtype`
+Numerics: everything runs in the compute dtype of ``spikecode.models.config.compute_dtype``
 (float64 for float64 input, float32 otherwise), as the released kernels accumulate.
 """
 

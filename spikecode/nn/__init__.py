@@ -2,7 +2,7 @@
 
 :mod:`spikecode.nn.functional` holds the pure functions (adaptive-threshold counts, STE
 fake-quant, INT8 weights, the spike-driven linear layer of SPEC §4);
-:mod:`spikecode.nn.modules` wraps them as ``nn.Module`` s and swaps them into models.
+``spikecode.nn.modules`` wraps them as ``nn.Module`` s and swaps them into models.
 """
 
 from spikecode.nn import functional

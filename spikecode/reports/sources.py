@@ -51,7 +51,7 @@ from spikecode.energy import (
 )
 from spikecode.energy._validate import check_block_sizes, positive_int
 from spikecode.errors import SpikecodeError
-from spikecode.io import ACTIVATION_SUFFIXES, load_activations
+from spikecode.io import ACTIVATION_SUFFIXES, load_activations, path_kind
 from spikecode.stats import SpikeStats, spike_stats
 from spikecode.threshold import adaptive_counts
 
@@ -615,9 +615,10 @@ def load_source(path: str | os.PathLike[str] | None = None, *, key: str | None =
             names=sample_layer_names(),
         )
     path = Path(path)
-    if not path.exists():
+    kind = path_kind(path)
+    if kind is None:
         raise SpikecodeError("no such file", file=str(path))
-    if not path.is_file():
+    if kind != "file":
         raise SpikecodeError("the source must be a file, not a folder", file=str(path))
     suffix = path.suffix.lower()
     if suffix in ACTIVATION_SUFFIXES:

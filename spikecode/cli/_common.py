@@ -46,7 +46,6 @@ def flag_remedy(remedy: Remedy, flags: Collection[str] | None = None) -> str | N
     return f"{name} {remedy.value}"
 
 
-
 #: ``--T``: a fixed number of steps, bounded before anything is allocated.
 T_OPTION = click.option(
     "--T",

@@ -25,7 +25,6 @@ from spikecode.io import load_activations, save_encoded
 from spikecode.stats import spike_stats
 from spikecode.threshold import adaptive_counts
 
-
 #: Leading bytes that tell the format of activations read from standard input: a ``.npy``
 #: file starts with NumPy's magic string, an ``.npz`` with a zip record (local file header,
 #: or the end-of-directory record of an empty archive).

@@ -1,6 +1,7 @@
 """First use (issue 9, items 15-29): what a new user meets on the command line and in the README."""
 
 import io
+import itertools
 import json
 import os
 import subprocess
@@ -780,3 +781,28 @@ def test_advisor_reaches_the_totals_own_sparsity(tmp_path):
     sparsity = 1 - sum(s.spikes for s in chosen) / sum(s.elements * s.T for s in chosen)
     assert advice.totals["sparsity"] == pytest.approx(sparsity, rel=1e-15)
     assert sparsity >= target - 1e-12
+
+
+def test_energy_plot_labels_of_long_layer_names_do_not_collide():
+    import matplotlib.pyplot as plt
+
+    from spikecode.reports import energy_report, load_source
+    from spikecode.reports.plots import plot_energy
+
+    ax = plot_energy(energy_report(load_source(), 3.0))
+    fig = ax.figure
+    fig.canvas.draw()
+    labels = ax.get_xticklabels()
+    assert len(labels) == 7 and labels[0].get_text() == SAMPLE_NAMES[0]
+    # Rotated labels are parallel lines of text: they clear each other when the distance
+    # between neighbouring lines, spacing · sin(angle), exceeds the text height.
+    x = [ax.transData.transform((tick, 0))[0] for tick in ax.get_xticks()]
+    height = labels[0].get_fontsize() * fig.dpi / 72
+    angle = np.radians(labels[0].get_rotation())
+    spacing = min(b - a for a, b in itertools.pairwise(x))
+    assert (
+        spacing * np.sin(angle) > height
+        if angle
+        else spacing > max(t.get_window_extent().width for t in labels)
+    )
+    plt.close(fig)

@@ -427,7 +427,9 @@ def plot_energy(
         ax.bar(x - 0.4 + width * (i + 0.5), heights, width, label=label, **style)
     ax.set_yscale("log")
     ax.set_xticks(x)
-    crowded = len(groups) > 8
+    # Rotate the labels when they would run into each other (many groups, or long module
+    # names such as the bundled sample's encoder.layer.0.attention.self.query).
+    crowded = len(groups) > 8 or sum(len(name) for name, _ in groups) > 80
     ax.set_xticklabels(
         [name for name, _ in groups],
         rotation=(90 if len(groups) > 16 else 30) if crowded else 0,

@@ -21,7 +21,7 @@ Quick start::
 
 from spikecode._version import __version__
 from spikecode.encoders import SCHEMES, SpikeTrain, decode, encode, encode_dense, min_steps
-from spikecode.errors import SpikecodeError
+from spikecode.errors import Remedy, SpikecodeError
 from spikecode.io import Encoded, load_activations, load_encoded, save_encoded
 from spikecode.linear import SpikeLinearResult, spike_linear
 from spikecode.neuron import integrate_and_fire
@@ -31,6 +31,7 @@ from spikecode.threshold import adaptive_counts, clip_counts, fixed_counts
 __all__ = [
     "SCHEMES",
     "Encoded",
+    "Remedy",
     "SpikeLinearResult",
     "SpikeStats",
     "SpikeTrain",

@@ -16,7 +16,7 @@ __all__ = ["LARGER", "Remedy", "SpikecodeError"]
 
 
 class _Larger:
-    """Marker value of a :class:`Remedy` that asks for a larger value than the one given."""
+    """Marker value of a ``Remedy`` that asks for a larger value than the one given."""
 
     def __repr__(self) -> str:
         return "LARGER"
@@ -31,7 +31,7 @@ class Remedy:
 
     Remedies are kept apart from the message so that each interface can name its own
     spelling of the argument: Python shows ``T=None`` or ``saturate=True``, the command
-    line ``omit --T`` or ``--saturate`` (:func:`spikecode.cli` renders them).
+    line ``leaving out --T`` or ``--saturate`` (the CLI renders them).
 
     Attributes
     ----------
@@ -39,7 +39,7 @@ class Remedy:
         The Python parameter name (``"T"``, ``"saturate"``, ``"trust_remote_code"``).
     value
         What to pass: a value, ``None`` (leave the argument out, its default), or
-        :data:`LARGER` (a larger value than the one given).
+        ``LARGER`` (a larger value than the one given).
     """
 
     argument: str
@@ -66,7 +66,7 @@ class SpikecodeError(ValueError):
     message
         What is wrong, in one sentence.
     remedies
-        Ways out (:class:`Remedy`), rendered after the message as "pass X, Y, or Z" in
+        Ways out (``Remedy``), rendered after the message as "pass X, Y, or Z" in
         Python terms by ``str()``, and in command-line terms by the CLI
         (:meth:`render`).
     **context
@@ -91,8 +91,8 @@ class SpikecodeError(ValueError):
     ) -> str:
         """The message with its remedies spelled by ``remedy`` and its context.
 
-        ``remedy`` maps a :class:`Remedy` to text, or to None where the interface has no
-        such argument (default :meth:`Remedy.python`); ``lead`` is the verb before the
+        ``remedy`` maps a ``Remedy`` to text, or to None where the interface has no
+        such argument (default ``Remedy.python``); ``lead`` is the verb before the
         list of remedies.
         """
         text = self.message

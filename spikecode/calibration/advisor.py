@@ -5,7 +5,7 @@ calibrated k: its sparsity (``1 - firing rate``, SPEC §5, for one code) and its
 W8ASpike output error (relative L2 against the float layer). Two targets:
 
 - **global sparsity ≥ X** (``1 − Σ spikes / Σ elements·T`` over layers, each at its own
-  T: the stats file's totals, :mod:`spikecode.stats`): the advisor looks for the
+  T: the stats file's totals, ``spikecode.stats``): the advisor looks for the
   per-layer choice with the smallest element-weighted output error whose sparsity still
   reaches X. It starts from the globally sparsest choice (a ratio of sums, found
   exactly by Dinkelbach's iteration) and then repeatedly makes the single change that

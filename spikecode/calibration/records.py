@@ -11,7 +11,7 @@ count (``tokens × in_features`` of each layer): spikes per element, silent and 
 fractions are ratios of summed integer totals; the windowed sparsity is
 ``1 − Σ window_spikes / Σ window_steps``; the firing rate is ``Σ spikes / Σ (elements ·
 T)`` with each layer over its own T (:meth:`spikecode.SpikeStats.merge`, the one
-definition, see :mod:`spikecode.stats`) and the sparsity is one minus it; the output
+definition, see ``spikecode.stats``) and the sparsity is one minus it; the output
 error is the element-weighted mean of the layers' errors.
 """
 

@@ -170,7 +170,7 @@ def encode(
         For the unsigned codes: ``"auto"`` shifts signed counts by their minimum.
     max_spikes
         Refuse, before allocating, a train of more spikes or step offsets than this
-        (default :data:`~spikecode.encoders.limits.DEFAULT_MAX_SPIKES`, 2**28); None
+        (default ``spikecode.encoders.limits.DEFAULT_MAX_SPIKES``, 2**28); None
         for no bound.
 
     Returns

@@ -385,7 +385,7 @@ def plot_energy(
     matplotlib.axes.Axes
         The bars are its containers, one per series, labelled like the legend. Heights
         are in the unit the tables use for the largest bar (pJ, nJ, µJ or mJ:
-        :func:`spikecode.energy.formatting.energy_unit`), named on the y axis.
+        ``spikecode.energy.formatting.energy_unit``), named on the y axis.
     """
     data = _report_data(report, "energy")
     if not data["layers"]:

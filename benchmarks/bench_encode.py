@@ -1,16 +1,22 @@
-"""Benchmark: adaptive counts + expansion to events, per code, against two baselines.
+"""Benchmark: float activations -> spike trains, per code and layout, against baselines.
 
 One layer's input for 4096 tokens of a 7B model: a 4096 x 3584 float32 activation.
 Measured side by side in one process (the machines are shared and noisy; ratios, not
 absolute times, are the result):
 
-* spikecode: ``adaptive_counts(x, k=3)`` then ``encode(counts, scheme)`` -> events;
+* today: ``adaptive_counts(x, k=3)`` then ``encode(counts, scheme, layout="events")``,
+  the path before packed bit-planes;
+* ``encode_activations(x, 3, scheme, layout=...)`` for ``planes``, ``auto`` and
+  ``events`` (one fused pass from floats), ``adaptive_counts`` + ``encode(layout="auto")``,
+  and the PyTorch path on CPU (``encode_activations`` of a tensor, planes);
 * (a) the per-time-step PyTorch way of the public SpikingBrain reference code: threshold
   and round in torch, then one dense float32 ``[N, D]`` spike frame per step, stacked
   into the ``[T, N, D]`` train;
-* (b) the memory floor: bytes that must move (input activations read, counts + Vth +
-  the train's compact event arrays written) over the copy bandwidth measured with a
-  NumPy copy in the same run.
+* (b) the memory floor of the fused planes path: the input read, the planes, sign plane
+  and Vth written, over the copy bandwidth of a 256 MiB NumPy copy.
+
+All of these, the copy and the baseline (a) included, run round-robin (median of
+``--repeats`` rounds), so a change of the machine's load hits them alike.
 
 Peak memory is the growth of the process's peak RSS (VmHWM, reset through
 /proc/self/clear_refs) during one spikecode run.
@@ -100,9 +106,32 @@ def reference_step_by_step(x: torch.Tensor, scheme: str, k: float = 3.0) -> torc
     return torch.stack(frames)
 
 
-def spikecode_run(x: np.ndarray, scheme: str) -> spikecode.SpikeTrain:
+def today(x: np.ndarray, scheme: str) -> spikecode.SpikeTrain:
+    """The path before issue 10: counts, then events."""
     counts, _ = spikecode.adaptive_counts(x, k=3.0)
-    return spikecode.encode(counts, scheme)
+    return spikecode.encode(counts, scheme, layout="events")
+
+
+def fused(x, scheme: str, layout: str) -> spikecode.SpikeTrain:
+    return spikecode.encode_activations(x, 3.0, scheme, layout=layout)[0]
+
+
+def two_step(x: np.ndarray, scheme: str, layout: str) -> spikecode.SpikeTrain:
+    counts, _ = spikecode.adaptive_counts(x, k=3.0)
+    return spikecode.encode(counts, scheme, layout=layout)
+
+
+def interleaved(fns: dict, repeats: int) -> dict:
+    """Median seconds of each function, run round-robin so load changes hit all alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def reset_peak() -> int:
@@ -118,48 +147,70 @@ def vm_hwm() -> int:
     raise RuntimeError("no VmHWM")
 
 
+def peak_growth(fn) -> int:
+    before = reset_peak()
+    fn()
+    return vm_hwm() - before
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--features", type=int, default=3584)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--schemes", nargs="*", default=SCHEMES)
+    parser.add_argument("--no-reference", action="store_true", help="skip baseline (a)")
     args = parser.parse_args()
 
     x = activations(args.tokens, args.features)
     xt = torch.from_numpy(x)
     bandwidth = copy_bandwidth(args.repeats)
     threads = f"numba threads {numba.get_num_threads()}, torch threads {torch.get_num_threads()}"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {threads}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {threads}, "
+          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"input {x.shape} float32, {x.nbytes / 2**20:.0f} MiB; "
           f"copy bandwidth {bandwidth / 1e9:.2f} GB/s (read+write)")  # fmt: skip
     header = (
-        "| code | T | spikes/elem | spikecode (ms) | (a) per-step torch (ms) | speed-up vs (a) "
-        "| floor (ms) | × floor | peak RSS growth (MiB) | dense f32 train would be (MiB) |"
+        "| code | T | spikes/elem | auto picks | planes (MiB) | events (MiB) "
+        "| today: counts + events (ms) | fused planes (ms) | fused auto (ms) "
+        "| fused events (ms) | two-step auto (ms) | torch CPU planes (ms) "
+        "| (a) per-step torch (ms) | (a) / fused planes | fused planes / floor "
+        "| torch / numba | peak RSS growth fused planes (MiB) |"
     )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
-    for scheme in SCHEMES:
-        t_ours = median_time(lambda s=scheme: spikecode_run(x, s), args.repeats)
-        train = spikecode_run(x, scheme)
-        t_ref = median_time(
-            lambda s=scheme: reference_step_by_step(xt, s), max(1, args.repeats // 2)
-        )
-        moved = (
-            x.nbytes  # activations read
-            + x.size * 4  # counts written (int32)
-            + args.tokens * 4  # Vth written
-            + train.nbytes  # events written: step offsets, uint16 features, int8 signs
-        )
+    for scheme in args.schemes:
+        fns = {
+            "today": lambda s=scheme: today(x, s),
+            "planes": lambda s=scheme: fused(x, s, "planes"),
+            "auto": lambda s=scheme: fused(x, s, "auto"),
+            "events": lambda s=scheme: fused(x, s, "events"),
+            "two_step": lambda s=scheme: two_step(x, s, "auto"),
+            "torch": lambda s=scheme: fused(xt, s, "planes"),
+        }
+        src = np.ones(64 * 2**20, dtype=np.float32)  # the floor's copy, 256 MiB
+        dst = np.empty_like(src)
+        fns["copy"] = lambda d=dst, c=src: np.copyto(d, c)
+        if not args.no_reference:
+            fns["reference"] = lambda s=scheme: reference_step_by_step(xt, s)
+        t = interleaved(fns, args.repeats)
+        t_ref = t.get("reference", float("nan"))
+        bandwidth = 2 * src.nbytes / t["copy"]  # read + write, in this scheme's rounds
+        planes = fused(x, scheme, "planes")
+        sizes = planes.layout_nbytes()
+        auto = fused(x, scheme, "auto").layout
+        moved = x.nbytes + args.tokens * 4 + planes.nbytes  # read x; write Vth and planes
         floor = moved / bandwidth
-        before = reset_peak()
-        spikecode_run(x, scheme)
-        growth = vm_hwm() - before
-        dense_bytes = train.T * x.size * 4
+        growth = peak_growth(lambda s=scheme: fused(x, s, "planes"))
         print(
-            f"| {scheme} | {train.T} | {train.spikes_per_element:.3f} | {t_ours * 1e3:.1f} "
-            f"| {t_ref * 1e3:.0f} | {t_ref / t_ours:.0f}× | {floor * 1e3:.1f} "
-            f"| {t_ours / floor:.2f} | {growth / 2**20:.0f} | {dense_bytes / 2**20:.0f} |"
+            f"| {scheme} | {planes.T} | {planes.spikes_per_element:.3f} | {auto} "
+            f"| {sizes['planes'] / 2**20:.1f} | {sizes['events'] / 2**20:.1f} "
+            f"| {t['today'] * 1e3:.1f} | {t['planes'] * 1e3:.1f} | {t['auto'] * 1e3:.1f} "
+            f"| {t['events'] * 1e3:.1f} | {t['two_step'] * 1e3:.1f} | {t['torch'] * 1e3:.1f} "
+            f"| {t_ref * 1e3:.0f} | {t_ref / t['planes']:.0f}× | {t['planes'] / floor:.2f} "
+            f"| {t['torch'] / t['planes']:.2f} | {growth / 2**20:.0f} |"
         )
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -17,10 +17,20 @@ Quick start::
     train = spikecode.encode(counts, scheme="ternary", T=None)
     dense = train.to_dense()            # np.int8, shape [T, *counts.shape]
     back = spikecode.decode(train)      # equals counts
+    train, vth = spikecode.encode_activations(x, k=3.0)   # the same, fused from floats
 """
 
 from spikecode._version import __version__
-from spikecode.encoders import SCHEMES, SpikeTrain, decode, encode, encode_dense, min_steps
+from spikecode.encoders import (
+    LAYOUTS,
+    SCHEMES,
+    SpikeTrain,
+    decode,
+    encode,
+    encode_activations,
+    encode_dense,
+    min_steps,
+)
 from spikecode.errors import Remedy, SpikecodeError
 from spikecode.io import Encoded, load_activations, load_encoded, save_encoded
 from spikecode.linear import SpikeLinearResult, spike_linear
@@ -29,6 +39,7 @@ from spikecode.stats import SpikeStats, spike_stats, train_stats
 from spikecode.threshold import adaptive_counts, clip_counts, fixed_counts
 
 __all__ = [
+    "LAYOUTS",
     "SCHEMES",
     "Encoded",
     "Remedy",
@@ -41,6 +52,7 @@ __all__ = [
     "clip_counts",
     "decode",
     "encode",
+    "encode_activations",
     "encode_dense",
     "fixed_counts",
     "integrate_and_fire",

@@ -16,10 +16,12 @@ import os
 import pickle
 import re
 import secrets
+import shutil
 import stat
+import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from spikecode.errors import SpikecodeError
 __all__ = [
     "ACTIVATION_SUFFIXES",
     "Encoded",
+    "atomic_folder",
     "atomic_write",
     "list_arrays",
     "load_activations",
@@ -42,7 +45,17 @@ __all__ = [
 
 ACTIVATION_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".pth")
 ENCODED_FORMAT = "spikecode.encoded"
-ENCODED_VERSION = 1
+#: Version 2 adds the ``layout`` field and the planes layout; version 1 files (events
+#: only, no ``layout`` field) are still read.
+ENCODED_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+_META_FIELDS = (
+    "shape", "T", "scheme", "bit_order", "zero_point", "clipped", "k",
+)  # fmt: skip
+_LAYOUT_FIELDS = {
+    "events": ("step_ptr", "feature", "signs"),
+    "planes": ("planes", "sign_plane"),
+}
 
 
 #: How deeply nested a JSON file spikecode reads may be (its own files need fewer than 10).
@@ -267,6 +280,59 @@ def _name_max(folder: Path) -> int:
         return 255
 
 
+@contextlib.contextmanager
+def atomic_folder(
+    path: str | os.PathLike[str], *, replaceable: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; move it to ``path`` if the block succeeds.
+
+    On any exception the temporary folder is removed and ``path`` is left untouched. An
+    existing ``path`` is replaced only when it is an empty folder or ``replaceable(path)``
+    says so (an earlier output of the same writer); anything else is refused.
+
+    Raises
+    ------
+    SpikecodeError
+        The parent folder does not exist or is not writable, or something that may not
+        be replaced is in the way.
+    """
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+
+    def in_the_way() -> bool:
+        if not (target.exists() or target.is_symlink()):
+            return False
+        if target.is_dir() and not target.is_symlink():
+            return bool(any(target.iterdir())) and not (replaceable and replaceable(target))
+        return True
+
+    if in_the_way():
+        raise SpikecodeError(
+            f"cannot write {target}: something else is in the way", file=str(target)
+        )
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder))
+    except OSError as err:
+        raise SpikecodeError(f"cannot write {target}: {os_cause(err)}", file=str(target)) from None
+    try:
+        yield tmp
+        if in_the_way():
+            raise SpikecodeError(
+                f"cannot write {target}: something else is in the way", file=str(target)
+            )
+        old = None
+        if target.exists():  # an empty folder or an earlier output: set it aside first
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=folder))
+            os.replace(target, old / "old")
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:
+        raise SpikecodeError(f"cannot write {target}: {os_cause(err)}", file=str(target)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # -- activations -------------------------------------------------------------------------
 
 
@@ -483,9 +549,13 @@ def save_encoded(
     k: float,
     meta: dict[str, str] | None = None,
 ) -> Path:
-    """Write counts, Vth and the train's compact events to an ``.npz`` (atomic, no pickles).
+    """Write counts, Vth and the train to an ``.npz`` (atomic, no pickles).
 
-    ``meta`` holds extra string fields (for example the source file).
+    The train is stored in its own layout: the compact events (``step_ptr``,
+    ``feature``, ``signs``) or the packed bit-planes (``planes`` and ``sign_plane``,
+    empty ``[0, ceil(F/8)]`` for the codes without -1 spikes), named by the ``layout``
+    field (format version 2). ``meta`` holds extra string fields (for example the
+    source file).
     """
     from spikecode._validate import positive_finite
     from spikecode._version import __version__
@@ -493,6 +563,8 @@ def save_encoded(
     path = Path(path)
     if path.suffix.lower() != ".npz":
         raise SpikecodeError("encoding results are written as .npz", file=str(path))
+    if not isinstance(train, SpikeTrain):
+        raise SpikecodeError(f"save_encoded expects a SpikeTrain, not {type(train).__name__}")
     k = positive_finite(k, "k")
     fields: dict[str, np.ndarray] = {
         "spikecode_format": np.array(ENCODED_FORMAT),
@@ -500,9 +572,7 @@ def save_encoded(
         "spikecode_version": np.array(__version__),
         "counts": np.asarray(counts, dtype=np.int32),
         "vth": np.asarray(vth),
-        "step_ptr": train.step_ptr,
-        "feature": train.feature,
-        "signs": train.signs,
+        "layout": np.array(train.layout),
         "shape": np.array(train.shape, dtype=np.int64),
         "T": np.array(train.T),
         "scheme": np.array(train.scheme),
@@ -511,6 +581,14 @@ def save_encoded(
         "clipped": np.array(train.clipped),
         "k": np.array(k),
     }
+    if train.layout == "planes":
+        sign = train.sign_plane
+        fields["planes"] = train.planes
+        fields["sign_plane"] = (
+            np.zeros((0, train.planes.shape[2]), np.uint8) if sign is None else sign
+        )
+    else:
+        fields.update(step_ptr=train.step_ptr, feature=train.feature, signs=train.signs)
     for name, value in (meta or {}).items():
         fields[f"meta_{name}"] = np.array(str(value))
     with atomic_write(path) as tmp, open(tmp, "wb") as handle:
@@ -518,7 +596,109 @@ def save_encoded(
     return path
 
 
-def _field(data: dict[str, np.ndarray], name: str, kind: str, path: Path) -> Any:
+def _array_header(archive: Any, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of an ``.npz`` member from its header, without reading the data."""
+    with archive.zip.open(f"{name}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    return tuple(shape), dtype
+
+
+class _Members:
+    """The members of an encoding ``.npz``: small ones read at once, large ones checked first."""
+
+    def __init__(self, archive: Any, path: Path) -> None:
+        self.archive = archive
+        self.path = path
+        self.files = set(archive.files)
+
+    def fail(self, message: str) -> SpikecodeError:
+        return SpikecodeError(message, file=str(self.path))
+
+    def read(self, name: str, shape: tuple[int, ...] | None = None, dtype: Any = None) -> Any:
+        """Read member ``name`` once its header has the expected shape and dtype kind."""
+        if name not in self.files:
+            raise self.fail(f"missing fields: {name}")
+        try:
+            got_shape, got_dtype = _array_header(self.archive, name)
+            if shape is not None and got_shape != shape:
+                raise self.fail(
+                    f"corrupt {name}: shape {list(got_shape)}, the header says {list(shape)}"
+                )
+            if dtype is not None and got_dtype.kind not in dtype:
+                raise self.fail(f"corrupt {name}: dtype {got_dtype}")
+            return self.archive[name]
+        except SpikecodeError:
+            raise
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+            raise self.fail(f"cannot read {self.path.name}: {name}: {err}") from None
+
+
+_META_KINDS = {
+    "shape": "shape", "T": "int", "scheme": "str", "bit_order": "str",
+    "zero_point": "int", "clipped": "int", "k": "float", "format_version": "int",
+    "layout": "str",
+}  # fmt: skip
+
+
+def _small_meta(members: _Members, names: tuple[str, ...]) -> dict[str, Any]:
+    """Metadata fields as Python values, each read only if its header says it is small."""
+    values = {}
+    for name in names:
+        if name not in members.files:
+            raise members.fail(f"missing fields: {name}")
+        try:
+            shape, _ = _array_header(members.archive, name)
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+            raise members.fail(f"cannot read {members.path.name}: {name}: {err}") from None
+        if int(np.prod(shape, dtype=np.int64)) > 64:
+            raise members.fail(f"corrupt {name}: shape {list(shape)}")
+        values[name] = members.read(name)
+    return {name: _field(values, name, _META_KINDS[name], members.path) for name in names}
+
+
+def _read_train(members: _Members, layout: str, meta: dict[str, Any]) -> SpikeTrain:
+    """The train of an encoding file; array shapes are checked against the metadata first."""
+    from spikecode.encoders.schemes import get_scheme
+
+    shape, T = meta["shape"], meta["T"]
+    try:
+        spec = get_scheme(meta["scheme"])
+        if not shape or min(shape) <= 0:
+            raise SpikecodeError("train shape must be non-empty with features last")
+        spec.check_T(T)
+    except SpikecodeError as err:
+        raise members.fail(f"corrupt metadata: {err.message}") from None
+    features = shape[-1]
+    rows = int(np.prod(shape, dtype=np.int64)) // features
+    options = {k: meta[k] for k in ("bit_order", "zero_point", "clipped")}
+    try:
+        if layout == "planes":
+            width = (features + 7) // 8
+            planes = members.read("planes", (T, rows, width), "u")
+            sign = members.read("sign_plane", (rows if spec.signed else 0, width), "u")
+            return SpikeTrain.from_planes(
+                shape, T, spec.name, planes, sign if spec.signed else None, **options
+            )
+        step_ptr = members.read("step_ptr", (rows * T + 1,), "iu")
+        n = int(step_ptr[-1]) if step_ptr.size else 0
+        if n < 0 or n > rows * T * features:
+            raise members.fail("corrupt events: step_ptr ends outside the train's size")
+        feature = members.read("feature", (n,), "iu")
+        signs = members.read("signs", (n if spec.signed else 0,), "iu")
+        return SpikeTrain.from_arrays(shape, T, spec.name, step_ptr, feature, signs, **options)
+    except SpikecodeError as err:
+        if err.context.get("file"):
+            raise
+        raise members.fail(f"corrupt {layout}: {err.message}") from None
+
+
+def _field(data: dict[str, Any], name: str, kind: str, path: Path) -> Any:
     """A stored metadata field as a Python value, refusing the wrong type or shape.
 
     ``kind`` is ``"int"``, ``"float"``, ``"str"`` (0-d arrays) or ``"shape"`` (a 1-D
@@ -550,10 +730,13 @@ def _field(data: dict[str, np.ndarray], name: str, kind: str, path: Path) -> Any
 def load_encoded(path: str | os.PathLike[str]) -> Encoded:
     """Read an encoding result written by :func:`save_encoded`, validating it fully.
 
-    Every field is checked for type and shape before anything is built from it; the
-    events are checked (range, order, polarity) and must decode to the stored counts —
-    clipped to the code's range when values were saturated, with exactly ``clipped``
-    of them outside it — so a corrupt file is refused, not half-read.
+    Every field is checked for type and shape — each array's shape from its header,
+    against the metadata, before it is read, so a corrupt header cannot make the reader
+    allocate more than the train's own size. Events are checked for range, order and
+    polarity, planes for padding and sign bits, and the train must decode to the stored
+    counts — clipped to the code's range when values were saturated, with exactly
+    ``clipped`` of them outside it — so a corrupt file is refused, not half-read. Both
+    layouts and format versions 1 and 2 are read.
 
     Raises
     ------
@@ -562,66 +745,67 @@ def load_encoded(path: str | os.PathLike[str]) -> Encoded:
     """
     path = require_file(path)
     try:
-        data = _load_numpy(path)
+        with open(path, "rb") as handle:
+            loaded = np.load(handle, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                raise SpikecodeError("not a spikecode encoding result", file=str(path))
+            with loaded as archive:
+                return _read_encoded(_Members(archive, path))
+    except SpikecodeError:
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise SpikecodeError(f"cannot read {path.name}: {err}", file=str(path)) from None
-    if "spikecode_format" not in data or str(data["spikecode_format"]) != ENCODED_FORMAT:
-        raise SpikecodeError("not a spikecode encoding result", file=str(path))
-    version = _field(data, "format_version", "int", path) if "format_version" in data else -1
-    if version != ENCODED_VERSION:
-        raise SpikecodeError(
-            f"encoding format version {version} is not supported (expected {ENCODED_VERSION})",
-            file=str(path),
+
+
+def _read_encoded(members: _Members) -> Encoded:
+    files = members.files
+    if "spikecode_format" not in files or str(members.read("spikecode_format")) != (ENCODED_FORMAT):
+        raise members.fail("not a spikecode encoding result")
+    version = (
+        _small_meta(members, ("format_version",))["format_version"]
+        if "format_version" in files
+        else -1
+    )
+    if version not in _READABLE_VERSIONS:
+        raise members.fail(
+            f"encoding format version {version} is not supported "
+            f"(expected one of {', '.join(map(str, _READABLE_VERSIONS))})"
         )
-    required = (
-        "counts", "vth", "step_ptr", "feature", "signs", "shape", "T",
-        "scheme", "bit_order", "zero_point", "clipped", "k",
-    )  # fmt: skip
-    missing = [name for name in required if name not in data]
+    layout = _small_meta(members, ("layout",))["layout"] if version >= 2 else "events"
+    if layout not in _LAYOUT_FIELDS:
+        raise members.fail(f"unknown layout {layout!r}")
+    missing = [
+        name
+        for name in ("counts", "vth", *_META_FIELDS, *_LAYOUT_FIELDS[layout])
+        if name not in files
+    ]
     if missing:
-        raise SpikecodeError(f"missing fields: {', '.join(missing)}", file=str(path))
-    shape = _field(data, "shape", "shape", path)
-    T = _field(data, "T", "int", path)
-    zero_point = _field(data, "zero_point", "int", path)
-    clipped = _field(data, "clipped", "int", path)
-    k = _field(data, "k", "float", path)
-    counts, vth = data["counts"], data["vth"]
-    # The stored arrays are real; checking the claimed shape against them first means
-    # nothing below allocates more than the file holds.
-    if counts.dtype != np.int32 or tuple(counts.shape) != shape:
-        raise SpikecodeError("stored counts do not match the train's shape", file=str(path))
-    if vth.dtype.kind != "f" or vth.shape != shape[:-1]:
-        raise SpikecodeError("stored Vth does not match the train's shape", file=str(path))
+        raise members.fail(f"missing fields: {', '.join(missing)}")
+    meta = _small_meta(members, _META_FIELDS)
+    path = members.path
+    k, clipped = meta["k"], meta["clipped"]
+    if not (np.isfinite(k) and k > 0):
+        raise members.fail(f"stored k must be finite and > 0, not {k}")
+    train = _read_train(members, layout, meta)
+    counts = members.read("counts", train.shape, "i")
+    if counts.dtype != np.int32:
+        raise members.fail("stored counts do not match the train's shape")
+    vth = members.read("vth", train.shape[:-1], "f")
     if not np.all(np.isfinite(vth)) or np.any(vth <= 0):
         raise SpikecodeError("stored Vth must be finite and > 0", file=str(path), field="vth")
-    if not (np.isfinite(k) and k > 0):
-        raise SpikecodeError(f"stored k must be finite and > 0, not {k}", file=str(path))
     if not 0 <= clipped <= counts.size:
-        raise SpikecodeError(
-            f"stored clipped count {clipped} is not between 0 and the {counts.size} elements",
-            file=str(path),
+        raise members.fail(
+            f"stored clipped count {clipped} is not between 0 and the {counts.size} elements"
         )
-    try:
-        train = SpikeTrain.from_arrays(
-            shape,
-            T,
-            _field(data, "scheme", "str", path),
-            data["step_ptr"],
-            data["feature"],
-            data["signs"],
-            bit_order=_field(data, "bit_order", "str", path),
-            zero_point=zero_point,
-            clipped=clipped,
-        )
-    except SpikecodeError as err:
-        raise SpikecodeError(f"corrupt events: {err.message}", file=str(path)) from None
     _check_decodes(path, train, counts)
-    meta = {name[5:]: str(value) for name, value in data.items() if name.startswith("meta_")}
-    return Encoded(counts=counts, vth=vth, train=train, k=k, meta=meta)
+    extra = {
+        name[5:]: str(members.read(name)) for name in sorted(files) if name.startswith("meta_")
+    }
+    return Encoded(counts=counts, vth=vth, train=train, k=k, meta=extra)
 
 
 def _check_decodes(path: Path, train: SpikeTrain, counts: np.ndarray) -> None:
-    """The events must decode to the counts, clipped into the code's range (SPEC §3)."""
+    """The train must decode to the counts, clipped into the code's range (SPEC §3)."""
     spec = get_scheme(train.scheme)
     lo, hi = spec.value_range(train.T)
     lo, hi = lo + train.zero_point, hi + train.zero_point
@@ -635,4 +819,4 @@ def _check_decodes(path: Path, train: SpikeTrain, counts: np.ndarray) -> None:
         )
     expected = np.clip(wide, lo, hi) if outside else wide
     if not np.array_equal(train.decode(), expected):
-        raise SpikecodeError("events do not decode to the stored counts", file=str(path))
+        raise SpikecodeError(f"{train.layout} do not decode to the stored counts", file=str(path))

@@ -1,4 +1,4 @@
-"""The spike-driven linear layer of SPEC §4, event by event.
+"""The spike-driven linear layer of SPEC §4, event by event or bit-plane by bit-plane.
 
 With a train ``s_t`` of counts ``c``, INT8 weights ``W_q`` and per-output (or
 per-output-and-group) scales ``σ``::
@@ -8,6 +8,10 @@ per-output-and-group) scales ``σ``::
 Each ``W_q s_t`` with ``s_t`` in {-1, 0, 1} is a sum of the weight columns its spikes
 select: one addition (or subtraction) per spike and output, no multiplication. The
 step weight ``w_t`` is 1 (binary, ternary) or a power of two (bitwise: a shift).
+
+A train in the events layout is accumulated spike by spike; one in the planes layout
+bit-serially — per plane, the weight columns its set bits select are summed (sign bit
+set: subtracted) — with the same integer result and the same number of additions.
 
 Groups: the released W8ASpike checkpoints scale weights per output row *and* per group
 of 128 input columns (``weight_quantizer.scales`` of shape ``[out, in/128, 1]``), so the
@@ -26,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from spikecode._validate import to_numpy
-from spikecode.encoders import _kernels
+from spikecode.encoders import _kernels, _plane_kernels
 from spikecode.encoders.train import SpikeTrain
 from spikecode.errors import SpikecodeError
 
@@ -86,7 +90,7 @@ def spike_linear(
     Parameters
     ----------
     train
-        Spike train of the layer's input counts, shape ``[..., in]``.
+        Spike train of the layer's input counts, shape ``[..., in]``, in either layout.
     weight_q
         int8 weights ``[out, in]``.
     scales
@@ -129,15 +133,27 @@ def spike_linear(
             raise SpikecodeError(f"bias must have shape [{out_features}]", shape=b.shape)
 
     acc = np.zeros((train.rows, groups, out_features), dtype=np.int64)
-    _kernels.spike_linear_rows(
-        train.feature,
-        train.signs,
-        train.step_ptr,
-        train.step_weights,
-        in_features // groups,
-        np.ascontiguousarray(w.T),
-        acc,
-    )
+    weight_t = np.ascontiguousarray(w.T)
+    if train.layout == "planes":
+        sign = train.sign_plane
+        _plane_kernels.spike_linear_planes(
+            train.planes,
+            np.zeros((0, train.planes.shape[2]), np.uint8) if sign is None else sign,
+            train.step_weights,
+            in_features // groups,
+            weight_t,
+            acc,
+        )
+    else:
+        _kernels.spike_linear_rows(
+            train.feature,
+            train.signs,
+            train.step_ptr,
+            train.step_weights,
+            in_features // groups,
+            weight_t,
+            acc,
+        )
     if train.zero_point:
         per_group = w.astype(np.int64).reshape(out_features, groups, -1).sum(axis=2)
         acc += train.zero_point * per_group.T[None]

@@ -1,6 +1,7 @@
 """Shared test configuration."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -8,6 +9,10 @@ from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# samna on PyPI is an installer stub that runs pip against another index when imported
+# (sinabs pulls it in; rockpool imports it to probe for hardware). Nothing may download
+# at run time: block the import so both libraries see "no samna".
+sys.modules["samna"] = None
 
 settings.register_profile(
     "spikecode",

@@ -12,7 +12,7 @@ import spikecode
 from spikecode.cli import main
 from spikecode.data import load_sample, load_sample_weights
 from spikecode.exporters.events import load_events
-from spikecode.exporters.nir import simulate_nir
+from spikecode.exporters.nir import load_nir, simulate_nir
 from spikecode.testing import write_tiny_gla_swa_checkpoint
 
 
@@ -39,18 +39,68 @@ def sample_trains():
     return out
 
 
-@pytest.mark.parametrize("scheme", ["ternary", "bitwise-bidirectional"])
-def test_nir_from_sample_simulates_like_spike_linear(tmp_path, sample_trains, scheme):
-    path = tmp_path / "s.nir"
-    summary = run("nir", "--out", str(path), "--scheme", scheme, "--k", "2.5", "--format", "json")
-    assert summary["projections"] == 6 and summary["nodes"] == 24
+@pytest.mark.parametrize(
+    ("scheme", "flags"),
+    [("ternary", []), ("bitwise-bidirectional", ["--on-off"]), ("bitwise", ["--graded"])],
+)
+def test_nir_from_sample_simulates_like_spike_linear(tmp_path, sample_trains, scheme, flags):
+    path = tmp_path / "s"
+    summary = run("nir", "--out", str(path), "--scheme", scheme, "--k", "2.5", *flags,
+                  "--format", "json")  # fmt: skip
+    assert summary["projections"] == 6 and summary["integrator"] == "IF"
+    assert summary["weights"] == "int" and summary["float32_exact"]
+    assert summary["on_off"] == ("--on-off" in flags) and summary["graded"] == ("--graded" in flags)
+    export = load_nir(path)
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        ["index.json", *(f"{name}.nir" for name in sample_trains)]
+    )
+    T = summary["T"]
+    assert (
+        export.index["T"]
+        == T
+        == max(spikecode.min_steps(c[0], scheme) for c in sample_trains.values())
+    )
+    assert summary["accumulator_bits"] == max(
+        p["accumulator_bits"] for p in export.index["projections"]
+    )
     name = "encoder.layer.3.attention.self.query"
     counts, vth, w_q, scales, bias = sample_trains[name]
-    T = summary["T"] if scheme != "ternary" else None
-    train = spikecode.encode(counts[:40], scheme, T)
-    want = spikecode.spike_linear(train, w_q, scales, vth[:40], bias).output
-    got = simulate_nir(path, {name: train}, {name: vth[:40]})[name]
-    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    train = spikecode.encode(counts[:12], scheme, T)
+    want = spikecode.spike_linear(train, w_q, scales, vth[:12], bias).output
+    got = simulate_nir(path, {name: train}, {name: vth[:12]})[name]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_events_and_nir_of_the_sample_share_one_T(tmp_path, sample_trains):
+    """The events file's trains feed the NIR graphs as they are (one T in both files)."""
+    scheme = "bitwise-twos-complement"
+    nir_summary = run("nir", "--out", str(tmp_path / "g"), "--scheme", scheme, "--k", "2.5",
+                      "--format", "json")  # fmt: skip
+    ev_summary = run("events", "--out", str(tmp_path / "e.npz"), "--scheme", scheme, "--k",
+                     "2.5", "--format", "json")  # fmt: skip
+    events = load_events(tmp_path / "e.npz")
+    export = load_nir(tmp_path / "g")
+    assert nir_summary["T"] == ev_summary["T"] == events.T == export.index["T"]
+    for i, (name, (train, vth)) in enumerate(events.items()):
+        assert export.graphs[name].metadata["T"] == train.T
+        if i % 3:  # every layer has the same form: simulate two of them
+            continue
+        counts, _, w_q, scales, bias = sample_trains[name]
+        rows = slice(0, 12)
+        part = spikecode.encode(counts[rows], scheme, train.T)
+        want = spikecode.spike_linear(part, w_q, scales, vth[rows], bias).output
+        got = simulate_nir(export, part, vth[rows], projection=name)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    # the whole train of one layer, as loaded from the events file
+    name = next(iter(events))
+    train, vth = events[name]
+    _, _, w_q, scales, bias = sample_trains[name]
+    np.testing.assert_allclose(
+        simulate_nir(export, train, vth, projection=name),
+        spikecode.spike_linear(train, w_q, scales, vth, bias).output,
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_onnx_from_sample_runs_in_onnxruntime(tmp_path, sample_trains):
@@ -75,9 +125,11 @@ def test_events_from_sample_round_trip(tmp_path, sample_trains):
     )
     events = load_events(path)
     assert summary["layers"] == len(events) == 6
+    T = max(spikecode.min_steps(c[0], "ternary") for c in sample_trains.values())
+    assert summary["T"] == events.T == T  # one T for every layer
     for name, (train, vth) in events.items():
         counts, want_vth = sample_trains[name][:2]
-        assert train.equals(spikecode.encode(counts, "ternary"))
+        assert train.equals(spikecode.encode(counts, "ternary", T))
         np.testing.assert_array_equal(vth, want_vth)
 
 
@@ -92,7 +144,7 @@ def test_events_from_activation_file(tmp_path, rng):
 
 
 def test_checkpoint_exports(tmp_path, checkpoint):
-    nir_summary = run("nir", str(checkpoint), "--out", str(tmp_path / "m.nir"), "--T", "6",
+    nir_summary = run("nir", str(checkpoint), "--out", str(tmp_path / "m"), "--T", "6",
                       "--include", "*.mlp.*", "--format", "json")  # fmt: skip
     assert nir_summary["projections"] == 4 * 3
     onnx_summary = run(
@@ -114,7 +166,7 @@ def test_stats_file_source_uses_its_checkpoint_and_T(tmp_path, checkpoint):
 
     stats = calibrate(load_checkpoint(checkpoint), samples=4, k=(2.0, 3.0), error_rows=1)
     stats_path, _ = save_stats(tmp_path / "stats.json", stats)
-    summary = run("nir", str(stats_path), "--out", str(tmp_path / "s.nir"), "--k", "2",
+    summary = run("nir", str(stats_path), "--out", str(tmp_path / "s"), "--k", "2",
                   "--include", "*.o_proj", "--format", "json")  # fmt: skip
     want = max(layer.by_k[k_key(2.0)].schemes["bitwise-bidirectional"].T for layer in stats.layers)
     assert summary["T"] == want
@@ -136,7 +188,10 @@ def test_stats_file_source_uses_its_checkpoint_and_T(tmp_path, checkpoint):
         (["onnx", "--layer", "nope", "--out", "x.onnx"], "no projection 'nope'"),
         (["events", "missing.npy", "--out", "x.npz"], "no such file"),
         (["events", "--out", "x.txt"], "x.txt"),
-        (["nir", "--out", "no/such/dir/x.nir"], "cannot write"),
+        (["nir", "--out", "no/such/dir/x"], "cannot write"),
+        (["nir", "--out", "x.nir"], "go to a folder"),
+        (["nir", "--scheme", "bitwise", "--on-off", "--out", "x"], "bitwise has none"),
+        (["nir", "CK", "--scheme", "ternary", "--out", "x"], "--T is required"),
     ],
 )
 def test_bad_exports_fail_cleanly(tmp_path, monkeypatch, checkpoint, args, message):

@@ -23,9 +23,12 @@ def counts_arrays(low=-300, high=300):
     )
 
 
-@given(counts_arrays(), st.sampled_from(ALL), st.sampled_from(["msb", "lsb"]))
-def test_round_trip_is_lossless(counts, scheme, bit_order):
-    train = spikecode.encode(counts, scheme, bit_order=bit_order)
+LAYOUTS = st.sampled_from(["events", "planes", "auto"])
+
+
+@given(counts_arrays(), st.sampled_from(ALL), st.sampled_from(["msb", "lsb"]), LAYOUTS)
+def test_round_trip_is_lossless(counts, scheme, bit_order, layout):
+    train = spikecode.encode(counts, scheme, bit_order=bit_order, layout=layout)
     np.testing.assert_array_equal(spikecode.decode(train), counts)
     dense = train.to_dense()
     weights = get_scheme(scheme).step_weights(train.T, bit_order)
@@ -33,10 +36,10 @@ def test_round_trip_is_lossless(counts, scheme, bit_order):
     assert train.clipped == 0
 
 
-@given(counts_arrays(), st.sampled_from(ALL), st.sampled_from(["msb", "lsb"]))
-def test_kernels_match_dense_oracle(counts, scheme, bit_order):
+@given(counts_arrays(), st.sampled_from(ALL), st.sampled_from(["msb", "lsb"]), LAYOUTS)
+def test_kernels_match_dense_oracle(counts, scheme, bit_order, layout):
     spec = get_scheme(scheme)
-    train = spikecode.encode(counts, scheme, bit_order=bit_order)
+    train = spikecode.encode(counts, scheme, bit_order=bit_order, layout=layout)
     want = ref.dense_train(counts, spec, train.T, train.zero_point, bit_order)
     np.testing.assert_array_equal(train.to_dense(), want)
     np.testing.assert_array_equal(encode_dense(counts, scheme, bit_order=bit_order), want)
@@ -46,12 +49,12 @@ def test_kernels_match_dense_oracle(counts, scheme, bit_order):
     np.testing.assert_array_equal(train.polarity, polarity)
 
 
-@given(counts_arrays(0, 70), st.sampled_from(ALL), st.integers(0, 12))
-def test_fixed_T_large_enough_round_trips(counts, scheme, extra):
+@given(counts_arrays(0, 70), st.sampled_from(ALL), st.integers(0, 12), LAYOUTS)
+def test_fixed_T_large_enough_round_trips(counts, scheme, extra, layout):
     T = min_steps(counts, scheme) + extra
     if get_scheme(scheme).bitwise:
         T = min(T, 62)
-    train = spikecode.encode(counts, scheme, T=T)
+    train = spikecode.encode(counts, scheme, T=T, layout=layout)
     assert train.T == T
     np.testing.assert_array_equal(spikecode.decode(train), counts)
 
@@ -266,7 +269,7 @@ def test_to_torch_feeds_an_snntorch_layer(rng):
 @pytest.mark.parametrize("scheme", ALL)
 def test_compact_storage(rng, scheme):
     c = rng.integers(-9, 10, size=(4, 3, 50))
-    train = spikecode.encode(c, scheme)
+    train = spikecode.encode(c, scheme, layout="events")
     assert train.feature.dtype == np.uint16
     assert train.step_ptr.shape == (12 * train.T + 1,)
     assert train.signs.shape == ((train.n_spikes,) if SCHEMES[scheme].signed else (0,))
@@ -291,7 +294,9 @@ def test_wide_features_use_int32_ids(rng):
 
 
 def test_from_arrays_refuses_corrupt_arrays():
-    train = spikecode.encode(np.array([[3, -1, 0], [0, 2, 5]]), "bitwise-bidirectional")
+    train = spikecode.encode(
+        np.array([[3, -1, 0], [0, 2, 5]]), "bitwise-bidirectional", layout="events"
+    )
     good = {"step_ptr": train.step_ptr, "feature": train.feature, "signs": train.signs}
     bad = [
         ({"step_ptr": train.step_ptr[:-1]}, "rows\\*T\\+1"),
@@ -315,7 +320,7 @@ def test_rows_whose_last_steps_are_silent(rng):
     c[::2, ::3] = 16  # 10000: only the first (MSB) step fires
     c[1::2, 1] = 17
     for bit_order in ("msb", "lsb"):
-        train = spikecode.encode(c, "bitwise", bit_order=bit_order)
+        train = spikecode.encode(c, "bitwise", bit_order=bit_order, layout="events")
         np.testing.assert_array_equal(spikecode.decode(train), c)
         np.testing.assert_array_equal(
             train.to_dense(), ref.dense_train(c, SCHEMES["bitwise"], train.T, 0, bit_order)

@@ -20,7 +20,10 @@ from spikecode.exporters.events import (
     export_events,
     load_events,
     save_events,
+    sensor_size,
+    slice_events,
     to_events,
+    tonic_frame_kwargs,
 )
 
 SUFFIXES = (".npz", ".h5", ".hdf5")
@@ -112,8 +115,8 @@ def test_event_fields_against_the_dense_train(rng):
         for token in range(train.rows):
             for t in range(train.T):
                 for x in range(train.features):
-                    if dense[t, token, x]:
-                        expected.append((t, x, dense[t, token, x], token, layer))
+                    if dense[t, token, x]:  # p: tonic's channel, 1 for +1, 0 for -1
+                        expected.append((t, x, 0, int(dense[t, token, x] > 0), token, layer))
     assert events.tolist() == expected
 
 
@@ -123,7 +126,7 @@ def test_npz_is_plain_numpy_with_tonic_fields(tmp_path, rng):
     with np.load(path, allow_pickle=False) as archive:
         events = archive["events"]
         names = archive["layer_names"]
-    assert events.dtype.names == ("t", "x", "p", "token", "layer")
+    assert events.dtype.names == ("t", "x", "y", "p", "token", "layer")
     assert [str(n) for n in names] == list(trains)
     np.testing.assert_array_equal(events, to_events(trains)[0])
 
@@ -224,13 +227,21 @@ def _npz_cases(train):
     stray["layer"][0] = 1
     twice = np.concatenate([events, events[:1]])
     flipped = events.copy()
-    flipped["p"][0] = -1
-    no_p = np.zeros(3, dtype=[("t", "<i4"), ("x", "<i4"), ("token", "<i8"), ("layer", "<i2")])
+    flipped["p"][0] = 0  # a -1 spike in a binary train
+    channel = events.copy()
+    channel["p"][0] = 2
+    row = events.copy()
+    row["y"][0] = 1
+    no_p = np.zeros(
+        3, dtype=[("t", "<i4"), ("x", "<i4"), ("y", "<i2"), ("token", "<i8"), ("layer", "<i2")]
+    )
     return {
         "missing fields: events": {"events": None},
         "missing fields: vth_0": {"vth_0": None},
         "missing fields: T": {"T": None},
-        "version 2 is not supported": {"format_version": np.array(2)},
+        "version 3 is not supported": {"format_version": np.array(3)},
+        "channels must be 0 or 1": {"events": channel},
+        "y must be 0": {"events": row},
         "not a spikecode event file": {"spikecode_format": np.array("other")},
         "missing: p": {"events": no_p},
         "must be integer": {"events": events.astype([(n, "<f8") for n in EVENT_DTYPE.names])},
@@ -321,3 +332,108 @@ def test_load_refuses_corrupt_compressed_data_and_foreign_npz(tmp_path, rng):
         load_events(plain)
     with pytest.raises(sc.SpikecodeError, match="end in"):
         load_events(tmp_path / "events.csv")
+
+
+# --------------------------------------------------------------------------- tonic
+
+
+def test_shared_T_and_layer_names_are_recorded(tmp_path, rng):
+    counts = {name: _counts(rng, (3, 5)) for name in ("a", "b")}
+    T = max(sc.min_steps(c, "ternary") for c in counts.values())
+    trains = {name: sc.encode(c, "ternary", T) for name, c in counts.items()}
+    for suffix in (".npz", ".h5"):
+        loaded = load_events(
+            save_events(tmp_path / f"e{suffix}", trains, vth=dict.fromkeys(trains, 1.0))
+        )
+        assert loaded.T == T and loaded.layer_names == ["a", "b"]
+    with np.load(tmp_path / "e.npz", allow_pickle=False) as archive:
+        assert int(archive["shared_T"]) == T and str(archive["time_unit"]) == "step"
+    mixed = {"a": trains["a"], "b": sc.encode(counts["b"], "ternary", T + 1)}
+    assert load_events(save_events(tmp_path / "m.npz", mixed, vth=dict.fromkeys(mixed, 1.0))).T == 0
+
+
+def test_version_1_files_still_load(tmp_path, rng):
+    """Version 1 stored p as the spike value (+1/-1) and had no y field."""
+    trains, vth = _layers(rng)
+    path = save_events(tmp_path / "v2.npz", trains, vth=vth, k=3.0)
+    events = to_events(trains)[0]
+    old = np.empty(
+        len(events),
+        dtype=[("t", "<i4"), ("x", "<i4"), ("p", "i1"), ("token", "<i8"), ("layer", "<i2")],
+    )
+    for name in ("t", "x", "token", "layer"):
+        old[name] = events[name]
+    old["p"] = events["p"].astype(np.int8) * 2 - 1
+    _rewrite_npz(path, events=old, format_version=np.array(1), shared_T=None, time_unit=None)
+    _assert_same(load_events(path), trains, vth)
+
+
+def test_slice_events_by_layer_and_token(rng):
+    trains, _ = _layers(rng)
+    events, names = to_events(trains)
+    name = "model.layers.0.attn.q_proj"
+    train = trains[name]
+    by_name = slice_events(events, layer=name, layer_names=names)
+    np.testing.assert_array_equal(by_name, slice_events(events, layer=names.index(name)))
+    assert len(by_name) == train.n_spikes
+    dense = train.to_dense().reshape(train.T, train.rows, train.features)
+    for token in range(train.rows):
+        one = slice_events(events, layer=name, token=token, layer_names=names)
+        assert np.all(np.diff(one["t"]) >= 0)
+        rebuilt = np.zeros((train.T, train.features), dtype=np.int8)
+        rebuilt[one["t"], one["x"]] = one["p"].astype(np.int8) * 2 - 1
+        np.testing.assert_array_equal(rebuilt, dense[:, token])
+    with pytest.raises(sc.SpikecodeError, match="no layer 'nope'"):
+        slice_events(events, layer="nope", layer_names=names)
+
+
+@pytest.mark.parametrize("scheme", list(sc.SCHEMES))
+def test_tonic_to_frame_bins_exactly(tmp_path, rng, scheme):
+    """tonic's ToFrame with the documented settings gives back the dense train per token."""
+    transforms = pytest.importorskip(
+        "tonic.transforms", reason="tonic is not installed (pip install 'spikecode[nir-consumers]')"
+    )
+    counts = _counts(rng, (4, 9))
+    counts[1] = 0  # a silent token: its frames are all zero
+    train = sc.encode(counts, scheme)
+    loaded = load_events(save_events(tmp_path / "e.npz", {"l": train}, vth={"l": 1.0}))
+    with np.load(tmp_path / "e.npz", allow_pickle=False) as archive:
+        events = archive["events"]
+    assert loaded["l"][0].equals(train)
+    to_frame = transforms.ToFrame(**tonic_frame_kwargs(train.features, train.T))
+    assert sensor_size(train.features) == (9, 1, 2)
+    dense = train.to_dense()
+    for token in range(train.rows):
+        one = slice_events(events, layer="l", token=token, layer_names=["l"])
+        if not len(one):  # tonic returns one frame for no events: the host keeps zeros
+            assert token == 1 and not dense[:, token].any()
+            continue
+        frames = to_frame(one)
+        assert frames.shape == (train.T, 2, 1, train.features)
+        np.testing.assert_array_equal(frames[:, 1, 0] - frames[:, 0, 0], dense[:, token])
+        if train.scheme not in ("ternary", "bitwise-bidirectional"):
+            assert not frames[:, 0].any()  # unsigned codes only use channel 1
+
+
+def test_tonic_two_dimensional_transforms_accept_the_events(rng):
+    transforms = pytest.importorskip(
+        "tonic.transforms", reason="tonic is not installed (pip install 'spikecode[nir-consumers]')"
+    )
+    train = sc.encode(_counts(rng, (2, 12)), "ternary")
+    events = slice_events(to_events(train)[0], token=0)
+    size = sensor_size(train.features)
+
+    def subset(selected):
+        pairs = set(map(tuple, events[["t", "x"]].tolist()))
+        return set(map(tuple, selected[["t", "x"]].tolist())) <= pairs
+
+    assert subset(transforms.RefractoryPeriod(delta=1)(events))  # reads x, y, t, p
+    # ToVoxelGrid rewrites p = 0 to -1 in place (signed p: int8) and rescales time
+    voxels = transforms.ToVoxelGrid(sensor_size=size, n_time_bins=train.T)(events.copy())
+    assert voxels.shape == (train.T, 1, 1, train.features)
+    surfaces = transforms.ToTimesurface(sensor_size=size, dt=1, tau=2)(events)
+    assert surfaces.shape[1:] == (2, 1, train.features)
+    denoised = transforms.Denoise(filter_time=train.T)(events)
+    assert set(map(tuple, denoised[["t", "x"]].tolist())) <= set(
+        map(tuple, events[["t", "x"]].tolist())
+    )

@@ -1,13 +1,15 @@
 """NIR export of spike-driven projections: faithfulness through an independent simulator.
 
-The acceptance test: a graph written with ``nir.write`` and read back with ``nir.read``,
-run step by step through ``nirtorch.nir_to_torch`` (with mappers written from the NIR
-definitions) on the trains spikecode produced, gives the layer outputs of
-``spikecode.spike_linear``.
+The acceptance test: graphs written with ``nir.write`` and read back, run step by step
+through ``nirtorch.nir_to_torch`` (with mappers written from the NIR definitions) on
+the trains spikecode produced, give the layer outputs of ``spikecode.spike_linear`` for
+every code and every form (integer/float weights, ports/graded, signed/ON-OFF, IF/I).
+The consumers' own importers are checked in test_nir_consumers.py.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import nir
@@ -19,12 +21,30 @@ from hypothesis import strategies as st
 
 import spikecode as sc
 from spikecode.exporters import get_exporter
-from spikecode.exporters.nir import export_nir, nir_graph, simulate_nir
+from spikecode.exporters.nir import (
+    INDEX_FILE,
+    export_nir,
+    load_nir,
+    nir_frames,
+    nir_graph,
+    nir_graphs,
+    nir_readout,
+    simulate_nir,
+)
 from spikecode.nn import W8ASpikeLinear
 from spikecode.nn.functional import adaptive_counts, quantize_weight_int8
 
 BITWISE = ("bitwise", "bitwise-bidirectional", "bitwise-twos-complement")
+SIGNED = ("ternary", "bitwise-bidirectional")
 IN, OUT, GROUPS = 16, 6, 4
+FORMS = [
+    {},
+    {"weights": "float"},
+    {"graded": True},
+    {"integrator": "I"},
+    {"on_off": True},
+    {"weights": "float", "graded": True},
+]
 
 
 def _weights(rng: np.random.Generator, scales: str, out: int = OUT, n_in: int = IN):
@@ -47,28 +67,21 @@ def _close(actual: np.ndarray, expected: np.ndarray) -> None:
     np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-12 * scale)
 
 
-def _export_T(train: sc.SpikeTrain, integrator: str) -> int | None:
-    # Unit-weight codes export a T-free graph unless the IF threshold needs a fixed T.
-    return train.T if train.scheme in BITWISE or integrator == "IF" else None
+def _allowed(scheme: str, form: dict) -> bool:
+    return not form.get("on_off") or scheme in SIGNED
 
 
 # --------------------------------------------------------------------------- faithfulness
 
 
-@pytest.mark.parametrize("integrator", ["I", "IF"])
 @pytest.mark.parametrize("scales", ["row", "group", "release"])
 @pytest.mark.parametrize("bit_order", ["msb", "lsb"])
 @pytest.mark.parametrize("scheme", list(sc.SCHEMES))
-def test_file_simulation_equals_spike_linear(tmp_path, rng, scheme, bit_order, scales, integrator):
+def test_file_simulation_equals_spike_linear(tmp_path, rng, scheme, bit_order, scales):
     w, s, b = _weights(rng, scales)
     train, vth = _train(rng, scheme, bit_order)
     path = export_nir(
-        (w, s, b),
-        tmp_path / "layer.nir",
-        scheme=scheme,
-        T=_export_T(train, integrator),
-        bit_order=bit_order,
-        integrator=integrator,
+        (w, s, b), tmp_path / "layer.nir", scheme=scheme, T=train.T, bit_order=bit_order
     )
     expected = sc.spike_linear(train, w, s, vth, b).output
     actual = simulate_nir(path, train, vth)
@@ -76,9 +89,25 @@ def test_file_simulation_equals_spike_linear(tmp_path, rng, scheme, bit_order, s
     _close(actual, expected)
 
 
+CASES = [(scheme, form) for scheme in sc.SCHEMES for form in FORMS[1:] if _allowed(scheme, form)]
+
+
+@pytest.mark.parametrize(
+    ("scheme", "form"), CASES, ids=[f"{s}-{'-'.join(map(str, f.values()))}" for s, f in CASES]
+)
+def test_every_form_simulates_like_spike_linear(tmp_path, rng, scheme, form):
+    w, s, b = _weights(rng, "release")
+    train, vth = _train(rng, scheme, "lsb")
+    path = export_nir(
+        (w, s, b), tmp_path / "f.nir", scheme=scheme, T=train.T, bit_order="lsb", **form
+    )
+    _close(simulate_nir(path, train, vth), sc.spike_linear(train, w, s, vth, b).output)
+
+
 @given(
     scheme=st.sampled_from(list(sc.SCHEMES)),
     bit_order=st.sampled_from(["msb", "lsb"]),
+    form=st.sampled_from(FORMS),
     seed=st.integers(0, 2**32 - 1),
     rows=st.integers(1, 4),
     n_in=st.sampled_from([4, 8, 12]),
@@ -86,7 +115,9 @@ def test_file_simulation_equals_spike_linear(tmp_path, rng, scheme, bit_order, s
     groups=st.sampled_from([1, 2, 4]),
     spread=st.integers(0, 40),
 )
-def test_simulation_property(scheme, bit_order, seed, rows, n_in, out, groups, spread):
+def test_simulation_property(scheme, bit_order, form, seed, rows, n_in, out, groups, spread):
+    if not _allowed(scheme, form):
+        return
     rng = np.random.default_rng(seed)
     counts = rng.integers(-spread, spread + 1, size=(rows, n_in))
     train = sc.encode(counts, scheme, bit_order=bit_order)
@@ -94,20 +125,30 @@ def test_simulation_property(scheme, bit_order, seed, rows, n_in, out, groups, s
     w = rng.integers(-127, 128, size=(out, n_in), dtype=np.int8)
     s = rng.uniform(1e-3, 1.0, size=(out, groups))
     b = rng.normal(size=out)
-    graph = nir_graph((w, s, b), scheme=scheme, T=train.T, bit_order=bit_order)
-    _close(simulate_nir(graph, train, vth), sc.spike_linear(train, w, s, vth, b).output)
+    graph = nir_graph((w, s, b), scheme=scheme, T=train.T, bit_order=bit_order, **form)
+    want = sc.spike_linear(train, w, s, vth, b)
+    _close(simulate_nir(graph, train, vth), want.output)
+    if form.get("weights", "int") == "int" and form.get("integrator", "IF") == "IF":
+        # the membranes the NIR definitions give are the exact integer accumulators
+        module = nir_graph((w, s, b), scheme=scheme, T=train.T, bit_order=bit_order, **form)
+        frames = nir_frames(train, module).astype(np.float64)
+        weight = np.asarray(module.nodes["synapse"].weight, dtype=np.float64)
+        membrane = sum(frames[t] @ weight.T for t in range(train.T))
+        gain = module.metadata["zero_point_gain"]
+        acc = membrane.reshape(rows, out, groups) + train.zero_point * gain
+        np.testing.assert_array_equal(acc, want.accumulator.transpose(0, 2, 1))
 
 
-@pytest.mark.parametrize("scheme", ["binary", "ternary"])
-def test_unit_weight_graph_runs_for_any_T(rng, scheme):
+def test_unit_weight_graph_with_I_runs_for_any_T(rng):
     w, s, b = _weights(rng, "group")
-    train, vth = _train(rng, scheme)
-    graph = nir_graph((w, s, b), scheme=scheme)  # T=None: one port, any number of steps
-    assert graph.metadata["T"] == 0
-    assert graph.metadata["ports"] == 1
-    longer = sc.encode(train.decode(), scheme, T=train.T + 5, zero_point=train.zero_point)
-    for t in (train, longer):
-        _close(simulate_nir(graph, t, vth), sc.spike_linear(t, w, s, vth, b).output)
+    for scheme in ("binary", "ternary"):
+        train, vth = _train(rng, scheme)
+        graph = nir_graph((w, s, b), scheme=scheme, integrator="I")  # T=None: any T
+        assert graph.metadata["T"] == 0 and graph.metadata["ports"] == 1
+        assert graph.metadata["accumulator_bits"] == -1  # depends on T: not reported
+        longer = sc.encode(train.decode(), scheme, T=train.T + 5, zero_point=train.zero_point)
+        for t in (train, longer):
+            _close(simulate_nir(graph, t, vth), sc.spike_linear(t, w, s, vth, b).output)
 
 
 def test_scalar_vth_and_one_token(rng):
@@ -117,25 +158,26 @@ def test_scalar_vth_and_one_token(rng):
     out = simulate_nir(graph, train, 0.25)
     assert out.shape == (OUT,)
     _close(out, sc.spike_linear(train, w, s, 0.25, b).output)
+    membrane = np.zeros(graph.metadata["neurons"])
+    np.testing.assert_array_equal(nir_readout(membrane, 0.25, graph), b)
 
 
 def test_dt_sets_r_and_is_honoured(rng):
     w, s, b = _weights(rng, "row")
     train, vth = _train(rng, "bitwise", "msb")
-    graph = nir_graph((w, s, b), scheme="bitwise", T=train.T, dt=1e-3)
-    integrator = graph.nodes["projection.integrator"]
-    np.testing.assert_array_equal(integrator.r, np.full(OUT, 1000.0))
-    assert graph.metadata["dt"] == 1e-3
-    np.testing.assert_allclose(
-        simulate_nir(graph, train, vth), sc.spike_linear(train, w, s, vth, b).output, rtol=1e-12
-    )
+    for integrator in ("IF", "I"):
+        graph = nir_graph((w, s, b), scheme="bitwise", T=train.T, dt=1e-3, integrator=integrator)
+        np.testing.assert_array_equal(graph.nodes["integrator"].r, np.full(OUT, 1000.0))
+        assert graph.metadata["dt"] == 1e-3
+        _close(simulate_nir(graph, train, vth), sc.spike_linear(train, w, s, vth, b).output)
 
 
 def test_torch_linear_is_quantized_per_spec(rng):
     torch.manual_seed(0)
     linear = torch.nn.Linear(IN, OUT)
     train, vth = _train(rng, "ternary")
-    graph = nir_graph(linear, scheme="ternary", group_size=4)
+    graph = nir_graph(linear, scheme="ternary", T=train.T, group_size=4)
+    assert graph.metadata["scale_groups"] == 4
     w_q, scales = quantize_weight_int8(linear.weight.detach(), 4)
     expected = sc.spike_linear(train, w_q, scales, vth, linear.bias.detach()).output
     _close(simulate_nir(graph, train, vth), expected)
@@ -155,8 +197,7 @@ def test_w8aspike_layer_end_to_end(rng):
     )
 
 
-def test_block_and_model_exports(tmp_path, rng):
-    """A dict of projections (different shapes) and a model give one graph with all of them."""
+def test_block_and_model_exports_are_folders_with_an_index(tmp_path, rng):
     shapes = {"attn.q_proj": (6, 16), "attn.o_proj": (16, 6), "mlp.down_proj": (3, 8)}
     projections, trains, vths = {}, {}, {}
     for i, (name, (out, n_in)) in enumerate(shapes.items()):
@@ -165,16 +206,34 @@ def test_block_and_model_exports(tmp_path, rng):
         trains[name], vths[name] = _train(rng, "bitwise-twos-complement", shape=(4, n_in))
     T = max(t.T for t in trains.values())
     trains = {n: sc.encode(t.decode(), t.scheme, T=T) for n, t in trains.items()}
-    path = export_nir(projections, tmp_path / "block.nir", scheme="bitwise-twos-complement", T=T)
-    outputs = simulate_nir(path, trains, vths)
+    folder = export_nir(projections, tmp_path / "block", scheme="bitwise-twos-complement", T=T)
+    assert sorted(os.listdir(folder)) == sorted([INDEX_FILE, *(f"{n}.nir" for n in shapes)])
+    index = json.loads((folder / INDEX_FILE).read_text())
+    assert index["format"] == "spikecode.nir-index" and index["format_version"] == 2
+    assert (index["scheme"], index["T"], index["integrator"], index["weights"]) == (
+        "bitwise-twos-complement",
+        T,
+        "IF",
+        "int",
+    )
+    assert [p["name"] for p in index["projections"]] == list(shapes)
+    for entry, (name, (out, n_in)) in zip(index["projections"], shapes.items(), strict=True):
+        assert entry["file"] == f"{name}.nir"
+        assert (entry["in_features"], entry["out_features"], entry["neurons"]) == (n_in, out, out)
+        assert entry["input_channels"] == T * n_in
+        assert entry["synapse_dtype"] in ("int16", "int32")
+    outputs = simulate_nir(folder, trains, vths)
     assert list(outputs) == list(shapes)
     for name, (w, s, *rest) in projections.items():
         bias = rest[0] if rest else None
         _close(outputs[name], sc.spike_linear(trains[name], w, s, vths[name], bias).output)
     one = simulate_nir(
-        path, trains["mlp.down_proj"], vths["mlp.down_proj"], projection="mlp.down_proj"
+        folder, trains["mlp.down_proj"], vths["mlp.down_proj"], projection="mlp.down_proj"
     )
     _close(one, outputs["mlp.down_proj"])
+    # a second export to the same folder replaces the first
+    export_nir({"x": projections["attn.q_proj"]}, folder, scheme="ternary", T=3)
+    assert sorted(os.listdir(folder)) == [INDEX_FILE, "x.nir"]
 
     torch.manual_seed(2)
     model = torch.nn.Sequential(
@@ -183,31 +242,34 @@ def test_block_and_model_exports(tmp_path, rng):
         torch.nn.Linear(8, 4),
     )
     model.add_module("lm_head", torch.nn.Linear(4, 3))  # never spike coded (SPEC §1)
-    graph = nir_graph(model, scheme="ternary", group_size=None)
-    assert graph.metadata["projections"] == ["0", "2"]
     train, vth = _train(rng, "ternary", shape=(3, 8))
+    graphs = nir_graphs(model, scheme="ternary", T=train.T, group_size=None)
+    assert list(graphs) == ["0", "2"]
     w_q, scales = quantize_weight_int8(model[2].weight.detach())
     expected = sc.spike_linear(train, w_q, scales, vth, model[2].bias.detach()).output
-    _close(simulate_nir(graph, train, vth, projection="2"), expected)
+    _close(simulate_nir(graphs["2"], train, vth), expected)
 
 
 def test_if_threshold_is_never_reached_at_the_code_extremes(rng):
-    """The IF variant stays silent for the largest inputs a T-step train can carry."""
+    """The IF integrator stays silent for the largest inputs a T-step train can carry."""
     w = np.full((2, IN), 127, dtype=np.int8)
     w[1] = -127
     s = np.ones(2, dtype=np.float32)
+    T = 4
     for scheme in sc.SCHEMES:
-        T = 4
         spec = sc.encoders.get_scheme(scheme)
         low, high = spec.value_range(T)
         counts = np.array([[low] * IN, [high] * IN])
         train = sc.encode(counts, scheme, T=T, zero_point=0 if low == 0 else "auto")
-        graph = nir_graph((w, s), scheme=scheme, T=T, integrator="IF")
-        _close(simulate_nir(graph, train, 1.0), sc.spike_linear(train, w, s, 1.0).output)
-        # every spike of the densest train at once: Σ_t |w_t| x Σ_i |W|
-        dense = np.ones((T, 1, IN), dtype=np.int8)
-        full = sc.SpikeTrain.from_dense(dense, scheme)
-        _close(simulate_nir(graph, full, 1.0), sc.spike_linear(full, w, s, 1.0).output)
+        dense = np.ones((T, 1, IN), dtype=np.int8)  # every spike at once
+        full = sc.SpikeTrain.from_dense(dense if not spec.signed else -dense, scheme)
+        for form in FORMS:
+            if not _allowed(scheme, form) or form.get("integrator") == "I":
+                continue
+            graph = nir_graph((w, s), scheme=scheme, T=T, **form)
+            assert graph.metadata["threshold"] > 2 * 127 * IN * (2**T if spec.bitwise else T) / 2
+            for t in (train, full):
+                _close(simulate_nir(graph, t, 1.0), sc.spike_linear(t, w, s, 1.0).output)
 
 
 # --------------------------------------------------------------------------- representation
@@ -216,101 +278,105 @@ def test_if_threshold_is_never_reached_at_the_code_extremes(rng):
 def test_graph_structure_and_weights_follow_the_documented_layout(rng):
     w, s, b = _weights(rng, "group")
     T = 5
-    graph = nir_graph({"q": (w, s, b)}, scheme="bitwise-twos-complement", T=T, bit_order="lsb")
-    assert set(graph.nodes) == {"q.input", "q.synapse", "q.integrator", "q.output"}
+    graph = nir_graph({"q": (w, s, b)}, scheme="bitwise-bidirectional", T=T, on_off=True)
+    assert set(graph.nodes) == {"input", "synapse", "integrator", "output"}
     assert sorted(graph.edges) == sorted(
-        [("q.input", "q.synapse"), ("q.synapse", "q.integrator"), ("q.integrator", "q.output")]
+        [("input", "synapse"), ("synapse", "integrator"), ("integrator", "output")]
     )
-    assert isinstance(graph.nodes["q.synapse"], nir.Linear)
-    assert isinstance(graph.nodes["q.integrator"], nir.I)
-    np.testing.assert_array_equal(graph.nodes["q.input"].input_type["input"], [T * IN])
-    # slow reference: port p, column i carries w_p · σ[o, group(i)] · W_q[o, i]
-    step_w = [1, 2, 4, 8, -16]  # lsb first, sign bit last
-    expected = np.zeros((OUT, T * IN))
-    for p in range(T):
-        for o in range(OUT):
-            for i in range(IN):
-                expected[o, p * IN + i] = (
-                    step_w[p] * float(s[o, i // (IN // GROUPS)]) * int(w[o, i])
-                )
-    np.testing.assert_array_equal(graph.nodes["q.synapse"].weight, expected)
+    assert isinstance(graph.nodes["synapse"], nir.Affine)
+    assert isinstance(graph.nodes["integrator"], nir.IF)
+    np.testing.assert_array_equal(graph.nodes["synapse"].bias, np.zeros(OUT * GROUPS))
+    np.testing.assert_array_equal(graph.nodes["input"].input_type["input"], [T * 2 * IN])
+    # slow reference: neuron o*G+g, channel (p*2+h)*IN+i carries w_p·(±1)·W_q[o, i] for i in g
+    step_w = [16, 8, 4, 2, 1]
+    size = IN // GROUPS
+    expected = np.zeros((OUT * GROUPS, T * 2 * IN), dtype=np.int64)
+    for o in range(OUT):
+        for g in range(GROUPS):
+            for p in range(T):
+                for h, sign in enumerate((1, -1)):
+                    for i in range(g * size, (g + 1) * size):
+                        expected[o * GROUPS + g, (p * 2 + h) * IN + i] = (
+                            sign * step_w[p] * int(w[o, i])
+                        )
+    weight = graph.nodes["synapse"].weight
+    assert weight.dtype == np.int16  # 16 * 127 needs more than int8
+    np.testing.assert_array_equal(weight, expected)
     meta = graph.metadata
-    assert meta["format"] == "spikecode.nir"
-    assert (meta["scheme"], meta["T"], meta["bit_order"], meta["ports"]) == (
-        "bitwise-twos-complement",
+    assert meta["format"] == "spikecode.nir" and meta["projection"] == "q"
+    assert (meta["scheme"], meta["T"], meta["ports"], meta["halves"]) == (
+        "bitwise-bidirectional",
         T,
-        "lsb",
         T,
+        2,
     )
     np.testing.assert_array_equal(meta["step_weights"], step_w)
-    assert meta["integrator"] == "I"
-    assert (meta["dt"], meta["r"]) == (1.0, 1.0)
-    for key in ("discretisation", "readout", "vth", "zero_point", "input_layout"):
-        assert isinstance(meta[key], str)
-        assert meta[key]
-    node_meta = graph.nodes["q.integrator"].metadata
-    np.testing.assert_array_equal(node_meta["bias"], b)
-    np.testing.assert_allclose(node_meta["zero_point_gain"], expected[:, :IN].sum(axis=1))
-    assert (node_meta["in_features"], node_meta["out_features"], node_meta["scale_groups"]) == (
-        IN,
-        OUT,
-        GROUPS,
+    np.testing.assert_array_equal(meta["scales"], s)
+    np.testing.assert_array_equal(meta["bias"], b)
+    np.testing.assert_array_equal(
+        meta["zero_point_gain"], w.astype(np.int64).reshape(OUT, GROUPS, size).sum(axis=2)
+    )
+    # accumulator: Σ_t |w_t| · max over (o, g) of Σ_{i in g} |W_q[o, i]|
+    bound = 31 * int(np.abs(w.astype(np.int64)).reshape(OUT, GROUPS, size).sum(axis=2).max())
+    assert meta["accumulator_bound"] == bound
+    assert meta["accumulator_bits"] == bound.bit_length() + 1
+    assert meta["float32_exact"]
+    threshold = graph.nodes["integrator"].v_threshold
+    assert np.unique(threshold).size == 1  # one value: snnTorch's importer requires it
+    assert 2 * bound < threshold[0] <= 4 * bound and np.log2(threshold[0]).is_integer()
+    for key in ("input_layout", "drive", "discretisation", "readout"):
+        assert isinstance(meta[key], str) and meta[key]
+
+    graded = nir_graph((w, s, b), scheme="bitwise-bidirectional", T=T, graded=True)
+    assert graded.nodes["synapse"].weight.dtype == np.int8  # no per-step copies
+    assert graded.nodes["synapse"].weight.shape == (OUT * GROUPS, IN)
+    floats = nir_graph((w, s, b), scheme="bitwise-bidirectional", T=T, weights="float")
+    assert floats.nodes["synapse"].weight.shape == (OUT, T * IN)
+    np.testing.assert_array_equal(
+        floats.nodes["synapse"].weight[:, :IN],
+        16 * w.astype(np.float64) * np.repeat(s.astype(np.float64), size, axis=1),
     )
 
 
-@pytest.mark.parametrize("integrator", ["I", "IF"])
-def test_write_read_round_trip(tmp_path, rng, integrator):
-    projections = {name: _weights(rng, "group") for name in ("model.layers.0.q_proj", "k")}
-    graph = nir_graph(projections, scheme="bitwise", T=4, integrator=integrator)
-    path = export_nir(projections, tmp_path / "g.nir", scheme="bitwise", T=4, integrator=integrator)
-    back = nir.read(path)
-    assert set(back.nodes) == set(graph.nodes)
-    assert sorted(back.edges) == sorted(graph.edges)
-    for name, node in graph.nodes.items():
-        other = back.nodes[name]
-        assert type(other) is type(node)
-        for field in ("weight", "r", "v_threshold", "v_reset"):
-            if hasattr(node, field):
-                np.testing.assert_array_equal(getattr(other, field), getattr(node, field))
-                assert getattr(other, field).dtype == np.float64
-        for key, value in node.metadata.items():
-            np.testing.assert_array_equal(np.asarray(other.metadata[key]), np.asarray(value))
-    for key, value in graph.metadata.items():
-        stored = back.metadata[key]
-        if key == "projections":
-            stored = [v.decode() for v in stored]
-        np.testing.assert_array_equal(np.asarray(stored), np.asarray(value))
-    if integrator == "IF":
-        threshold = back.nodes["k.integrator"].v_threshold
-        assert np.all(np.isfinite(threshold))
-        assert np.unique(threshold).size == 1  # one value: snnTorch's importer requires it
-    assert get_exporter("nir") is export_nir
-
-
-# --------------------------------------------------------------------------- consumers
-
-
-def test_snntorch_stock_importer_leaks(rng):
-    """snnTorch maps nir.IF to Leaky(beta=0.9): the membrane it integrates decays.
-
-    This is why simulate_nir uses its own mappers. The test pins the documented
-    behaviour: the stock membrane is Σ_t 0.9^(T-1-t) W s_t, not Σ_t W s_t.
-    """
-    from snntorch.import_nir import import_from_nir
-
+def test_frames_follow_the_documented_layout(rng):
     w, s, _ = _weights(rng, "row")
-    train, _ = _train(rng, "ternary", shape=(3, IN))
-    graph = nir_graph((w, s), scheme="ternary", T=train.T, integrator="IF")
-    stock = import_from_nir(graph)
-    dense = train.to_dense().astype(np.float32)
-    for t in range(train.T):
-        (_, membrane), _ = stock(torch.from_numpy(dense[t]))
-    weight = (w.astype(np.float64) * s[:, None]).astype(np.float32).astype(np.float64)
-    leaky = sum(0.9 ** (train.T - 1 - t) * dense[t] @ weight.T for t in range(train.T))
-    np.testing.assert_allclose(membrane.detach().numpy(), leaky, rtol=1e-4, atol=1e-5)
-    faithful = simulate_nir(graph, train, 1.0)
-    assert not np.allclose(membrane.detach().numpy(), faithful, rtol=1e-3)
-    _close(faithful, sc.spike_linear(train, w, s, 1.0).output)
+    train, _ = _train(rng, "bitwise-bidirectional", shape=(3, IN))
+    dense = train.to_dense().astype(np.float64)
+    T = train.T
+    ports = nir_frames(train, nir_graph((w, s), scheme=train.scheme, T=T))
+    graded = nir_frames(train, nir_graph((w, s), scheme=train.scheme, T=T, graded=True))
+    on_off = nir_frames(train, nir_graph((w, s), scheme=train.scheme, T=T, on_off=True))
+    assert ports.dtype == np.float32 and ports.shape == (T, 3, T * IN)
+    for t in range(T):
+        np.testing.assert_array_equal(ports[t].reshape(3, T, IN)[:, t], dense[t])
+        assert not np.delete(ports[t].reshape(3, T, IN), t, axis=1).any()
+        np.testing.assert_array_equal(graded[t], train.step_weights[t] * dense[t])
+        halves = on_off[t].reshape(3, T, 2, IN)[:, t]
+        np.testing.assert_array_equal(halves[:, 0], dense[t] > 0)
+        np.testing.assert_array_equal(halves[:, 1], dense[t] < 0)
+
+
+def test_write_read_round_trip(tmp_path, rng):
+    projections = {name: _weights(rng, "group") for name in ("model.layers.0.q_proj", "k")}
+    graphs = nir_graphs(projections, scheme="bitwise", T=4)
+    folder = export_nir(projections, tmp_path / "g", scheme="bitwise", T=4)
+    back = load_nir(folder)
+    assert list(back.graphs) == list(graphs)
+    for name, graph in graphs.items():
+        other = back.graphs[name]
+        for role, node in graph.nodes.items():
+            assert type(other.nodes[role]) is type(node)
+            for field in ("weight", "bias", "r", "v_threshold", "v_reset"):
+                if hasattr(node, field):
+                    stored = getattr(other.nodes[role], field)
+                    np.testing.assert_array_equal(stored, getattr(node, field))
+                    assert stored.dtype == getattr(node, field).dtype
+        for key, value in graph.metadata.items():
+            stored = other.metadata[key]
+            if isinstance(stored, bytes):
+                stored = stored.decode()
+            np.testing.assert_array_equal(np.asarray(stored), np.asarray(value))
+    assert get_exporter("nir") is export_nir
 
 
 # --------------------------------------------------------------------------- refusals
@@ -321,50 +387,66 @@ def test_export_refuses_what_it_cannot_represent(rng):
     with pytest.raises(sc.SpikecodeError, match="needs a fixed T"):
         nir_graph((w, s), scheme="bitwise")
     with pytest.raises(sc.SpikecodeError, match="IF integrator needs a fixed T"):
-        nir_graph((w, s), scheme="ternary", integrator="IF")
+        nir_graph((w, s), scheme="ternary")
     with pytest.raises(sc.SpikecodeError, match="does not fit float32"):
-        nir_graph((w, np.full(OUT, 1e36)), scheme="ternary", T=4, integrator="IF")
+        nir_graph((w, np.full(OUT, 1e36)), scheme="ternary", T=4, weights="float")
     with pytest.raises(sc.SpikecodeError, match="unknown scheme"):
-        nir_graph((w, s), scheme="unary")
+        nir_graph((w, s), scheme="unary", T=3)
     with pytest.raises(sc.SpikecodeError, match="integrator must be"):
-        nir_graph((w, s), scheme="ternary", integrator="LIF")
+        nir_graph((w, s), scheme="ternary", T=3, integrator="LIF")
+    with pytest.raises(sc.SpikecodeError, match="weights must be"):
+        nir_graph((w, s), scheme="ternary", T=3, weights="half")
+    with pytest.raises(sc.SpikecodeError, match="bitwise has none"):
+        nir_graph((w, s), scheme="bitwise", T=3, on_off=True)
+    with pytest.raises(sc.SpikecodeError, match="graded payloads are not 0/1"):
+        nir_graph((w, s), scheme="ternary", T=3, on_off=True, graded=True)
     with pytest.raises(sc.SpikecodeError, match="bit_order"):
         nir_graph((w, s), scheme="bitwise", T=3, bit_order="middle")
     for dt in (0, -1.0, float("inf")):
         with pytest.raises(sc.SpikecodeError, match="dt must be"):
-            nir_graph((w, s), scheme="ternary", dt=dt)
+            nir_graph((w, s), scheme="ternary", T=3, dt=dt)
     with pytest.raises(sc.SpikecodeError, match="int8"):
-        nir_graph((w.astype(np.int16), s), scheme="ternary")
+        nir_graph((w.astype(np.int16), s), scheme="ternary", T=3)
     with pytest.raises(sc.SpikecodeError, match="scales") as err:
-        nir_graph({"p": (w, s[:-1])}, scheme="ternary")
+        nir_graph({"p": (w, s[:-1])}, scheme="ternary", T=3)
     assert err.value.context["projection"] == "p"
     with pytest.raises(sc.SpikecodeError, match="NaN"):
-        nir_graph((w, np.full(OUT, np.nan)), scheme="ternary")
+        nir_graph((w, np.full(OUT, np.nan)), scheme="ternary", T=3)
     with pytest.raises(sc.SpikecodeError, match="bias"):
-        nir_graph((w, s, b[:-1]), scheme="ternary")
-    with pytest.raises(sc.SpikecodeError, match="bias"):
-        nir_graph((w, s, np.full(OUT, np.inf)), scheme="ternary")
+        nir_graph((w, s, b[:-1]), scheme="ternary", T=3)
     with pytest.raises(sc.SpikecodeError, match="a projection is"):
-        nir_graph((w,), scheme="ternary")
-    with pytest.raises(sc.SpikecodeError, match="a projection is"):
-        nir_graph(w, scheme="ternary")
-    for name in ("", "a/b", 3):
+        nir_graph((w,), scheme="ternary", T=3)
+    for name in ("", "a/b", "a\\b", 3):
         with pytest.raises(sc.SpikecodeError, match="names"):
-            nir_graph({name: (w, s)}, scheme="ternary")
+            nir_graph({name: (w, s)}, scheme="ternary", T=3)
     with pytest.raises(sc.SpikecodeError, match="no projection"):
-        nir_graph({}, scheme="ternary")
+        nir_graphs({}, scheme="ternary", T=3)
+    with pytest.raises(sc.SpikecodeError, match="use nir_graphs"):
+        nir_graph({"a": (w, s), "b": (w, s)}, scheme="ternary", T=3)
+    big = np.ones((2**14 + 1, 2**14), dtype=np.int8)
+    with pytest.raises(sc.SpikecodeError, match="graded=True stores no per-step copies"):
+        nir_graph((big, np.ones(2**14 + 1)), scheme="ternary", T=3)
 
 
 def test_unwritable_paths_leave_nothing(tmp_path, rng):
     w, s, _ = _weights(rng, "row")
     with pytest.raises(sc.SpikecodeError, match="cannot write"):
-        export_nir((w, s), tmp_path / "missing" / "g.nir", scheme="ternary")
-    folder = tmp_path / "taken.nir"
-    folder.mkdir()
+        export_nir((w, s), tmp_path / "missing" / "g.nir", scheme="ternary", T=3)
     with pytest.raises(sc.SpikecodeError, match="cannot write"):
-        export_nir((w, s), folder, scheme="ternary")
-    assert sorted(os.listdir(tmp_path)) == ["taken.nir"]
-    assert os.listdir(folder) == []
+        export_nir({"a": (w, s)}, tmp_path / "missing" / "folder", scheme="ternary", T=3)
+    taken = tmp_path / "taken.nir"
+    taken.mkdir()
+    with pytest.raises(sc.SpikecodeError, match="cannot write"):
+        export_nir((w, s), taken, scheme="ternary", T=3)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(sc.SpikecodeError, match="in the way"):
+        export_nir({"a": (w, s)}, foreign, scheme="ternary", T=3)
+    with pytest.raises(sc.SpikecodeError, match="go to a folder"):
+        export_nir({"a": (w, s), "b": (w, s)}, tmp_path / "two.nir", scheme="ternary", T=3)
+    assert sorted(os.listdir(tmp_path)) == ["foreign", "taken.nir"]
+    assert os.listdir(taken) == [] and os.listdir(foreign) == ["notes.txt"]
 
 
 def test_simulation_refuses_mismatched_trains(rng):
@@ -380,9 +462,11 @@ def test_simulation_refuses_mismatched_trains(rng):
     for message, bad in cases.items():
         with pytest.raises(sc.SpikecodeError, match=message):
             simulate_nir(graph, bad, 1.0)
+        with pytest.raises(sc.SpikecodeError, match=message):
+            nir_frames(bad, graph)
     with pytest.raises(sc.SpikecodeError, match="vth must be"):
         simulate_nir(graph, train, np.ones(5))
-    with pytest.raises(sc.SpikecodeError, match="expects a SpikeTrain"):
+    with pytest.raises(sc.SpikecodeError, match="expected a SpikeTrain"):
         simulate_nir(graph, train.to_dense(), vth)
     with pytest.raises(sc.SpikecodeError, match="no projection 'k'"):
         simulate_nir(graph, train, vth, projection="k")
@@ -392,21 +476,20 @@ def test_simulation_refuses_mismatched_trains(rng):
         simulate_nir(graph, {"projection": train}, vth)
     with pytest.raises(sc.SpikecodeError, match="only with a single train"):
         simulate_nir(graph, {"projection": train}, {"projection": vth}, projection="x")
-    both = nir_graph({"a": (w, s), "b": (w, s)}, scheme="bitwise", T=train.T)
-    with pytest.raises(sc.SpikecodeError, match="2 projections"):
-        simulate_nir(both, train, vth)
+    with pytest.raises(sc.SpikecodeError, match="membrane must be"):
+        nir_readout(np.zeros((2, OUT + 1)), 1.0, graph)
 
 
 def test_simulation_detects_a_firing_if(rng):
     w, s, _ = _weights(rng, "row")
     train, vth = _train(rng, "ternary")
-    graph = nir_graph((w, s), scheme="ternary", T=train.T, integrator="IF")
-    graph.nodes["projection.integrator"].v_threshold[:] = 1e-6
+    graph = nir_graph((w, s), scheme="ternary", T=train.T)
+    graph.nodes["integrator"].v_threshold[:] = 1e-6
     with pytest.raises(sc.SpikecodeError, match="IF integrator fired"):
         simulate_nir(graph, train, vth)
 
 
-def test_simulation_refuses_foreign_or_broken_files(tmp_path, rng):
+def test_load_refuses_foreign_or_broken_exports(tmp_path, rng):
     w, s, _ = _weights(rng, "row")
     train, vth = _train(rng, "ternary")
     with pytest.raises(sc.SpikecodeError, match="no such file"):
@@ -414,32 +497,48 @@ def test_simulation_refuses_foreign_or_broken_files(tmp_path, rng):
     garbage = tmp_path / "garbage.nir"
     garbage.write_bytes(b"not hdf5 at all" * 10)
     with pytest.raises(sc.SpikecodeError, match="cannot read garbage.nir") as err:
-        simulate_nir(garbage, train, vth)
+        load_nir(garbage)
     assert err.value.context["file"] == str(garbage)
-    good = export_nir((w, s), tmp_path / "good.nir", scheme="ternary")
+    good = export_nir((w, s), tmp_path / "good.nir", scheme="ternary", T=train.T)
     truncated = tmp_path / "truncated.nir"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(sc.SpikecodeError, match="truncated.nir"):
-        simulate_nir(truncated, train, vth)
-
+        load_nir(truncated)
     foreign = tmp_path / "foreign.nir"
     nir.write(foreign, nir.NIRGraph.from_list(nir.Linear(weight=np.eye(IN))))
     with pytest.raises(sc.SpikecodeError, match="not a spikecode NIR export"):
-        simulate_nir(foreign, train, vth)
+        load_nir(foreign)
 
-    graph = nir_graph((w, s), scheme="ternary")
-    graph.metadata["format_version"] = 99
-    with pytest.raises(sc.SpikecodeError, match="version 99"):
-        simulate_nir(graph, train, vth)
-    graph = nir_graph((w, s), scheme="ternary")
-    del graph.metadata["ports"]
-    with pytest.raises(sc.SpikecodeError, match="missing graph metadata: ports"):
-        simulate_nir(graph, train, vth)
-    graph = nir_graph((w, s), scheme="ternary")
-    del graph.nodes["projection.synapse"]
-    with pytest.raises(sc.SpikecodeError, match="lacks node"):
-        simulate_nir(graph, train, vth)
-    graph = nir_graph((w, s), scheme="ternary")
-    del graph.nodes["projection.integrator"].metadata["bias"]
-    with pytest.raises(sc.SpikecodeError, match="readout metadata"):
-        simulate_nir(graph, train, vth)
+    def edited(edit):
+        graph = nir_graph((w, s), scheme="ternary", T=train.T)
+        edit(graph)
+        return graph
+
+    cases = {
+        "version 99": lambda g: g.metadata.update(format_version=99),
+        "missing graph metadata: ports": lambda g: g.metadata.pop("ports"),
+        "lacks node": lambda g: g.nodes.pop("synapse"),
+        "does not match": lambda g: g.metadata.update(bias=np.zeros(2)),
+    }
+    for message, edit in cases.items():
+        with pytest.raises(sc.SpikecodeError, match=message):
+            simulate_nir(edited(edit), train, vth)
+
+    folder = export_nir({"a": (w, s), "b": (w, s)}, tmp_path / "f", scheme="ternary", T=train.T)
+    (folder / "b.nir").unlink()
+    with pytest.raises(sc.SpikecodeError, match="b.nir, which is missing"):
+        load_nir(folder)
+    index = json.loads((folder / INDEX_FILE).read_text())
+    for change, message in (
+        ({"format_version": 1}, "version 1"),
+        ({"format": "other"}, "not a spikecode NIR index"),
+        ({"projections": None}, "lists no projections"),
+        ({"projections": [{"name": "a", "file": "../a.nir"}]}, "leaves the folder"),
+        ({"projections": [{"name": "zzz", "file": "a.nir"}]}, "another projection"),
+    ):
+        (folder / INDEX_FILE).write_text(json.dumps({**index, **change}))
+        with pytest.raises(sc.SpikecodeError, match=message):
+            load_nir(folder)
+    (folder / INDEX_FILE).write_text("{broken")
+    with pytest.raises(sc.SpikecodeError, match="cannot read index.json"):
+        load_nir(folder)

@@ -97,25 +97,72 @@ def test_bad_activation_files(tmp_path, make, message):
 
 
 @pytest.mark.parametrize("scheme", list(spikecode.SCHEMES))
-def test_encoded_round_trip(tmp_path, x, scheme):
+@pytest.mark.parametrize("layout", ["events", "planes"])
+def test_encoded_round_trip(tmp_path, x, scheme, layout):
     counts, vth = spikecode.adaptive_counts(x, k=2.5)
-    train = spikecode.encode(counts, scheme, bit_order="lsb")
+    train = spikecode.encode(counts, scheme, bit_order="lsb", layout=layout)
     path = spikecode.save_encoded(tmp_path / "e.npz", counts, vth, train, k=2.5, meta={"a": "b"})
     loaded = spikecode.load_encoded(path)
+    assert loaded.train.layout == layout
     assert loaded.train.equals(train)
     np.testing.assert_array_equal(loaded.counts, counts)
     np.testing.assert_array_equal(loaded.vth, vth)
     assert loaded.k == 2.5 and loaded.meta == {"a": "b"}
     assert loaded.vth.dtype == vth.dtype
     with np.load(path, allow_pickle=False) as archive:  # plain arrays only
-        assert {"step_ptr", "feature", "signs"} <= set(archive.files)
+        stored = {"events": {"step_ptr", "feature", "signs"}, "planes": {"planes", "sign_plane"}}
+        assert stored[layout] <= set(archive.files)
+        assert str(archive["layout"]) == layout and int(archive["format_version"]) == 2
     with pytest.raises(spikecode.SpikecodeError, match="encoding result, not activations"):
         spikecode.load_activations(path, key="counts")
 
 
+def test_version_1_files_are_read(tmp_path, x):
+    counts, vth = spikecode.adaptive_counts(x)
+    train = spikecode.encode(counts, "ternary", layout="events")
+    good = spikecode.save_encoded(tmp_path / "g.npz", counts, vth, train, k=3.0)
+    with np.load(good) as archive:
+        fields = {k: v for k, v in archive.items() if k != "layout"}
+    np.savez(tmp_path / "v1.npz", **{**fields, "format_version": np.array(1)})
+    assert spikecode.load_encoded(tmp_path / "v1.npz").train.equals(train)
+
+
+@pytest.mark.parametrize("scheme", ["ternary", "bitwise"])
+def test_corrupt_planes_files_are_refused(tmp_path, x, scheme):
+    counts, vth = spikecode.adaptive_counts(x[..., :13])  # 13 features: 3 padding bits
+    train = spikecode.encode(counts, scheme, layout="planes")
+    good = spikecode.save_encoded(tmp_path / "g.npz", counts, vth, train, k=3.0)
+    with np.load(good) as archive:
+        fields = dict(archive)
+    planes, sign = fields["planes"], fields["sign_plane"]
+    flipped = planes.copy()
+    flipped[0, 0, 0] ^= 1
+    padded = planes.copy()
+    padded[-1, 0, -1] |= 0x80
+    cases = {
+        "shape": ({**fields, "planes": planes[:, :-1]}, "corrupt planes: shape"),
+        "huge": ({**fields, "planes": np.zeros((1, 1, 10**6), np.uint8)}, "corrupt planes"),
+        "dtype": ({**fields, "planes": planes.astype(np.float32)}, "corrupt planes: dtype"),
+        "bits": ({**fields, "planes": flipped}, "do not decode|never fire"),
+        "padding": ({**fields, "planes": padded}, "past the last feature"),
+        "layout": ({**fields, "layout": np.array("dense")}, "unknown layout 'dense'"),
+        "missing": ({k: v for k, v in fields.items() if k != "planes"}, "missing fields: planes"),
+        "sign": ({**fields, "sign_plane": np.zeros((2, 2), np.uint8)}, "corrupt sign_plane"),
+    }
+    if scheme == "ternary":
+        stray = sign.copy()
+        row, feature = np.argwhere(counts.reshape(-1, 13) == 0)[0]  # a silent element
+        stray[row, feature // 8] |= 1 << (feature % 8)
+        cases["stray sign"] = ({**fields, "sign_plane": stray}, "never fire")
+    for name, (content, message) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", **content)
+        with pytest.raises(spikecode.SpikecodeError, match=message):
+            spikecode.load_encoded(tmp_path / f"{name}.npz")
+
+
 def test_corrupt_encoded_files_are_refused(tmp_path, x):
     counts, vth = spikecode.adaptive_counts(x)
-    train = spikecode.encode(counts, "ternary")
+    train = spikecode.encode(counts, "ternary", layout="events")
     good = spikecode.save_encoded(tmp_path / "g.npz", counts, vth, train, k=3.0)
     with np.load(good) as archive:
         fields = dict(archive)
@@ -124,6 +171,8 @@ def test_corrupt_encoded_files_are_refused(tmp_path, x):
         "missing": {k: v for k, v in fields.items() if k != "signs"},
         "events": {**fields, "feature": fields["feature"][::-1].copy()},
         "counts": {**fields, "counts": fields["counts"] + 1},
+        "step_ptr": {**fields, "step_ptr": fields["step_ptr"][:-1]},
+        "ids": {**fields, "feature": np.zeros(10**6, np.uint16)},
         "format": {**fields, "spikecode_format": np.array("other")},
     }
     messages = {
@@ -131,6 +180,8 @@ def test_corrupt_encoded_files_are_refused(tmp_path, x):
         "missing": "missing fields: signs",
         "events": "corrupt events",
         "counts": "do not decode",
+        "step_ptr": "corrupt step_ptr: shape",
+        "ids": "corrupt feature: shape",
         "format": "not a spikecode encoding",
     }
     for name, content in cases.items():

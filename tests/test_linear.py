@@ -15,14 +15,16 @@ def int8_weights(rng, out, inp):
 @pytest.mark.parametrize("scheme", list(SCHEMES))
 @pytest.mark.parametrize("groups", [1, 2, 4])
 @pytest.mark.parametrize("lead", [(5,), (2, 3), ()])
-def test_spike_linear_is_exact(rng, scheme, groups, lead):
-    inp, out = 128 * groups if groups > 1 else 96, 24
+@pytest.mark.parametrize("layout", ["events", "planes"])
+def test_spike_linear_is_exact(rng, scheme, groups, lead, layout):
+    inp, out = 128 * groups if groups > 1 else 93, 24
     x = rng.standard_normal((*lead, inp)).astype(np.float32)
     counts, vth = spikecode.adaptive_counts(x, k=3.0)
     w = int8_weights(rng, out, inp)
     scales = rng.uniform(0.001, 0.02, size=(out, groups)).astype(np.float32)
     bias = rng.standard_normal(out)
-    train = spikecode.encode(counts, scheme)
+    train = spikecode.encode(counts, scheme, layout=layout)
+    assert train.layout == layout
     res = spikecode.spike_linear(train, w, scales, vth, bias)
     acc, y = ref.spike_linear(counts, w, scales, vth, bias)
     np.testing.assert_array_equal(res.accumulator.reshape(acc.shape), acc)
@@ -54,10 +56,11 @@ def test_equals_float_linear_on_reconstructed_activations(rng):
     np.testing.assert_allclose(res.output, x_hat @ (w * scale[:, None]).T, rtol=1e-10)
 
 
-def test_zero_point_is_folded_back(rng):
+@pytest.mark.parametrize("layout", ["events", "planes"])
+def test_zero_point_is_folded_back(rng, layout):
     counts = rng.integers(-6, 6, size=(3, 32))
     w = int8_weights(rng, 4, 32)
-    train = spikecode.encode(counts, "binary")
+    train = spikecode.encode(counts, "binary", layout=layout)
     assert train.zero_point < 0
     res = spikecode.spike_linear(train, w, np.ones(4), 1.0)
     np.testing.assert_array_equal(res.accumulator[:, 0, :], counts @ w.astype(np.int64).T)

@@ -38,6 +38,7 @@ from spikecode.cli._common import (
 )
 from spikecode.encoders import SCHEMES, encode, min_steps
 from spikecode.errors import SpikecodeError
+from spikecode.exporters.nir import INTEGRATORS, WEIGHTS
 from spikecode.io import path_kind
 
 _SOURCE = click.argument(
@@ -215,8 +216,14 @@ def _calibrated_T(stats: Any, k: float, scheme: str, source: Path) -> int:
     return max(layer.by_k[key].schemes[scheme].T for layer in stats.layers)
 
 
+def _shared_T(counts: list[np.ndarray], scheme: str, zero_point: int | str = "auto") -> int:
+    """The one T every layer of an export uses: the largest minimal T of the layers."""
+    return max(min_steps(c, scheme, zero_point=zero_point) for c in counts)
+
+
 def _summary_out(out: Path, fmt: str, rows: dict[str, Any], title: str) -> None:
-    rows = {**rows, "written": str(out), "bytes": out.stat().st_size}
+    size = sum(p.stat().st_size for p in out.iterdir()) if out.is_dir() else out.stat().st_size
+    rows = {**rows, "written": str(out), "bytes": size}
     if fmt == "json":
         echo_json(rows)
     else:
@@ -227,14 +234,33 @@ def _summary_out(out: Path, fmt: str, rows: dict[str, Any], title: str) -> None:
 
 
 @export_group.command("nir")
-@_spike_options
+@_SOURCE
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output folder (one .nir per projection plus index.json), or FILE.nir for one.",
+)
+@_scheme_option("bitwise-bidirectional")
+@_K
+@_T
+@_BIT_ORDER
 @click.option(
     "--integrator",
-    type=click.Choice(["I", "IF"]),
-    default="I",
+    type=click.Choice(list(INTEGRATORS)),
+    default=INTEGRATORS[0],
     show_default=True,
-    help="NIR node that accumulates the weighted spikes (IF: never fires, read its membrane).",
+    help="IF: never fires, read its membrane (every consumer maps it). I: NIR's integrator.",
 )
+@click.option(
+    "--weights",
+    type=click.Choice(list(WEIGHTS)),
+    default=WEIGHTS[0],
+    show_default=True,
+    help="int: INT8 weights, an integrator per scale group. float: scales folded in.",
+)
+@click.option("--graded", is_flag=True, help="One input port, payload = the step's weight.")
+@click.option("--on-off", is_flag=True, help="Signed codes: ON and OFF inputs, 0/1 spikes only.")
 @_INCLUDE
 @_EXCLUDE
 @_FORMAT
@@ -246,31 +272,35 @@ def export_nir_command(
     T: int | None,
     bit_order: str,
     integrator: str,
+    weights: str,
+    graded: bool,
+    on_off: bool,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     fmt: str,
 ) -> None:
-    """Write the spike-driven projections as a NIR graph (HDF5).
+    """Write the spike-driven projections as NIR graphs the consumers load unmodified.
 
-    Each projection is Input -> Linear -> integrator -> Output; bitwise codes get one
-    input port per time step with that step's bit weight folded into the weights. The
-    per-token Vth, zero point and bias are applied on the host (graph metadata).
+    One graph per projection (input -> synapse Affine -> integrator IF -> output), in a
+    folder with index.json. The per-token Vth, the scales, zero point and bias are
+    applied on the host (graph metadata). T: --T, else the shared T of the data (the
+    bundled sample: the largest minimal T of its layers, as `export events` uses).
     """
-    from spikecode.exporters.nir import export_nir
+    from spikecode.exporters.nir import export_nir, load_nir
 
+    needs_T = integrator == "IF" or SCHEMES[scheme].bitwise
     with stages(["load", "export", "done"], desc="export nir") as advance:
         advance("load")
         if _is_stats(source):
             stats_path = source
             source, stats = _stats_checkpoint(stats_path)
-            if T is None and SCHEMES[scheme].bitwise:
+            if T is None and needs_T:
                 T = _calibrated_T(stats, k, scheme, stats_path)
         if _is_checkpoint(source):
-            if T is None and SCHEMES[scheme].bitwise:
+            if T is None and needs_T:
                 raise SpikecodeError(
-                    f"--T is required to export {scheme} from a checkpoint: bitwise codes "
-                    "get one input port per step (the bundled sample and activation files "
-                    "take the minimal T of their data)"
+                    f"--T is required to export {scheme} with an {integrator} integrator from "
+                    "a checkpoint (the bundled sample and stats files supply their own T)"
                 )
             _, projections = _checkpoint_projections(source, k, include, exclude)
         elif source is None:
@@ -278,8 +308,8 @@ def export_nir_command(
             projections = {
                 name: (w["weight_q"], w["scales"], w["bias"]) for name, _, _, w in layers
             }
-            if T is None and SCHEMES[scheme].bitwise:
-                T = max(min_steps(counts, scheme) for _, counts, _, _ in layers)
+            if T is None and needs_T:
+                T = _shared_T([counts for _, counts, _, _ in layers], scheme)
         else:
             raise SpikecodeError(
                 "a NIR graph needs weights: export from a checkpoint directory or from the "
@@ -287,11 +317,19 @@ def export_nir_command(
                 file=str(source),
             )
         advance("export")
-        export_nir(projections, out, scheme=scheme, T=T, bit_order=bit_order, integrator=integrator)
+        export_nir(
+            projections,
+            out,
+            scheme=scheme,
+            T=T,
+            bit_order=bit_order,
+            integrator=integrator,
+            weights=weights,
+            graded=graded,
+            on_off=on_off,
+        )
         advance("done")
-    import nir
-
-    graph = nir.read(str(out))
+    index = load_nir(out).index
     _summary_out(
         out,
         fmt,
@@ -300,10 +338,13 @@ def export_nir_command(
             "scheme": scheme,
             "T": T if T is not None else "any",
             "k": k,
-            "projections": len(projections),
-            "nodes": len(graph.nodes),
-            "edges": len(graph.edges),
+            "projections": len(index["projections"]),
             "integrator": integrator,
+            "weights": weights,
+            "graded": graded,
+            "on_off": on_off,
+            "accumulator_bits": max(p["accumulator_bits"] for p in index["projections"]),
+            "float32_exact": all(p["float32_exact"] for p in index["projections"]),
         },
         "spikecode export nir",
     )
@@ -440,7 +481,11 @@ def export_events_command(
     exclude: tuple[str, ...],
     fmt: str,
 ) -> None:
-    """Write spike trains as address events (t, x, p, token, layer) to .npz or .h5.
+    """Write spike trains as tonic-ready address events (t, x, y, p, token, layer).
+
+    Every layer uses one T: --T, else the largest minimal T of the layers (the T
+    `export nir` gives the same source); p is tonic's polarity channel (1: +1 spike,
+    0: -1 spike), t the step.
 
     From the bundled sample: one layer per query projection. From an activation file:
     one layer named after the array. From a checkpoint: the input of every spiked
@@ -452,10 +497,15 @@ def export_events_command(
     from spikecode.io import load_activations
     from spikecode.threshold import adaptive_counts
 
+    if saturate and T is None:
+        raise SpikecodeError("--saturate needs a fixed --T")
     with stages(["load", "encode", "write", "done"], desc="export events") as advance:
         advance("load")
         if _is_stats(source):
-            source, _ = _stats_checkpoint(source)
+            stats_path = source
+            source, stats = _stats_checkpoint(stats_path)
+            if T is None:
+                T = _calibrated_T(stats, k, scheme, stats_path)
         if source is None:
             layers = [
                 (name, counts, vth) for name, counts, vth, _ in _sample_layers(k, include, exclude)
@@ -469,8 +519,8 @@ def export_events_command(
             counts, vth = adaptive_counts(load_activations(source, key=key), k=k)
             layers = [(key or source.stem, counts, vth)]
         advance("encode")
-        if saturate and T is None:
-            raise SpikecodeError("--saturate needs a fixed --T")
+        if T is None:  # one T for every layer, the rule `export nir` follows
+            T = _shared_T([counts for _, counts, _ in layers], scheme, zero_point)
         trains = {
             name: encode(
                 counts,
@@ -496,7 +546,7 @@ def export_events_command(
             "scheme": scheme,
             "k": k,
             "layers": len(trains),
-            "T": max(t.T for t in trains.values()),
+            "T": T,
             "events": sum(t.n_spikes for t in trains.values()),
         },
         "spikecode export events",

@@ -136,3 +136,17 @@ def spike_linear(
     if bias is not None:
         y = y + bias.astype(np.float64)
     return acc, y
+
+
+def planes_from_dense(dense: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The planes layout by definition: ``np.packbits`` (little bit order) of the dense train.
+
+    Returns ``(planes [T, rows, ceil(F/8)], sign_plane [rows, ceil(F/8)] or None)``; a sign
+    bit is set where the element has a -1 spike.
+    """
+    T, features = dense.shape[0], dense.shape[-1]
+    per_row = dense.reshape(T, -1, features)
+    planes = np.packbits(per_row != 0, axis=-1, bitorder="little")
+    if not signed:
+        return planes, None
+    return planes, np.packbits((per_row < 0).any(axis=0), axis=-1, bitorder="little")

@@ -1,138 +1,36 @@
 """Step 2 of SPEC §3: integer counts -> spike trains, and back.
 
-:func:`encode` expands counts into a sparse :class:`SpikeTrain` (events only, never a
-dense float train); :func:`decode` restores the counts exactly; :func:`encode_dense`
-writes the int8 dense train directly from counts. All three resolve the number of
-steps, the zero point and saturation the same way, in :func:`plan_encoding`.
+:func:`encode` expands counts into a :class:`SpikeTrain` — sparse events or packed
+bit-planes, never a dense float train; :func:`decode` restores the counts exactly;
+:func:`encode_dense` writes the int8 dense train directly from counts. All of them (and
+:func:`spikecode.encode_activations`) resolve the number of steps, the zero point and
+saturation the same way, in :func:`resolve_range`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from spikecode._validate import count_rows
-from spikecode.encoders import _kernels
-from spikecode.encoders.limits import DEFAULT_MAX_SPIKES, check_plan_size
-from spikecode.encoders.schemes import Scheme, check_bit_order, get_scheme
-from spikecode.encoders.train import SpikeTrain, feature_dtype
-from spikecode.errors import LARGER, Remedy, SpikecodeError
+from spikecode._validate import is_torch
+from spikecode.encoders import _arrays, _kernels, _plane_kernels
+from spikecode.encoders.limits import DEFAULT_MAX_SPIKES, check_plan_size, total_spikes
+from spikecode.encoders.plan import EncodingPlan, plan_encoding, resolve_range
+from spikecode.encoders.schemes import check_bit_order, get_scheme
+from spikecode.encoders.train import SpikeTrain, check_layout, feature_dtype
+from spikecode.errors import SpikecodeError
 
-__all__ = ["EncodingPlan", "decode", "encode", "encode_dense", "min_steps", "plan_encoding"]
-
-
-@dataclass(frozen=True)
-class EncodingPlan:
-    """Counts validated and resolved against a code: what the kernels consume.
-
-    Attributes
-    ----------
-    rows
-        The counts as C-contiguous int32 ``[rows, features]`` (saturated if asked).
-    shape
-        Original shape of the counts.
-    scheme
-        The code.
-    T
-        Number of steps (minimal, or the fixed one asked for).
-    zero_point
-        Shift subtracted before coding (non-zero only for unsigned codes).
-    clipped
-        How many elements were saturated.
-    """
-
-    rows: np.ndarray
-    shape: tuple[int, ...]
-    scheme: Scheme
-    T: int
-    zero_point: int
-    clipped: int
-
-
-def _resolve_zero_point(spec: Scheme, zero_point: Any, low: int) -> int:
-    if not spec.unsigned_counts:
-        if zero_point not in ("auto", None, 0):
-            raise SpikecodeError(
-                "a zero point applies only to the unsigned codes (binary, bitwise); "
-                f"{spec.name} carries signed counts",
-                remedies=(Remedy("zero_point", None),),
-                scheme=spec.name,
-            )
-        return 0
-    if zero_point in ("auto", None):
-        return min(0, low)
-    if isinstance(zero_point, bool) or not isinstance(zero_point, int | np.integer):
-        raise SpikecodeError(f"zero_point must be 'auto' or an integer, not {zero_point!r}")
-    return int(zero_point)
-
-
-def plan_encoding(
-    counts: Any,
-    scheme: str | Scheme,
-    T: int | None = None,
-    *,
-    saturate: bool = False,
-    zero_point: int | str | None = "auto",
-) -> EncodingPlan:
-    """Validate counts and settle T, zero point and saturation for ``scheme`` (SPEC §3).
-
-    Parameters
-    ----------
-    counts
-        Integer counts (NumPy, torch or array-like), features last.
-    scheme
-        One of :data:`spikecode.SCHEMES`.
-    T
-        Fixed number of steps; ``None`` for the minimal T of these counts.
-    saturate
-        With a fixed T too small for some counts: clip them to the code's range (and
-        count them) instead of refusing.
-    zero_point
-        Unsigned codes only: ``"auto"`` (``min(0, min(counts))``) or an integer.
-
-    Raises
-    ------
-    SpikecodeError
-        Bad counts; a zero point for a signed code; values below the zero point for an
-        unsigned code (clipped instead with ``saturate`` and a fixed T); counts beyond a
-        fixed T without ``saturate``.
-    """
-    spec = get_scheme(scheme)
-    rows, shape = count_rows(counts)
-    low, high = int(rows.min()), int(rows.max())
-    zp = _resolve_zero_point(spec, zero_point, low)
-    low_v, high_v = low - zp, high - zp
-    if spec.unsigned_counts and low_v < 0 and not (saturate and T is not None):
-        raise SpikecodeError(
-            f"{spec.name} carries only non-negative values but counts go down to {low} "
-            f"at zero point {zp}; use a signed code (ternary, bitwise-bidirectional, "
-            "bitwise-twos-complement) or a zero point at or below the lowest count",
-            remedies=(Remedy("zero_point", "auto"), Remedy("zero_point", low)),
-            scheme=spec.name,
-            shape=shape,
-        )
-    needed = spec.min_steps(max(abs(low_v), abs(high_v)))
-    if T is None:
-        return EncodingPlan(rows, shape, spec, needed, zp, 0)
-    T = spec.check_T(T)
-    lo, hi = spec.value_range(T)
-    if lo <= low_v and high_v <= hi:
-        return EncodingPlan(rows, shape, spec, T, zp, 0)
-    if not saturate:
-        raise SpikecodeError(
-            f"{T} step{'' if T == 1 else 's'} cannot carry counts from {low} to {high} "
-            f"under {spec.name} "
-            f"(range {lo + zp}..{hi + zp}; the minimal T is {needed})",
-            remedies=(Remedy("T", LARGER), Remedy("T", None), Remedy("saturate", True)),
-            scheme=spec.name,
-            shape=shape,
-        )
-    outside = (rows < lo + zp) | (rows > hi + zp)
-    clipped = int(np.count_nonzero(outside))
-    rows = np.clip(rows, lo + zp, hi + zp).astype(np.int32)
-    return EncodingPlan(rows, shape, spec, T, zp, clipped)
+__all__ = [
+    "EncodingPlan",
+    "decode",
+    "encode",
+    "encode_dense",
+    "finish_train",
+    "min_steps",
+    "plan_encoding",
+    "resolve_range",
+]
 
 
 def min_steps(counts: Any, scheme: str, *, zero_point: int | str | None = "auto") -> int:
@@ -148,14 +46,16 @@ def encode(
     saturate: bool = False,
     bit_order: str = "msb",
     zero_point: int | str | None = "auto",
+    layout: str = "auto",
     max_spikes: int | None = DEFAULT_MAX_SPIKES,
 ) -> SpikeTrain:
-    """Expand integer counts into a sparse spike train (SPEC §3).
+    """Expand integer counts into a spike train, as events or packed bit-planes (SPEC §3).
 
     Parameters
     ----------
     counts
-        Integer counts, features last (int32 range).
+        Integer counts, features last (int32 range). NumPy, array-like, or a torch tensor
+        (on any device: its planes are built there, with PyTorch, and copied to the host).
     scheme
         ``binary``, ``ternary``, ``bitwise``, ``bitwise-bidirectional`` or
         ``bitwise-twos-complement``.
@@ -168,16 +68,24 @@ def encode(
         ``"msb"`` (default; step 0 carries the highest bit) or ``"lsb"``.
     zero_point
         For the unsigned codes: ``"auto"`` shifts signed counts by their minimum.
+    layout
+        ``"events"``, ``"planes"`` or ``"auto"`` (default): the smaller of the two for
+        these counts. Events take ``8 (rows·T + 1) + b · spikes`` bytes (``b`` = 2, or 4
+        beyond 65,536 features, +1 for the signed codes), planes
+        ``(T [+1 for the signed codes]) · rows · ceil(F/8)``; ``auto`` picks planes when
+        they take no more bytes. In practice: planes for the bitwise codes at ordinary
+        firing rates, events for very sparse trains such as binary/ternary with a long T
+        set by a few outliers.
     max_spikes
         Refuse, before allocating, a train of more spikes or step offsets than this
-        (default ``spikecode.encoders.limits.DEFAULT_MAX_SPIKES``, 2**28); None
+        (with ``layout="planes"``: more plane bytes)
+        (default :data:`~spikecode.encoders.DEFAULT_MAX_SPIKES`, 2**28); None
         for no bound.
 
     Returns
     -------
     SpikeTrain
-        Events in canonical order; ``decode(train)`` equals ``counts`` when nothing was
-        clipped.
+        ``decode(train)`` equals ``counts`` when nothing was clipped.
 
     Examples
     --------
@@ -188,8 +96,77 @@ def encode(
     [1, 0, 1, 1]
     """
     bit_order = check_bit_order(bit_order)
+    layout = check_layout(layout, auto=True)
+    msb = bit_order == "msb"
+    if is_torch(counts) and layout != "events":
+        from spikecode.encoders import _torch
+
+        plan, planes, sign_plane, n_spikes = _torch.encode_planes(
+            counts,
+            get_scheme(scheme),
+            T,
+            saturate=saturate,
+            zero_point=zero_point,
+            msb=msb,
+            max_spikes=max_spikes,
+        )
+        return finish_train(plan, bit_order, layout, planes, sign_plane, n_spikes)
     plan = plan_encoding(counts, scheme, T, saturate=saturate, zero_point=zero_point)
-    check_plan_size(plan, max_spikes)
+    rows, features = plan.rows.shape
+    width = _arrays.plane_width(features)
+    if layout == "planes":
+        _arrays.check_planes_size(plan, width, max_spikes)
+    else:
+        check_plan_size(plan, max_spikes)
+    if layout == "auto":  # decided before building, so neither form is built in vain
+        n = total_spikes(plan.rows, plan.scheme, plan.T, plan.zero_point)
+        layout = _arrays.choose_layout(rows, features, plan.T, n, plan.scheme.signed)
+    if layout == "events":
+        return _encode_events(plan, bit_order)
+    planes = np.zeros((plan.T, plan.rows.shape[0], width), dtype=np.uint8)
+    signed = plan.scheme.signed
+    sign_plane = np.zeros((plan.rows.shape[0] if signed else 0, width), dtype=np.uint8)
+    spikes = _plane_kernels.counts_planes(
+        plan.rows, plan.scheme.code, plan.T, plan.zero_point, msb, planes, sign_plane
+    )
+    return finish_train(plan, bit_order, layout, planes, sign_plane, int(spikes.sum()))
+
+
+def finish_train(
+    plan: EncodingPlan,
+    bit_order: str,
+    layout: str,
+    planes: np.ndarray,
+    sign_plane: np.ndarray,
+    n_spikes: int,
+) -> SpikeTrain:
+    """The train of freshly encoded planes in ``layout`` (``auto``: the smaller one).
+
+    ``plan.rows`` is not read (the fused path has no counts); ``n_spikes``, counted by
+    the encoding kernel, gives the size of either layout without another pass.
+    """
+    rows, features = planes.shape[1], plan.shape[-1]
+    signed = plan.scheme.signed
+    if layout == "auto":
+        layout = _arrays.choose_layout(rows, features, plan.T, n_spikes, signed)
+    sign = sign_plane if signed else None
+    meta = {"bit_order": bit_order, "zero_point": plan.zero_point, "clipped": plan.clipped}
+    if layout == "events":
+        events = _arrays.events_from_planes(planes, sign, features)
+        return SpikeTrain(plan.shape, plan.T, plan.scheme.name, *events, **meta)
+    return SpikeTrain(
+        plan.shape,
+        plan.T,
+        plan.scheme.name,
+        planes=planes,
+        sign_plane=sign,
+        n_spikes=n_spikes,
+        **meta,
+    )
+
+
+def _encode_events(plan: EncodingPlan, bit_order: str) -> SpikeTrain:
+    """Counts -> events: per-(row, step) spike counts, offsets, then one fill pass."""
     code, msb = plan.scheme.code, bit_order == "msb"
     per_step = _kernels.step_spike_counts(plan.rows, code, plan.T, plan.zero_point, msb)
     step_ptr = np.zeros(per_step.size + 1, dtype=np.int64)
@@ -239,17 +216,9 @@ def encode_dense(
 def decode(train: SpikeTrain) -> np.ndarray:
     """Restore the integer counts of a train: ``zero_point + Σ_t w_t s_t`` (int32, ``shape``).
 
-    Lossless: ``decode(encode(c, ...))`` equals ``c`` whenever nothing was clipped.
+    Lossless, in either layout: ``decode(encode(c, ...))`` equals ``c`` whenever nothing
+    was clipped.
     """
     if not isinstance(train, SpikeTrain):
         raise SpikecodeError(f"decode expects a SpikeTrain, not {type(train).__name__}")
-    counts = np.empty((train.rows, train.features), dtype=np.int64)
-    _kernels.decode_rows(
-        train.feature, train.signs, train.step_ptr, train.step_weights, train.zero_point, counts
-    )
-    info = np.iinfo(np.int32)
-    if counts.min() < info.min or counts.max() > info.max:
-        raise SpikecodeError(
-            "decoded counts exceed the int32 range", scheme=train.scheme, T=train.T
-        )
-    return counts.astype(np.int32).reshape(train.shape)
+    return train.decode()

@@ -1,27 +1,39 @@
-"""Spike trains as address-event streams: tonic-style structured arrays in .npz or HDF5.
+"""Spike trains as tonic-ready address-event streams in .npz or HDF5.
 
 Every spike becomes one event of :data:`EVENT_DTYPE`:
 
 =========  =====  ==========================================================
 field      dtype  meaning
 =========  =====  ==========================================================
-``t``      int32  virtual time step, ``0 <= t < T``
+``t``      int32  virtual time step, ``0 <= t < T`` (time unit: one step)
 ``x``      int32  channel: the feature index (last axis of the coded tensor)
-``p``      int8   polarity, +1 or -1 (-1 only for the signed codes)
+``y``      int16  always 0: a one-row sensor, so tonic's 2-D transforms apply
+``p``      int8   tonic's polarity channel: 1 for a +1 spike, 0 for a -1 spike
 ``token``  int64  row: the flat index over the leading axes (the token)
 ``layer``  int16  position of the layer in the file's ``layer_names``
 =========  =====  ==========================================================
 
-``t``, ``x`` and ``p`` are the fields tonic uses for one-dimensional sensors; ``token``
-and ``layer`` say which coded activation a spike belongs to. Events of a layer appear in
-the train's canonical order (token, then step, then channel), layers one after another.
+``t``, ``x``, ``y`` and ``p`` are the fields tonic's transforms read; tonic uses ``p``
+as a channel index, so a spike's value is ``2·p - 1`` (unsigned codes only have
+``p = 1``). The sensor is ``(features, 1, 2)`` (:func:`sensor_size`), and
+``tonic.transforms.ToFrame(**tonic_frame_kwargs(features, T))`` bins one token's
+events into exactly ``T`` frames ``[T, 2, 1, features]`` with ``frame[:, 1] -
+frame[:, 0]`` the dense train (:func:`slice_events` picks one layer and token; tonic's
+time slicing needs the events of one token, which are sorted by ``t``). Bitwise codes
+weight step ``t`` by ``train.step_weights[t]``: the consumer applies it (graded NIR
+input) or feeds step ``t`` to port ``t`` (see the NIR exporter).
 
-A file holds, next to the events, what is needed to read them back exactly: per layer its
-name, scheme, T, bit order, zero point, clipped count, the coded tensor's shape and the
-per-token threshold ``Vth``; for the file, the firing-rate knob ``k`` (absent for a fixed
-threshold) and the format version. :func:`load_events` rebuilds every
-:class:`~spikecode.SpikeTrain` exactly (``train.equals``) and refuses a file that is
-truncated, corrupt, of another version or inconsistent, naming it.
+Events of a layer appear in the train's canonical order (token, then step, then
+channel), layers one after another.
+
+A file holds, next to the events, what is needed to read them back exactly: per layer
+its name, scheme, T, bit order, zero point, clipped count, the coded tensor's shape and
+the per-token threshold ``Vth``; for the file, the firing-rate knob ``k`` (absent for a
+fixed threshold), the time unit, ``shared_T`` (0 when the layers differ; the CLI
+always writes one T, the one its NIR export uses) and the format version.
+:func:`load_events` rebuilds every :class:`~spikecode.SpikeTrain` exactly
+(``train.equals``), reads version-1 files (``p`` = ±1, no ``y``) too, and refuses a
+file that is truncated, corrupt, of another version or inconsistent, naming it.
 
 ``.npz`` files hold plain arrays (the events as a structured array of integer fields), so
 ``numpy.load(path, allow_pickle=False)`` reads them. ``.h5``/``.hdf5`` files need the
@@ -55,15 +67,21 @@ __all__ = [
     "export_events",
     "load_events",
     "save_events",
+    "sensor_size",
+    "slice_events",
     "to_events",
+    "tonic_frame_kwargs",
 ]
 
 EVENTS_FORMAT = "spikecode.events"
-EVENTS_VERSION = 1
+EVENTS_VERSION = 2
 #: One address event (see the module docstring).
 EVENT_DTYPE = np.dtype(
-    [("t", "<i4"), ("x", "<i4"), ("p", "i1"), ("token", "<i8"), ("layer", "<i2")]
+    [("t", "<i4"), ("x", "<i4"), ("y", "<i2"), ("p", "i1"), ("token", "<i8"), ("layer", "<i2")]
 )
+# Version 1 stored p as the spike value (+1/-1) and had no y field.
+_V1_FIELDS = ("t", "x", "p", "token", "layer")
+TIME_UNIT = "step"
 #: Layer name given to a train saved on its own.
 DEFAULT_LAYER = "train"
 _SUFFIXES = {".npz": "npz", ".h5": "hdf5", ".hdf5": "hdf5"}
@@ -80,11 +98,19 @@ class EventFile(dict):
     k
         The firing-rate knob the trains were coded with (SPEC §2), or ``None`` (a fixed
         threshold, or not given).
+    T
+        The number of steps every layer shares (0 when the layers differ).
+    layer_names
+        The layer names in file order (``events["layer"]`` indexes them).
     """
 
-    def __init__(self, layers: Mapping[str, tuple[SpikeTrain, np.ndarray]], k: float | None):
+    def __init__(
+        self, layers: Mapping[str, tuple[SpikeTrain, np.ndarray]], k: float | None, T: int = 0
+    ):
         super().__init__(layers)
         self.k = k
+        self.T = T
+        self.layer_names = list(layers)
 
 
 # --------------------------------------------------------------------------- events
@@ -94,7 +120,8 @@ def _train_events(train: SpikeTrain, layer: int) -> np.ndarray:
     events = np.empty(train.n_spikes, dtype=EVENT_DTYPE)
     events["t"] = train.t
     events["x"] = train.index % train.features
-    events["p"] = train.polarity
+    events["y"] = 0
+    events["p"] = train.polarity > 0
     events["token"] = train.index // train.features
     events["layer"] = layer
     return events
@@ -120,7 +147,7 @@ def _check_trains(trains: Any) -> dict[str, SpikeTrain]:
             raise SpikecodeError(
                 "more features than the int32 channel field holds", layer=name, shape=train.shape
             )
-    return dict(named)
+    return {name: train.to_layout("events") for name, train in named.items()}
 
 
 def to_events(trains: SpikeTrain | Mapping[str, SpikeTrain]) -> tuple[np.ndarray, list[str]]:
@@ -164,6 +191,11 @@ def _check_vth(vth: Any, train: SpikeTrain, name: str) -> np.ndarray:
     if not (np.all(np.isfinite(v)) and np.all(v > 0)):
         raise SpikecodeError("vth must be finite and > 0", layer=name)
     return np.array(v, order="C")  # ascontiguousarray would turn a 0-d Vth into 1-d
+
+
+def _shared_T(trains: Any) -> int:
+    steps = {train.T for train in trains}
+    return steps.pop() if len(steps) == 1 else 0
 
 
 def _check_k(k: float | None) -> float:
@@ -239,6 +271,8 @@ def save_events(
         "format_version": EVENTS_VERSION,
         "spikecode_version": __version__,
         "k": _check_k(k),
+        "shared_T": _shared_T(named.values()),
+        "time_unit": TIME_UNIT,
     }
     events, names = to_events(named)
     writer = _write_hdf5 if kind == "hdf5" else _write_npz
@@ -355,7 +389,7 @@ def _read_npz(path: Path) -> tuple[dict[str, Any], np.ndarray, list[dict[str, An
         }
         for i in range(len(names))
     ]
-    return {"k": data["k"]}, data["events"], layers
+    return {key: data[key] for key in ("k", "format_version")}, data["events"], layers
 
 
 def _read_hdf5(path: Path) -> tuple[dict[str, Any], np.ndarray, list[dict[str, Any]]]:
@@ -388,7 +422,7 @@ def _read_hdf5(path: Path) -> tuple[dict[str, Any], np.ndarray, list[dict[str, A
                     "vth": group["vth"][()],
                 }
             )
-    return {"k": header["k"]}, events, layers
+    return {key: header[key] for key in ("k", "format_version")}, events, layers
 
 
 def _text(value: Any) -> str:
@@ -402,27 +436,33 @@ def _check_header(path: Path, header: Mapping[str, Any]) -> None:
         version = int(header.get("format_version", -1))
     except (TypeError, ValueError):
         version = -1
-    if version != EVENTS_VERSION:
+    if version not in (1, EVENTS_VERSION):
         raise SpikecodeError(
             f"event format version {version} is not supported (expected {EVENTS_VERSION})",
             file=str(path),
         )
 
 
-def _check_events(path: Path, events: Any, n_layers: int) -> np.ndarray:
+def _check_events(path: Path, events: Any, n_layers: int, version: int) -> np.ndarray:
     names = getattr(getattr(events, "dtype", None), "names", None) or ()
-    missing = [name for name in EVENT_DTYPE.names if name not in names]
+    fields = EVENT_DTYPE.names if version == EVENTS_VERSION else _V1_FIELDS
+    missing = [name for name in fields if name not in names]
     if missing or events.ndim != 1:
         raise SpikecodeError(
-            f"events must be a 1-D structured array with fields {', '.join(EVENT_DTYPE.names)}"
+            f"events must be a 1-D structured array with fields {', '.join(fields)}"
             + (f"; missing: {', '.join(missing)}" if missing else ""),
             file=str(path),
         )
-    for name in EVENT_DTYPE.names:
+    for name in fields:
         if events.dtype[name].kind not in "iu":
             raise SpikecodeError(f"event field {name!r} must be integer", file=str(path))
     if len(events) and not (events["layer"].min() >= 0 and events["layer"].max() < n_layers):
         raise SpikecodeError("events refer to layers the file does not list", file=str(path))
+    if version == EVENTS_VERSION:
+        if len(events) and not np.all((events["p"] == 0) | (events["p"] == 1)):
+            raise SpikecodeError("polarity channels must be 0 or 1", file=str(path))
+        if len(events) and np.any(events["y"] != 0):
+            raise SpikecodeError("the sensor has one row: y must be 0", file=str(path))
     return events
 
 
@@ -434,7 +474,11 @@ def _integer(value: Any) -> int:
 
 
 def _build_layer(
-    path: Path, layer: dict[str, Any], events: np.ndarray, max_spikes: int | None
+    path: Path,
+    layer: dict[str, Any],
+    events: np.ndarray,
+    max_spikes: int | None,
+    version: int,
 ) -> tuple[str, Any]:
     name = _text(layer["name"])
     try:
@@ -491,7 +535,7 @@ def _build_layer(
             scheme,
             events["t"],
             token * features + x,
-            events["p"],
+            events["p"].astype(np.int8) * 2 - 1 if version == EVENTS_VERSION else events["p"],
             bit_order=bit_order,
             zero_point=zero_point,
             clipped=clipped,
@@ -546,13 +590,17 @@ def load_events(
         zlib.error,
     ) as err:
         raise SpikecodeError(f"cannot read {path.name}: {err}", file=str(path)) from None
-    events = _check_events(path, events, len(layers))
+    try:
+        version = int(header["format_version"])
+    except (TypeError, ValueError):
+        raise SpikecodeError("malformed format version", file=str(path)) from None
+    events = _check_events(path, events, len(layers), version)
     order = np.argsort(events["layer"], kind="stable")
     bounds = np.searchsorted(events["layer"][order], np.arange(len(layers) + 1))
     loaded: dict[str, tuple[SpikeTrain, np.ndarray]] = {}
     for i, layer in enumerate(layers):
         chunk = events[order[bounds[i] : bounds[i + 1]]]
-        name, entry = _build_layer(path, layer, chunk, max_spikes)
+        name, entry = _build_layer(path, layer, chunk, max_spikes, version)
         if name in loaded:
             raise SpikecodeError(f"layer {name!r} appears twice", file=str(path))
         loaded[name] = entry
@@ -562,4 +610,73 @@ def load_events(
     k = float(raw_k)
     if not (np.isnan(k) or (np.isfinite(k) and k > 0)):  # NaN marks a fixed threshold
         raise SpikecodeError(f"stored k must be finite and > 0, not {k}", file=str(path))
-    return EventFile(loaded, k=None if np.isnan(k) else k)
+    return EventFile(
+        loaded, k=None if np.isnan(k) else k, T=_shared_T(train for train, _ in loaded.values())
+    )
+
+
+# --------------------------------------------------------------------------- tonic
+
+
+def sensor_size(features: int) -> tuple[int, int, int]:
+    """The ``sensor_size`` tonic expects for a layer: ``(features, 1, 2)`` (x, y, p)."""
+    return (int(features), 1, 2)
+
+
+def tonic_frame_kwargs(features: int, T: int) -> dict[str, Any]:
+    """Arguments of ``tonic.transforms.ToFrame`` that bin one token into exactly T frames.
+
+    ``n_time_bins=T`` would derive the bin width from the first and last event (0 for
+    integer steps); a window of one step from 0 to ``T`` bins every step, silent ones
+    included. The frames are ``[T, 2, 1, features]``: channel 1 counts +1 spikes,
+    channel 0 counts -1 spikes.
+    """
+    return {
+        "sensor_size": sensor_size(features),
+        "time_window": 1,
+        "start_time": 0,
+        "end_time": int(T),
+        "include_incomplete": True,
+    }
+
+
+def slice_events(
+    events: np.ndarray,
+    *,
+    layer: int | str | None = None,
+    token: int | None = None,
+    layer_names: list[str] | None = None,
+) -> np.ndarray:
+    """The events of one layer and/or one token, in time order within a token.
+
+    Parameters
+    ----------
+    events
+        A structured array of :data:`EVENT_DTYPE` (:func:`to_events`, or the ``events``
+        array of a saved file).
+    layer
+        The layer's position, or its name (then ``layer_names`` is needed).
+    token
+        The token (row) index within the layer.
+    layer_names
+        Names in file order (``EventFile.layer_names`` or :func:`to_events`).
+
+    Returns
+    -------
+    numpy.ndarray
+        The selected events (a copy), ready for tonic's transforms when one token is
+        selected.
+    """
+    keep = np.ones(len(events), dtype=bool)
+    if isinstance(layer, str):
+        if not layer_names or layer not in layer_names:
+            raise SpikecodeError(f"no layer {layer!r} in the events", layer=layer)
+        layer = layer_names.index(layer)
+    if layer is not None:
+        keep &= events["layer"] == int(layer)
+    if token is not None:
+        keep &= events["token"] == int(token)
+    picked = events[keep]
+    if token is not None:  # one token's events are sorted by step already; make sure
+        picked = picked[np.argsort(picked["t"], kind="stable")]
+    return picked

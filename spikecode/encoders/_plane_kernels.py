@@ -1,0 +1,344 @@
+"""Numba kernels of the packed bit-plane layout (private).
+
+A train in the planes layout is ``planes`` uint8 ``[T, rows, ceil(F / 8)]`` plus, for the
+codes that emit -1 (ternary, bitwise-bidirectional), a ``sign_plane`` uint8
+``[rows, ceil(F / 8)]``. Bit ``i`` (value ``1 << i``) of byte ``j`` is feature ``8 j + i``,
+the order of ``np.packbits(..., bitorder="little")``; padding bits past the last
+feature are 0. A sign bit is 1 where the element's spikes are -1 (the sign of a count is
+the same at every step under both signed codes) and 0 elsewhere, silent elements included.
+
+Encoding works on groups of eight features: the eight values' bytes (their bits 8c..8c+7
+for the bitwise codes, the thermometer ``min(max(|v| - 8c, 0), 8)`` ones for
+binary/ternary) are packed into one 64-bit word and transposed as an 8 x 8 bit matrix
+(three shift-and-mask rounds), which yields the eight steps' plane bytes at once. Every
+kernel also counts the spikes of each (row, step) from the bytes it writes, so the event
+offsets and the size of either layout are known without another pass.
+
+Each kernel has a plain NumPy twin in :mod:`spikecode.encoders._reference` (dense train,
+``np.packbits``) that the tests compare it with.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spikecode._numba import inline_helper, kernel, prange
+from spikecode.encoders._kernels import _SET_BIT_COUNT, _SET_BIT_LANES
+from spikecode.encoders.schemes import TERNARY, TWOS
+
+
+@inline_helper
+def _transpose8(x):
+    """Transpose the 8 x 8 bit matrix held in the bytes of ``x``.
+
+    Byte ``b`` of the result holds bit ``b`` of each input byte ``l`` at bit ``l``.
+    (Arithmetic shifts are harmless: every mask clears the bits they fill.)
+    """
+    t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AA
+    x = x ^ t ^ (t << 7)
+    t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCC
+    x = x ^ t ^ (t << 14)
+    t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0
+    return x ^ t ^ (t << 28)
+
+
+@inline_helper
+def _popcount(m):
+    """Set bits of an int64 (branch-free SWAR; the top bit counts too)."""
+    m = m - ((m >> 1) & 0x5555555555555555)
+    m = (m & 0x3333333333333333) + ((m >> 2) & 0x3333333333333333)
+    m = (m + (m >> 4)) & 0x0F0F0F0F0F0F0F0F
+    return ((m * 0x0101010101010101) >> 56) & 0xFF
+
+
+@inline_helper
+def _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i):
+    """Write row ``i``'s planes and sign bytes from its int32 counts; return its spikes.
+
+    ``values`` is the row's counts (``[features]``), coded as ``v = c - zero_point``;
+    ``lanes`` is zeroed uint8 scratch of ``8 · groups`` entries whose int64 view gives
+    one word per group of eight features. Each chunk of eight steps first fills
+    ``lanes`` with every value's byte for those steps in one branch-free loop per code,
+    then transposes word by word.
+    """
+    groups = planes.shape[2]
+    n = values.shape[0]
+    words = lanes.view(np.int64)
+    unary = code <= TERNARY
+    if sign_plane.shape[0] > 0:  # ternary, bitwise-bidirectional: bit 0 of each lane
+        for j in range(n):
+            lanes[j] = np.int64(values[j]) - zero_point < 0
+        for g in range(groups):
+            sign_plane[i, g] = _transpose8(words[g]) & 255
+    if unary:
+        top = np.int64(0)
+        for j in range(n):
+            top = max(top, abs(np.int64(values[j]) - zero_point))
+        chunks = (top + 7) // 8
+    else:
+        chunks = (T + 7) // 8
+    mask = (np.int64(1) << T) - 1 if code == TWOS else np.int64(-1)
+    total = 0
+    for c in range(chunks):
+        shift = 8 * c
+        if unary:  # the thermometer of |v| over steps 8c .. 8c+7
+            for j in range(n):
+                m = abs(np.int64(values[j]) - zero_point)
+                lanes[j] = (np.int64(1) << min(max(m - shift, 0), 8)) - 1
+        elif code == TWOS:  # bits 8c .. 8c+7 of the T-bit two's complement
+            for j in range(n):
+                lanes[j] = ((np.int64(values[j]) & mask) >> shift) & 255
+        else:  # bits 8c .. 8c+7 of |v|
+            for j in range(n):
+                lanes[j] = (abs(np.int64(values[j]) - zero_point) >> shift) & 255
+        steps = min(8, T - shift)
+        keep = np.int64(-1) if steps == 8 else (np.int64(1) << (8 * steps)) - 1
+        for g in range(groups):
+            if words[g] == 0:
+                continue
+            x = _transpose8(words[g]) & keep
+            total += _popcount(x)
+            for kk in range(steps):
+                b = shift + kk
+                planes[T - 1 - b if (msb and not unary) else b, i, g] = (x >> (8 * kk)) & 255
+    return total
+
+
+@kernel("int64[::1](int32[:, ::1], int64, int64, int64, boolean, uint8[:, :, ::1], uint8[:, ::1])")
+def counts_planes(counts, code, T, zero_point, msb, planes, sign_plane):  # pragma: no cover
+    """Counts -> zeroed ``planes`` (and ``sign_plane`` when it has rows); spikes per row."""
+    rows = counts.shape[0]
+    width = planes.shape[2] * 8
+    spikes = np.zeros(rows, dtype=np.int64)
+    for i in prange(rows):
+        lanes = np.zeros(width, dtype=np.uint8)
+        spikes[i] = _emit_row(counts[i], zero_point, lanes, code, T, msb, planes, sign_plane, i)
+    return spikes
+
+
+@kernel(
+    "float64[:, ::1](float32[:, ::1], float64, float64, float64, float32[::1])",
+    "float64[:, ::1](float64[:, ::1], float64, float64, float64, float64[::1])",
+)
+def row_thresholds(x, k, vth_min, vth_max, vth):  # pragma: no cover - jit
+    """Pass 1 of the fused encoding: Vth per row and the row's smallest and largest count.
+
+    The sum of |x| runs in float64 in the order of ``_kernels.adaptive_counts`` (so Vth is
+    the same to the last bit). Division and rounding are monotonic, so the extreme counts
+    are ``rint(min x / Vth)`` and ``rint(max x / Vth)``. Returns per row
+    ``[non_finite, min count, max count]``.
+    """
+    rows, cols = x.shape
+    out = np.zeros((rows, 3), dtype=np.float64)
+    for i in prange(rows):
+        total = 0.0
+        low = x[i, 0]
+        high = x[i, 0]
+        for j in range(cols):
+            a = x[i, j]
+            total += abs(np.float64(a))
+            low = min(low, a)
+            high = max(high, a)
+        if not np.isfinite(total):
+            out[i, 0] = 1.0
+            vth[i] = np.nan
+            continue
+        vth[i] = min(max(total / cols / k, vth_min), vth_max)
+        v = vth[i]
+        out[i, 1] = np.rint(low / v)
+        out[i, 2] = np.rint(high / v)
+    return out
+
+
+@kernel(
+    *(
+        f"int64[:, ::1]({dtype}[:, ::1], {dtype}[::1], float64, float64, int64, int64, int64,"
+        " boolean, uint8[:, :, ::1], uint8[:, ::1], int32[:, ::1])"
+        for dtype in ("float32", "float64")
+    )
+)
+def float_planes(
+    x, vth, lo, hi, code, T, zero_point, msb, planes, sign_plane, counts
+):  # pragma: no cover - jit
+    """Pass 2: ``round(x / Vth)`` clipped to ``[lo, hi]`` straight into planes.
+
+    The counts are those of ``_kernels.adaptive_counts`` (same dtype, division and
+    rounding); they are stored (before saturation) only when ``counts`` has rows.
+    Returns per row ``[spikes, clipped values]``.
+    """
+    rows, cols = x.shape
+    width = planes.shape[2] * 8
+    keep = counts.shape[0] > 0
+    out = np.zeros((rows, 2), dtype=np.int64)
+    for i in prange(rows):
+        values = np.empty(cols, dtype=np.int32)
+        lanes = np.zeros(width, dtype=np.uint8)
+        v_row = vth[i]
+        clipped = 0
+        if keep:  # the counts as adaptive_counts returns them, before saturation
+            for j in range(cols):
+                counts[i, j] = np.int32(np.rint(x[i, j] / v_row))
+        # A loop without the optional store above: Numba's cached machine code of a loop
+        # holding that branch ran 5-8x slower than its fresh compile (measured).
+        for j in range(cols):
+            q = np.rint(x[i, j] / v_row)
+            if q > hi:
+                q = hi
+                clipped += 1
+            elif q < lo:
+                q = lo
+                clipped += 1
+            values[j] = np.int32(q)
+        out[i, 0] = _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i)
+        out[i, 1] = clipped
+    return out
+
+
+@kernel("int64[:, ::1](uint8[:, :, ::1])")
+def plane_step_counts(planes):  # pragma: no cover - jit
+    """Spikes of each (row, step), ``[rows, T]``: the segment sizes of the events."""
+    T, rows, groups = planes.shape
+    out = np.zeros((rows, T), dtype=np.int64)
+    for i in prange(rows):
+        for t in range(T):
+            n = 0
+            for g in range(groups):
+                n += _SET_BIT_COUNT[planes[t, i, g]]
+            out[i, t] = n
+    return out
+
+
+_FEATURE_DTYPES = ("uint16", "int32")
+
+
+@kernel(
+    *(
+        f"void(uint8[:, :, ::1], uint8[:, ::1], int64[::1], {feature}[::1], int8[::1])"
+        for feature in _FEATURE_DTYPES
+    )
+)
+def planes_to_events(planes, sign_plane, step_ptr, feature_out, polarity_out):  # pragma: no cover
+    """Planes -> events in canonical (row, step, feature) order at offsets ``step_ptr``.
+
+    Each non-zero byte stores the eight entries of its row of the set-bit table and
+    advances by its number of set bits (as ``_kernels.fill_events_bitwise`` does): the
+    stray stores land on later spikes of the same row, written afterwards; near the end
+    of a row's events the stores are exact. ``polarity_out`` is empty for the codes
+    without -1 spikes; signs are read per spike from the sign plane.
+    """
+    T, rows, groups = planes.shape
+    signed = polarity_out.shape[0] > 0
+    for i in prange(rows):
+        row_end = step_ptr[(i + 1) * T]
+        for t in range(T):
+            pos = step_ptr[i * T + t]
+            for g in range(groups):
+                byte = planes[t, i, g]
+                if byte == 0:
+                    continue
+                j0 = g * 8
+                if pos + 8 <= row_end:
+                    for lane in range(8):
+                        feature_out[pos + lane] = j0 + _SET_BIT_LANES[byte, lane]
+                else:
+                    for r in range(_SET_BIT_COUNT[byte]):
+                        feature_out[pos + r] = j0 + _SET_BIT_LANES[byte, r]
+                pos += _SET_BIT_COUNT[byte]
+        if signed:
+            for e in range(step_ptr[i * T], row_end):
+                f = np.int64(feature_out[e])
+                polarity_out[e] = -1 if (sign_plane[i, f >> 3] >> (f & 7)) & 1 else 1
+
+
+@kernel(
+    *(
+        f"int64[::1]({feature}[::1], int8[::1], int64[::1], uint8[:, :, ::1], uint8[:, ::1])"
+        for feature in _FEATURE_DTYPES
+    )
+)
+def events_to_planes(feature, polarity, step_ptr, planes, sign_plane):  # pragma: no cover - jit
+    """Events -> zeroed planes; returns per row 1 where an element fires both +1 and -1."""
+    T, rows, groups = planes.shape
+    signed = polarity.shape[0] > 0
+    conflict = np.zeros(rows, dtype=np.int64)
+    for i in prange(rows):
+        positive = np.zeros(groups, dtype=np.uint8)
+        for t in range(T):
+            for e in range(step_ptr[i * T + t], step_ptr[i * T + t + 1]):
+                f = np.int64(feature[e])
+                bit = np.uint8(1 << (f & 7))
+                planes[t, i, f >> 3] |= bit
+                if signed:
+                    if polarity[e] < 0:
+                        sign_plane[i, f >> 3] |= bit
+                    else:
+                        positive[f >> 3] |= bit
+        if signed:
+            for g in range(groups):
+                if positive[g] & sign_plane[i, g]:
+                    conflict[i] = 1
+    return conflict
+
+
+@kernel("void(uint8[:, :, ::1], uint8[:, ::1], int64[::1], int64, int64[:, ::1])")
+def decode_planes(planes, sign_plane, weights, zero_point, counts):  # pragma: no cover - jit
+    """``zero_point + sign · Σ_t w_t bit_t`` per element, one row per thread."""
+    T, rows, groups = planes.shape
+    cols = counts.shape[1]
+    signed = sign_plane.shape[0] > 0
+    for i in prange(rows):
+        acc = np.zeros(groups * 8, dtype=np.int64)
+        for t in range(T):
+            w = weights[t]
+            for g in range(groups):
+                byte = planes[t, i, g]
+                for r in range(_SET_BIT_COUNT[byte]):
+                    acc[g * 8 + _SET_BIT_LANES[byte, r]] += w
+        for j in range(cols):
+            negative = False
+            if signed:
+                negative = (sign_plane[i, j >> 3] >> (j & 7)) & 1 == 1
+            counts[i, j] = zero_point + (-acc[j] if negative else acc[j])
+
+
+@kernel("void(uint8[:, :, ::1], uint8[:, ::1], int64[::1], int64, int8[:, ::1], int64[:, :, ::1])")
+def spike_linear_planes(
+    planes, sign_plane, weights, group_size, weight_t, acc
+):  # pragma: no cover - jit
+    """Bit-serial SPEC §4: per plane, the weight rows its set bits select, summed.
+
+    For each step every set bit adds (sign bit set: subtracts) the selected row
+    ``weight_t[feature]`` of the transposed INT8 weight ``[in, out]`` into the step's
+    partial sum — one addition per (spike x output) — and the partial is folded in with
+    the step weight. ``acc`` has shape ``[rows, groups, out]``.
+    """
+    T, rows, n_bytes = planes.shape
+    _, groups, outs = acc.shape
+    signed = sign_plane.shape[0] > 0
+    for i in prange(rows):
+        step = np.zeros((groups, outs), dtype=np.int64)
+        for t in range(T):
+            step[:, :] = 0
+            fired = False
+            for gb in range(n_bytes):
+                byte = planes[t, i, gb]
+                if byte == 0:
+                    continue
+                fired = True
+                sbyte = sign_plane[i, gb] if signed else 0
+                for r in range(_SET_BIT_COUNT[byte]):
+                    lane = _SET_BIT_LANES[byte, r]
+                    j = np.int64(gb * 8 + lane)
+                    g = j // group_size
+                    if (sbyte >> lane) & 1:
+                        for o in range(outs):
+                            step[g, o] -= weight_t[j, o]
+                    else:
+                        for o in range(outs):
+                            step[g, o] += weight_t[j, o]
+            if not fired:
+                continue
+            w = weights[t]
+            for g in range(groups):
+                for o in range(outs):
+                    acc[i, g, o] += w * step[g, o]

@@ -1,0 +1,150 @@
+"""Float activations straight to a spike train: Step 1 and Step 2 in one fused pass.
+
+:func:`encode_activations` equals ``adaptive_counts(x, k)`` followed by
+``encode(counts, scheme, ...)`` bit for bit — the same thresholds, counts, T, zero point
+and spikes — without writing the int32 count array. For NumPy input it runs two Numba
+passes over the rows: the first sums ``|x|`` (float64, in the order of
+:func:`spikecode.adaptive_counts`, so ``Vth`` is identical) and takes each row's extreme
+values, whose counts give the minimal T and the zero point; the second divides, rounds
+and writes the packed bit-planes directly, counting each step's spikes as it goes. The
+events layout (when asked for, or chosen by ``auto``) is then compacted from the planes.
+torch tensors stay on their device: :func:`spikecode.nn.functional.adaptive_counts` and
+the PyTorch planes of ``spikecode.encoders._torch``; only the packed planes travel to
+the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from spikecode._validate import INT32_MAX, INT32_MIN, float_rows, is_torch, positive_finite
+from spikecode.encoders import _arrays, _plane_kernels
+from spikecode.encoders.codec import finish_train
+from spikecode.encoders.limits import DEFAULT_MAX_SPIKES
+from spikecode.encoders.plan import EncodingPlan, resolve_range
+from spikecode.encoders.schemes import check_bit_order, get_scheme
+from spikecode.encoders.train import SpikeTrain, check_layout
+from spikecode.errors import SpikecodeError
+from spikecode.threshold import VTH_MAX, VTH_MIN
+
+__all__ = ["encode_activations"]
+
+
+def encode_activations(
+    x: Any,
+    k: float = 3.0,
+    scheme: str = "bitwise-bidirectional",
+    T: int | None = None,
+    *,
+    layout: str = "auto",
+    saturate: bool = False,
+    bit_order: str = "msb",
+    zero_point: int | str | None = "auto",
+    vth_min: float = VTH_MIN,
+    vth_max: float = VTH_MAX,
+    return_counts: bool = False,
+    max_spikes: int | None = DEFAULT_MAX_SPIKES,
+) -> tuple[SpikeTrain, Any] | tuple[SpikeTrain, Any, Any]:
+    """Encode float activations into a spike train in one pass (SPEC §2 then §3).
+
+    Parameters
+    ----------
+    x
+        Activations, features last: NumPy float16/32/64 or a torch tensor (also bfloat16,
+        any device).
+    k, vth_min, vth_max
+        The adaptive threshold, as for :func:`spikecode.adaptive_counts`.
+    scheme, T, saturate, bit_order, zero_point, layout
+        As for :func:`spikecode.encode` (``layout="auto"`` picks the smaller of events
+        and planes from the spike count). Default scheme: the report's
+        bitwise-bidirectional.
+    max_spikes
+        Refuse, before allocating, planes of more bytes than this (as
+        :func:`spikecode.encode`; None for no bound).
+    return_counts
+        Also return the int32 counts (then they are written; otherwise no count array
+        exists at any point on the NumPy path).
+
+    Returns
+    -------
+    train : SpikeTrain
+        Equal (``train.equals``) to ``encode(adaptive_counts(x, k)[0], scheme, ...)``.
+    vth
+        Per-token threshold, shape ``x.shape[:-1]``, compute dtype (NumPy array, or a
+        tensor on ``x``'s device).
+    counts
+        Only with ``return_counts``: what :func:`spikecode.adaptive_counts` returns.
+
+    Raises
+    ------
+    SpikecodeError
+        As :func:`spikecode.adaptive_counts` and :func:`spikecode.encode`.
+    """
+    spec = get_scheme(scheme)
+    layout = check_layout(layout, auto=True)
+    bit_order = check_bit_order(bit_order)
+    k = positive_finite(k, "k")
+    vth_min = positive_finite(vth_min, "vth_min")
+    vth_max = positive_finite(vth_max, "vth_max")
+    if vth_min > vth_max:
+        raise SpikecodeError(f"vth_min {vth_min} is larger than vth_max {vth_max}")
+    options = {"saturate": saturate, "zero_point": zero_point, "max_spikes": max_spikes}
+    if is_torch(x):
+        return _encode_torch(x, k, spec.name, T, layout, bit_order, vth_min, vth_max,
+                             return_counts, options)  # fmt: skip
+
+    rows, shape = float_rows(x)
+    n_rows, features = rows.shape
+    vth = np.empty(n_rows, dtype=rows.dtype)
+    extremes = _plane_kernels.row_thresholds(rows, k, vth_min, vth_max, vth)
+    bad_rows = np.flatnonzero(extremes[:, 0])
+    if bad_rows.size:
+        bad = int((~np.isfinite(rows[bad_rows])).sum())
+        raise SpikecodeError(
+            f"activations contain {bad} NaN or Inf value(s) in {bad_rows.size} token(s)",
+            shape=shape,
+        )
+    low, high = float(extremes[:, 1].min()), float(extremes[:, 2].max())
+    if low < INT32_MIN or high > INT32_MAX:
+        raise SpikecodeError(
+            f"count(s) overflow int32 (k={k} is too large for these activations)", shape=shape
+        )
+    T, zp, bounds = resolve_range(
+        spec, int(low), int(high), T, shape=shape, saturate=saturate, zero_point=zero_point
+    )
+    lo, hi = bounds if bounds is not None else (INT32_MIN, INT32_MAX)
+    width = _arrays.plane_width(features)
+    _arrays.check_planes_size(EncodingPlan(None, shape, spec, T, zp, 0), width, max_spikes)
+    planes = np.zeros((T, n_rows, width), dtype=np.uint8)
+    sign_plane = np.zeros((n_rows if spec.signed else 0, width), dtype=np.uint8)
+    counts = np.empty((n_rows if return_counts else 0, features), dtype=np.int32)
+    msb = bit_order == "msb"
+    totals = _plane_kernels.float_planes(
+        rows, vth, float(lo), float(hi), spec.code, T, zp, msb, planes, sign_plane, counts
+    ).sum(axis=0)
+    plan = EncodingPlan(None, shape, spec, T, zp, int(totals[1]))
+    train = finish_train(plan, bit_order, layout, planes, sign_plane, int(totals[0]))
+    vth = vth.reshape(shape[:-1])
+    return (train, vth, counts.reshape(shape)) if return_counts else (train, vth)
+
+
+def _encode_torch(
+    x: Any,
+    k: float,
+    scheme: str,
+    T: int | None,
+    layout: str,
+    bit_order: str,
+    vth_min: float,
+    vth_max: float,
+    return_counts: bool,
+    options: dict[str, Any],
+) -> tuple[SpikeTrain, Any] | tuple[SpikeTrain, Any, Any]:
+    from spikecode.encoders.codec import encode
+    from spikecode.nn import functional as F
+
+    counts, vth = F.adaptive_counts(x, k, vth_min=vth_min, vth_max=vth_max)
+    train = encode(counts, scheme, T, bit_order=bit_order, layout=layout, **options)
+    return (train, vth, counts) if return_counts else (train, vth)

@@ -21,6 +21,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -32,7 +33,7 @@ from spikecode.models.checkpoint import INDEX_FILE, SCALES_SUFFIX, SINGLE_FILE, 
 from spikecode.models.gla_swa import GATE_VARIANTS, GLASwaConfig, GLASwaForCausalLM
 from spikecode.nn.functional import quantize_weight_int8
 
-__all__ = ["TINY_TOKENIZER_WORDS", "write_tiny_gla_swa_checkpoint"]
+__all__ = ["TINY_TOKENIZER_WORDS", "stats_differences", "write_tiny_gla_swa_checkpoint"]
 
 #: Words the tiny tokenizer holds as single tokens (with and without a leading space).
 TINY_TOKENIZER_WORDS: tuple[str, ...] = (
@@ -188,24 +189,28 @@ def write_tiny_gla_swa_checkpoint(
 
 def _tiny_tensors(config: GLASwaConfig, *, seed: int, w8aspike: bool) -> dict[str, torch.Tensor]:
     """Seeded bf16 weights under the release's names, in layer order (plus W8ASpike scales)."""
-    model = GLASwaForCausalLM(config)
+    # The module on the meta device gives names and shapes without allocating or
+    # initializing anything: SpikingBrain-7B widths (hidden 3584, intermediate 18944)
+    # then cost one random draw per weight, not a float32 model plus its default init.
+    with torch.device("meta"):
+        model = GLASwaForCausalLM(config)
     generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if name.endswith("norm.weight"):
-                param.copy_(1 + 0.1 * noise)
-            elif name.endswith("bias"):
-                param.copy_(0.1 * noise)
-            elif param.dim() == 2 and name != "model.embeddings.weight":
-                param.copy_(noise / param.shape[1] ** 0.5)
-            else:
-                param.copy_(noise)
     tensors = {}
-    for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight" and config.tie_word_embeddings:
-            continue  # saved once, under the embeddings' name (as transformers does)
-        tensors[name] = tensor.to(torch.bfloat16).contiguous()
+    for name, param in model.named_parameters():
+        noise = torch.randn(param.shape, generator=generator)
+        if name.endswith("norm.weight"):
+            value = 1 + 0.1 * noise
+        elif name.endswith("bias"):
+            value = 0.1 * noise
+        elif param.dim() == 2 and name != "model.embeddings.weight":
+            value = noise / param.shape[1] ** 0.5
+        else:
+            value = noise
+        tensors[name] = value.to(torch.bfloat16)
+        del noise, value
+    # state_dict order is the release's; a tied lm_head is saved once, under the
+    # embeddings' name (as transformers does).
+    tensors = {name: tensors[name] for name in model.state_dict() if name in tensors}
     if w8aspike:
         for name, module in model.model.layers.named_modules(prefix="model.layers"):
             if isinstance(module, nn.Linear) and module.in_features % W8_GROUP_SIZE == 0:
@@ -298,3 +303,69 @@ def _write_json(target: Path, content: object) -> None:
 def _write_safetensors(target: Path, tensors: dict[str, torch.Tensor]) -> None:
     with atomic_write(target) as temporary:
         save_file(tensors, str(temporary), metadata={"format": "pt"})
+
+
+#: Stats-file fields that are sums of float32 matmul outputs (the output error).
+_ERROR_FIELDS = frozenset(
+    {"output_rel_error", "output_cosine", "output_sq_error", "output_sq_norm"}
+)
+
+
+def stats_differences(
+    expected: Any, got: Any, *, skip: Sequence[str] = ("created",), path: str = ""
+) -> list[str]:
+    """Where two stats objects differ beyond the documented merge tolerances.
+
+    Compares two ``CalibrationStats.to_dict()`` trees: integers, strings and every float
+    derived from integers must be identical; the Vth ``mean`` and ``std`` may differ by
+    ``spikecode.calibration.VTH_RTOL``, the output-error fields by
+    ``spikecode.calibration.ERROR_RTOL`` (relative). This is the contract of
+    data-parallel calibration, of ``merge-stats`` and of offloaded device maps against
+    one plain calibration.
+
+    Parameters
+    ----------
+    expected, got
+        ``to_dict()`` trees (nested dicts, lists and scalars).
+    skip
+        Keys not compared, at any depth (default the creation time).
+    path
+        Prefix of the reported paths.
+
+    Returns
+    -------
+    list of str
+        One line per difference (``.layers[3].by_k.2.vth.mean: 0.1 != 0.2``); empty when
+        the two agree.
+    """
+    from spikecode.calibration.merge import ERROR_RTOL, VTH_RTOL
+
+    if isinstance(expected, dict) and isinstance(got, dict):
+        if expected.keys() != got.keys():
+            return [f"{path}: keys {sorted(expected)} != {sorted(got)}"]
+        found: list[str] = []
+        for key in expected:
+            if key not in skip:
+                found += stats_differences(expected[key], got[key], skip=skip, path=f"{path}.{key}")
+        return found
+    if isinstance(expected, list) and isinstance(got, list):
+        if len(expected) != len(got):
+            return [f"{path}: {len(expected)} items != {len(got)}"]
+        found = []
+        for i, (a, b) in enumerate(zip(expected, got, strict=True)):
+            found += stats_differences(a, b, skip=skip, path=f"{path}[{i}]")
+        return found
+    name = path.rsplit(".", 1)[-1]
+    rtol = 0.0
+    if isinstance(expected, float) and isinstance(got, float):
+        if name in _ERROR_FIELDS:
+            rtol = ERROR_RTOL
+        elif name in ("mean", "std") and ".vth." in path:
+            rtol = VTH_RTOL
+    if type(expected) is not type(got) and not (
+        isinstance(expected, int | float) and isinstance(got, int | float)
+    ):
+        return [f"{path}: {expected!r} != {got!r}"]
+    if rtol and abs(expected - got) <= rtol * max(abs(expected), abs(got)):
+        return []
+    return [] if expected == got else [f"{path}: {expected!r} != {got!r}"]

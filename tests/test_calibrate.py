@@ -292,6 +292,37 @@ def test_memory_stays_bounded(with_error, rng):
     assert acc.result().tokens == 61 * 30
 
 
+def test_error_flushes_are_rare_at_7b_widths(monkeypatch):
+    # Every flush quantizes the whole weight (about a hundred rows of the layer's own
+    # forward pass): a SpikingBrain-7B down_proj input (18944 wide) must hold many rows
+    # per flush, and the result must not depend on how the rows were grouped.
+    torch.manual_seed(5)
+    linear = nn.Linear(18944, 3)
+    x = torch.randn(160, 18944)
+    calls = []
+    original = LayerAccumulator._quantized_weight
+
+    def counted(self, dtype):
+        calls.append(self._pending_rows)
+        return original(self, dtype)
+
+    monkeypatch.setattr(LayerAccumulator, "_quantized_weight", counted)
+    acc = LayerAccumulator("l", 18944, 3, [3.0], layer=linear, error_rows=None)
+    for part in x.split(40):
+        acc.update(part)
+    result = acc.result()
+    assert result.error_tokens == 160
+    assert min(calls[:-1], default=160) >= 128 and len(calls) <= 2
+    # the same rows through small buffers give the same error (the sums are per row)
+    monkeypatch.setattr(cal.accumulator, "ERROR_FLUSH_BYTES", 1 << 20)
+    small = LayerAccumulator("l", 18944, 3, [3.0], layer=linear, error_rows=None)
+    small.update(x)
+    assert len(calls) > 2 + 10
+    assert small.result().by_k["3"].output_rel_error == pytest.approx(
+        result.by_k["3"].output_rel_error, rel=1e-6
+    )
+
+
 # ------------------------------------------------------------------------ whole models
 
 

@@ -23,6 +23,7 @@ PAGES = [
     "quickstart",
     "codes",
     "calibration",
+    "distributed",
     "energy",
     "export",
     "cli",

@@ -241,7 +241,7 @@ def test_missing_fields_are_named(tmp_path, tiny, path, field):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda d: d.update(version=2), "version 2 is not supported"),
+        (lambda d: d.update(version=3), "version 3 is not supported"),
         (lambda d: d.update(format="other"), "not a spikecode stats file"),
         (lambda d: d.update(schemes=["morse"]), "unknown code 'morse'"),
         (lambda d: d["layers"][0].update(tokens=21), "21"),

@@ -3,6 +3,7 @@
 import copy
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def saved(tmp_path, stats):
 def test_round_trip_is_exact(saved, stats):
     assert load_stats(saved) == stats
     raw = json.loads(saved.read_text())
-    assert raw["format"] == "spikecode.stats" and raw["version"] == 1
+    assert raw["format"] == "spikecode.stats" and raw["version"] == 2
     assert raw["spikecode_version"] == spikecode.__version__
     assert raw["k"] == [2.0, 3.0, 4.5] and list(raw["totals"]) == ["2", "3", "4.5"]
     assert (raw["error_rows"], raw["error_stride"]) == (5, 4)
@@ -183,6 +184,9 @@ def _delete(raw, path):
         "layers[0].by_k.3.max_abs_count",
         "layers[0].by_k.3.output_rel_error",
         "layers[0].by_k.3.output_cosine",
+        "layers[0].by_k.3.output_sq_error",
+        "layers[0].by_k.3.count_histogram.outliers",
+        "layers[0].output_sq_norm",
         "totals",
         "totals.3.binary.sparsity",
         "totals.4.5.ternary.window3_sparsity",
@@ -218,7 +222,14 @@ def _entry(raw, layer=0, key="3"):
     ("change", "message"),
     [
         (lambda r: r.update(format="other"), "not a spikecode stats file"),
-        (lambda r: r.update(version=2), "version 2 is not supported"),
+        (lambda r: r.update(version=3), "version 3 is not supported"),
+        (lambda r: r.update(version=True), "version True is not supported"),
+        (lambda r: _entry(r)["count_histogram"].update(outliers=[[70, 1]]), "outliers"),
+        (lambda r: _entry(r)["count_histogram"].update(outliers=[[3, 1]]), "outliers"),
+        (lambda r: _entry(r)["count_histogram"].update(outliers={}), "outliers"),
+        (lambda r: _entry(r)["count_histogram"].update(outliers=[[1, 2, 3]]), "outliers"),
+        (lambda r: _entry(r).update(output_sq_error=-1.0), "output_sq_error"),
+        (lambda r: r["layers"][0].update(output_sq_norm="x"), "output_sq_norm"),
         (lambda r: r.update(k=[3.0, -1.0]), "k\\[1\\]"),
         (lambda r: r.update(k=[3.0, 3]), "repeats"),
         (lambda r: r.update(schemes=["morse"]), "unknown code"),
@@ -275,3 +286,32 @@ def test_save_refuses_and_writes_nothing(tmp_path, stats):
     with pytest.raises(SpikecodeError, match="no output error"):
         save_stats(tmp_path / "stats.json", bad)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_version_1_files_load_without_the_merge_fields(saved, stats):
+    raw = json.loads(saved.read_text())
+    raw["version"] = 1
+    for layer in raw["layers"]:
+        del layer["output_sq_norm"]
+        for entry in layer["by_k"].values():
+            del entry["output_sq_error"], entry["count_histogram"]["outliers"]
+    saved.write_text(json.dumps(raw))
+    old = load_stats(saved)
+    assert not old.mergeable and stats.mergeable
+    assert old.layers[0].output_sq_norm is None
+    assert old.layers[0].by_k["3"].count_histogram.outliers is None
+    # Everything else is read as before, and a version 1 object is written as version 1.
+    assert (
+        old.totals == stats.totals and old.layers[1].by_k["2"].vth == stats.layers[1].by_k["2"].vth
+    )
+    assert old.to_dict()["version"] == 1
+
+
+def test_full_histogram_and_error_sums(stats):
+    for layer in stats.layers:
+        for entry in layer.by_k.values():
+            values, times = entry.count_histogram.values()
+            assert int(times.sum()) == layer.elements
+            assert int(np.abs(values).max()) == entry.max_abs_count
+            expected = math.sqrt(entry.output_sq_error / layer.output_sq_norm)
+            assert entry.output_rel_error == expected

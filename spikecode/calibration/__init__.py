@@ -9,6 +9,9 @@ The data flow, module by module:
 - :mod:`~spikecode.calibration.run`: :func:`calibrate`, one pass over the set;
 - :mod:`~spikecode.calibration.records` and :mod:`~spikecode.calibration.statsfile`:
   the stats file's records, and reading and writing it;
+- :mod:`~spikecode.calibration.merge`: exact merges of stats over disjoint sample sets;
+- :mod:`~spikecode.calibration.distributed`: data-parallel calibration on
+  ``torch.distributed`` (sharding by batch, exact reduce);
 - :mod:`~spikecode.calibration.evaluate`: the spiked model against the float one;
 - :mod:`~spikecode.calibration.advisor`: a k per layer from a stats file.
 """
@@ -53,10 +56,12 @@ from spikecode.calibration.evaluate import (
     evaluate,
     model_task,
 )
+from spikecode.calibration.merge import ERROR_RTOL, VTH_RTOL, merge_layer_stats, merge_stats
 from spikecode.calibration.records import (
     CHECKPOINT_KINDS,
     COUNT_LIMIT,
     FORMAT,
+    READABLE_VERSIONS,
     VERSION,
     VTH_EDGES,
     CalibrationStats,
@@ -93,10 +98,13 @@ __all__ = [
     "DEFAULT_SCHEMES",
     "ERROR_FLUSH_BYTES",
     "ERROR_FLUSH_ROWS",
+    "ERROR_RTOL",
     "FORMAT",
+    "READABLE_VERSIONS",
     "TASKS",
     "VERSION",
     "VTH_EDGES",
+    "VTH_RTOL",
     "Advice",
     "CalibrationData",
     "CalibrationStats",
@@ -123,6 +131,8 @@ __all__ = [
     "load_calibration_data",
     "load_k_map",
     "load_stats",
+    "merge_layer_stats",
+    "merge_stats",
     "model_max_length",
     "model_task",
     "padded_batches",

@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -29,6 +30,7 @@ from spikecode.calibration.records import (
     VthSummary,
     k_key,
     layer_family,
+    output_error,
 )
 from spikecode.encoders.schemes import get_scheme
 from spikecode.energy import DEFAULT_BLOCK_SIZES, ChannelActivity
@@ -54,17 +56,65 @@ DEFAULT_ERROR_ROWS = 64
 DEFAULT_ERROR_STRIDE = 128
 #: Rows held back for the output error are consumed once a layer holds this many ...
 ERROR_FLUSH_ROWS = 256
-#: ... or this many bytes of them.
-ERROR_FLUSH_BYTES = 1 << 20
+#: ... or this many bytes of them. Each flush quantizes the layer's whole weight, which
+#: costs about as much as a hundred rows of the layer's forward pass: at 1 MiB an
+#: 18944-wide input (SpikingBrain-7B's down_proj) flushed every 13 rows, and the weight
+#: quantization cost more than the error matmuls themselves (BENCHMARKS.md).
+ERROR_FLUSH_BYTES = 1 << 24
 
 
 @dataclass
 class _ErrorSpec:
-    """The float layer and its W8ASpike weights, for the output error."""
+    """The float layer and its W8ASpike scales, for the output error.
 
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    scales: torch.Tensor | None
+    Weights are read from the layer when they are used: accelerate's offloading hooks
+    replace an offloaded layer's parameters (on the ``meta`` device outside its forward)
+    by loaded ones while it runs, and :meth:`loaded` does the same for the output error.
+    """
+
+    layer: nn.Module
+    given_scales: torch.Tensor | None
+    #: The module whose accelerate hook loads the layer's weights (itself or a block).
+    owner: nn.Module | None = None
+
+    @contextmanager
+    def loaded(self, name: str) -> Iterator[None]:
+        """Weights of a layer offloaded by accelerate, loaded for the duration.
+
+        Its hook (``_hf_hook``) loads them in ``pre_forward`` and puts them back on the
+        ``meta`` device in ``post_forward``, exactly as around the layer's own forward.
+        """
+        if self.layer.weight.device.type != "meta":
+            yield
+            return
+        owner = self.owner if self.owner is not None else self.layer
+        hook = getattr(owner, "_hf_hook", None)
+        if hook is None:
+            raise SpikecodeError(
+                f"the weights of layer {name} are on the meta device and no accelerate hook "
+                "loads them",
+                layer=name,
+            )
+        hook.pre_forward(owner)
+        try:
+            yield
+        finally:
+            hook.post_forward(owner, None)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return getattr(self.layer, "bias", None)
+
+    @property
+    def scales(self) -> torch.Tensor | None:
+        scales = self.given_scales
+        if scales is not None and scales.device.type == "meta":
+            scales = getattr(getattr(self.layer, "weight_quantizer", None), "scales", scales)
+        return scales
 
 
 @dataclass
@@ -115,6 +165,9 @@ class LayerAccumulator:
     scales
         Released W8ASpike scales ``[out, in/128, 1]`` for ``layer``, or None (the
         weights are then quantized with ``max|w| / 127`` per group, SPEC §4).
+    offload_owner
+        For a layer offloaded by accelerate: the module (the layer or an enclosing
+        block) whose hook loads its weights; None: the layer itself.
     error_rows, error_stride
         Per :meth:`update` the output error is measured on ``ceil(n / error_stride)``
         evenly spaced rows, at most ``error_rows``; ``error_rows=None`` uses every row.
@@ -138,6 +191,7 @@ class LayerAccumulator:
         error_rows: int | None = DEFAULT_ERROR_ROWS,
         error_stride: int = DEFAULT_ERROR_STRIDE,
         backend: str | None = None,
+        offload_owner: nn.Module | None = None,
     ) -> None:
         self.name = name
         self.in_features = int(in_features)
@@ -172,7 +226,7 @@ class LayerAccumulator:
                 raise SpikecodeError(
                     "the layer's weight must be a [out_features, in_features] tensor", layer=name
                 )
-            self._error = _ErrorSpec(weight, getattr(layer, "bias", None), scales)
+            self._error = _ErrorSpec(layer, scales, offload_owner)
         self.tokens = 0
         self._stream = _Stream([{} for _ in self.ks])
         # Set while this layer reads the same input as an earlier one (see StatsAccumulator).
@@ -516,9 +570,11 @@ class LayerAccumulator:
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         x = x.to(dtype)
         device = x.device
-        weight = spec.weight.detach().to(device=device, dtype=dtype)
-        bias = None if spec.bias is None else spec.bias.detach().to(device=device, dtype=dtype)
-        w_fq = self._quantized_weight(dtype).to(device)
+        with spec.loaded(self.name):
+            weight = spec.weight.detach().to(device=device, dtype=dtype)
+            bias = spec.bias
+            bias = None if bias is None else bias.detach().to(device=device, dtype=dtype)
+            w_fq = self._quantized_weight(dtype).to(device)
         ks = torch.tensor(self.ks, dtype=torch.float64, device=device)
         vth = counting._vth_table(torch.mean(x.abs(), dim=-1, dtype=torch.float64), ks, dtype)
         spiked = torch.round(x.unsqueeze(0) / vth.unsqueeze(2)) * vth.unsqueeze(2)
@@ -663,6 +719,7 @@ class LayerAccumulator:
             tokens=self.tokens,
             by_k=MappingProxyType(by_k),
             error_tokens=self.error_tokens,
+            output_sq_norm=None if err is None else float(err["reference"]),
         )
 
     def _k_stats(
@@ -675,15 +732,7 @@ class LayerAccumulator:
     ) -> KStats:
         values, times = histogram
         elements = self.tokens * self.in_features
-        inside = (values >= -COUNT_LIMIT) & (values <= COUNT_LIMIT)
-        bins = np.zeros(2 * COUNT_LIMIT + 1, dtype=np.int64)
-        bins[values[inside] + COUNT_LIMIT] = times[inside]
-        histogram = CountHistogram(
-            offset=-COUNT_LIMIT,
-            counts=tuple(int(v) for v in bins),
-            below=int(times[values < -COUNT_LIMIT].sum()),
-            above=int(times[values > COUNT_LIMIT].sum()),
-        )
+        histogram = CountHistogram.from_values(values, times, COUNT_LIMIT)
         zeros = int(times[values == 0].sum())
         activity = ChannelActivity(
             tokens=self.tokens,
@@ -701,11 +750,10 @@ class LayerAccumulator:
             edges=VTH_EDGES,
             counts=tuple(int(v) for v in host["vth_hist"][kk]),
         )
-        rel_error = cosine = None
+        rel_error = cosine = sq_error = None
         if err is not None:
-            reference, diff = float(err["reference"]), float(err["diff"][kk])
-            # All-zero float outputs: no error if the spiked ones are zero too, else 100 %.
-            rel_error = math.sqrt(diff / reference) if reference > 0 else float(diff != 0)
+            sq_error = float(err["diff"][kk])
+            rel_error = output_error(sq_error, float(err["reference"]))
             cosine = float(err["cosine"][kk]) / self.error_tokens
         return KStats(
             vth=vth,
@@ -715,4 +763,5 @@ class LayerAccumulator:
             output_cosine=cosine,  # type: ignore[arg-type]
             activity=activity,
             schemes=MappingProxyType(dict(schemes)),
+            output_sq_error=sq_error,
         )

@@ -325,16 +325,25 @@ def tokenize_data(
 
 
 def padded_batches(
-    tokenized: TokenizedData, batch_size: int, device: torch.device, pad_id: int = 0
+    tokenized: TokenizedData,
+    batch_size: int,
+    device: torch.device,
+    pad_id: int = 0,
+    *,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(input_ids, attention_mask)`` batches, longest samples first, right-padded.
 
     Every sample appears exactly once; the mask is 1 on real tokens and 0 on padding.
+    ``shard=(rank, world)`` yields only batches ``rank, rank + world, …`` of that order
+    (data-parallel calibration: each batch is the one a single process would run).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise SpikecodeError(f"batch_size must be a positive integer, not {batch_size!r}")
     order = sorted(range(len(tokenized.input_ids)), key=lambda i: -len(tokenized.input_ids[i]))
-    for start in range(0, len(order), batch_size):
+    for number, start in enumerate(range(0, len(order), batch_size)):
+        if shard is not None and number % shard[1] != shard[0]:
+            continue
         chunk = [tokenized.input_ids[i] for i in order[start : start + batch_size]]
         width = max(len(ids) for ids in chunk)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
@@ -352,9 +361,14 @@ def pad_id(loaded: LoadedModel) -> int:
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (where input ids go), CPU without any."""
+    """The device of the model's first parameter (where input ids go), CPU without any.
+
+    Parameters offloaded by accelerate (on the ``meta`` device until their module runs)
+    are skipped.
+    """
     for tensor in model.parameters():
-        return tensor.device
+        if tensor.device.type != "meta":
+            return tensor.device
     return torch.device("cpu")
 
 

@@ -1,10 +1,16 @@
 """The records of a calibration stats file: frozen dataclasses, keys and layer totals.
 
-A stats file (``docs/statsfile.rst``, format ``"spikecode.stats"``, version 1) is one
+A stats file (``docs/statsfile.rst``, format ``"spikecode.stats"``, version 2) is one
 :class:`CalibrationStats`: the checkpoint, the calibration data, the k values and codes,
 and per layer and per k the Vth distribution, the count histogram, the channel activity
 (SPEC §6 memory model), the W8ASpike output error and the SPEC §5 spike totals of every
-code. Reading and writing the file is :mod:`spikecode.calibration.statsfile`.
+code. Reading and writing the file is :mod:`spikecode.calibration.statsfile`; merging
+files of disjoint sample sets is :mod:`spikecode.calibration.merge`.
+
+Version 2 adds what an exact merge needs: the counts beyond ``±COUNT_LIMIT`` value by
+value (:attr:`CountHistogram.outliers`) and the sums behind the output error
+(:attr:`KStats.output_sq_error`, :attr:`LayerStats.output_sq_norm`). Version 1 files
+still load; they lack these fields (None) and cannot be merged.
 
 Totals over layers (``totals`` in the file, :func:`summarize`) are weighted by element
 count (``tokens × in_features`` of each layer): spikes per element, silent and ``|c| ≤ 7``
@@ -17,6 +23,7 @@ error is the element-weighted mean of the layers' errors.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,6 +40,7 @@ __all__ = [
     "CHECKPOINT_KINDS",
     "COUNT_LIMIT",
     "FORMAT",
+    "READABLE_VERSIONS",
     "VERSION",
     "VTH_EDGES",
     "CalibrationStats",
@@ -50,8 +58,10 @@ __all__ = [
 
 #: ``format`` of a stats file (docs/statsfile.rst).
 FORMAT = "spikecode.stats"
-#: The stats-file version this spikecode writes and reads.
-VERSION = 1
+#: The version written; :func:`~spikecode.calibration.load_stats` reads 1 and 2.
+VERSION = 2
+#: Versions :func:`~spikecode.calibration.load_stats` reads.
+READABLE_VERSIONS = (1, 2)
 #: Count histograms in the file cover ``c = -COUNT_LIMIT … COUNT_LIMIT``.
 COUNT_LIMIT = 64
 #: Fixed log-spaced Vth histogram edges: 32 bins over the whole clamp range [1e-5, 1e4]
@@ -229,12 +239,44 @@ class CountHistogram:
         Elements per count value.
     below, above
         Elements whose count lies below / above the covered range.
+    outliers
+        Those elements value by value: ``(count, elements)`` pairs in ascending count
+        order, summing to ``below + above`` (version 2); None when unknown (version 1).
     """
 
     offset: int
     counts: tuple[int, ...]
     below: int
     above: int
+    outliers: tuple[tuple[int, int], ...] | None = None
+
+    @classmethod
+    def from_values(
+        cls, values: np.ndarray, times: np.ndarray, limit: int = COUNT_LIMIT
+    ) -> CountHistogram:
+        """The stats-file histogram (``-limit … limit`` plus outliers) of a full one.
+
+        Parameters
+        ----------
+        values, times
+            Distinct counts in ascending order and their elements (int64, 1-D).
+        limit
+            Half-width of the covered range.
+        """
+        values = np.asarray(values, dtype=np.int64)
+        times = np.asarray(times, dtype=np.int64)
+        inside = (values >= -limit) & (values <= limit)
+        bins = np.zeros(2 * limit + 1, dtype=np.int64)
+        bins[values[inside] + limit] = times[inside]
+        return cls(
+            offset=-limit,
+            counts=tuple(int(v) for v in bins),
+            below=int(times[values < -limit].sum()),
+            above=int(times[values > limit].sum()),
+            outliers=tuple(
+                (int(v), int(t)) for v, t in zip(values[~inside], times[~inside], strict=True)
+            ),
+        )
 
     @property
     def total(self) -> int:
@@ -243,12 +285,32 @@ class CountHistogram:
 
     def to_dict(self) -> dict[str, Any]:
         """The stats-file layout."""
-        return {
+        out: dict[str, Any] = {
             "offset": self.offset,
             "counts": list(self.counts),
             "below": self.below,
             "above": self.above,
         }
+        if self.outliers is not None:
+            out["outliers"] = [[value, times] for value, times in self.outliers]
+        return out
+
+    def values(self) -> tuple[np.ndarray, np.ndarray]:
+        """The full histogram: distinct counts (ascending) and their elements (int64).
+
+        Needs :attr:`outliers` when some count lies outside the covered range.
+        """
+        if self.outliers is None and (self.below or self.above):
+            raise SpikecodeError(
+                "the count histogram lacks the counts beyond its range (a version 1 stats file)"
+            )
+        bins = np.asarray(self.counts, dtype=np.int64)
+        inside = np.flatnonzero(bins)
+        pairs = np.asarray(self.outliers or (), dtype=np.int64).reshape(-1, 2)
+        values = np.concatenate([inside + self.offset, pairs[:, 0]])
+        times = np.concatenate([bins[inside], pairs[:, 1]])
+        order = np.argsort(values, kind="stable")
+        return values[order], times[order]
 
 
 @dataclass(frozen=True)
@@ -271,7 +333,10 @@ class KStats:
     activity
         Which weight columns and blocks the counts need (SPEC §6 memory model).
     schemes
-        Code name → SPEC §5 totals (``T`` = the largest T any batch needed).
+        Code name → SPEC §5 totals (``T`` = the minimal T of all counts seen).
+    output_sq_error
+        ``Σ ||y_spike - y_float||²`` over those rows (version 2; None when unknown), so
+        that ``output_rel_error = sqrt(output_sq_error / LayerStats.output_sq_norm)``.
     """
 
     vth: VthSummary
@@ -281,10 +346,11 @@ class KStats:
     output_cosine: float
     activity: ChannelActivity
     schemes: Mapping[str, SpikeStats]
+    output_sq_error: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The stats-file layout."""
-        return {
+        out = {
             "vth": self.vth.to_dict(),
             "count_histogram": self.count_histogram.to_dict(),
             "max_abs_count": self.max_abs_count,
@@ -300,6 +366,9 @@ class KStats:
             },
             "schemes": {name: stats.to_dict() for name, stats in self.schemes.items()},
         }
+        if self.output_sq_error is not None:
+            out["output_sq_error"] = self.output_sq_error
+        return out
 
 
 @dataclass(frozen=True)
@@ -320,6 +389,8 @@ class LayerStats:
     error_tokens
         Rows on which the output error was measured (a subset of ``tokens``; see
         :attr:`CalibrationStats.error_rows`).
+    output_sq_norm
+        ``Σ ||y_float||²`` over those rows (version 2; None when unknown).
     """
 
     name: str
@@ -329,6 +400,7 @@ class LayerStats:
     tokens: int
     by_k: Mapping[str, KStats]
     error_tokens: int
+    output_sq_norm: float | None = None
 
     @property
     def elements(self) -> int:
@@ -337,15 +409,26 @@ class LayerStats:
 
     def to_dict(self) -> dict[str, Any]:
         """The stats-file layout."""
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "family": self.family,
             "in_features": self.in_features,
             "out_features": self.out_features,
             "tokens": self.tokens,
             "error_tokens": self.error_tokens,
-            "by_k": {key: value.to_dict() for key, value in self.by_k.items()},
         }
+        if self.output_sq_norm is not None:
+            out["output_sq_norm"] = self.output_sq_norm
+        out["by_k"] = {key: value.to_dict() for key, value in self.by_k.items()}
+        return out
+
+    @property
+    def mergeable(self) -> bool:
+        """Whether the layer carries what an exact merge needs (version 2 fields)."""
+        return self.output_sq_norm is not None and all(
+            entry.output_sq_error is not None and entry.count_histogram.outliers is not None
+            for entry in self.by_k.values()
+        )
 
 
 @dataclass(frozen=True)
@@ -393,7 +476,7 @@ class DataInfo:
 
 @dataclass(frozen=True)
 class CalibrationStats:
-    """A whole stats file (``docs/statsfile.rst``, version 1).
+    """A whole stats file (``docs/statsfile.rst``, version 2).
 
     Build one with :meth:`create` (which computes the totals) or :func:`load_stats`.
 
@@ -477,11 +560,16 @@ class CalibrationStats:
                 return layer
         raise SpikecodeError(f"the stats have no layer {name!r}", layers=len(self.layers))
 
+    @property
+    def mergeable(self) -> bool:
+        """Whether every layer carries the version 2 fields an exact merge needs."""
+        return all(layer.mergeable for layer in self.layers)
+
     def to_dict(self) -> dict[str, Any]:
-        """The stats-file JSON object."""
+        """The stats-file JSON object (version 1 when the version 2 fields are unknown)."""
         return {
             "format": FORMAT,
-            "version": VERSION,
+            "version": VERSION if self.mergeable else 1,
             "spikecode_version": self.spikecode_version,
             "created": self.created,
             "checkpoint": self.checkpoint.to_dict(),
@@ -498,6 +586,14 @@ class CalibrationStats:
                 for key, by_scheme in self.totals.items()
             },
         }
+
+
+def output_error(sq_error: float, sq_norm: float) -> float:
+    """``||y_spike - y_float|| / ||y_float||`` from the two sums of squares.
+
+    All-zero float outputs: no error if the spiked ones are zero too, else 100 %.
+    """
+    return math.sqrt(sq_error / sq_norm) if sq_norm > 0 else float(sq_error != 0)
 
 
 def _version() -> str:

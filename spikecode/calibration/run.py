@@ -67,6 +67,7 @@ from torch import nn
 
 from spikecode._validate import positive_finite
 from spikecode.calibration import counting
+from spikecode.calibration import distributed as parallel
 from spikecode.calibration.accumulator import (
     DEFAULT_ERROR_ROWS,
     DEFAULT_ERROR_STRIDE,
@@ -151,6 +152,20 @@ def _same_settings(a: LayerAccumulator, b: LayerAccumulator) -> bool:
     )
 
 
+def _offload_owner(model: nn.Module, name: str) -> nn.Module | None:
+    """The nearest module (the layer or an ancestor) with an accelerate hook, if any.
+
+    Offloaded layers get their weights from that hook (``_hf_hook``), per layer or per
+    block (accelerate's ``preload_module_classes``).
+    """
+    parts = name.split(".")
+    for end in range(len(parts), -1, -1):
+        module = model.get_submodule(".".join(parts[:end]))
+        if getattr(getattr(module, "_hf_hook", None), "offload", False):
+            return module
+    return None
+
+
 class StatsAccumulator:
     """One :class:`LayerAccumulator` per hooked layer; the callback of the capture hooks.
 
@@ -193,6 +208,7 @@ class StatsAccumulator:
                 layer_ks,
                 layer=model.get_submodule(name) if with_error else None,
                 scales=scales.get(name) if with_error else None,
+                offload_owner=_offload_owner(model, name) if with_error else None,
                 **options,
             )
 
@@ -313,6 +329,7 @@ def calibrate(
     block_sizes: Sequence[int] = DEFAULT_BLOCK_SIZES,
     progress: Callable[[int], None] | None = None,
     backend: str | None = None,
+    distributed: bool | None = None,
 ) -> CalibrationStats:
     """Calibrate spike coding on a text set: per-layer statistics for several k and codes.
 
@@ -350,11 +367,21 @@ def calibrate(
         Called with the number of samples of each batch once it has run.
     backend
         Force the counting backend (``"numba"`` or ``"torch"``); None chooses by device.
+    distributed
+        Data-parallel calibration over the ``torch.distributed`` process group
+        (:mod:`spikecode.calibration.distributed`): each rank runs every
+        world-size-th batch of the single-process order and the ranks' statistics are
+        merged exactly. None (default): when a group with more than one rank is
+        initialized; True: require one; False: never. Every rank must call this with
+        the same arguments; every rank returns the same merged result.
 
     Returns
     -------
     CalibrationStats
-        Ready for :func:`spikecode.calibration.save_stats`.
+        Ready for :func:`spikecode.calibration.save_stats`. Data-parallel: integer fields
+        identical to one process over the same samples, float fields within
+        ``spikecode.calibration.VTH_RTOL`` (Vth moments) and
+        ``spikecode.calibration.ERROR_RTOL`` (output error).
 
     Raises
     ------
@@ -364,6 +391,7 @@ def calibrate(
         never calls, NaN or Inf activations.
     """
     loaded = as_loaded(checkpoint)
+    group = parallel.active(distributed)
     ks = check_ks(k)
     scheme_names = tuple(dict.fromkeys(get_scheme(s).name for s in schemes))
     if not scheme_names:
@@ -393,28 +421,62 @@ def calibrate(
     )
     trunk = _trunk(model, [name for name, _, _ in hooks.layers])
     device = model_device(model)
-    with torch.no_grad(), hooks:
-        for ids, mask in padded_batches(tokenized, batch_size, device, pad_id(loaded)):
-            hooks.set_mask(mask)
-            accumulator.begin_batch()
-            _forward(trunk, ids, mask)
-            if progress is not None:
-                progress(ids.shape[0])
+    data_info = DataInfo(
+        source=calibration.source,
+        samples=len(tokenized.input_ids),
+        tokens=tokenized.tokens,
+        max_length=tokenized.max_length,
+        truncated=tokenized.truncated,
+    )
+    batches = padded_batches(tokenized, batch_size, device, pad_id(loaded), shard=group)
+    samples = tokens = 0
+    stats: CalibrationStats | None = None
+    try:
+        with torch.no_grad(), hooks:
+            for ids, mask in batches:
+                hooks.set_mask(mask)
+                accumulator.begin_batch()
+                _forward(trunk, ids, mask)
+                samples += ids.shape[0]
+                tokens += int(mask.sum())
+                if progress is not None:
+                    progress(ids.shape[0])
+        if samples:
+            data = data_info
+            if group is not None:  # this rank's shard
+                data = DataInfo(calibration.source, samples, tokens, tokenized.max_length)
+            stats = _assemble(loaded, accumulator, data, ks, scheme_names, window, error_rows)
+    except Exception as err:
+        if group is None:
+            raise
+        # Tell the other ranks instead of leaving them waiting in the exchange.
+        parallel.exchange(parallel.encode(None, err))
+        raise
+    if group is None:
+        assert stats is not None  # tokenize_data refuses an empty set
+        return stats
+    return parallel.reduce_stats(parallel.exchange(parallel.encode(stats)), data_info)
+
+
+def _assemble(
+    loaded: LoadedModel,
+    accumulator: StatsAccumulator,
+    data: DataInfo,
+    ks: tuple[float, ...],
+    scheme_names: tuple[str, ...],
+    window: int,
+    error_rows: int | None,
+) -> CalibrationStats:
     layers = accumulator.results()
+    first = accumulator.accumulators[layers[0].name]
     return CalibrationStats.create(
         checkpoint=checkpoint_info(loaded),
-        data=DataInfo(
-            source=calibration.source,
-            samples=len(tokenized.input_ids),
-            tokens=tokenized.tokens,
-            max_length=tokenized.max_length,
-            truncated=tokenized.truncated,
-        ),
+        data=data,
         k=ks,
         schemes=scheme_names,
         window=window,
-        block_sizes=accumulator.accumulators[layers[0].name].block_sizes,
+        block_sizes=first.block_sizes,
         layers=layers,
         error_rows=error_rows,
-        error_stride=None if error_rows is None else error_stride,
+        error_stride=None if error_rows is None else first.error_stride,
     )

@@ -1,8 +1,8 @@
 """The calibration stats file on disk: :func:`save_stats` and :func:`load_stats`.
 
-The layout is ``docs/statsfile.rst`` (format ``"spikecode.stats"``, version 1): one JSON
-object, the records of :mod:`spikecode.calibration.records`. A flat CSV beside it (same
-stem, ``.csv``) holds one row per layer × k × code.
+The layout is ``docs/statsfile.rst`` (format ``"spikecode.stats"``, version 2; version 1
+files are read too): one JSON object, the records of :mod:`spikecode.calibration.records`.
+A flat CSV beside it (same stem, ``.csv``) holds one row per layer × k × code.
 
 :func:`save_stats` is atomic: both files are written to temporary files in the target
 folder and renamed into place. :func:`load_stats` validates the format, the version and
@@ -13,6 +13,7 @@ field.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -24,9 +25,9 @@ from typing import Any
 from spikecode.calibration.records import (
     CHECKPOINT_KINDS,
     FORMAT,
+    READABLE_VERSIONS,
     SPIKE_FIELDS,
     TOTAL_FIELDS,
-    VERSION,
     CalibrationStats,
     CheckpointInfo,
     CountHistogram,
@@ -183,6 +184,11 @@ class _Reader:
 
     def __init__(self, file: str) -> None:
         self.file = file
+        self.version = 1
+
+    def v2(self, parent: Any, key: str, where: str) -> Any:
+        """A field that version 2 requires and version 1 lacks (None there)."""
+        return self.get(parent, key, where) if self.version >= 2 else None
 
     def fail(self, message: str, where: str) -> SpikecodeError:
         return SpikecodeError(message, file=self.file, field=where or None)
@@ -267,12 +273,13 @@ def _parse(raw: Any, r: _Reader) -> CalibrationStats:
             "format",
         )
     version = r.get(raw, "version", "")
-    if version != VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise r.fail(
-            f"stats file version {version!r} is not supported (this spikecode reads version "
-            f"{VERSION})",
+            f"stats file version {version!r} is not supported (this spikecode reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))})",
             "version",
         )
+    r.version = version
     ks = []
     for i, value in enumerate(r.listing(r.get(raw, "k", ""), "k")):
         number = r.number(value, f"k[{i}]")
@@ -379,6 +386,13 @@ def _parse_layer(
         )
     assert name is not None  # r.text without optional never returns None
     assert family is not None
+    sq_norm = r.v2(entry, "output_sq_norm", where)
+    if sq_norm is not None:
+        sq_norm = r.number(sq_norm, f"{where}.output_sq_norm")
+        if sq_norm < 0:
+            raise r.fail(
+                f"stats file field '{where}.output_sq_norm' must be >= 0", f"{where}.output_sq_norm"
+            )
     return LayerStats(
         name=name,
         family=family,
@@ -387,6 +401,7 @@ def _parse_layer(
         tokens=tokens,
         by_k=MappingProxyType(by_k),
         error_tokens=error_tokens,
+        output_sq_norm=sq_norm,
     )
 
 
@@ -436,7 +451,20 @@ def _parse_k(
         ),
         below=r.integer(r.get(ch_raw, "below", here), f"{here}.below"),
         above=r.integer(r.get(ch_raw, "above", here), f"{here}.above"),
+        outliers=_parse_outliers(r, r.v2(ch_raw, "outliers", here), f"{here}.outliers"),
     )
+    if ch.outliers is not None:
+        end = ch.offset + len(ch.counts)
+        below = sum(t for v, t in ch.outliers if v < ch.offset)
+        above = sum(t for v, t in ch.outliers if v >= end)
+        if (below, above) != (ch.below, ch.above) or any(
+            ch.offset <= v < end for v, _ in ch.outliers
+        ):
+            raise r.fail(
+                f"stats file field '{here}.outliers' must list exactly the counts outside "
+                f"the range, adding up to 'below' and 'above'",
+                f"{here}.outliers",
+            )
     if ch.total != tokens * in_features:
         raise r.fail(
             f"stats file field {here!r} holds {ch.total} elements, not tokens x in_features "
@@ -500,7 +528,37 @@ def _parse_k(
         output_cosine=r.number(r.get(entry, "output_cosine", where), f"{where}.output_cosine"),
         activity=activity,
         schemes=MappingProxyType(parsed),
+        output_sq_error=_optional_number(
+            r, r.v2(entry, "output_sq_error", where), f"{where}.output_sq_error"
+        ),
     )
+
+
+def _optional_number(r: _Reader, value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    number = r.number(value, where)
+    if number < 0:
+        raise r.fail(f"stats file field {where!r} must be >= 0", where)
+    return number
+
+
+def _parse_outliers(r: _Reader, value: Any, where: str) -> tuple[tuple[int, int], ...] | None:
+    """``[[count, elements], ...]`` in ascending count order (version 2), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise r.fail(f"stats file field {where!r} must be a list", where)
+    pairs = []
+    for i, pair in enumerate(value):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise r.fail(f"stats file field '{where}[{i}]' must be [count, elements]", where)
+        pairs.append(
+            (r.integer(pair[0], f"{where}[{i}]", None), r.integer(pair[1], f"{where}[{i}]", 1))
+        )
+    if any(a[0] >= b[0] for a, b in itertools.pairwise(pairs)):
+        raise r.fail(f"stats file field {where!r} must list distinct counts in order", where)
+    return tuple(pairs)
 
 
 def _check_spike_totals(r: _Reader, here: str, v: Mapping[str, int], window: int) -> None:

@@ -73,6 +73,7 @@ def _register() -> None:
     from spikecode.cli.calibrate import advise_command, calibrate_command, evaluate_command
     from spikecode.cli.encode import encode_command
     from spikecode.cli.export import export_group
+    from spikecode.cli.merge import merge_stats_command
     from spikecode.cli.plot import plot_group
     from spikecode.cli.report import report_group
 
@@ -80,6 +81,7 @@ def _register() -> None:
     main.add_command(calibrate_command)
     main.add_command(evaluate_command)
     main.add_command(advise_command)
+    main.add_command(merge_stats_command)
     main.add_command(export_group)
     main.add_command(report_group)
     main.add_command(plot_group)

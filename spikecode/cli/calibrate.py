@@ -249,17 +249,21 @@ def calibrate_command(
     one pass. The summary gives, per k, the totals over all projections (weighted by
     element count) for the first --scheme, and the W8ASpike output error.
     """
-    from spikecode.calibration import calibrate, save_stats
+    from spikecode.calibration import save_stats
+    from spikecode.calibration.distributed import init_from_env
 
     ks = parse_k(k_values)
     rows_cap = _parse_error_rows(error_rows)
     scheme_names = _parse_schemes(schemes)
     _check_out(out, ".json")
     texts = _data(data, _DEFAULT_SAMPLES if samples is None else samples)
-    loaded = _load(checkpoint_dir, device, dtype, trust_remote_code)
-    with _progress(len(texts), "calibrate") as advance:
-        stats = calibrate(
-            loaded,
+    # Under torchrun: join the process group; rank 0 reports and writes the file.
+    group, device = init_from_env(device)
+    try:
+        stats = _calibrate_ranks(
+            group,
+            len(texts),
+            _load(checkpoint_dir, device, dtype, trust_remote_code),
             texts,
             k=ks,
             schemes=scheme_names,
@@ -268,11 +272,39 @@ def calibrate_command(
             truncate=truncate,
             error_rows=rows_cap,
             error_stride=error_stride,
-            progress=advance,
             **_selection(include, exclude),
         )
+    finally:
+        if group is not None:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if group is not None and group[0] != 0:
+        return
     written = None if out is None else save_stats(out, stats)
-    scheme = scheme_names[0]
+    _report_calibration(checkpoint_dir, stats, scheme_names[0], fmt, written, group)
+
+
+def _calibrate_ranks(group: tuple[int, int] | None, total: int, *args: Any, **kwargs: Any) -> Any:
+    """Run calibration with a progress bar on rank 0 (each rank counts its own shard)."""
+    from spikecode.calibration import calibrate
+
+    if group is not None and group[0] != 0:
+        return calibrate(*args, **kwargs)
+    share = total if group is None else -(-total // group[1])
+    with _progress(share, "calibrate") as advance:
+        return calibrate(*args, progress=advance, **kwargs)
+
+
+def _report_calibration(
+    checkpoint_dir: Path,
+    stats: Any,
+    scheme: str,
+    fmt: str,
+    written: tuple[Path, Path] | None,
+    group: tuple[int, int] | None,
+) -> None:
+    """Print the per-k summary (table or JSON) of a calibration."""
     totals = {key: dict(stats.totals[key][scheme]) for key in stats.totals}
     if fmt == "json":
         echo_json(
@@ -286,6 +318,7 @@ def calibrate_command(
                 "error_rows": stats.error_rows,
                 "error_stride": stats.error_stride,
                 "k": totals,
+                "processes": 1 if group is None else group[1],
                 **({"out": str(written[0]), "csv": str(written[1])} if written else {}),
             }
         )
@@ -297,6 +330,7 @@ def calibrate_command(
     click.echo(
         f"  {plural(len(stats.layers), 'projection')}, {plural(stats.data.samples, 'sample')}, "
         f"{plural(stats.data.tokens, 'token')} from {stats.data.source}; code {scheme}"
+        + ("" if group is None else f"; {group[1]} processes (torch.distributed)")
     )
     header = ["k", *(label for _, label in _TOTALS), "output error"]
     rows = [

@@ -39,7 +39,6 @@ the release), as transformers' ``dtype="auto"`` does.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -57,6 +56,7 @@ from spikecode.errors import Remedy, SpikecodeError
 from spikecode.io import path_kind, read_json
 from spikecode.models.config import GLASwaConfig
 from spikecode.models.gla_swa import GLASwaForCausalLM
+from spikecode.models.offload import dispatch_offloaded, offload_weight, require_accelerate
 
 __all__ = [
     "INDEX_FILE",
@@ -175,6 +175,8 @@ def load_checkpoint(
     dtype: str | torch.dtype | None = None,
     device_map: str | Mapping[str, Any] | None = None,
     trust_remote_code: bool = False,
+    max_memory: Mapping[Any, Any] | None = None,
+    offload_folder: str | os.PathLike[str] | None = None,
 ) -> LoadedModel:
     """Load a local model folder (SpikingBrain GLA-SWA or Hugging Face) for spike coding.
 
@@ -194,10 +196,18 @@ def load_checkpoint(
         ``"lm_head"``) or their ancestors (``"model"``, ``"model.layers"``, ``""`` for the
         rest) and the longest matching prefix wins; a single device string; or ``"auto"``
         (``accelerate.infer_auto_device_map``, needs ``accelerate``). Activations follow
-        the units from device to device; logits come out on ``lm_head``'s device.
+        the units from device to device; logits come out on ``lm_head``'s device. A unit
+        placed on ``"disk"`` (by ``"auto"`` when ``max_memory`` is too small for the
+        model, or by name) is written to ``offload_folder`` and loaded by accelerate's
+        hooks only while it runs.
     trust_remote_code
         Allow Python code shipped in a Hugging Face folder (``auto_map``) to run. Never
         needed for GLA-SWA folders, whose code is never run.
+    max_memory
+        With ``device_map="auto"``: the most memory per device (``{"cpu": "2GiB",
+        0: "20GiB"}``, accelerate's format); what does not fit goes to disk.
+    offload_folder
+        Where weights placed on ``"disk"`` are kept (needed when some are).
 
     Returns
     -------
@@ -226,10 +236,21 @@ def load_checkpoint(
         raise SpikecodeError("config.json must hold a JSON object", file=str(config_file))
     if device is not None and device_map is not None:
         raise SpikecodeError("pass either device or device_map, not both")
+    if (max_memory is not None or offload_folder is not None) and device_map is None:
+        raise SpikecodeError("max_memory and offload_folder only apply with a device_map")
     target_dtype = None if dtype is None else _as_dtype(dtype)
+    offload = _Offload(max_memory, None if offload_folder is None else Path(offload_folder))
     if raw.get("model_type") == "gla_swa":
-        return _load_gla_swa(folder, raw, device, target_dtype, device_map)
-    return _load_hf(folder, raw, device, target_dtype, device_map, trust_remote_code)
+        return _load_gla_swa(folder, raw, device, target_dtype, device_map, offload)
+    return _load_hf(folder, raw, device, target_dtype, device_map, trust_remote_code, offload)
+
+
+@dataclass(frozen=True)
+class _Offload:
+    """``max_memory`` and ``offload_folder`` of :func:`load_checkpoint`."""
+
+    max_memory: Mapping[Any, Any] | None
+    folder: Path | None
 
 
 def wrap_module(module: nn.Module, *, tokenizer: Any | None = None) -> LoadedModel:
@@ -300,15 +321,6 @@ def _collect_scales(module: nn.Module) -> Mapping[str, torch.Tensor]:
     return MappingProxyType(scales)
 
 
-def _require_accelerate(why: str) -> Any:
-    try:
-        return importlib.import_module("accelerate")
-    except ImportError:
-        raise SpikecodeError(
-            f"{why} needs the accelerate package: pip install accelerate"
-        ) from None
-
-
 def _load_tokenizer(folder: Path, trust_remote_code: bool, *, gla_swa: bool = False) -> Any | None:
     if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
         return None
@@ -345,6 +357,7 @@ def _load_hf(
     dtype: torch.dtype | None,
     device_map: str | Mapping[str, Any] | None,
     trust_remote_code: bool,
+    offload: _Offload,
 ) -> LoadedModel:
     import transformers
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
@@ -375,7 +388,7 @@ def _load_hf(
                 model_type=model_type,
             )
     if device_map is not None:
-        _require_accelerate("device_map")
+        require_accelerate("device_map")
     common = {"local_files_only": True, "trust_remote_code": trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(str(folder), **common)
@@ -391,6 +404,10 @@ def _load_hf(
     kwargs: dict[str, Any] = {dtype_argument: "auto" if dtype is None else dtype}
     if device_map is not None:
         kwargs["device_map"] = device_map
+        if offload.max_memory is not None:
+            kwargs["max_memory"] = dict(offload.max_memory)
+        if offload.folder is not None:
+            kwargs["offload_folder"] = str(offload.folder)
     try:
         model = auto_class.from_pretrained(str(folder), config=config, **common, **kwargs)
     except Exception as err:  # missing or corrupt weights surface as many types
@@ -589,12 +606,14 @@ def _placement_units(model: GLASwaForCausalLM) -> list[str]:
     return ["model.embeddings", *layers, "model.norm", "lm_head"]
 
 
-def _as_device(value: Any, what: str) -> torch.device:
-    """Parse a device; ``what`` names where it came from in errors."""
+def _as_device(value: Any, what: str) -> torch.device | Literal["disk"]:
+    """Parse a device or ``"disk"``; ``what`` names where it came from in errors."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = f"cuda:{value}"  # accelerate's device maps number the GPUs
-    if isinstance(value, str) and value in ("disk", "meta"):
-        raise SpikecodeError(f"{what} is {value!r}; offloading is not supported for GLA-SWA models")
+    if value == "disk":
+        return "disk"
+    if isinstance(value, str) and value == "meta":
+        raise SpikecodeError(f"{what} is 'meta'; give a device or 'disk'")
     try:
         return torch.device(value)
     except (RuntimeError, TypeError) as err:
@@ -602,13 +621,19 @@ def _as_device(value: Any, what: str) -> torch.device:
 
 
 def _resolve_device_map(
-    model: GLASwaForCausalLM, device_map: str | Mapping[str, Any], dtype: torch.dtype
-) -> dict[str, torch.device]:
-    """Give every placement unit its device (longest matching prefix wins)."""
+    model: GLASwaForCausalLM,
+    device_map: str | Mapping[str, Any],
+    dtype: torch.dtype,
+    max_memory: Mapping[Any, Any] | None = None,
+) -> dict[str, torch.device | Literal["disk"]]:
+    """Give every placement unit its device or ``"disk"`` (longest matching prefix wins)."""
     if device_map == "auto":
-        accelerate = _require_accelerate('device_map="auto"')
+        accelerate = require_accelerate('device_map="auto"')
         device_map = accelerate.infer_auto_device_map(
-            model, no_split_module_classes=["GLASwaBlock"], dtype=dtype
+            model,
+            max_memory=None if max_memory is None else dict(max_memory),
+            no_split_module_classes=["GLASwaBlock"],
+            dtype=dtype,
         )
     elif isinstance(device_map, (str, torch.device)):
         device_map = {"": device_map}
@@ -618,7 +643,7 @@ def _resolve_device_map(
         )
     units = _placement_units(model)
     modules = dict(model.named_modules())
-    entries: dict[str, torch.device] = {}
+    entries: dict[str, torch.device | Literal["disk"]] = {}
     for key, value in device_map.items():
         if not isinstance(key, str) or key not in modules:
             raise SpikecodeError(f"device_map key {key!r} names no module of the model", module=key)
@@ -673,6 +698,7 @@ def _load_gla_swa(
     device: str | torch.device | None,
     dtype: torch.dtype | None,
     device_map: str | Mapping[str, Any] | None,
+    offload: _Offload = _Offload(None, None),
 ) -> LoadedModel:
     config_file = str(folder / "config.json")
     GLASwaConfig.from_dict(raw, source=config_file)  # config errors before file errors
@@ -686,29 +712,48 @@ def _load_gla_swa(
         model_dtype = dtype if dtype is not None else _model_dtype(config, infos)
         model.to(dtype=model_dtype)
         if device_map is not None:
-            placement = _resolve_device_map(model, device_map, model_dtype)
+            placement = _resolve_device_map(model, device_map, model_dtype, offload.max_memory)
         else:
             target = _as_device("cpu" if device is None else device, "device")
+            if target == "disk":
+                raise SpikecodeError("device 'disk' needs a device_map and an offload_folder")
             placement = {unit: target for unit in _placement_units(model)}
+        on_disk = [unit for unit, d in placement.items() if d == "disk"]
+        if on_disk and offload.folder is None:
+            raise SpikecodeError(
+                f"the device map puts {_names(on_disk)} on disk; give an offload_folder"
+            )
+        if on_disk and config.tie_word_embeddings:
+            raise SpikecodeError(
+                "tied embeddings cannot be offloaded to disk; give the model more memory"
+            )
         modules = dict(model.named_modules())
         for unit, unit_device in placement.items():
+            if unit_device == "disk":
+                continue  # stays on meta; accelerate loads it from offload_folder
             try:
                 modules[unit].to_empty(device=unit_device)
             except (RuntimeError, AssertionError) as err:  # e.g. CUDA absent: AssertionError
                 raise SpikecodeError(
                     f"cannot allocate {unit} on {unit_device}: {err}", module=unit
                 ) from None
-            if device_map is not None:
+            if device_map is not None and not on_disk:
                 modules[unit].register_forward_pre_hook(
                     _move_inputs_hook(unit_device), with_kwargs=True
                 )
         if config.tie_word_embeddings:
             model.lm_head.weight = model.model.embeddings.weight
+        # Where each unit runs: its device, or (on disk) the main device, which also
+        # holds its small W8ASpike scales.
+        main = next((d for d in placement.values() if d != "disk"), torch.device("cpu"))
+        runs_on = {unit: main if d == "disk" else d for unit, d in placement.items()}
+        disk_prefixes = tuple(unit + "." for unit in on_disk)
         for owner, shape in scale_shapes.items():
             linear = modules[owner]
             scales_dtype = _FLOAT_DTYPES[infos[owner + SCALES_SUFFIX].dtype]
+            unit = next(u for u in runs_on if owner.startswith(u + "."))
             linear.weight_quantizer = QuantizerScales(
-                torch.empty(shape, dtype=scales_dtype, device=linear.weight.device),
+                torch.empty(shape, dtype=scales_dtype, device=runs_on[unit]),
                 group_size=linear.in_features // shape[1],
             )
         targets = model.state_dict(keep_vars=True)
@@ -719,8 +764,12 @@ def _load_gla_swa(
             tied_head = infos.get("lm_head.weight")
         with torch.no_grad():
             skip = "lm_head.weight" if config.tie_word_embeddings else None
+            index: dict[str, Any] = {}
             for name, tensor, _ in _iter_tensors(infos, handles, skip):
-                targets[name].copy_(tensor)
+                if name.startswith(disk_prefixes) and not name.endswith(SCALES_SUFFIX):
+                    index = offload_weight(tensor.to(model_dtype), name, offload.folder, index)
+                else:
+                    targets[name].copy_(tensor)
                 del tensor
             if tied_head is not None:
                 stored = handles[tied_head.file].get_tensor("lm_head.weight").to(model_dtype)
@@ -731,6 +780,9 @@ def _load_gla_swa(
                         tensor="lm_head.weight",
                         file=str(tied_head.file),
                     )
+    if on_disk:
+        assert offload.folder is not None
+        dispatch_offloaded(model, placement, offload.folder, index)
     model.eval()
     return LoadedModel(
         model=model,

@@ -1,0 +1,305 @@
+"""Exact merges of calibration statistics over disjoint sample sets.
+
+:func:`merge_stats` combines the :class:`~spikecode.calibration.records.CalibrationStats`
+of disjoint sample sets of one model into the statistics of their union; it is what
+``spikecode merge-stats`` runs, and how data-parallel calibration
+(:mod:`spikecode.calibration.distributed`) reduces the ranks' results. Every statistic
+of a stats file is a sum over tokens or elements, or follows from such sums:
+
+- **exact** (integers, identical to one calibration over the union): the count
+  histogram (the version 2 file keeps the counts beyond ``±COUNT_LIMIT`` value by value),
+  hence ``max_abs_count`` and the SPEC §5 totals of every code, recomputed from the
+  merged histogram (T is the minimal T of the union, SPEC §3, not the larger of the
+  parts' T: the windowed totals depend on T); the Vth histogram, min and max; the
+  channel activity (SPEC §6); tokens, error rows, samples;
+- **within rounding** (sums in another order): the Vth mean and standard deviation
+  (Chan's parallel merge of count, mean and ``M2 = std² · tokens``; relative difference
+  below :data:`VTH_RTOL`), the output-error sums, the output error
+  (``sqrt(Σ sq_error / Σ sq_norm)``) and the mean cosine (weighted by error rows;
+  relative difference below :data:`ERROR_RTOL`: the outputs are float32 matmuls, and
+  their rounding depends on how many rows one matmul takes, which differs when the
+  rows are split otherwise).
+
+Merging is associative and commutative up to that rounding. What may be merged: files
+of one model (same checkpoint path, kind, ``model_type`` and dtype; same layers and
+shapes), with the same k values, codes, window, block sizes, output-error settings,
+length limit, recipe and spikecode version, each carrying the version 2 merge fields.
+The sample sets must be disjoint; the files cannot show it, so that is the caller's
+promise (data-parallel calibration shards by batch and keeps it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from spikecode.calibration import counting
+from spikecode.calibration.records import (
+    COUNT_LIMIT,
+    VERSION,
+    CalibrationStats,
+    CountHistogram,
+    DataInfo,
+    KStats,
+    LayerStats,
+    VthSummary,
+    output_error,
+    plain_number,
+)
+from spikecode.energy import ChannelActivity
+from spikecode.errors import SpikecodeError
+
+__all__ = ["ERROR_RTOL", "VTH_RTOL", "merge_layer_stats", "merge_stats"]
+
+#: Documented relative tolerance of the Vth mean and std of a merge (or data-parallel
+#: run) against one calibration over the union (observed: a few ulp, ~2e-16).
+VTH_RTOL = 1e-12
+#: Documented relative tolerance of the output-error fields (``output_rel_error``,
+#: ``output_cosine``, ``output_sq_error``, ``output_sq_norm``): float32 matmul rounding
+#: over other row groupings (observed on the tiny GLA-SWA model: up to ~1e-8).
+ERROR_RTOL = 1e-6
+
+
+def _chan(parts: Sequence[tuple[int, float, float]]) -> tuple[int, float, float]:
+    """Chan's parallel merge of ``(count, mean, M2)`` triples, in the given order."""
+    count, mean, m2 = 0, 0.0, 0.0
+    for n_b, mean_b, m2_b in parts:
+        if n_b == 0:
+            continue
+        total = count + n_b
+        delta = mean_b - mean
+        mean += delta * n_b / total
+        m2 += m2_b + delta * delta * count * n_b / total
+        count = total
+    return count, mean, m2
+
+
+def _merge_vth(parts: Sequence[tuple[int, VthSummary]]) -> VthSummary:
+    _, mean, m2 = _chan([(n, v.mean, v.std * v.std * n) for n, v in parts])
+    tokens = sum(n for n, _ in parts)
+    first = parts[0][1]
+    return VthSummary(
+        mean=mean,
+        std=math.sqrt(max(m2, 0.0) / tokens),
+        min=min(v.min for _, v in parts),
+        max=max(v.max for _, v in parts),
+        edges=first.edges,
+        counts=tuple(int(sum(c)) for c in zip(*(v.counts for _, v in parts), strict=True)),
+    )
+
+
+def _full_histogram(entries: Sequence[KStats]) -> tuple[np.ndarray, np.ndarray]:
+    values, times = zip(*(entry.count_histogram.values() for entry in entries), strict=True)
+    union, inverse = np.unique(np.concatenate(values), return_inverse=True)
+    summed = np.zeros(union.size, dtype=np.int64)
+    np.add.at(summed, inverse, np.concatenate(times))
+    return union, summed
+
+
+def merge_layer_stats(
+    layers: Sequence[LayerStats],
+    schemes: Sequence[str],
+    window: int,
+    block_sizes: Sequence[int],
+) -> LayerStats:
+    """The statistics of one layer over the union of the parts' (disjoint) tokens.
+
+    Parameters
+    ----------
+    layers
+        One :class:`LayerStats` per part, of the same layer (name, shape, k keys),
+        each :attr:`~LayerStats.mergeable`.
+    schemes, window, block_sizes
+        The codes, sparsity window and block sizes of the parts' stats files.
+
+    Returns
+    -------
+    LayerStats
+        Integer fields exact; float fields within :data:`VTH_RTOL` and :data:`ERROR_RTOL`
+        (module docstring).
+    """
+    if not layers:
+        raise SpikecodeError("nothing to merge")
+    first = layers[0]
+    for layer in layers:
+        if not layer.mergeable:
+            raise SpikecodeError(
+                f"layer {layer.name!r} lacks the version 2 fields an exact merge needs",
+                layer=layer.name,
+            )
+        if (layer.name, layer.in_features, layer.out_features, tuple(layer.by_k)) != (
+            first.name,
+            first.in_features,
+            first.out_features,
+            tuple(first.by_k),
+        ):
+            raise SpikecodeError(
+                "cannot merge statistics of different layers, shapes or k values",
+                layer=f"{first.name}/{layer.name}",
+            )
+    tokens = sum(layer.tokens for layer in layers)
+    error_tokens = sum(layer.error_tokens for layer in layers)
+    sq_norm = math.fsum(layer.output_sq_norm or 0.0 for layer in layers)
+    histograms = {key: _full_histogram([layer.by_k[key] for layer in layers]) for key in first.by_k}
+    spike_totals = {
+        scheme: dict(
+            zip(
+                histograms,
+                counting.stats_from_histograms(list(histograms.values()), scheme, window=window),
+                strict=True,
+            )
+        )
+        for scheme in schemes
+    }
+    by_k = {}
+    for key, (values, times) in histograms.items():
+        entries = [layer.by_k[key] for layer in layers]
+        elements = tokens * first.in_features
+        sq_error = math.fsum(entry.output_sq_error or 0.0 for entry in entries)
+        pairs = list(zip(entries, layers, strict=True))
+        cosine = math.fsum(e.output_cosine * layer.error_tokens for e, layer in pairs)
+        by_k[key] = KStats(
+            vth=_merge_vth([(layer.tokens, e.vth) for e, layer in pairs]),
+            count_histogram=CountHistogram.from_values(values, times, COUNT_LIMIT),
+            max_abs_count=int(np.abs(values).max()),
+            output_rel_error=output_error(sq_error, sq_norm),
+            output_cosine=cosine / error_tokens if error_tokens else 0.0,
+            activity=ChannelActivity(
+                tokens=tokens,
+                in_features=first.in_features,
+                active_channels=elements - int(times[values == 0].sum()),
+                block_fetched_channels={
+                    b: plain_number(sum(e.activity.block_fetched_channels[b] for e in entries))
+                    for b in block_sizes
+                },
+            ),
+            schemes=MappingProxyType({s: spike_totals[s][key] for s in schemes}),
+            output_sq_error=sq_error,
+        )
+    return LayerStats(
+        name=first.name,
+        family=first.family,
+        in_features=first.in_features,
+        out_features=first.out_features,
+        tokens=tokens,
+        by_k=MappingProxyType(by_k),
+        error_tokens=error_tokens,
+        output_sq_norm=sq_norm,
+    )
+
+
+def _settings(stats: CalibrationStats) -> dict[str, Any]:
+    """What two stats files must share to be merged, by name (for the error message)."""
+    return {
+        "spikecode version": stats.spikecode_version,
+        "checkpoint path": stats.checkpoint.path,
+        "checkpoint kind": stats.checkpoint.kind,
+        "model_type": stats.checkpoint.model_type,
+        "dtype": stats.checkpoint.dtype,
+        "recipe": getattr(stats, "recipe", None),
+        "k values": tuple(stats.k),
+        "codes": tuple(stats.schemes),
+        "window": stats.window,
+        "block sizes": tuple(stats.block_sizes),
+        "error_rows": stats.error_rows,
+        "error_stride": stats.error_stride,
+        "max_length": stats.data.max_length,
+        "layers": tuple((x.name, x.in_features, x.out_features) for x in stats.layers),
+    }
+
+
+def _label(labels: Sequence[str] | None, index: int) -> str:
+    return labels[index] if labels is not None else f"part {index + 1}"
+
+
+def merge_stats(
+    parts: Sequence[CalibrationStats], *, labels: Sequence[str] | None = None
+) -> CalibrationStats:
+    """Merge the stats of disjoint sample sets of one model into those of their union.
+
+    Parameters
+    ----------
+    parts
+        Two or more (or one, returned re-totalled) :class:`CalibrationStats`, e.g. from
+        :func:`~spikecode.calibration.load_stats`, in any order.
+    labels
+        Names of the parts for error messages (the file names), default ``part 1``, …
+
+    Returns
+    -------
+    CalibrationStats
+        Integer fields identical to one calibration over the union, float fields within
+        :data:`VTH_RTOL` / :data:`ERROR_RTOL` (see the module docstring);
+        ``data.source`` names the parts' sources, ``created`` is now.
+
+    Raises
+    ------
+    SpikecodeError
+        No parts; a part without the version 2 merge fields (a version 1 file); parts
+        that differ in checkpoint, k values, codes, window, block sizes, output-error
+        settings, length limit, recipe, spikecode version or layers (the message names
+        the field and both parts).
+    """
+    parts = list(parts)
+    if not parts:
+        raise SpikecodeError("give at least one stats file to merge")
+    if labels is not None and len(labels) != len(parts):
+        raise SpikecodeError("give one label per part")
+    for index, part in enumerate(parts):
+        if not isinstance(part, CalibrationStats):
+            raise SpikecodeError(
+                f"merge_stats takes CalibrationStats, not {type(part).__name__}",
+                part=_label(labels, index),
+            )
+        if not part.mergeable:
+            raise SpikecodeError(
+                f"{_label(labels, index)} is a version 1 stats file: it lacks the full count "
+                f"histograms and output-error sums an exact merge needs (version {VERSION}); "
+                "calibrate again with this spikecode to merge",
+                part=_label(labels, index),
+            )
+    reference = _settings(parts[0])
+    for index, part in enumerate(parts[1:], start=1):
+        for name, value in _settings(part).items():
+            if value != reference[name]:
+                shown = "differ" if name == "layers" else f"{reference[name]!r} vs {value!r}"
+                raise SpikecodeError(
+                    f"cannot merge stats files with different {name}: {_label(labels, 0)} and "
+                    f"{_label(labels, index)} ({shown})",
+                    field=name,
+                )
+    first = parts[0]
+    layers = [
+        merge_layer_stats(
+            [part.layers[i] for part in parts], first.schemes, first.window, first.block_sizes
+        )
+        for i in range(len(first.layers))
+    ]
+    sources = list(dict.fromkeys(part.data.source for part in parts))
+    data = DataInfo(
+        source=sources[0] if len(sources) == 1 else " + ".join(sources),
+        samples=sum(part.data.samples for part in parts),
+        tokens=sum(part.data.tokens for part in parts),
+        max_length=first.data.max_length,
+        truncated=sum(part.data.truncated for part in parts),
+    )
+    merged = CalibrationStats.create(
+        checkpoint=first.checkpoint,
+        data=data,
+        k=first.k,
+        schemes=first.schemes,
+        window=first.window,
+        block_sizes=first.block_sizes,
+        layers=layers,
+        error_rows=first.error_rows,
+        error_stride=first.error_stride,
+    )
+    extra = {}
+    if getattr(first, "recipe", None) is not None:
+        extra["recipe"] = first.recipe  # type: ignore[attr-defined]
+    return replace(merged, spikecode_version=first.spikecode_version, **extra)

@@ -1,0 +1,368 @@
+"""Data-parallel calibration and exact merges of stats files against one process."""
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import spikecode
+from spikecode.calibration import (
+    CalibrationData,
+    calibrate,
+    load_calibration_data,
+    load_stats,
+    merge_stats,
+    save_stats,
+)
+from spikecode.calibration import distributed as parallel
+from spikecode.cli import main
+from spikecode.errors import SpikecodeError
+from spikecode.models.checkpoint import load_checkpoint
+from spikecode.testing import stats_differences, write_tiny_gla_swa_checkpoint
+
+SETTINGS = {"k": (2.0, 3.0), "schemes": ("bitwise-bidirectional", "bitwise-twos-complement")}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_tiny_gla_swa_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "tiny", with_tokenizer=True
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny(folder):
+    return load_checkpoint(folder)
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return load_calibration_data(None, 6)
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny, texts):
+    return calibrate(tiny, texts, batch_size=2, **SETTINGS)
+
+
+def assert_same(expected, got, *, skip=("created",)):
+    """Integers (and strings) identical; floats within the documented tolerances."""
+    assert stats_differences(expected, got, skip=skip) == []
+
+
+def simulated_ranks(monkeypatch, world, run):
+    """Run ``run()`` as each rank of ``world`` in turn; return their exchanged payloads."""
+    payloads = []
+
+    class Sent(Exception):
+        pass
+
+    def exchange(payload):
+        payloads.append(payload)
+        raise Sent
+
+    monkeypatch.setattr(parallel, "exchange", exchange)
+    for rank in range(world):
+        monkeypatch.setattr(parallel, "active", lambda _, rank=rank: (rank, world))
+        with pytest.raises(Sent):
+            run()
+    monkeypatch.undo()
+    return payloads
+
+
+# --------------------------------------------------------------------------- data parallel
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_sharded_reduce_equals_one_process(monkeypatch, tiny, texts, one_process, world):
+    # 6 samples in batches of 2: 3 batches; with 4 ranks one rank gets no batch.
+    payloads = simulated_ranks(
+        monkeypatch, world, lambda: calibrate(tiny, texts, batch_size=2, **SETTINGS)
+    )
+    assert len(payloads) == world
+    assert sum(1 for p in payloads if p) == min(world, 3)
+    reduced = parallel.reduce_stats(payloads, one_process.data)
+    assert_same(one_process.to_dict(), reduced.to_dict())
+    assert reduced.spikecode_version == spikecode.__version__
+
+
+def test_every_rank_sees_a_failure(tiny):
+    ok = parallel.encode(None)
+    failed = parallel.encode(None, SpikecodeError("NaN in layer x"))
+    data = load_calibration_data(None, 2)
+    with pytest.raises(SpikecodeError, match="failed on rank 1: SpikecodeError: NaN in layer x"):
+        parallel.reduce_stats([ok, failed], data)
+    with pytest.raises(SpikecodeError, match="no rank calibrated"):
+        parallel.reduce_stats([ok, ok], data)
+
+
+def test_a_failing_rank_still_joins_the_exchange(monkeypatch, tiny, texts):
+    from spikecode.calibration import run
+
+    def boom(*args):
+        raise SpikecodeError("boom")
+
+    sent = []
+    monkeypatch.setattr(parallel, "exchange", lambda payload: sent.append(payload) or [payload])
+    monkeypatch.setattr(parallel, "active", lambda _: (0, 2))
+    monkeypatch.setattr(run, "_forward", boom)
+    with pytest.raises(SpikecodeError, match="boom"):
+        calibrate(tiny, texts, batch_size=2, **SETTINGS)
+    assert len(sent) == 1
+    with pytest.raises(SpikecodeError, match="calibration failed on rank 0: SpikecodeError: boom"):
+        parallel.reduce_stats([sent[0], b""], texts)
+
+
+def test_distributed_true_needs_a_process_group(tiny, texts):
+    with pytest.raises(SpikecodeError, match="initialized torch.distributed process group"):
+        calibrate(tiny, texts, batch_size=2, distributed=True, **SETTINGS)
+    assert parallel.active(None) is None and parallel.active(False) is None
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_torchrun_two_processes_equal_one(folder, one_process, tmp_path):
+    """Two gloo processes on the loopback interface, through the CLI, as users run it."""
+    out = tmp_path / "two.json"
+    root = Path(spikecode.__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "OMP_NUM_THREADS": "1",
+        "GLOO_SOCKET_IFNAME": "lo",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "spikecode",
+        "calibrate",
+        str(folder),
+        "--samples",
+        "6",
+        "--batch-size",
+        "2",
+        "--k",
+        "2,3",
+        "--scheme",
+        SETTINGS["schemes"][0],
+        "--scheme",
+        SETTINGS["schemes"][1],
+        "--format",
+        "json",
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = json.loads(done.stdout)  # one report: rank 0's
+    assert printed["processes"] == 2 and printed["samples"] == 6
+    two = load_stats(out)
+    assert_same(one_process.to_dict(), two.to_dict())
+    assert two.checkpoint.path == str(folder)
+
+
+# --------------------------------------------------------------------------- merging
+
+
+@pytest.fixture(scope="module")
+def parts(tiny, texts):
+    """Three disjoint sample sets and their union, one sample per batch."""
+    chunks = [texts.texts[:3], texts.texts[3:5], texts.texts[5:]]
+    stats = [
+        calibrate(tiny, CalibrationData.from_texts(c, f"part{i}"), batch_size=1, **SETTINGS)
+        for i, c in enumerate(chunks)
+    ]
+    union = calibrate(
+        tiny, CalibrationData.from_texts(texts.texts, "all"), batch_size=1, **SETTINGS
+    )
+    return stats, union
+
+
+def test_merge_equals_the_union(parts):
+    (a, b, c), union = parts
+    merged = merge_stats([a, b, c])
+    assert merged.data.source == "part0 + part1 + part2"
+    assert_same(union.to_dict(), merged.to_dict(), skip=("created", "source"))
+
+
+def test_merge_is_associative_and_commutative(parts):
+    (a, b, c), _ = parts
+    reference = merge_stats([a, b, c]).to_dict()
+    for other in (
+        merge_stats([merge_stats([a, b]), c]),
+        merge_stats([a, merge_stats([b, c])]),
+        merge_stats([c, a, b]),
+        merge_stats([merge_stats([c, b]), a]),
+    ):
+        assert_same(reference, other.to_dict(), skip=("created", "source"))
+
+
+def test_merge_of_saved_files_through_the_cli(parts, tmp_path):
+    (a, b, c), union = parts
+    files = [
+        save_stats(tmp_path / f"{name}.json", s)[0]
+        for name, s in zip("abc", (a, b, c), strict=True)
+    ]
+    out = tmp_path / "merged.json"
+    result = CliRunner().invoke(main, ["merge-stats", *map(str, files), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "6 samples" in result.output
+    assert_same(union.to_dict(), load_stats(out).to_dict(), skip=("created", "source"))
+    assert out.with_suffix(".csv").is_file()
+
+
+def test_outliers_beyond_the_file_range_merge_exactly():
+    # Counts far beyond ±64 (one huge value per row) and T growing with the merge.
+    import torch
+    from torch import nn
+
+    from spikecode.calibration import LayerAccumulator, merge_layer_stats
+
+    gen = torch.Generator().manual_seed(3)
+    rows = torch.randn(40, 128, generator=gen)
+    rows[:, 5] = torch.linspace(-40, 40, 40)
+    rows[-1, 7] = 5000.0  # only in the second part: the merge needs a larger T
+    layer = nn.Linear(128, 8)
+
+    def result(x):
+        acc = LayerAccumulator(
+            "l", 128, 8, (2.0, 4.0), schemes=SETTINGS["schemes"], layer=layer, error_rows=None
+        )
+        acc.update(x)
+        return acc.result()
+
+    whole = result(rows)
+    low, high = result(rows[:13]), result(rows[13:])
+    assert whole.by_k["4"].count_histogram.outliers
+    assert (
+        low.by_k["4"].schemes[SETTINGS["schemes"][0]].T
+        < whole.by_k["4"].schemes[SETTINGS["schemes"][0]].T
+    )
+    merged = merge_layer_stats([low, high], SETTINGS["schemes"], 3, (16, 64, 256))
+    assert_same(whole.to_dict(), merged.to_dict())
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def _v1(stats):
+    layers = tuple(
+        dataclasses.replace(
+            layer,
+            output_sq_norm=None,
+            by_k={
+                key: dataclasses.replace(
+                    entry,
+                    output_sq_error=None,
+                    count_histogram=dataclasses.replace(entry.count_histogram, outliers=None),
+                )
+                for key, entry in layer.by_k.items()
+            },
+        )
+        for layer in stats.layers
+    )
+    return dataclasses.replace(stats, layers=layers)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_v1, "b is a version 1 stats file: it lacks the full count histograms"),
+        (lambda s: dataclasses.replace(s, k=(2.0, 3.5)), "different k values"),
+        (lambda s: dataclasses.replace(s, schemes=("ternary",)), "different codes"),
+        (lambda s: dataclasses.replace(s, window=4), "different window"),
+        (lambda s: dataclasses.replace(s, block_sizes=(16,)), "different block sizes"),
+        (lambda s: dataclasses.replace(s, error_rows=3), "different error_rows"),
+        (lambda s: dataclasses.replace(s, error_stride=7), "different error_stride"),
+        (lambda s: dataclasses.replace(s, spikecode_version="9.9"), "different spikecode version"),
+        (
+            lambda s: dataclasses.replace(
+                s, checkpoint=dataclasses.replace(s.checkpoint, path="/x")
+            ),
+            "different checkpoint path",
+        ),
+        (
+            lambda s: dataclasses.replace(
+                s, checkpoint=dataclasses.replace(s.checkpoint, dtype="float32")
+            ),
+            "different dtype",
+        ),
+        (
+            lambda s: dataclasses.replace(
+                s, checkpoint=dataclasses.replace(s.checkpoint, kind="hf")
+            ),
+            "different checkpoint kind",
+        ),
+        (
+            lambda s: dataclasses.replace(
+                s, data=dataclasses.replace(s.data, max_length=s.data.max_length + 1)
+            ),
+            "different max_length",
+        ),
+        (lambda s: dataclasses.replace(s, layers=s.layers[1:]), "different layers"),
+    ],
+)
+def test_refused_merges(parts, change, message):
+    (a, b, _), _ = parts
+    with pytest.raises(SpikecodeError, match=message):
+        merge_stats([a, change(b)], labels=["a", "b"])
+
+
+def test_refused_merge_arguments(parts, tmp_path):
+    (a, _, _), _ = parts
+    with pytest.raises(SpikecodeError, match="at least one"):
+        merge_stats([])
+    with pytest.raises(SpikecodeError, match="CalibrationStats"):
+        merge_stats([a, a.to_dict()])
+    with pytest.raises(SpikecodeError, match="one label per part"):
+        merge_stats([a, a], labels=["x"])
+    saved = save_stats(tmp_path / "a.json", a)[0]
+    old = save_stats(tmp_path / "old.json", _v1(a))[0]
+    assert json.loads(old.read_text())["version"] == 1
+    runner = CliRunner()
+    for args, expected in (
+        ([str(saved)], "at least two"),
+        ([str(saved), str(saved), "--out", "x.txt"], "--out must name a .json"),
+        ([str(saved), str(old), "--out", str(saved)], "must not be one of the input"),
+        ([str(saved), str(old), "--out", str(tmp_path / "m.json")], "version 1 stats file"),
+        ([str(saved), str(tmp_path / "none.json"), "--out", str(tmp_path / "m.json")], "not found"),
+    ):
+        if "--out" not in args:
+            args = [*args, "--out", str(tmp_path / "m.json")]
+        result = runner.invoke(main, ["merge-stats", *args])
+        assert result.exit_code == 1, result.output
+        assert expected in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_init_from_env_outside_and_inside_torchrun(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert parallel.init_from_env("cpu") == (None, "cpu")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert parallel.init_from_env(None) == (None, None)
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        with pytest.raises(SpikecodeError, match="CUDA is not available"):
+            parallel.init_from_env("cuda")

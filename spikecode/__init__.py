@@ -31,7 +31,7 @@ from spikecode.encoders import (
     encode_dense,
     min_steps,
 )
-from spikecode.errors import SpikecodeError
+from spikecode.errors import Remedy, SpikecodeError
 from spikecode.io import Encoded, load_activations, load_encoded, save_encoded
 from spikecode.linear import SpikeLinearResult, spike_linear
 from spikecode.neuron import integrate_and_fire
@@ -42,6 +42,7 @@ __all__ = [
     "LAYOUTS",
     "SCHEMES",
     "Encoded",
+    "Remedy",
     "SpikeLinearResult",
     "SpikeStats",
     "SpikeTrain",

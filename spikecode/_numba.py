@@ -4,18 +4,40 @@ Kernels are private (``_kernels`` modules), compiled eagerly for the explicit si
 they declare, cached on disk (``cache=True``), and parallel over rows with ``prange``.
 They assume valid, C-contiguous input of exactly the declared dtypes: validation and
 conversion happen once, in the public function that calls them.
+
+Compiling every kernel takes 20-50 s on a small machine; later runs load them from the
+cache in well under a second each. So that a first run does not look hung, the first
+kernel that misses the cache prints one line on stderr; warm runs stay silent.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import numba
 
-__all__ = ["kernel", "prange"]
+__all__ = ["COMPILING_NOTE", "kernel", "prange"]
 
 prange = numba.prange
+
+#: The one line printed on stderr when kernels are compiled rather than loaded.
+COMPILING_NOTE = (
+    "spikecode: compiling Numba kernels (first run only, cached afterwards; this can take "
+    "up to a minute)..."
+)
+_announced = False
+
+
+def _announce_if_compiled(dispatcher: Any) -> None:
+    """Print :data:`COMPILING_NOTE` once per process if ``dispatcher`` missed the cache."""
+    global _announced
+    stats = getattr(dispatcher, "stats", None)  # absent under NUMBA_DISABLE_JIT
+    if _announced or stats is None or not stats.cache_misses:
+        return
+    _announced = True
+    print(COMPILING_NOTE, file=sys.stderr, flush=True)
 
 
 def kernel(*signatures: str, parallel: bool = True) -> Callable[[Callable[..., Any]], Any]:
@@ -33,7 +55,14 @@ def kernel(*signatures: str, parallel: bool = True) -> Callable[[Callable[..., A
     callable
         A decorator returning the compiled dispatcher.
     """
-    return numba.njit(list(signatures), cache=True, parallel=parallel, nogil=True, fastmath=False)
+    jit = numba.njit(list(signatures), cache=True, parallel=parallel, nogil=True, fastmath=False)
+
+    def decorate(func: Callable[..., Any]) -> Any:
+        dispatcher = jit(func)
+        _announce_if_compiled(dispatcher)
+        return dispatcher
+
+    return decorate
 
 
 def inline_helper(func: Callable[..., Any]) -> Any:

@@ -3,7 +3,13 @@
 For an element with count ``c`` coded into ``T`` steps, ``spikes(c)`` is the number of
 non-zero steps of its train. Over ``N`` elements:
 
-* firing rate = Σ spikes / (N · T); sparsity = 1 − firing rate;
+* firing rate = Σ spikes / (N · T); sparsity = 1 − firing rate. Over elements coded with
+  different T (the layers of a network, each with its own T) it is the share of
+  neuron-step slots that carry a spike, ``Σ spikes / Σ (N_i · T_i)``: each element
+  counts over the steps of its own train. That keeps it a ratio of integer totals, like
+  every other statistic here (merges are exact and order-free), matches the windowed
+  sparsity (spikes over occupied steps), and never pads a short train with silent steps
+  of a longer one, which would overstate the sparsity;
 * spikes per element = Σ spikes / N (the report: 1.13 for SpikingBrain-7B,
   bitwise-bidirectional, k = 3);
 * silent fraction = share of elements whose train has no spike. For every signed code
@@ -54,6 +60,9 @@ class SpikeStats:
         Elements with ``|c| <= 7``.
     window_spikes, window_steps
         Spikes and occupied steps of the windowed model.
+    steps
+        Neuron-step slots, ``Σ elements · T`` over the trains the totals cover
+        (``elements · T`` for one tensor, the default).
     """
 
     scheme: str
@@ -65,6 +74,11 @@ class SpikeStats:
     within_7: int
     window_spikes: int
     window_steps: int
+    steps: int = -1
+
+    def __post_init__(self) -> None:
+        if self.steps == -1:  # one tensor: every element over the same T steps
+            object.__setattr__(self, "steps", self.elements * self.T)
 
     @property
     def spikes_per_element(self) -> float:
@@ -73,8 +87,8 @@ class SpikeStats:
 
     @property
     def firing_rate(self) -> float:
-        """Σ spikes / (elements · T)."""
-        return self.spikes / (self.elements * self.T)
+        """Σ spikes / Σ (elements · T): the share of neuron-step slots that fire."""
+        return self.spikes / self.steps
 
     @property
     def sparsity(self) -> float:
@@ -99,8 +113,9 @@ class SpikeStats:
     def merge(self, other: SpikeStats) -> SpikeStats:
         """Totals over both sets of elements (same scheme and window; T may differ).
 
-        The merged ``T`` is the larger one; the firing rate of a merge with different
-        T is then the conservative ``Σ spikes / (elements · max T)``.
+        The merged ``T`` is the larger one; the firing rate stays ``Σ spikes / Σ
+        (elements · T)`` with each part over its own T (module docstring), so totals over
+        layers and the stats file's totals agree.
         """
         if (self.scheme, self.window) != (other.scheme, other.window):
             raise SpikecodeError(
@@ -118,6 +133,7 @@ class SpikeStats:
             within_7=self.within_7 + other.within_7,
             window_spikes=self.window_spikes + other.window_spikes,
             window_steps=self.window_steps + other.window_steps,
+            steps=self.steps + other.steps,
         )
 
     def to_dict(self) -> dict[str, Any]:

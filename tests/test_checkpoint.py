@@ -586,9 +586,12 @@ def test_non_float_tensor(tmp_path):
 @pytest.mark.parametrize(
     ("owner", "shape", "match"),
     [
-        ("model.layers.0.attn.q_proj", (128, 2, 1), r"the config implies \[128, 1, 1\]"),
+        # Any group count that divides the inputs is read (issue 9); these do not fit.
+        ("model.layers.0.attn.q_proj", (128, 3, 1), r"groups dividing its 128 input columns"),
+        ("model.layers.0.attn.q_proj", (64, 1, 1), r"are \[128, groups, 1\]"),
+        ("model.layers.0.attn.q_proj", (128, 1), r"are \[128, groups, 1\]"),
         ("model.norm", (128, 1, 1), "not a linear layer"),
-        ("model.layers.0.attn.gk_proj.1", (256, 1, 1), "not a multiple"),
+        ("model.layers.0.attn.gk_proj.1", (256, 3, 1), "dividing its 16 input columns"),
     ],
 )
 def test_bad_w8aspike_scales(tmp_path, owner, shape, match):

@@ -161,7 +161,7 @@ def _bad_checkpoints(tmp_path):
         (missing_shard, "model-00001"),
         (truncated, "model-00002"),
         (unknown, "unknown model_type 'no_such_model'"),
-        (remote, "trust_remote_code"),
+        (remote, "--trust-remote-code"),  # the flag, not the Python argument (issue 9)
         (not_json, "config.json"),
         (tmp_path / "nowhere", "not found"),
     ]

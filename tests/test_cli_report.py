@@ -178,7 +178,7 @@ def test_bad_sources(tmp_path):
     fails("report", "sparsity", tmp_path / "nothing.npy", match="no such file")
     (tmp_path / "data.bin").write_bytes(b"\x00\x00")
     fails("report", "sparsity", tmp_path / "data.bin", match="cannot tell what")
-    fails("report", "tradeoff", "--ks", "2,a", match="comma-separated numbers")
+    fails("report", "tradeoff", "--k", "2,a", match="--k takes numbers, got 'a'")
 
 
 # -- plot --------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ def test_bad_sources(tmp_path):
 )
 def test_plot_commands_write_the_right_format(tmp_path, command, suffix):
     out = tmp_path / f"{command}{suffix}"
-    extra = ("--ks", "2,3") if command == "tradeoff" else ()
+    extra = ("--k", "2", "3") if command == "tradeoff" else ()
     result = run("plot", command, "--out", out, "--dpi", "40", *extra)
     assert result.exit_code == 0, result.output
     assert out.read_bytes().startswith(MAGIC[suffix])

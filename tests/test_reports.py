@@ -142,7 +142,8 @@ def test_no_path_is_the_bundled_sample(sample_source):
     assert info["kind"] == "activations"
     assert info["shape"] == [6, 291, 384]
     assert info["layers"] == 6 and info["layer_axis"] is True
-    assert sample_source.names == [f"layer{i}" for i in range(6)]
+    # The real module names, as in `spikecode export` (issue 9).
+    assert sample_source.names == [f"encoder.layer.{i}.attention.self.query" for i in range(6)]
 
 
 def test_activation_files_and_layer_axis(tmp_path, rng):
@@ -328,7 +329,8 @@ def test_sparsity_on_the_sample_matches_the_core_api(sample_source, scheme):
     for i, layer in enumerate(data["layers"]):
         counts, vth = spikecode.adaptive_counts(x[i], k=2.5)
         stats = spikecode.spike_stats(counts, scheme)
-        assert layer["name"] == f"layer{i}"
+        assert layer["name"] == f"encoder.layer.{i}.attention.self.query"
+        assert layer["family"] == "q_proj"
         assert (layer["tokens"], layer["in_features"], layer["out_features"]) == (291, 384, 384)
         for field in ("T", "elements", "spikes", "silent", "within_7", "window_spikes",
                       "window_steps"):  # fmt: skip
@@ -347,8 +349,9 @@ def test_sparsity_on_the_sample_matches_the_core_api(sample_source, scheme):
         assert total[field] == totals[field]
     assert total["T"] == max(layer["T"] for layer in data["layers"])
     assert total["spikes_per_element"] == totals["spikes"] / totals["elements"]
-    rates = [la["firing_rate"] * la["elements"] for la in data["layers"]]
-    assert total["firing_rate"] == pytest.approx(sum(rates) / totals["elements"], rel=1e-12)
+    # One firing-rate definition (issue 9): spikes over neuron-step slots, each layer's own T.
+    slots = sum(la["elements"] * la["T"] for la in data["layers"])
+    assert total["firing_rate"] == pytest.approx(totals["spikes"] / slots, rel=1e-12)
     assert total["sparsity"] == 1 - total["firing_rate"]
     assert total["rel_error"] == pytest.approx(np.mean([la["rel_error"] for la in data["layers"]]))
 
@@ -488,7 +491,7 @@ def test_energy_on_the_sample_against_direct_computation(sample_source):
         assert per_token["fp16"] == pytest.approx(384 * 384 * 1.5)
         assert per_token["int8"] == pytest.approx(384 * 384 * 0.23)
         assert per_token["spike"] == pytest.approx(s.spikes * 384 * 0.03 / 291)
-        assert layer["family"] == f"layer{i}"
+        assert layer["family"] == "q_proj"
         # Weight fetch, 8-bit weights, 64-bit DRAM accesses at 1300 pJ.
         per_column = 384 * 8 / 64 * 1300
         memory = layer["memory"]
@@ -595,7 +598,7 @@ def test_every_format(sample_reports, fmt):
         else:
             assert text.startswith("spikecode report")
         if report.kind in ("sparsity", "energy") and report.data["layers"] and fmt != "json":
-            for name in [f"layer{i}" for i in range(6)] + ["total"]:
+            for name in [f"encoder.layer.{i}.attention.self.query" for i in range(6)] + ["total"]:
                 assert name in text
 
 

@@ -109,14 +109,15 @@ def test_totals_are_element_weighted(stats):
             entries = [(layer, layer.by_k[key]) for layer in stats.layers]
             elements = np.array([layer.elements for layer, _ in entries], dtype=float)
             spikes = sum(e.schemes[scheme].spikes for _, e in entries)
-            rates = np.array([e.schemes[scheme].firing_rate for _, e in entries])
+            slots = sum(layer.elements * e.schemes[scheme].T for layer, e in entries)
             errors = np.array([e.output_rel_error for _, e in entries])
             w_spikes = sum(e.schemes[scheme].window_spikes for _, e in entries)
             w_steps = sum(e.schemes[scheme].window_steps for _, e in entries)
             total = stats.totals[key][scheme]
             assert total["spikes_per_element"] == pytest.approx(spikes / elements.sum())
-            assert total["firing_rate"] == pytest.approx(np.average(rates, weights=elements))
-            assert total["sparsity"] == pytest.approx(1 - np.average(rates, weights=elements))
+            # One firing-rate definition (issue 9): spikes over neuron-step slots.
+            assert total["firing_rate"] == pytest.approx(spikes / slots)
+            assert total["sparsity"] == pytest.approx(1 - spikes / slots)
             assert total["window3_sparsity"] == pytest.approx(1 - w_spikes / w_steps)
             assert total["output_rel_error"] == pytest.approx(np.average(errors, weights=elements))
     pairs = [(stats.layers[0], "2"), (stats.layers[1], "4.5"), (stats.layers[2], "3")]
@@ -131,7 +132,7 @@ def test_names():
     assert [k_key(v) for v in (3, 3.0, 2.5, 0.1, 12)] == ["3", "3", "2.5", "0.1", "12"]
     assert layer_family("model.layers.0.attn.q_proj") == "q_proj"
     assert layer_family("model.layers.0.attn.gk_proj.1") == "gk_proj.1"
-    assert layer_family("encoder.layer.0.attention.self.query") == "query"
+    assert layer_family("encoder.layer.0.attention.self.query") == "q_proj"  # by role (issue 9)
     assert window_key(3) == "window3_sparsity"
 
 

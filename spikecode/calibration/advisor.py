@@ -4,12 +4,13 @@ Given a stats file (:mod:`spikecode.calibration`), each layer offers one choice 
 calibrated k: its sparsity (``1 - firing rate``, SPEC §5, for one code) and its
 W8ASpike output error (relative L2 against the float layer). Two targets:
 
-- **global sparsity ≥ X** (element-weighted over layers, as the stats file's totals):
-  the advisor looks for the per-layer choice with the smallest element-weighted output
-  error whose sparsity still reaches X. It starts from every layer's sparsest k and
-  then repeatedly makes the single change that buys the most error reduction per unit
-  of sparsity given up, while the target still holds (a greedy walk along each layer's
-  efficient choices: exact for one layer, and close to the optimum of this
+- **global sparsity ≥ X** (``1 − Σ spikes / Σ elements·T`` over layers, each at its own
+  T: the stats file's totals, ``spikecode.stats``): the advisor looks for the
+  per-layer choice with the smallest element-weighted output error whose sparsity still
+  reaches X. It starts from the globally sparsest choice (a ratio of sums, found
+  exactly by Dinkelbach's iteration) and then repeatedly makes the single change that
+  buys the most error reduction per unit of sparsity given up, while the target still
+  holds (a greedy walk: exact for one layer, and close to the optimum of this
   multiple-choice knapsack in general).
 - **per-layer output error ≤ Y**: every layer gets its sparsest k whose error is at most
   Y.
@@ -137,6 +138,8 @@ class _Option:
     k: float
     sparsity: float
     error: float
+    spikes: int
+    slots: int  # elements · T: the firing rate's denominator
 
 
 def _options(layer: LayerStats, ks: tuple[float, ...], scheme: str) -> list[_Option]:
@@ -148,18 +151,9 @@ def _options(layer: LayerStats, ks: tuple[float, ...], scheme: str) -> list[_Opt
                 f"layer {layer.name!r} has no output error at k = {k_key(k)}; the advisor "
                 "needs calibration statistics with errors"
             )
-        options.append(_Option(k, entry.schemes[scheme].sparsity, entry.output_rel_error))
+        s = entry.schemes[scheme]
+        options.append(_Option(k, s.sparsity, entry.output_rel_error, s.spikes, s.steps))
     return options
-
-
-def _efficient(options: list[_Option]) -> list[_Option]:
-    """Options no other option beats in both sparsity and error, sparsest first."""
-    ordered = sorted(options, key=lambda o: (-o.sparsity, o.error, o.k))
-    front: list[_Option] = []
-    for option in ordered:
-        if not front or option.error < front[-1].error:
-            front.append(option)
-    return front
 
 
 def _check_target(value: float, name: str) -> float:
@@ -183,7 +177,7 @@ def advise(
         Calibration statistics (:func:`spikecode.calibration.load_stats`); their k grid
         is the choice.
     target_sparsity
-        Global element-weighted sparsity to reach, in [0, 1].
+        Global sparsity (``1 − Σ spikes / Σ elements·T``) to reach, in [0, 1].
     max_error
         Largest per-layer output error (relative L2) allowed, ≥ 0.
     scheme
@@ -240,17 +234,41 @@ def advise(
     return Advice(kind, value, scheme, tuple(choices), totals)
 
 
+def _sparsest(options: Mapping[str, list[_Option]]) -> dict[str, _Option]:
+    """The choice with the lowest global rate ``Σ spikes / Σ slots`` (Dinkelbach).
+
+    A ratio of sums is not minimised layer by layer; for a fixed ``λ`` the choice
+    minimising ``Σ (spikes − λ · slots)`` is, and iterating ``λ`` = the rate of the last
+    choice strictly lowers the rate until it cannot (finitely many choices). Ties go to
+    the smaller error.
+    """
+    choice = {
+        n: min(opts, key=lambda o: (o.spikes / o.slots, o.error)) for n, opts in options.items()
+    }
+
+    def rate(of: Mapping[str, _Option]) -> float:
+        return sum(o.spikes for o in of.values()) / sum(o.slots for o in of.values())
+
+    current = rate(choice)
+    while True:
+        lam = current
+        step = {
+            n: min(opts, key=lambda o: (o.spikes - lam * o.slots, o.error))
+            for n, opts in options.items()
+        }
+        lower = rate(step)
+        if not lower < current:
+            return choice
+        choice, current = step, lower
+
+
 def _meet_sparsity(
     options: Mapping[str, list[_Option]], weights: Mapping[str, int], target: float
 ) -> dict[str, _Option]:
-    total_weight = sum(weights.values())
-    fronts = {name: _efficient(opts) for name, opts in options.items()}
-    position = dict.fromkeys(fronts, 0)  # every layer at its sparsest efficient option
-
-    def global_sparsity() -> float:
-        return sum(weights[n] * fronts[n][position[n]].sparsity for n in fronts) / total_weight
-
-    best = global_sparsity()
+    choice = _sparsest(options)
+    spikes = sum(o.spikes for o in choice.values())
+    slots = sum(o.slots for o in choice.values())
+    best = 1.0 - spikes / slots
     # Floating sums of the same values in another order may differ in the last bits.
     slack = 1e-12
     if best < target - slack:
@@ -259,29 +277,37 @@ def _meet_sparsity(
         )
         raise SpikecodeError(
             f"target sparsity {target:.4f} is not achievable with k in {{{grid}}}: the best "
-            f"is {best:.4f} (every layer at its sparsest k)"
+            f"is {best:.4f} (the sparsest choice of k per layer)"
         )
     current = best
     while True:
+        # The single change with the most error reduction per unit of sparsity given up
+        # that keeps the target; the global rate is a ratio of sums, so each change's
+        # cost is computed exactly, not added up. Every move lowers the weighted error.
         move = None
-        for name, front in fronts.items():
-            here = front[position[name]]
-            for step in range(position[name] + 1, len(front)):
-                there = front[step]
-                loss = weights[name] * (here.sparsity - there.sparsity) / total_weight
-                if current - loss < target - slack:
-                    break
+        for name, opts in options.items():
+            here = choice[name]
+            for there in opts:
                 gain = weights[name] * (here.error - there.error)
+                if gain <= 0:
+                    continue
+                after = 1.0 - (spikes - here.spikes + there.spikes) / (
+                    slots - here.slots + there.slots
+                )
+                if after < target - slack:
+                    continue
+                loss = current - after
                 ratio = gain / loss if loss > 0 else math.inf
-                candidate = (ratio, gain, name, step, loss)
-                if move is None or candidate[:2] > move[:2]:
+                candidate = (ratio, gain, -there.k, name, there, after)
+                if move is None or candidate[:3] > move[:3]:
                     move = candidate
         if move is None:
             break
-        _, _, name, step, loss = move
-        position[name] = step
-        current -= loss
-    return {name: fronts[name][position[name]] for name in fronts}
+        *_, name, there, current = move
+        spikes += there.spikes - choice[name].spikes
+        slots += there.slots - choice[name].slots
+        choice[name] = there
+    return choice
 
 
 def _meet_error(options: Mapping[str, list[_Option]], limit: float) -> dict[str, _Option]:

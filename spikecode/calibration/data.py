@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spikecode.errors import SpikecodeError
+from spikecode.errors import LARGER, Remedy, SpikecodeError
 from spikecode.io import parse_json, read_json
 from spikecode.models.checkpoint import LoadedModel, wrap_module
 
@@ -310,8 +310,8 @@ def tokenize_data(
         if limit is not None and len(ids) > limit:
             if not truncate:
                 raise SpikecodeError(
-                    f"sample {i} has {len(ids)} tokens, more than the maximum of {limit}; "
-                    "pass truncate (--truncate) to cut long samples, or a larger max_length",
+                    f"sample {i} has {len(ids)} tokens, more than the maximum of {limit}",
+                    remedies=(Remedy("truncate", True), Remedy("max_length", LARGER)),
                     source=data.source,
                 )
             samples[i] = ids[:limit]

@@ -15,9 +15,10 @@ still load; they lack these fields (None) and cannot be merged.
 Totals over layers (``totals`` in the file, :func:`summarize`) are weighted by element
 count (``tokens × in_features`` of each layer): spikes per element, silent and ``|c| ≤ 7``
 fractions are ratios of summed integer totals; the windowed sparsity is
-``1 − Σ window_spikes / Σ window_steps``; the firing rate is the element-weighted mean
-of the layers' firing rates (each layer codes with its own T) and the sparsity is one
-minus it; the output error is the element-weighted mean of the layers' errors.
+``1 − Σ window_spikes / Σ window_steps``; the firing rate is ``Σ spikes / Σ (elements ·
+T)`` with each layer over its own T (:meth:`spikecode.SpikeStats.merge`, the one
+definition, see ``spikecode.stats``) and the sparsity is one minus it; the output
+error is the element-weighted mean of the layers' errors.
 """
 
 from __future__ import annotations
@@ -93,13 +94,94 @@ def k_key(k: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
-def layer_family(name: str) -> str:
-    """The family of a layer: its last name component (``q_proj``, ``down_proj``, ``dense``).
+#: Canonical families, named as in Llama/Qwen/GLA-SWA checkpoints (SPEC §7), by role.
+_OWN_NAMES = frozenset(
+    ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj", "up_proj", "down_proj")
+)
+#: Name endings (module path components) of other layouts, mapped to their role.
+_ROLE_SUFFIXES: tuple[tuple[tuple[str, ...], str], ...] = (
+    # BERT, RoBERTa, MiniLM (HF): the attention output and the FFN down projection are
+    # both ``...output.dense``, so the attention one must be matched first.
+    (("attention", "self", "query"), "q_proj"),
+    (("attention", "self", "key"), "k_proj"),
+    (("attention", "self", "value"), "v_proj"),
+    (("attention", "output", "dense"), "o_proj"),
+    (("crossattention", "self", "query"), "q_proj"),
+    (("crossattention", "self", "key"), "k_proj"),
+    (("crossattention", "self", "value"), "v_proj"),
+    (("crossattention", "output", "dense"), "o_proj"),
+    (("intermediate", "dense"), "up_proj"),
+    (("output", "dense"), "down_proj"),
+    (("pooler", "dense"), "pooler"),
+    # DistilBERT
+    (("q_lin",), "q_proj"),
+    (("k_lin",), "k_proj"),
+    (("v_lin",), "v_proj"),
+    (("out_lin",), "o_proj"),
+    (("ffn", "lin1"), "up_proj"),
+    (("ffn", "lin2"), "down_proj"),
+    # GPT-NeoX, Falcon: fused q/k/v, attention dense, h -> 4h -> h
+    (("query_key_value",), "qkv_proj"),
+    (("attention", "dense"), "o_proj"),
+    (("self_attention", "dense"), "o_proj"),
+    (("dense_h_to_4h",), "up_proj"),
+    (("dense_4h_to_h",), "down_proj"),
+    # OPT, BART, CLIP: out_proj, fc1, fc2
+    (("out_proj",), "o_proj"),
+    (("fc1",), "up_proj"),
+    (("fc2",), "down_proj"),
+    # Mixtral experts: w1 gate, w3 up, w2 down
+    (("experts", "*", "w1"), "gate_proj"),
+    (("experts", "*", "w3"), "up_proj"),
+    (("experts", "*", "w2"), "down_proj"),
+    # T5
+    (("SelfAttention", "q"), "q_proj"),
+    (("SelfAttention", "k"), "k_proj"),
+    (("SelfAttention", "v"), "v_proj"),
+    (("SelfAttention", "o"), "o_proj"),
+    (("EncDecAttention", "q"), "q_proj"),
+    (("EncDecAttention", "k"), "k_proj"),
+    (("EncDecAttention", "v"), "v_proj"),
+    (("EncDecAttention", "o"), "o_proj"),
+    (("DenseReluDense", "wi"), "up_proj"),
+    (("DenseReluDense", "wi_0"), "gate_proj"),
+    (("DenseReluDense", "wi_1"), "up_proj"),
+    (("DenseReluDense", "wo"), "down_proj"),
+)
 
-    A purely numeric last component (an index into an ``nn.Sequential``, such as the
-    low-rank gate ``gk_proj.0``) keeps its parent: ``"gk_proj.0"``.
+
+def _ends_with(parts: Sequence[str], suffix: tuple[str, ...]) -> bool:
+    if len(parts) < len(suffix):
+        return False
+    tail = parts[len(parts) - len(suffix) :]
+    return all(want in ("*", got) for want, got in zip(suffix, tail, strict=True))
+
+
+def layer_family(name: str) -> str:
+    """The family of a layer: its role in the block, named the Llama/GLA-SWA way.
+
+    Attention projections are ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj`` (``qkv_proj``
+    when fused), the MLP ``gate_proj``, ``up_proj``, ``down_proj``, whatever the layout
+    calls them: Llama, Qwen and GLA-SWA names are kept; BERT-style names
+    (``attention.self.query``, ``attention.output.dense``, ``intermediate.dense``,
+    ``output.dense``, ``pooler.dense`` -> ``pooler``), DistilBERT, GPT-NeoX/Falcon,
+    OPT/BART, Mixtral expert and T5 names map to their role. Anything else is its last
+    name component (``g_proj``, ``lm_head``); a purely numeric last component (an index
+    into an ``nn.Sequential``, such as the low-rank gate ``gk_proj.0``) keeps its parent.
+
+    Examples
+    --------
+    >>> layer_family("model.layers.3.attn.q_proj"), layer_family("model.layers.3.attn.gk_proj.1")
+    ('q_proj', 'gk_proj.1')
+    >>> layer_family("encoder.layer.0.attention.output.dense"), layer_family("pooler.dense")
+    ('o_proj', 'pooler')
     """
     parts = name.split(".")
+    if parts[-1] in _OWN_NAMES:
+        return parts[-1]
+    for suffix, family in _ROLE_SUFFIXES:
+        if _ends_with(parts, suffix):
+            return family
     if len(parts) > 1 and parts[-1].isdigit():
         return ".".join(parts[-2:])
     return parts[-1]
@@ -616,25 +698,22 @@ def summarize(pairs: Iterable[tuple[LayerStats, str]], scheme: str) -> dict[str,
     if not pairs:
         raise SpikecodeError("cannot total statistics over no layers")
     total: SpikeStats | None = None
-    weighted_rate = 0.0
     weighted_error: float | None = 0.0
     elements = 0
     for layer, key in pairs:
         entry = layer.by_k[key]
         stats = entry.schemes[scheme]
         total = stats if total is None else total.merge(stats)
-        weighted_rate += stats.firing_rate * stats.elements
         if weighted_error is not None and entry.output_rel_error is not None:
             weighted_error += entry.output_rel_error * stats.elements
         else:
             weighted_error = None
         elements += stats.elements
     assert total is not None  # pairs is not empty
-    rate = weighted_rate / elements
     return {
         "spikes_per_element": total.spikes_per_element,
-        "firing_rate": rate,
-        "sparsity": 1.0 - rate,
+        "firing_rate": total.firing_rate,
+        "sparsity": total.sparsity,
         "silent_fraction": total.silent_fraction,
         "within_7_fraction": total.within_7_fraction,
         window_key(total.window): total.window_sparsity,

@@ -1,15 +1,20 @@
 """The ``spikecode`` command line: a click group whose commands live in sibling modules.
 
 Every command raises :class:`~spikecode.errors.SpikecodeError` for user errors; the group
-turns it into a one-line message on stderr and exit status 1, never a traceback.
+turns it into a one-line message on stderr and exit status 1, never a traceback. The
+error's remedies are named as command-line flags (``--saturate``, ``leaving out --T``), never as
+Python arguments (:func:`spikecode.cli._common.flag_remedy`).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import click
 
+from spikecode.cli._common import flag_remedy
 from spikecode.errors import SpikecodeError
 
 #: Longest error message the CLI prints; longer ones (echoing hostile input) are cut.
@@ -22,6 +27,22 @@ def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
+def _with_flags(command: click.Command) -> None:
+    """Make ``command`` report SpikecodeError naming only the flags it has."""
+    flags = frozenset(o for p in command.params if isinstance(p, click.Option) for o in p.opts)
+    callback: Callable[..., Any] = command.callback  # type: ignore[assignment]
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except SpikecodeError as err:
+            spell = functools.partial(flag_remedy, flags=flags)
+            raise click.ClickException(one_line(err.render(spell, lead="try"))) from None
+
+    command.callback = run
+
+
 class _Group(click.Group):
     """A click group that reports SpikecodeError as a clean CLI error."""
 
@@ -29,7 +50,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SpikecodeError as err:
-            raise click.ClickException(one_line(str(err))) from None
+            raise click.ClickException(one_line(err.render(flag_remedy, lead="try"))) from None
         except OSError as err:  # a file problem no reader named: still one line
             where = f" [file={err.filename}]" if err.filename else ""
             raise click.ClickException(one_line(f"{err.strerror or err}{where}")) from None
@@ -64,6 +85,13 @@ def _register() -> None:
     main.add_command(export_group)
     main.add_command(report_group)
     main.add_command(plot_group)
+    pending: list[click.Command] = list(main.commands.values())
+    while pending:
+        command = pending.pop()
+        if isinstance(command, click.Group):
+            pending.extend(command.commands.values())
+        else:
+            _with_flags(command)
 
 
 _register()

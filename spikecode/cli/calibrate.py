@@ -9,8 +9,9 @@
 - ``advise STATS``: per-layer k from a stats file for a sparsity or error target
   (:func:`spikecode.calibration.advisor.advise`).
 
-``--k`` takes one value per use (``--k 2 --k 2.5``) or several in one quoted, comma- or
-space-separated list (``--k "2 2.5 3"``, ``--k 2,2.5,3``); both forms combine.
+``--k`` takes several values after one flag (``--k 2 2.5 3``), repeats (``--k 2 --k 2.5``)
+or one quoted, comma- or space-separated list (``--k "2 2.5 3"``, ``--k 2,2.5,3``); the
+forms combine (:class:`spikecode.cli._common.NumberListOption`).
 """
 
 from __future__ import annotations
@@ -24,13 +25,18 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from spikecode.cli._common import echo_json, format_value
+from spikecode.cli._common import echo_json, format_value, k_values_option, parse_k, plural
 from spikecode.encoders.schemes import SCHEMES
 from spikecode.errors import SpikecodeError
 
 __all__ = ["advise_command", "calibrate_command", "evaluate_command", "parse_k"]
 
 _DEFAULT_K = "2 2.5 3 3.5 4"
+_DEFAULT_SAMPLES = 128
+#: ``evaluate`` without ``--full``: a first look in seconds rather than minutes (the full
+#: run is six passes over 128 samples; this is four passes over 16).
+_QUICK_K = "2 3 4"
+_QUICK_SAMPLES = 16
 _WINDOW_NOTE = (
     "* window-3 sparsity: each element occupies ceil(len(c)/3)*3 steps, len = its own "
     "minimal length under the code, len(0) = 1 (SPEC §5)"
@@ -53,22 +59,6 @@ def recipe_note(recipe: str) -> str:
             "the window-attention q (per head); window-attention k, v INT8 (not spikes)"
         )
     return "spike-driven: the input of every selected linear projection (lm_head excluded)"
-
-
-def parse_k(values: Sequence[str], option: str = "--k") -> tuple[float, ...]:
-    """Parse repeated and/or comma- or space-separated k values (``("2", "2.5 3")``)."""
-    result = []
-    for value in values:
-        for part in re.split(r"[,\s]+", value.strip()):
-            if not part:
-                continue
-            try:
-                result.append(float(part))
-            except ValueError:
-                raise SpikecodeError(f"{option} takes numbers, got {part!r}") from None
-    if not result:
-        raise SpikecodeError(f"{option} needs at least one number")
-    return tuple(result)
 
 
 def _parse_error_rows(value: str) -> int | None:
@@ -106,9 +96,22 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         click.echo("  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
 
 
-def _model_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options shared by calibrate and evaluate (data, batching, selection, device)."""
-    options = [
+def _model_options(samples: str) -> Callable[..., Any]:
+    """Options shared by calibrate and evaluate (data, batching, selection, device).
+
+    ``samples`` is the help text of ``--samples`` (its default differs).
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(_options(samples)):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def _options(samples_help: str) -> list[Any]:
+    return [
         click.argument(
             "checkpoint_dir",
             type=click.Path(path_type=Path, file_okay=False),
@@ -121,7 +124,7 @@ def _model_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Text file (one sample per line) or JSONL with 'text' or 'input_ids' "
             "[default: the bundled corpus].",
         ),
-        click.option("--samples", type=int, default=128, show_default=True, help="Samples used."),
+        click.option("--samples", type=int, default=None, help=samples_help),
         click.option("--batch-size", type=int, default=16, show_default=True),
         click.option(
             "--max-length",
@@ -170,9 +173,6 @@ def _model_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "spiked, k/v INT8).",
         ),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
 
 
 def _load(checkpoint_dir: Path, device: str | None, dtype: str | None, trust: bool) -> Any:
@@ -196,7 +196,8 @@ def _data(data: Path | None, samples: int) -> Any:
     loaded = load_calibration_data(data, samples)
     if len(loaded) < samples:
         click.echo(
-            f"note: {loaded.source} holds {len(loaded)} samples; using all of them", err=True
+            f"note: {loaded.source} holds {plural(len(loaded), 'sample')}; using all of them",
+            err=True,
         )
     return loaded
 
@@ -212,15 +213,8 @@ def _check_out(out: Path | None, suffix: str) -> None:
 
 
 @click.command("calibrate")
-@_model_options
-@click.option(
-    "--k",
-    "k_values",
-    multiple=True,
-    default=(_DEFAULT_K,),
-    show_default=True,
-    help='Threshold divisors: --k 2 --k 2.5, or --k "2 2.5 3" (comma or space separated).',
-)
+@_model_options(f"Samples used [default: {_DEFAULT_SAMPLES}].")
+@k_values_option(default=_DEFAULT_K, help="Threshold divisors.")
 @click.option(
     "--scheme",
     "schemes",
@@ -258,7 +252,7 @@ def _check_out(out: Path | None, suffix: str) -> None:
 def calibrate_command(
     checkpoint_dir: Path,
     data: Path | None,
-    samples: int,
+    samples: int | None,
     batch_size: int,
     max_length: int | None,
     truncate: bool,
@@ -292,7 +286,7 @@ def calibrate_command(
     rows_cap = _parse_error_rows(error_rows)
     scheme_names = _parse_schemes(schemes)
     _check_out(out, ".json")
-    texts = _data(data, samples)
+    texts = _data(data, _DEFAULT_SAMPLES if samples is None else samples)
     # Under torchrun: join the process group; rank 0 reports and writes the file.
     group, device = init_from_env(device)
     try:
@@ -368,14 +362,14 @@ def _report_calibration(
         f"{stats.checkpoint.dtype})"
     )
     what = (
-        f"{stats.data.tokens:,} prompt tokens"
+        plural(stats.data.tokens, "prompt token")
         if stats.recipe.generate is None
-        else f"{stats.recipe.generate} decode steps each (one generated token per step; "
+        else f"{plural(stats.recipe.generate, 'decode step')} each (one generated token per step; "
         "prompts not counted)"
     )
     click.echo(
-        f"  recipe {stats.recipe.name}: {len(stats.layers)} spike-driven inputs, "
-        f"{stats.data.samples} samples, {what} from {stats.data.source}; code {scheme}"
+        f"  recipe {stats.recipe.name}: {plural(len(stats.layers), 'spike-driven input')}, "
+        f"{plural(stats.data.samples, 'sample')}, {what} from {stats.data.source}; code {scheme}"
         + ("" if group is None else f"; {group[1]} processes (torch.distributed)")
     )
     click.echo(f"  {recipe_note(stats.recipe.name)}")
@@ -400,12 +394,17 @@ def _report_calibration(
 
 
 @click.command("evaluate")
-@_model_options
+@_model_options(f"Samples used [default: {_QUICK_SAMPLES}; {_DEFAULT_SAMPLES} with --full].")
+@k_values_option(
+    default=None,
+    help=f"Global k values, one row each [default: {_QUICK_K}; {_DEFAULT_K} with --full; "
+    "none with --k-map].",
+)
 @click.option(
-    "--k",
-    "k_values",
-    multiple=True,
-    help='Global k values, one row each [default: "2 2.5 3 3.5 4" without --k-map].',
+    "--full",
+    is_flag=True,
+    help=f"The report's setting: {_DEFAULT_SAMPLES} samples and k {_DEFAULT_K} (minutes, "
+    f"not seconds) [default: a quick look, {_QUICK_SAMPLES} samples and k {_QUICK_K}].",
 )
 @click.option(
     "--k-map",
@@ -423,7 +422,7 @@ def _report_calibration(
 def evaluate_command(
     checkpoint_dir: Path,
     data: Path | None,
-    samples: int,
+    samples: int | None,
     batch_size: int,
     max_length: int | None,
     truncate: bool,
@@ -435,6 +434,7 @@ def evaluate_command(
     fmt: str,
     recipe: str,
     k_values: tuple[str, ...],
+    full: bool,
     k_map: Path | None,
     scheme: str,
 ) -> None:
@@ -444,13 +444,19 @@ def evaluate_command(
     inputs (SPEC §2). Causal language models report perplexity, encoders the cosine
     similarity of their mean-pooled embeddings to the float model's. The model is
     restored afterwards. --recipe release spikes what the shipped W8ASpike model spikes.
+
+    Without --full it is a quick first look (16 samples, k 2 3 4); --full runs the
+    report's setting (128 samples, k 2 2.5 3 3.5 4). --samples and --k override either.
     """
     from spikecode.calibration.advisor import load_k_map
     from spikecode.calibration.evaluate import TASKS, evaluate
 
-    ks = parse_k(k_values) if k_values else (None if k_map else parse_k((_DEFAULT_K,)))
+    default_k, default_samples = (
+        (_DEFAULT_K, _DEFAULT_SAMPLES) if full else (_QUICK_K, _QUICK_SAMPLES)
+    )
+    ks = parse_k(k_values) if k_values else (None if k_map else parse_k((default_k,)))
     mapping = None if k_map is None else load_k_map(k_map)
-    texts = _data(data, samples)
+    texts = _data(data, default_samples if samples is None else samples)
     loaded = _load(checkpoint_dir, device, dtype, trust_remote_code)
     passes = 1 + len(ks or ()) + (mapping is not None)
     with _progress(len(texts) * passes, "evaluate") as advance:
@@ -473,8 +479,9 @@ def evaluate_command(
     metric = "perplexity" if report.task == "perplexity" else "cosine"
     click.echo(f"spikecode evaluate  {checkpoint_dir}  — {TASKS[report.task]}")
     click.echo(
-        f"  recipe {report.recipe}: {report.layers} spike-driven inputs, {report.samples} "
-        f"samples, {report.tokens:,} tokens from {report.source}; code {scheme}"
+        f"  recipe {report.recipe}: {plural(report.layers, 'spike-driven input')}, "
+        f"{plural(report.samples, 'sample')}, {plural(report.tokens, 'token')} "
+        f"from {report.source}; code {scheme}"
     )
     click.echo(f"  {recipe_note(report.recipe)}")
     header = [
@@ -503,6 +510,11 @@ def evaluate_command(
     _table(header, rows)
     click.echo("  sparsity = 1 - firing rate (spikes / (elements x T)), on the spiked model")
     click.echo(f"  {_WINDOW_NOTE}")
+    if not full:
+        click.echo(
+            f"  a quick look; --full runs the report's setting ({_DEFAULT_SAMPLES} samples, "
+            f"k {_DEFAULT_K})"
+        )
 
 
 @click.command("advise")
@@ -511,7 +523,8 @@ def evaluate_command(
     "--target-sparsity",
     type=float,
     default=None,
-    help="Reach at least this global (element-weighted) sparsity, with the least error.",
+    help="Reach at least this global sparsity (1 - spikes / (elements x T) over all "
+    "layers), with the least error.",
 )
 @click.option(
     "--max-error",

@@ -2,18 +2,60 @@
 
 from __future__ import annotations
 
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 
-from spikecode.cli._common import MAX_SPIKES_OPTION, T_OPTION, echo_json, echo_table, stages
+from spikecode.cli._common import (
+    MAX_SPIKES_OPTION,
+    T_OPTION,
+    ZERO_POINT,
+    echo_json,
+    echo_table,
+    stages,
+    warn_saturation,
+)
 from spikecode.encoders import SCHEMES, encode, plan_encoding
 from spikecode.errors import SpikecodeError
 from spikecode.io import load_activations, save_encoded
 from spikecode.stats import spike_stats
 from spikecode.threshold import adaptive_counts
+
+#: Leading bytes that tell the format of activations read from standard input: a ``.npy``
+#: file starts with NumPy's magic string, an ``.npz`` with a zip record (local file header,
+#: or the end-of-directory record of an empty archive).
+_STDIN_MAGIC = {b"\x93NUMPY": ".npy", b"PK\x03\x04": ".npz", b"PK\x05\x06": ".npz"}
+
+
+def _load_stdin(key: str | None) -> np.ndarray:
+    """Activations piped in on standard input (``INPUT`` = ``-``), .npy or .npz bytes.
+
+    The format is sniffed from the magic bytes (the stream has no name); the bytes go to
+    a private temporary file read by :func:`spikecode.io.load_activations`, so every
+    check of a named file applies (no pickles, floats only, ``--key`` for several arrays).
+    """
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise SpikecodeError("standard input is empty; pipe .npy or .npz bytes into '-'")
+    suffix = next((s for magic, s in _STDIN_MAGIC.items() if data.startswith(magic)), None)
+    if suffix is None:
+        raise SpikecodeError(
+            "standard input holds neither .npy nor .npz data (other formats need a file "
+            f"name); it starts with {data[:8]!r}"
+        )
+    with tempfile.TemporaryDirectory(prefix="spikecode-stdin-") as folder:
+        path = Path(folder) / f"stdin{suffix}"
+        path.write_bytes(data)
+        try:
+            return load_activations(path, key=key)
+        except SpikecodeError as err:
+            if "file" in err.context:  # the temporary path means nothing to the user
+                err.context["file"] = "<stdin>"
+            raise
 
 
 def encode_summary(
@@ -24,6 +66,7 @@ def encode_summary(
     T: int | None = None,
     saturate: bool = False,
     bit_order: str = "msb",
+    zero_point: int | str = "auto",
 ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
     """Count activations and summarise their spikes; the work behind ``spikecode encode``.
 
@@ -38,7 +81,7 @@ def encode_summary(
         window3_sparsity`` plus details).
     """
     counts, vth = adaptive_counts(x, k=k)
-    plan = plan_encoding(counts, scheme, T, saturate=saturate)
+    plan = plan_encoding(counts, scheme, T, saturate=saturate, zero_point=zero_point)
     stats = spike_stats(
         counts, scheme, plan.T, window=3, zero_point=plan.zero_point, saturate=saturate
     )
@@ -81,6 +124,7 @@ def encode_summary(
 @T_OPTION
 @click.option("--saturate", is_flag=True, help="Clip counts a fixed --T cannot carry.")
 @click.option("--bit-order", type=click.Choice(["msb", "lsb"]), default="msb", show_default=True)
+@ZERO_POINT
 @click.option("--key", default=None, help="Array to use when INPUT holds several.")
 @MAX_SPIKES_OPTION
 @click.option(
@@ -99,6 +143,7 @@ def encode_command(
     T: int | None,
     saturate: bool,
     bit_order: str,
+    zero_point: int | str,
     key: str | None,
     max_spikes: int,
     out: Path | None,
@@ -107,7 +152,8 @@ def encode_command(
     """Encode activations into spikes and summarise sparsity.
 
     INPUT is a .npy, .npz, .safetensors or .pt file of float activations with features
-    on the last axis. Without INPUT, a bundled sample of real all-MiniLM-L6-v2
+    on the last axis, or - for .npy/.npz bytes on standard input (the format is told
+    from the leading bytes). Without INPUT, a bundled sample of real all-MiniLM-L6-v2
     activations is used.
     """
     if out is not None and out.suffix.lower() != ".npz":
@@ -120,10 +166,19 @@ def encode_command(
             from spikecode.data import sample_path
 
             input_path = sample_path()
-        x = load_activations(input_path, key=key)
+        if str(input_path) == "-":
+            x, input_path = _load_stdin(key), Path("<stdin>")
+        else:
+            x = load_activations(input_path, key=key)
         advance("count+encode")
         summary, (counts, vth) = encode_summary(
-            x, scheme=scheme, k=k, T=T, saturate=saturate, bit_order=bit_order
+            x,
+            scheme=scheme,
+            k=k,
+            T=T,
+            saturate=saturate,
+            bit_order=bit_order,
+            zero_point=zero_point,
         )
         summary = {"source": str(input_path), **summary}
         advance("write")
@@ -135,11 +190,13 @@ def encode_command(
                 summary["T"],
                 saturate=saturate,
                 bit_order=bit_order,
+                zero_point=zero_point,
                 max_spikes=max_spikes,
             )
             save_encoded(out, counts, vth, train, k=k, meta={"source": str(input_path)})
             summary["out"] = str(out)
         advance("done")
+    warn_saturation(summary["clipped"], summary["elements"])
     if fmt == "json":
         echo_json(summary)
     else:

@@ -27,7 +27,15 @@ from typing import Any
 import click
 import numpy as np
 
-from spikecode.cli._common import MAX_SPIKES_OPTION, T_OPTION, echo_json, echo_table, stages
+from spikecode.cli._common import (
+    MAX_SPIKES_OPTION,
+    T_OPTION,
+    ZERO_POINT,
+    echo_json,
+    echo_table,
+    stages,
+    warn_saturation,
+)
 from spikecode.encoders import SCHEMES, encode, min_steps
 from spikecode.errors import SpikecodeError
 from spikecode.exporters.nir import INTEGRATORS, WEIGHTS
@@ -96,14 +104,25 @@ def export_group() -> None:
 # -- sources -----------------------------------------------------------------------------
 
 
-def _sample_layers(k: float) -> list[tuple[str, np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
-    """The bundled sample as (name, counts, vth, weights) per projection."""
+def _sample_layers(
+    k: float, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
+) -> list[tuple[str, np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+    """The bundled sample as (name, counts, vth, weights) per selected projection.
+
+    ``--include``/``--exclude`` select as for checkpoints (a pattern matching nothing is
+    refused with the names).
+    """
     from spikecode.data import load_sample, load_sample_weights
+    from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, select_names
     from spikecode.threshold import adaptive_counts
 
     acts, weights = load_sample(), load_sample_weights()
+    names = [str(n) for n in weights["layers"]]
+    chosen = set(select_names(names, include or DEFAULT_INCLUDE, exclude or DEFAULT_EXCLUDE))
     layers = []
-    for i, name in enumerate(str(n) for n in weights["layers"]):
+    for i, name in enumerate(names):
+        if name not in chosen:
+            continue
         counts, vth = adaptive_counts(acts[i], k=k)
         layer = {key: weights[key][i] for key in ("weight_q", "scales", "bias")}
         layers.append((name, counts, vth, layer))
@@ -197,9 +216,9 @@ def _calibrated_T(stats: Any, k: float, scheme: str, source: Path) -> int:
     return max(layer.by_k[key].schemes[scheme].T for layer in stats.layers)
 
 
-def _shared_T(counts: list[np.ndarray], scheme: str) -> int:
+def _shared_T(counts: list[np.ndarray], scheme: str, zero_point: int | str = "auto") -> int:
     """The one T every layer of an export uses: the largest minimal T of the layers."""
-    return max(min_steps(c, scheme) for c in counts)
+    return max(min_steps(c, scheme, zero_point=zero_point) for c in counts)
 
 
 def _summary_out(out: Path, fmt: str, rows: dict[str, Any], title: str) -> None:
@@ -285,7 +304,7 @@ def export_nir_command(
                 )
             _, projections = _checkpoint_projections(source, k, include, exclude)
         elif source is None:
-            layers = _sample_layers(k)
+            layers = _sample_layers(k, include, exclude)
             projections = {
                 name: (w["weight_q"], w["scales"], w["bias"]) for name, _, _, w in layers
             }
@@ -386,7 +405,7 @@ def export_onnx_command(
                 onnx_export.export_onnx_model(loaded.model, out, example, **kwargs)
             what = f"model ({len(projections)} spiked projections)"
         elif source is None:
-            layers = {name: w for name, _, _, w in _sample_layers(k)}
+            layers = {name: w for name, _, _, w in _sample_layers(k, include, exclude)}
             name = layer or next(iter(layers))
             if name not in layers:
                 raise SpikecodeError(
@@ -433,6 +452,8 @@ def export_onnx_command(
 @export_group.command("events")
 @_spike_options
 @MAX_SPIKES_OPTION
+@ZERO_POINT
+@click.option("--saturate", is_flag=True, help="Clip counts a fixed --T cannot carry.")
 @click.option("--key", default=None, help="Array to use when an activation file holds several.")
 @click.option(
     "--samples",
@@ -452,6 +473,8 @@ def export_events_command(
     T: int | None,
     bit_order: str,
     max_spikes: int,
+    zero_point: int | str,
+    saturate: bool,
     key: str | None,
     samples: int,
     include: tuple[str, ...],
@@ -474,6 +497,8 @@ def export_events_command(
     from spikecode.io import load_activations
     from spikecode.threshold import adaptive_counts
 
+    if saturate and T is None:
+        raise SpikecodeError("--saturate needs a fixed --T")
     with stages(["load", "encode", "write", "done"], desc="export events") as advance:
         advance("load")
         if _is_stats(source):
@@ -482,7 +507,9 @@ def export_events_command(
             if T is None:
                 T = _calibrated_T(stats, k, scheme, stats_path)
         if source is None:
-            layers = [(name, counts, vth) for name, counts, vth, _ in _sample_layers(k)]
+            layers = [
+                (name, counts, vth) for name, counts, vth, _ in _sample_layers(k, include, exclude)
+            ]
         elif _is_checkpoint(source):
             layers = [
                 (name, *adaptive_counts(rows, k=k))
@@ -493,11 +520,21 @@ def export_events_command(
             layers = [(key or source.stem, counts, vth)]
         advance("encode")
         if T is None:  # one T for every layer, the rule `export nir` follows
-            T = _shared_T([counts for _, counts, _ in layers], scheme)
+            T = _shared_T([counts for _, counts, _ in layers], scheme, zero_point)
         trains = {
-            name: encode(counts, scheme, T, bit_order=bit_order, max_spikes=max_spikes)
+            name: encode(
+                counts,
+                scheme,
+                T,
+                saturate=saturate,
+                bit_order=bit_order,
+                zero_point=zero_point,
+                max_spikes=max_spikes,
+            )
             for name, counts, _ in layers
         }
+        for name, train in trains.items():
+            warn_saturation(train.clipped, int(np.prod(train.shape)), name)
         advance("write")
         save_events(out, trains, vth={name: vth for name, _, vth in layers}, k=k)
         advance("done")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from spikecode.cli._common import echo_json
+from spikecode.cli._common import echo_json, plural
 from spikecode.errors import SpikecodeError
 
 __all__ = ["merge_stats_command"]
@@ -64,7 +64,7 @@ def merge_stats_command(stats_files: tuple[Path, ...], out: Path, fmt: str) -> N
         return
     click.echo(
         f"spikecode merge-stats  {len(parts)} files -> {json_path}: "
-        f"{merged.data.samples} samples, {merged.data.tokens:,} tokens, "
-        f"{len(merged.layers)} projections"
+        f"{plural(merged.data.samples, 'sample')}, {plural(merged.data.tokens, 'token')}, "
+        f"{plural(len(merged.layers), 'projection')}"
     )
     click.echo(f"  written: {json_path} and {csv_path}")

@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from spikecode.cli.report import parse_floats, parse_ints, source_options
+from spikecode.cli._common import k_values_option, parse_k
+from spikecode.cli.report import parse_ints, source_options
 from spikecode.errors import SpikecodeError
 
 __all__ = ["parse_indices", "plot_group"]
@@ -86,7 +87,12 @@ def plot_group() -> None:
 @plot_group.command("raster")
 @_common
 @click.option("--k", type=float, default=3.0, show_default=True, help="Threshold divisor.")
-@click.option("--layer", type=int, default=0, show_default=True, help="Layer of a 3-D array.")
+@click.option(
+    "--layer",
+    default="0",
+    show_default=True,
+    help="Layer of a 3-D array: its name (as in report sparsity) or index.",
+)
 @click.option("--tokens", default="1:4", show_default=True, help="Tokens: START:STOP or i,j,...")
 @click.option("--channels", default="0:8", show_default=True, help="Channels: START:STOP or i,j.")
 def raster_command(
@@ -95,7 +101,7 @@ def raster_command(
     out: Path,
     dpi: int,
     k: float,
-    layer: int,
+    layer: str,
     tokens: str,
     channels: str,
 ) -> None:
@@ -110,10 +116,18 @@ def raster_command(
             "a raster needs activations; a stats file holds no spike trains", file=str(source)
         )
     arrays = src.layer_arrays()
-    if not 0 <= layer < len(arrays):
-        raise SpikecodeError(f"--layer must be in 0..{len(arrays) - 1}, got {layer}")
+    if layer in src.names:
+        index = src.names.index(layer)
+    elif layer.isdigit() and int(layer) < len(arrays):
+        index = int(layer)
+    else:
+        raise SpikecodeError(
+            f"--layer {layer!r} is not a layer; give an index 0..{len(arrays) - 1} or a name: "
+            + ", ".join(src.names)
+        )
     data = raster_data(
-        arrays[layer],
+        arrays[index],
+        layer=src.names[index],
         k=k,
         tokens=parse_indices(tokens, "--tokens"),
         channels=parse_indices(channels, "--channels"),
@@ -127,13 +141,13 @@ def raster_command(
 @click.option("--k", type=float, default=None, help="Threshold divisor [default: 3].")
 @click.option(
     "--by",
-    default="family",
-    show_default=True,
+    default=None,
     metavar="family|layer",
-    help="One line per layer family (q_proj, ...) or per layer.",
+    help="One line per layer family (q_proj, ...) or per layer [default: family for stats "
+    "files, layer for activations].",
 )
 def hist_command(
-    source: Path | None, key: str | None, out: Path, dpi: int, k: float | None, by: str
+    source: Path | None, key: str | None, out: Path, dpi: int, k: float | None, by: str | None
 ) -> None:
     """Spike-count distribution per layer family, log scale (report figure 9)."""
     _prepare(out)
@@ -141,25 +155,34 @@ def hist_command(
     from spikecode.reports.plots import plot_hist
 
     src = load_source(source, key=key)
+    if by is None:
+        # An activation file holds a few layers, often of one family (the sample: six
+        # query projections): one line each says more than one summed line.
+        by = "layer" if isinstance(src, ActivationSource) else "family"
     histograms = count_histograms(src, k, by=by)
-    group = "layer" if by == "layer" or isinstance(src, ActivationSource) else "layer family"
+    group = "layer" if by == "layer" else "layer family"
     ax = plot_hist(histograms, k=src.resolve_k(k), group=group)
     _save(ax.figure, out, dpi)
 
 
 @plot_group.command("tradeoff")
 @_common
-@click.option("--ks", default=None, help="k values [default: 2,2.5,3,3.5,4; a stats file's].")
+@k_values_option(default=None, help="k values [default: 2 2.5 3 3.5 4; a stats file's].")
 @click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
 def tradeoff_command(
-    source: Path | None, key: str | None, out: Path, dpi: int, ks: str | None, scheme: str | None
+    source: Path | None,
+    key: str | None,
+    out: Path,
+    dpi: int,
+    k_values: tuple[str, ...],
+    scheme: str | None,
 ) -> None:
     """Sparsity (plain, windowed) and error against k (the report's table 11)."""
     _prepare(out)
     from spikecode.reports import load_source, tradeoff_report
     from spikecode.reports.plots import plot_tradeoff
 
-    values = parse_floats(ks, "--ks")
+    values = parse_k(k_values) if k_values else None
     fig = plot_tradeoff(tradeoff_report(load_source(source, key=key), values, scheme))
     _save(fig, out, dpi)
 

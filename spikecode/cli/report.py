@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from spikecode.cli._common import k_values_option, parse_k
 from spikecode.errors import SpikecodeError
 from spikecode.io import atomic_write
 from spikecode.reports import (
@@ -27,20 +28,7 @@ from spikecode.reports import (
     tradeoff_report,
 )
 
-__all__ = ["parse_floats", "parse_ints", "report_group", "source_options"]
-
-
-def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
-    """Parse a comma-separated list of numbers (``"2,2.5,3"``)."""
-    if text is None:
-        return None
-    try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise SpikecodeError(f"{option} takes comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise SpikecodeError(f"{option} takes comma-separated numbers, got {text!r}")
-    return values
+__all__ = ["parse_ints", "report_group", "source_options"]
 
 
 def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -210,19 +198,19 @@ def energy_command(
 
 @report_group.command("tradeoff")
 @source_options
-@click.option("--ks", default=None, help="k values [default: 2,2.5,3,3.5,4; a stats file's own].")
+@k_values_option(default=None, help="k values [default: 2 2.5 3 3.5 4; a stats file's own].")
 @click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
 @_format_option
 @_out_option
 def tradeoff_command(
     source: Path | None,
     key: str | None,
-    ks: str | None,
+    k_values: tuple[str, ...],
     scheme: str | None,
     fmt: str,
     out: Path | None,
 ) -> None:
     """Sparsity and error against k (the report's table 11)."""
     check_format(fmt)
-    values = parse_floats(ks, "--ks")
+    values = parse_k(k_values) if k_values else None
     _emit(tradeoff_report(load_source(source, key=key), values, scheme), fmt, out)

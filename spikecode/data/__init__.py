@@ -26,6 +26,7 @@ __all__ = [
     "load_corpus",
     "load_sample",
     "load_sample_weights",
+    "sample_layer_names",
     "sample_path",
     "sample_weights_path",
 ]
@@ -61,6 +62,19 @@ def sample_path() -> Path:
 def sample_weights_path() -> Path:
     """Return the path of ``minilm_query_w8.npz``, the INT8 weights the sample feeds."""
     return _path(_WEIGHTS)
+
+
+def sample_layer_names() -> list[str]:
+    """The module names of the projections the sample's six layers feed.
+
+    ``encoder.layer.{i}.attention.self.query``: the bundled sample's layer ``i`` is the
+    input of that projection, and every command names it so (reports, plots, exports).
+    """
+    path = sample_weights_path()
+    if not path.is_file():
+        raise SpikecodeError("the bundled sample weights are missing", file=path)
+    with np.load(path, allow_pickle=False) as archive:
+        return [str(name) for name in archive["layers"]]
 
 
 def load_sample_weights() -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from spikecode._validate import count_rows
 from spikecode.encoders.schemes import Scheme, get_scheme
-from spikecode.errors import SpikecodeError
+from spikecode.errors import LARGER, Remedy, SpikecodeError
 
 __all__ = ["EncodingPlan", "plan_encoding", "resolve_range"]
 
@@ -52,8 +52,9 @@ def _resolve_zero_point(spec: Scheme, zero_point: Any, low: int) -> int:
     if not spec.unsigned_counts:
         if zero_point not in ("auto", None, 0):
             raise SpikecodeError(
-                f"zero_point applies only to the unsigned codes (binary, bitwise); "
+                "a zero point applies only to the unsigned codes (binary, bitwise); "
                 f"{spec.name} carries signed counts",
+                remedies=(Remedy("zero_point", None),),
                 scheme=spec.name,
             )
         return 0
@@ -91,8 +92,9 @@ def plan_encoding(
     Raises
     ------
     SpikecodeError
-        Bad counts; a zero point for a signed code; negative values for an unsigned code
-        at the given zero point; counts beyond a fixed T without ``saturate``.
+        Bad counts; a zero point for a signed code; values below the zero point for an
+        unsigned code (clipped instead with ``saturate`` and a fixed T); counts beyond a
+        fixed T without ``saturate``.
     """
     spec = get_scheme(scheme)
     rows, shape = count_rows(counts)
@@ -125,11 +127,12 @@ def resolve_range(
     """
     zp = _resolve_zero_point(spec, zero_point, low)
     low_v, high_v = low - zp, high - zp
-    if spec.unsigned_counts and low_v < 0:
+    if spec.unsigned_counts and low_v < 0 and not (saturate and T is not None):
         raise SpikecodeError(
             f"{spec.name} carries only non-negative values but counts go down to {low} "
-            f"at zero_point={zp}; use zero_point='auto' or a signed code "
-            "(ternary, bitwise-bidirectional, bitwise-twos-complement)",
+            f"at zero point {zp}; use a signed code (ternary, bitwise-bidirectional, "
+            "bitwise-twos-complement) or a zero point at or below the lowest count",
+            remedies=(Remedy("zero_point", "auto"), Remedy("zero_point", low)),
             scheme=spec.name,
             shape=shape,
         )
@@ -142,9 +145,9 @@ def resolve_range(
         return T, zp, None
     if not saturate:
         raise SpikecodeError(
-            f"T={T} cannot carry counts from {low} to {high} under {spec.name} "
-            f"(range {lo + zp}..{hi + zp}; minimal T is {needed}); "
-            "pass a larger T, T=None, or saturate=True",
+            f"{T} step{'' if T == 1 else 's'} cannot carry counts from {low} to {high} "
+            f"under {spec.name} (range {lo + zp}..{hi + zp}; the minimal T is {needed})",
+            remedies=(Remedy("T", LARGER), Remedy("T", None), Remedy("saturate", True)),
             scheme=spec.name,
             shape=shape,
         )

@@ -8,7 +8,45 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["format_ratio", "format_reduction"]
+__all__ = ["energy_unit", "format_energy", "format_ratio", "format_reduction"]
+
+#: Units of energy above pJ, largest first, with their size in pJ.
+_UNITS = ((1e9, "mJ"), (1e6, "µJ"), (1e3, "nJ"))
+
+
+def energy_unit(pj: float) -> tuple[float, str]:
+    """The unit that prints an energy of ``pj`` picojoules with a leading digit.
+
+    Returns
+    -------
+    (scale, unit)
+        Divide by ``scale`` to express in ``unit``: ``(1e3, "nJ")`` for 1,300 pJ; pJ
+        below 1 nJ (and for 0, NaN or inf).
+
+    Examples
+    --------
+    >>> energy_unit(1300.0), energy_unit(2.5e7), energy_unit(0.03)
+    ((1000.0, 'nJ'), (1000000.0, 'µJ'), (1.0, 'pJ'))
+    """
+    magnitude = abs(pj) if math.isfinite(pj) else 0.0
+    for scale, unit in _UNITS:
+        if magnitude >= scale:
+            return scale, unit
+    return 1.0, "pJ"
+
+
+def format_energy(pj: float | None) -> str:
+    """Print an energy given in pJ with 4 significant digits in its :func:`energy_unit`.
+
+    Examples
+    --------
+    >>> format_energy(1300.0), format_energy(0.0339), format_energy(None)
+    ('1.3 nJ', '0.0339 pJ', 'n/a')
+    """
+    if pj is None or not math.isfinite(pj):
+        return "n/a"
+    scale, unit = energy_unit(pj)
+    return f"{pj / scale:.4g} {unit}"
 
 
 def format_ratio(value: float | None) -> str:

@@ -198,6 +198,31 @@ class _FlatCall(nn.Module):
         return tuple(tensor for _, tensor in self.named_outputs(*inputs))
 
 
+#: Where Hugging Face builds padding masks by advanced indexing (transformers >= 4.53):
+#: ``padding_mask[batch_idx, kv_idx]`` with ``batch_idx = arange(batch)`` and ``kv_idx =
+#: arange(kv_length) + kv_offset``, ``kv_offset >= 0``, so its indices are never negative.
+_PADDING_MASK_SOURCE = ("masking_utils.py", "inner_mask")
+_INDEX_WARNING = "Exporting aten::index operator of advanced indexing"
+
+
+def _only_nonnegative_indexing(module: nn.Module, args: tuple[torch.Tensor, ...]) -> bool:
+    """Whether every advanced-indexing op of the traced model is a padding-mask lookup.
+
+    The TorchScript exporter warns for every ``aten::index`` that negative indices would
+    give wrong results. The warning is dropped only where every such op is Hugging Face's
+    padding-mask function, whose indices are aranges (:data:`_PADDING_MASK_SOURCE`);
+    the tests check MiniLM's graph against PyTorch on padded batches. Any other
+    advanced indexing keeps the warning.
+    """
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module, args, check_trace=False, strict=False)
+    indexing = [n for n in traced.inlined_graph.nodes() if n.kind() == "aten::index"]
+    return all(
+        all(part in node.sourceRange() for part in _PADDING_MASK_SOURCE) for node in indexing
+    )
+
+
 def _write(
     module: nn.Module,
     path: str | os.PathLike[str],
@@ -206,8 +231,14 @@ def _write(
     output_names: list[str],
     dynamic_axes: Mapping[str, Mapping[int, str]],
     opset: int,
+    *,
+    harmless_indexing: bool = False,
 ) -> Path:
-    """Export to a temporary file beside ``path``, check it, then move it into place."""
+    """Export to a temporary file beside ``path``, check it, then move it into place.
+
+    ``harmless_indexing``: :func:`_only_nonnegative_indexing` holds, so the exporter's
+    negative-index warning does not apply and is not shown.
+    """
     path = Path(path)
     try:
         with atomic_write(path, what="the ONNX file") as temporary:
@@ -217,6 +248,8 @@ def _write(
                     "ignore", "You are using the legacy TorchScript", DeprecationWarning
                 )
                 warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)
+                if harmless_indexing:
+                    warnings.filterwarnings("ignore", _INDEX_WARNING, UserWarning)
                 torch.onnx.export(
                     module,
                     args,
@@ -393,7 +426,17 @@ def export_onnx_model(
                 for name, t in zip([*names_in, *names_out], tensors, strict=True)
             }
         with _traceable(flat):
-            return _write(flat, path, tuple(inputs), names_in, names_out, dynamic_axes, opset)
+            harmless = _only_nonnegative_indexing(flat, tuple(inputs))
+            return _write(
+                flat,
+                path,
+                tuple(inputs),
+                names_in,
+                names_out,
+                dynamic_axes,
+                opset,
+                harmless_indexing=harmless,
+            )
     finally:
         for module, training in modes.items():
             module.training = training

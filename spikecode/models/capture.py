@@ -29,7 +29,7 @@ Examples
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ __all__ = [
     "LinearInputHooks",
     "collect_linear_inputs",
     "list_linear_layers",
+    "select_names",
 ]
 
 #: Every hookable layer is selected unless a pattern says otherwise.
@@ -86,8 +87,6 @@ def _select(
     """Return the ``(name, module)`` pairs that the patterns select, in model order."""
     if not isinstance(model, nn.Module):
         raise SpikecodeError("model must be a torch.nn.Module", model=type(model).__name__)
-    include = _as_patterns(include, "include")
-    exclude = _as_patterns(exclude, "exclude")
     types = _hookable_types(module_types)
     candidates = [
         (name, module) for name, module in model.named_modules() if isinstance(module, types)
@@ -98,7 +97,25 @@ def _select(
             model=type(model).__name__,
             module_types=tuple(t.__name__ for t in types),
         )
-    names = [name for name, _ in candidates]
+    chosen = set(select_names([name for name, _ in candidates], include, exclude))
+    return [(name, module) for name, module in candidates if name in chosen]
+
+
+def select_names(
+    names: Sequence[str], include: str | Iterable[str], exclude: str | Iterable[str] = ()
+) -> list[str]:
+    """The layer names that ``include`` patterns select and ``exclude`` patterns keep.
+
+    fnmatch patterns on full names (``*`` crosses dots), in the order of ``names``.
+
+    Raises
+    ------
+    SpikecodeError
+        An include pattern that matches no name, or exclusions that leave nothing; the
+        message lists the available names.
+    """
+    include = _as_patterns(include, "include")
+    exclude = _as_patterns(exclude, "exclude")
     available = ", ".join(names[:_NAMES_IN_ERRORS])
     if len(names) > _NAMES_IN_ERRORS:
         available += f", … ({len(names)} in all)"
@@ -111,8 +128,8 @@ def _select(
                 layers=len(names),
             )
     selected = [
-        (name, module)
-        for name, module in candidates
+        name
+        for name in names
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in include)
         and not any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude)
     ]

@@ -12,8 +12,10 @@
   built on the meta device, materialised empty once, and filled tensor by tensor, so the
   weights are never held twice.
 - **W8ASpike checkpoints** (SPEC §4) carry ``<linear>.weight_quantizer.scales`` buffers of
-  shape ``[out, in/128, 1]``. They are attached to their linear layer as the buffer
-  ``linear.weight_quantizer.scales`` (a :class:`QuantizerScales` child module), so
+  shape ``[out, in/128, 1]`` (any ``[out, groups, 1]`` whose groups divide the inputs is
+  read, the group size being ``in / groups``: ``[out, 1, 1]`` is one scale per row).
+  They are attached to their linear layer as the buffer ``linear.weight_quantizer.scales``
+  (a :class:`QuantizerScales` child module), so
   ``model.state_dict()`` has the file's names, and they are listed in
   :attr:`LoadedModel.quant_scales` (linear name → the same tensor), the form
   ``spikecode.nn.swap_linears(model, scales=loaded.quant_scales)`` takes. The weights are
@@ -50,7 +52,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from spikecode._constants import RELEASE_GROUP_SIZE
-from spikecode.errors import SpikecodeError
+from spikecode.errors import Remedy, SpikecodeError
 from spikecode.io import path_kind, read_json
 from spikecode.models.config import GLASwaConfig
 from spikecode.models.gla_swa import GLASwaForCausalLM
@@ -381,8 +383,8 @@ def _load_hf(
         if not trust_remote_code:
             raise SpikecodeError(
                 f"model_type {model_type!r} is defined by Python code shipped in the folder "
-                "(auto_map); refusing to run it. Pass trust_remote_code=True only if you "
-                "trust that code",
+                "(auto_map); refusing to run it unless you trust that code",
+                remedies=(Remedy("trust_remote_code", True),),
                 file=config_file,
                 model_type=model_type,
             )
@@ -555,21 +557,26 @@ def _check_tensors(
                     tensor=name,
                     file=str(info.file),
                 )
-            if linear.in_features % W8_GROUP_SIZE:
+            # The group size is what the shape says: in_features / groups (128 in the
+            # release; one group per row where 128 does not divide, spikecode's own rule).
+            shape = tuple(info.shape)
+            groups = shape[1] if len(shape) == 3 else 0
+            if (
+                len(shape) != 3
+                or shape[0] != linear.out_features
+                or shape[2] != 1
+                or groups < 1
+                or linear.in_features % groups
+            ):
                 raise SpikecodeError(
-                    f"tensor {name}: {owner} has {linear.in_features} input columns, not a "
-                    f"multiple of the W8ASpike group size {W8_GROUP_SIZE}",
+                    f"tensor {name} has shape {list(shape)}; W8ASpike scales of {owner} are "
+                    f"[{linear.out_features}, groups, 1] with groups dividing its "
+                    f"{linear.in_features} input columns (the release: "
+                    f"[{linear.out_features}, {max(1, linear.in_features // W8_GROUP_SIZE)}, 1])",
                     tensor=name,
                     file=str(info.file),
                 )
-            want = (linear.out_features, linear.in_features // W8_GROUP_SIZE, 1)
-            if info.shape != want:
-                raise SpikecodeError(
-                    f"tensor {name} has shape {list(info.shape)}, the config implies {list(want)}",
-                    tensor=name,
-                    file=str(info.file),
-                )
-            scales[owner] = want
+            scales[owner] = shape
             continue
         if name not in expected:
             raise SpikecodeError(
@@ -747,7 +754,8 @@ def _load_gla_swa(
             scales_dtype = _FLOAT_DTYPES[infos[owner + SCALES_SUFFIX].dtype]
             unit = next(u for u in runs_on if owner.startswith(u + "."))
             linear.weight_quantizer = QuantizerScales(
-                torch.empty(shape, dtype=scales_dtype, device=runs_on[unit])
+                torch.empty(shape, dtype=scales_dtype, device=runs_on[unit]),
+                group_size=linear.in_features // shape[1],
             )
         targets = model.state_dict(keep_vars=True)
         tied_head = None

@@ -44,8 +44,8 @@ def count_histograms(
     k
         As in :func:`sparsity_report`.
     by
-        ``"family"`` (q_proj, k_proj, ... summed over the network; for activation files
-        a family is a layer) or ``"layer"``.
+        ``"family"`` (q_proj, k_proj, ... by role, summed over the network) or
+        ``"layer"``.
 
     Returns
     -------
@@ -87,6 +87,8 @@ class RasterData:
         neuron ``i`` = token ``i // channels``, channel ``i % channels``.
     zero_points
         Scheme → the zero point of its train (non-zero only for shifted unsigned codes).
+    layer
+        Name of the layer the activations feed (for the title), or None.
     """
 
     k: float
@@ -96,6 +98,7 @@ class RasterData:
     channels: tuple[int, ...]
     trains: dict[str, np.ndarray]
     zero_points: dict[str, int]
+    layer: str | None = None
 
 
 def _indices(values: Sequence[int], size: int, what: str) -> tuple[int, ...]:
@@ -116,6 +119,7 @@ def raster_data(
     tokens: Sequence[int] = (1, 2, 3),
     channels: Sequence[int] = tuple(range(8)),
     schemes: Sequence[str] = tuple(SCHEMES),
+    layer: str | None = None,
 ) -> RasterData:
     """Encode a few tokens × channels of activations under each code (report figure 10).
 
@@ -133,6 +137,8 @@ def raster_data(
         Indices to show.
     schemes
         Codes, one panel each.
+    layer
+        Name of the layer, shown in the figure title.
 
     Returns
     -------
@@ -156,4 +162,4 @@ def raster_data(
         train = encode(selected, name)
         trains[name] = train.to_dense().reshape(train.T, -1)
         zero_points[name] = train.zero_point
-    return RasterData(_check_k(k), selected, np.asarray(vth), tok, chan, trains, zero_points)
+    return RasterData(_check_k(k), selected, np.asarray(vth), tok, chan, trains, zero_points, layer)

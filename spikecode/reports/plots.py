@@ -30,6 +30,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from spikecode.calibration.records import CountHistogram
+from spikecode.energy.formatting import energy_unit
 from spikecode.errors import SpikecodeError
 from spikecode.io import atomic_write
 from spikecode.reports.plotdata import RasterData
@@ -105,7 +106,7 @@ def plot_raster(data: RasterData, ax: Any = None, *, title: str | None = None) -
     ax
         None, or a sequence (or array) of Axes, one per code in ``data.trains``.
     title
-        Figure title (default: the k and the selection).
+        Figure title (default: the layer, the k and the selection).
 
     Returns
     -------
@@ -165,10 +166,13 @@ def plot_raster(data: RasterData, ax: Any = None, *, title: str | None = None) -
     fig = first.figure
     handles, labels = first.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
+    where = f" of {data.layer}" if data.layer else ""
+    tokens = f"{n_tok} token{'' if n_tok == 1 else 's'}"
+    channels = f"{n_chan} channel{'' if n_chan == 1 else 's'}"
     fig.suptitle(
         title
-        or f"Spike trains of the same counts under each code (k = {data.k:g}, "
-        f"{n_tok} tokens × {n_chan} channels)",
+        or f"Spike trains{where}: the same counts under each code (k = {data.k:g}, "
+        f"{tokens} × {channels})",
         fontsize=10,
     )
     return fig
@@ -212,7 +216,7 @@ def plot_hist(
     if not histograms:
         raise SpikecodeError("plot_hist needs at least one histogram")
     if ax is None:
-        (ax,) = _new_axes(1, figsize=(7.5, 4.5), layout="constrained")
+        (ax,) = _new_axes(1, figsize=(9.5, 4.5), layout="constrained")
 
     def bins(hist: CountHistogram) -> tuple[np.ndarray, np.ndarray]:
         counts = np.asarray(hist.counts, dtype=np.int64)
@@ -248,10 +252,15 @@ def plot_hist(
     ax.grid(True, which="major", alpha=0.3)
     suffix = f" (k = {k:g})" if k is not None else ""
     ax.set_title(f"Spike-count distribution{suffix}")
+    # Outside the axes, on the right: inside, "best" still lands on the curves when
+    # they fill the plot (the log-scale tails reach every corner).
     ax.legend(
         title=group if len(histograms) > 1 else None,
         fontsize=8,
         ncols=2 if len(histograms) > 6 else 1,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
     )
     return ax
 
@@ -374,7 +383,9 @@ def plot_energy(
     Returns
     -------
     matplotlib.axes.Axes
-        The bars are its containers, one per series, labelled like the legend.
+        The bars are its containers, one per series, labelled like the legend. Heights
+        are in the unit the tables use for the largest bar (pJ, nJ, µJ or mJ:
+        ``spikecode.energy.formatting.energy_unit``), named on the y axis.
     """
     data = _report_data(report, "energy")
     if not data["layers"]:
@@ -394,10 +405,13 @@ def plot_energy(
     x = np.arange(len(groups), dtype=float)
     if groups[-1][0] == "total":
         x[-1] += 0.5  # set the network total apart
+    # One unit for the axis, chosen like the tables choose theirs, by the largest bar.
+    largest = max((v for _, entry in groups for v in entry.values() if np.isfinite(v)), default=0.0)
+    scale, unit = energy_unit(largest)
     greys = ["#4d4d4d", "#808080", "#a6a6a6", "#bfbfbf", "#d9d9d9", "#ececec"]
     hatches = ["", "//", "xx", "..", "\\\\", "++"]
     for i, key in enumerate(series):
-        heights = [entry.get(key, np.nan) for _, entry in groups]
+        heights = [entry.get(key, np.nan) / scale for _, entry in groups]
         if key in _MODE_STYLE:
             label, color = _MODE_STYLE[key]
             style: dict[str, Any] = {"color": color}
@@ -413,7 +427,9 @@ def plot_energy(
         ax.bar(x - 0.4 + width * (i + 0.5), heights, width, label=label, **style)
     ax.set_yscale("log")
     ax.set_xticks(x)
-    crowded = len(groups) > 8
+    # Rotate the labels when they would run into each other (many groups, or long module
+    # names such as the bundled sample's encoder.layer.0.attention.self.query).
+    crowded = len(groups) > 8 or sum(len(name) for name, _ in groups) > 80
     ax.set_xticklabels(
         [name for name, _ in groups],
         rotation=(90 if len(groups) > 16 else 30) if crowded else 0,
@@ -422,7 +438,7 @@ def plot_energy(
     )
     if groups[-1][0] == "total":
         ax.axvline(x[-1] - 0.75, color="0.6", linestyle=":", linewidth=1)
-    ax.set_ylabel("energy per token (pJ, log scale)")
+    ax.set_ylabel(f"energy per token ({unit}, log scale)")
     what_group = "layer family" if by == "family" else "layer"
     ax.set_xlabel(what_group)
     memory = data["settings"]["memory"]

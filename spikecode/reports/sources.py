@@ -32,7 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from spikecode.calibration.records import COUNT_LIMIT, CalibrationStats, CountHistogram, k_key
+from spikecode.calibration.records import (
+    COUNT_LIMIT,
+    CalibrationStats,
+    CountHistogram,
+    k_key,
+    layer_family,
+)
 from spikecode.calibration.records import VERSION as STATS_VERSION
 from spikecode.calibration.statsfile import load_stats
 from spikecode.encoders.codec import plan_encoding
@@ -135,8 +141,8 @@ class LayerResult:
     Parameters
     ----------
     name, family
-        Layer name and family (its last name component: ``q_proj``, ``down_proj``...;
-        for activation files the layer name itself).
+        Layer name and family (its role, :func:`spikecode.calibration.layer_family`:
+        ``q_proj``, ``down_proj``...; a name without a known role is its own family).
     in_features, out_features
         Layer shape; ``out_features`` is the fan-out the energy model charges.
     tokens
@@ -273,6 +279,9 @@ class ActivationSource(Source):
         Where the array came from (for the report's ``source`` entry).
     name
         Layer name for a single-layer array (default: the key or the file stem).
+    names
+        Layer names for a 3-D array (default ``layer0``, ``layer1``...; the bundled
+        sample's are the module names of the projections it feeds).
     """
 
     kind = "activations"
@@ -285,6 +294,7 @@ class ActivationSource(Source):
         path: str | os.PathLike[str] | None = None,
         key: str | None = None,
         name: str | None = None,
+        names: Sequence[str] | None = None,
     ) -> None:
         from spikecode._validate import to_numpy
 
@@ -298,7 +308,11 @@ class ActivationSource(Source):
         self.key = key
         self.layered = a.ndim == 3
         if self.layered:
-            self.names = [f"layer{i}" for i in range(a.shape[0])]
+            self.names = [f"layer{i}" for i in range(a.shape[0])] if names is None else list(names)
+            if len(self.names) != a.shape[0]:
+                raise SpikecodeError(
+                    f"{len(self.names)} layer names for {a.shape[0]} layers", shape=a.shape
+                )
         else:
             stem = Path(self.path).stem if self.path else "activations"
             self.names = [name or key or stem]
@@ -357,7 +371,7 @@ class ActivationSource(Source):
             results.append(
                 LayerResult(
                     name=name,
-                    family=name,
+                    family=layer_family(name),
                     in_features=n,
                     out_features=fan_out,
                     tokens=tokens,
@@ -533,6 +547,9 @@ class StatsSource(Source):
             rows = 1
             if _is_site(layer.name) and projections and layer.tokens % projections[0] == 0:
                 rows = layer.tokens // projections[0]
+            activity = entry.activity
+            if activity is not None and get_scheme(scheme).unsigned_counts:
+                activity = _shifted_activity(activity, entry.schemes[scheme], entry.count_histogram)
             results.append(
                 LayerResult(
                     name=layer.name,
@@ -545,7 +562,7 @@ class StatsSource(Source):
                     max_abs_count=entry.max_abs_count,
                     rel_error=entry.output_rel_error,
                     cosine=entry.output_cosine,
-                    activity=entry.activity,
+                    activity=activity,
                     histogram=entry.count_histogram,
                     rows_per_token=rows,
                 )
@@ -556,6 +573,34 @@ class StatsSource(Source):
 def _is_site(name: str) -> bool:
     """A window-attention activation site (:class:`~spikecode.models.sites.ActivationSite`)."""
     return name.endswith((".q_act", ".k_act", ".v_act"))
+
+
+def _shifted_activity(
+    activity: ChannelActivity, stats: SpikeStats, histogram: CountHistogram
+) -> ChannelActivity:
+    """Channel activity of a shifted unsigned code from a stats file (zero point < 0).
+
+    The file's activity counts ``c ≠ 0`` as active, right for every code whose zero
+    point is 0. A shifted binary or bitwise train (zero point ``min c < 0``, SPEC §3)
+    is silent where ``c = zero point`` instead, as :func:`channel_activity` counts for
+    activation files: the channel total is then exact from the code's silent count.
+    Which blocks hold only such elements the file does not record, so each active
+    channel is charged its whole block (``min(T·N, B · active)``, an upper bound that
+    never overstates the saving).
+    """
+    shifted = histogram.below > 0 or any(histogram.counts[: -histogram.offset])
+    if not shifted:
+        return activity
+    elements = activity.tokens * activity.in_features
+    active = elements - stats.silent
+    return ChannelActivity(
+        tokens=activity.tokens,
+        in_features=activity.in_features,
+        active_channels=active,
+        block_fetched_channels={
+            size: min(elements, size * active) for size in activity.block_fetched_channels
+        },
+    )
 
 
 def _looks_like_json(path: Path) -> bool:
@@ -590,11 +635,14 @@ def load_source(path: str | os.PathLike[str] | None = None, *, key: str | None =
         unreadable or non-float activation file. The message names the file.
     """
     if path is None:
-        from spikecode.data import sample_path
+        from spikecode.data import sample_layer_names, sample_path
 
         sample = sample_path()
         return ActivationSource(
-            load_activations(sample, key=key or "activations"), path=sample, key="activations"
+            load_activations(sample, key=key or "activations"),
+            path=sample,
+            key="activations",
+            names=sample_layer_names(),
         )
     path = Path(path)
     kind = path_kind(path)

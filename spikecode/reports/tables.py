@@ -34,6 +34,7 @@ from spikecode.energy import (
     mac_energy,
 )
 from spikecode.energy import energy_report as _energy_report
+from spikecode.energy.formatting import format_energy
 from spikecode.errors import SpikecodeError
 from spikecode.reports.sources import (
     ERROR_MEASURES,
@@ -75,12 +76,7 @@ def _fmt_number(value: Any) -> str:
 
 def _fmt_energy(value: Any) -> str:
     """Energy in pJ, printed with a unit that keeps 4 significant digits readable."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    for scale, unit in ((1e9, "mJ"), (1e6, "µJ"), (1e3, "nJ")):
-        if abs(value) >= scale:
-            return f"{value / scale:.4g} {unit}"
-    return f"{value:.4g} pJ"
+    return format_energy(value)
 
 
 def _fmt_text(value: Any) -> str:
@@ -318,8 +314,8 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
         ``window_sparsity``, and ``max_abs_count``, ``vth_mean``, ``rel_error``,
         ``cosine``. ``total`` has the same keys (``name`` is ``"total"``; ``family``,
         ``in_features``, ``out_features``, ``tokens`` and ``vth_mean`` are None, ``T`` is
-        the largest T, ``layers`` the layer count; ``firing_rate`` is the element-weighted
-        mean of the layers' and ``sparsity`` one minus it).
+        the largest T, ``layers`` the layer count; ``firing_rate`` is ``Σ spikes / Σ
+        (elements · T)``, each layer over its own T, and ``sparsity`` one minus it).
     """
     k = source.resolve_k(k)
     scheme = source.resolve_scheme(scheme)
@@ -342,8 +338,6 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
         )
     total_stats = _total_stats(results)
     weights = [r.stats.elements for r in results]
-    # Each layer codes with its own T: the network's firing rate weighs the layers' rates.
-    rate = _weighted([(r.stats.firing_rate, w) for r, w in zip(results, weights, strict=True)])
     abs_counts = [r.max_abs_count for r in results]
     total = {
         "name": "total",
@@ -353,8 +347,6 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
         "out_features": None,
         "tokens": None,
         **_stats_dict(total_stats),
-        "firing_rate": rate,
-        "sparsity": 1.0 - rate,  # type: ignore[operator]
         "max_abs_count": None if None in abs_counts else max(abs_counts),  # type: ignore[type-var]
         "vth_mean": None,
         "rel_error": _weighted([(r.rel_error, w) for r, w in zip(results, weights, strict=True)]),

@@ -16,7 +16,7 @@ import numpy as np
 
 from spikecode._validate import to_numpy
 from spikecode.encoders.schemes import check_bit_order, get_scheme
-from spikecode.errors import SpikecodeError
+from spikecode.errors import Remedy, SpikecodeError
 from spikecode.exporters.registry import register_exporter
 from spikecode.io import atomic_folder, atomic_write, read_json
 from spikecode.linear import _scales_2d
@@ -196,13 +196,15 @@ def _form(
     if T is None:
         if spec.bitwise:
             raise SpikecodeError(
-                f"{spec.name} weights each step by its bit, so the graph needs a fixed T; pass T",
+                f"{spec.name} weights each step by its bit, so the graph needs a fixed T",
+                remedies=(Remedy("T", "N"),),
                 scheme=spec.name,
             )
         if integrator == "IF":
             raise SpikecodeError(
                 "an IF integrator needs a fixed T to place a threshold no input reaches "
-                "(and to report the accumulator width); pass T or use integrator='I'",
+                "(and to report the accumulator width)",
+                remedies=(Remedy("T", "N"), Remedy("integrator", "I")),
                 scheme=spec.name,
             )
         T, steps = 0, np.ones(1, dtype=np.int64)
@@ -248,7 +250,8 @@ def _power_above(bound: float) -> float:
     exponent = math.frexp(max(float(bound), 0.5))[1] + 1
     if exponent > 127:
         raise SpikecodeError(
-            "the IF threshold these weights need does not fit float32; use integrator='I'"
+            "the IF threshold these weights need does not fit float32",
+            remedies=(Remedy("integrator", "I"),),
         )
     return float(2.0**exponent)
 

@@ -76,6 +76,8 @@ class _ErrorSpec:
     given_scales: torch.Tensor | None
     #: The module whose accelerate hook loads the layer's weights (itself or a block).
     owner: nn.Module | None = None
+    #: The weight of a layer that has none of its own (an activation site: identity).
+    fixed_weight: torch.Tensor | None = None
 
     @contextmanager
     def loaded(self, name: str) -> Iterator[None]:
@@ -84,7 +86,7 @@ class _ErrorSpec:
         Its hook (``_hf_hook``) loads them in ``pre_forward`` and puts them back on the
         ``meta`` device in ``post_forward``, exactly as around the layer's own forward.
         """
-        if self.layer.weight.device.type != "meta":
+        if self.weight.device.type != "meta":
             yield
             return
         owner = self.owner if self.owner is not None else self.layer
@@ -103,7 +105,7 @@ class _ErrorSpec:
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.layer.weight
+        return self.layer.weight if self.fixed_weight is None else self.fixed_weight
 
     @property
     def bias(self) -> torch.Tensor | None:
@@ -229,7 +231,8 @@ class LayerAccumulator:
                 raise SpikecodeError(
                     "the layer's weight must be a [out_features, in_features] tensor", layer=name
                 )
-            self._error = _ErrorSpec(layer, scales, offload_owner)
+            own = getattr(layer, "weight", None) is not None
+            self._error = _ErrorSpec(layer, scales, offload_owner, None if own else weight)
         self.tokens = 0
         self._stream = _Stream([{} for _ in self.ks])
         # Set while this layer reads the same input as an earlier one (see StatsAccumulator).

@@ -109,16 +109,16 @@ def reference_step_by_step(x: torch.Tensor, scheme: str, k: float = 3.0) -> torc
 def today(x: np.ndarray, scheme: str) -> spikecode.SpikeTrain:
     """The path before issue 10: counts, then events."""
     counts, _ = spikecode.adaptive_counts(x, k=3.0)
-    return spikecode.encode(counts, scheme, layout="events")
+    return spikecode.encode(counts, scheme, layout="events", max_spikes=None)
 
 
 def fused(x, scheme: str, layout: str) -> spikecode.SpikeTrain:
-    return spikecode.encode_activations(x, 3.0, scheme, layout=layout)[0]
+    return spikecode.encode_activations(x, 3.0, scheme, layout=layout, max_spikes=None)[0]
 
 
 def two_step(x: np.ndarray, scheme: str, layout: str) -> spikecode.SpikeTrain:
     counts, _ = spikecode.adaptive_counts(x, k=3.0)
-    return spikecode.encode(counts, scheme, layout=layout)
+    return spikecode.encode(counts, scheme, layout=layout, max_spikes=None)
 
 
 def interleaved(fns: dict, repeats: int) -> dict:

@@ -114,12 +114,14 @@ def encode(
     plan = plan_encoding(counts, scheme, T, saturate=saturate, zero_point=zero_point)
     rows, features = plan.rows.shape
     width = _arrays.plane_width(features)
+    n = None
     if layout == "planes":
         _arrays.check_planes_size(plan, width, max_spikes)
     else:
-        check_plan_size(plan, max_spikes)
+        n = check_plan_size(plan, max_spikes)
     if layout == "auto":  # decided before building, so neither form is built in vain
-        n = total_spikes(plan.rows, plan.scheme, plan.T, plan.zero_point)
+        if n is None:
+            n = total_spikes(plan.rows, plan.scheme, plan.T, plan.zero_point)
         layout = _arrays.choose_layout(rows, features, plan.T, n, plan.scheme.signed)
     if layout == "events":
         return _encode_events(plan, bit_order)

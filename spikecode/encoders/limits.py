@@ -119,23 +119,30 @@ def check_train_size(
             )
 
 
-def check_plan_size(plan: Any, max_spikes: Any, *, dense: bool = False) -> None:
+def check_plan_size(plan: Any, max_spikes: Any, *, dense: bool = False) -> int | None:
     """Refuse an :class:`~spikecode.encoders.codec.EncodingPlan` too large to build.
 
     Called at the start of :func:`~spikecode.encode` and :func:`~spikecode.encode_dense`:
     the step index (or dense array) size is checked first, then the exact number of
     spikes, computed from the counts.
+
+    Returns
+    -------
+    int or None
+        That number of spikes, so that the caller need not count again; None when it was
+        not counted (no bound, or a dense train).
     """
     bound = check_max_spikes(max_spikes)
     if bound is None:
-        return
+        return None
     rows = plan.rows.shape[0]
     context = {"scheme": plan.scheme.name, "shape": plan.shape}
     if dense:
         check_train_size(
             rows=rows, T=plan.T, elements=plan.rows.size, dense=True, max_spikes=bound, **context
         )
-        return
+        return None
     check_train_size(rows=rows, T=plan.T, max_spikes=bound, **context)
     spikes = total_spikes(plan.rows, plan.scheme, plan.T, plan.zero_point)
     check_train_size(rows=rows, T=plan.T, spikes=spikes, max_spikes=bound, **context)
+    return spikes

@@ -269,6 +269,23 @@ def _per_layer(value: object, names: list[str], argument: str) -> Mapping[str, o
     return value
 
 
+def _k_and_scales(
+    k: KSpec, names: list[str], what: str, scales: object, scale_names: list[str]
+) -> tuple[Mapping[str, object] | None, Mapping[str, object]]:
+    """Per-layer ``k`` (every one of ``names`` needs a value) and ``scales`` mappings."""
+    k_of = _per_layer(k, names, "k")
+    if k_of is not None:
+        missing = [name for name in names if name not in k_of]
+        if missing:
+            raise SpikecodeError(
+                f"k gives no value for {len(missing)} {what}: {', '.join(missing[:8])}",
+                selected=len(names),
+            )
+    if scales is not None and not isinstance(scales, Mapping):
+        raise SpikecodeError("scales must be a mapping from layer name to tensor")
+    return k_of, _per_layer(scales, scale_names, "scales") or {}
+
+
 def swap_linears(
     model: nn.Module,
     k: KSpec = 3.0,
@@ -327,17 +344,7 @@ def swap_linears(
     if check_recipe(recipe) == "release":
         return _swap_release(model, k, recipe_targets(model, recipe, include, exclude), scales)
     names = [name for name, _, _ in list_linear_layers(model, include, exclude)]
-    k_of = _per_layer(k, names, "k")
-    if k_of is not None:
-        missing = [name for name in names if name not in k_of]
-        if missing:
-            raise SpikecodeError(
-                f"k gives no value for {len(missing)} selected layer(s): {', '.join(missing[:8])}",
-                selected=len(names),
-            )
-    if scales is not None and not isinstance(scales, Mapping):
-        raise SpikecodeError("scales must be a mapping from layer name to tensor")
-    scales_of = _per_layer(scales, names, "scales") or {}
+    k_of, scales_of = _k_and_scales(k, names, "selected layer(s)", scales, names)
     replacements = {}
     for name in names:
         linear = model.get_submodule(name)
@@ -362,18 +369,8 @@ def _swap_release(
 ) -> list[str]:
     """The release recipe's replacements (see :func:`swap_linears`)."""
     spiked = [t.name for t in targets if t.role == "spike"]
-    k_of = _per_layer(k, spiked, "k")
-    if k_of is not None:
-        missing = [name for name in spiked if name not in k_of]
-        if missing:
-            raise SpikecodeError(
-                f"k gives no value for {len(missing)} spiked input(s): {', '.join(missing[:8])}",
-                selected=len(spiked),
-            )
-    if scales is not None and not isinstance(scales, Mapping):
-        raise SpikecodeError("scales must be a mapping from layer name to tensor")
     # The release keeps down_proj's scales unused: scales may name float targets too.
-    scales_of = _per_layer(scales, [t.name for t in targets], "scales") or {}
+    k_of, scales_of = _k_and_scales(k, spiked, "spiked input(s)", scales, [t.name for t in targets])
     replacements: dict[nn.Module, nn.Module] = {}
     names = []
     for target in targets:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,12 @@ from spikecode.models.checkpoint import INDEX_FILE, SCALES_SUFFIX, SINGLE_FILE, 
 from spikecode.models.gla_swa import GATE_VARIANTS, GLASwaConfig, GLASwaForCausalLM
 from spikecode.nn.functional import quantize_weight_int8
 
-__all__ = ["TINY_TOKENIZER_WORDS", "stats_differences", "write_tiny_gla_swa_checkpoint"]
+__all__ = [
+    "TINY_TOKENIZER_WORDS",
+    "stats_differences",
+    "write_sparse_gla_swa_checkpoint",
+    "write_tiny_gla_swa_checkpoint",
+]
 
 #: Words the tiny tokenizer holds as single tokens (with and without a leading space).
 TINY_TOKENIZER_WORDS: tuple[str, ...] = (
@@ -185,6 +191,114 @@ def write_tiny_gla_swa_checkpoint(
     # Last, so that an interrupted write never leaves a folder that looks loadable.
     _write_json(folder / "config.json", raw_config)
     return folder
+
+
+#: SpikingBrain-7B's architecture (the release's config.json), for the sparse writer.
+SPIKINGBRAIN_7B = {
+    "vocab_size": 152064,
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "sliding_window": 4096,
+    "rope_theta": 1000000.0,
+}
+_SAFETENSORS_DTYPES = {torch.bfloat16: "BF16", torch.float32: "F32"}
+
+
+def write_sparse_gla_swa_checkpoint(
+    path: str | os.PathLike[str], *, w8aspike: bool = False, shards: int = 4, **architecture: Any
+) -> Path:
+    """Write a GLA-SWA checkpoint of any width whose weights are holes in sparse files.
+
+    The folder has the release layout (``config.json``, ``model.safetensors.index.json``,
+    ``model-0000i-of-0000n.safetensors``) and every safetensors file is valid: a header
+    naming each tensor's dtype, shape and offsets, then a data region of the full size
+    that is never written, so the file system stores it as a hole (all weights read as
+    zero). A full SpikingBrain-7B-width model (:data:`SPIKINGBRAIN_7B`, the default) has
+    an apparent size of ~15 GB and takes almost no disk: what tools that read only
+    headers (:func:`spikecode.plan.checkpoint_projections`) need for tests and benchmarks.
+
+    Parameters
+    ----------
+    path
+        Folder to write; created if needed, and must be empty.
+    w8aspike
+        Also declare ``<linear>.weight_quantizer.scales`` (float32 ``[out, in/128, 1]``)
+        for the block projections whose input width 128 divides, as the W8ASpike release.
+    shards
+        Number of safetensors shards; the layers are split in model order.
+    **architecture
+        :class:`~spikecode.models.config.GLASwaConfig` fields overriding
+        :data:`SPIKINGBRAIN_7B` (``num_hidden_layers=2``...); ``gate`` picks the gate
+        variant (default ``"single"`` with ``w8aspike``, else ``"lowrank"``).
+    """
+    settings = {**SPIKINGBRAIN_7B, **architecture}
+    settings.setdefault("gate", "single" if w8aspike else "lowrank")
+    settings.setdefault("attn_layers", tuple(range(1, settings["num_hidden_layers"], 2)))
+    settings.setdefault("torch_dtype", "bfloat16")
+    config = GLASwaConfig(**settings)
+    with torch.device("meta"):
+        model = GLASwaForCausalLM(config)
+    entries: dict[str, tuple[str, tuple[int, ...]]] = {
+        name: (_SAFETENSORS_DTYPES[torch.bfloat16], tuple(t.shape))
+        for name, t in model.state_dict().items()
+    }
+    if w8aspike:
+        for name, module in model.model.layers.named_modules(prefix="model.layers"):
+            if isinstance(module, nn.Linear) and module.in_features % W8_GROUP_SIZE == 0:
+                shape = (module.out_features, module.in_features // W8_GROUP_SIZE, 1)
+                entries[name + SCALES_SUFFIX] = (_SAFETENSORS_DTYPES[torch.float32], shape)
+    del model
+    names = list(entries)
+    if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= len(names):
+        raise SpikecodeError(f"shards must be an integer in 1..{len(names)}, not {shards!r}")
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(folder.iterdir()):
+        raise SpikecodeError("the checkpoint folder must be empty", path=str(folder))
+    bounds = [round(i * len(names) / shards) for i in range(shards + 1)]
+    weight_map, total = {}, 0
+    for i in range(shards):
+        shard = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = {name: entries[name] for name in names[bounds[i] : bounds[i + 1]]}
+        total += _write_sparse_safetensors(folder / shard, part)
+        weight_map.update(dict.fromkeys(part, shard))
+    _write_json(
+        folder / INDEX_FILE,
+        {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))},
+    )
+    _write_json(
+        folder / "config.json",
+        {**config.to_dict(), "auto_map": _AUTO_MAP, "max_position_embeddings": 4096},
+    )
+    return folder
+
+
+def _write_sparse_safetensors(target: Path, entries: dict[str, tuple[str, tuple[int, ...]]]) -> int:
+    """Write a safetensors file whose data region is a hole; return its data size in bytes.
+
+    The format: an 8-byte little-endian header length, the JSON header, the data.
+    """
+    sizes = {"BF16": 2, "F32": 4}
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, (dtype, shape) in entries.items():
+        size = sizes[dtype] * int(torch.Size(shape).numel())
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    with atomic_write(target) as temporary, open(temporary, "wb") as handle:
+        handle.write(struct.pack("<Q", len(text)))
+        handle.write(text)
+        handle.truncate(8 + len(text) + offset)
+    return offset
 
 
 def _tiny_tensors(config: GLASwaConfig, *, seed: int, w8aspike: bool) -> dict[str, torch.Tensor]:

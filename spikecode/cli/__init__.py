@@ -74,6 +74,7 @@ def _register() -> None:
     from spikecode.cli.encode import encode_command
     from spikecode.cli.export import export_group
     from spikecode.cli.merge import merge_stats_command
+    from spikecode.cli.plan import plan_command
     from spikecode.cli.plot import plot_group
     from spikecode.cli.report import report_group
 
@@ -85,6 +86,7 @@ def _register() -> None:
     main.add_command(export_group)
     main.add_command(report_group)
     main.add_command(plot_group)
+    main.add_command(plan_command)
     pending: list[click.Command] = list(main.commands.values())
     while pending:
         command = pending.pop()

@@ -1,0 +1,271 @@
+"""The projections of a model, from a checkpoint's file headers or from a stats file.
+
+A deployment plan needs each spike-driven projection's name, shape and scale groups, never
+its weights: :func:`checkpoint_projections` reads them from ``config.json`` and the
+safetensors headers (names, shapes, dtypes; :func:`safetensors.safe_open` reads the header
+and maps nothing else), so a SpikingBrain-7B-width folder is planned in seconds on a laptop.
+:func:`stats_projections` takes them from a calibration stats file, whose layers carry their
+shapes.
+
+Which tensors are projections (SPEC §1: every linear projection's input is spike-coded,
+the LM head and the embeddings are not): every 2-D tensor ``<module>.weight`` stored in
+``torch.nn.Linear``'s ``[out, in]`` layout whose module is not an embedding (a last name
+component containing ``embed``, or ``wte``/``wpe``), selected by fnmatch ``include`` and
+``exclude`` patterns on the module name (default: all but ``lm_head``, as calibration).
+GPT-2's ``Conv1D`` stores ``[in, out]`` and is read transposed: pass ``exclude`` or use a
+stats file for such models.
+
+Scale groups (the per-group integrators of the NIR and Lava exports): the W8ASpike
+``<module>.weight_quantizer.scales`` buffer ``[out, G, 1]`` when the checkpoint has one,
+else spikecode's own rule (:func:`spikecode.nn.functional.auto_group_size`: 128 input
+columns where 128 divides ``in``, else one group per row).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError, safe_open
+
+from spikecode.errors import SpikecodeError
+from spikecode.io import path_kind, read_json
+from spikecode.models.capture import DEFAULT_EXCLUDE, select_names
+
+__all__ = [
+    "CheckpointShapes",
+    "Projection",
+    "checkpoint_projections",
+    "default_groups",
+    "stats_projections",
+]
+
+_INDEX_FILE = "model.safetensors.index.json"
+_SINGLE_FILE = "model.safetensors"
+_SCALES_SUFFIX = ".weight_quantizer.scales"
+_EMBEDDING_NAMES = ("wte", "wpe")
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One spike-driven linear projection: its name, shape and scale groups.
+
+    Attributes
+    ----------
+    name
+        Module name (``model.layers.0.attn.q_proj``).
+    in_features, out_features
+        Shape ``[out, in]`` of the weight.
+    groups
+        Weight-scale groups ``G`` (``in / G`` input columns each); the exports give every
+        output one integrator per group.
+    dtype
+        The stored dtype of the weight (``"BF16"``), None when it came from a stats file.
+    """
+
+    name: str
+    in_features: int
+    out_features: int
+    groups: int
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        for what in ("in_features", "out_features", "groups"):
+            value = getattr(self, what)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise SpikecodeError(
+                    f"{what} of projection {self.name!r} must be a positive integer, got {value!r}"
+                )
+        if self.in_features % self.groups:
+            raise SpikecodeError(
+                f"{self.groups} scale groups do not divide the {self.in_features} inputs of "
+                f"projection {self.name!r}"
+            )
+
+    @property
+    def group_size(self) -> int:
+        """Input columns per scale group: the fan-in of one integrator."""
+        return self.in_features // self.groups
+
+
+@dataclass(frozen=True)
+class CheckpointShapes:
+    """What a checkpoint folder's headers say: its projections and where they came from."""
+
+    path: str
+    model_type: str | None
+    projections: tuple[Projection, ...]
+    tensors: int
+    files: int
+
+
+def default_groups(in_features: int) -> int:
+    """Scale groups of spikecode's W8ASpike layers: ``in / 128``, or 1 (SPEC §4)."""
+    from spikecode.nn.functional import auto_group_size
+
+    size = auto_group_size(in_features)
+    return 1 if size is None else in_features // size
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / _INDEX_FILE
+    if index.is_file():
+        content = read_json(index, "the shard index")
+        weight_map = content.get("weight_map") if isinstance(content, dict) else None
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(v, str) for v in weight_map.values()
+        ):
+            raise SpikecodeError(
+                "the shard index has no weight_map of tensor name → shard file", file=str(index)
+            )
+        shards = sorted(set(weight_map.values()))
+        for shard in shards:
+            if Path(shard).name != shard or not (folder / shard).is_file():
+                raise SpikecodeError(
+                    f"shard {shard!r} listed in the index is missing or outside the folder",
+                    file=str(index),
+                )
+        return [folder / shard for shard in shards]
+    if (folder / _SINGLE_FILE).is_file():
+        return [folder / _SINGLE_FILE]
+    found = sorted(folder.glob("*.safetensors"))
+    if not found:
+        raise SpikecodeError(
+            f"no {_INDEX_FILE}, {_SINGLE_FILE} or other .safetensors file in the folder "
+            "(pickled .bin checkpoints are not read)",
+            path=str(folder),
+        )
+    return found
+
+
+def _headers(files: Iterable[Path]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Tensor name → (shape, dtype) from the safetensors headers only."""
+    out: dict[str, tuple[tuple[int, ...], str]] = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="numpy") as handle:
+                for name in handle.keys():  # noqa: SIM118 - a safe_open handle is not iterable
+                    piece = handle.get_slice(name)
+                    out[name] = (tuple(piece.get_shape()), piece.get_dtype())
+        except (SafetensorError, OSError) as err:
+            raise SpikecodeError(
+                f"cannot read safetensors header (truncated or corrupt?): {err}", file=str(file)
+            ) from None
+    return out
+
+
+def _natural(name: str) -> list[tuple[int, int | str]]:
+    """Sort key that orders ``layers.2`` before ``layers.10`` (model order)."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in name.split(".")]
+
+
+def _is_embedding(module: str) -> bool:
+    last = module.rpartition(".")[2]
+    return "embed" in last.lower() or last in _EMBEDDING_NAMES
+
+
+def _groups_from_scales(
+    name: str, shape: tuple[int, ...], in_features: int, out_features: int, file: str
+) -> int:
+    if len(shape) != 3 or shape[0] != out_features or shape[2] != 1 or shape[1] < 1:
+        raise SpikecodeError(
+            f"tensor {name} has shape {list(shape)}; W8ASpike scales are [{out_features}, "
+            "groups, 1]",
+            tensor=name,
+            file=file,
+        )
+    if in_features % shape[1]:
+        raise SpikecodeError(
+            f"tensor {name}: {shape[1]} scale groups do not divide {in_features} inputs",
+            tensor=name,
+            file=file,
+        )
+    return shape[1]
+
+
+def checkpoint_projections(
+    folder: str | os.PathLike[str],
+    include: str | Iterable[str] = ("*",),
+    exclude: str | Iterable[str] = DEFAULT_EXCLUDE,
+) -> CheckpointShapes:
+    """The spike-driven projections of a checkpoint folder, without loading a weight.
+
+    Parameters
+    ----------
+    folder
+        A SpikingBrain (GLA-SWA) or Hugging Face folder: ``config.json`` and safetensors
+        weights (``model.safetensors.index.json`` with shards, ``model.safetensors``, or
+        other ``*.safetensors`` files).
+    include, exclude
+        fnmatch patterns on module names (``*`` crosses dots), as in calibration.
+
+    Returns
+    -------
+    CheckpointShapes
+        The projections in model order (names sorted with layer numbers compared as numbers).
+
+    Raises
+    ------
+    SpikecodeError
+        A missing folder or config.json, unreadable headers, no projection, or patterns
+        that select none.
+    """
+    path = Path(folder)
+    kind = path_kind(path)
+    if kind != "dir":
+        raise SpikecodeError(
+            "the checkpoint must be a folder with config.json and safetensors weights"
+            if kind
+            else "checkpoint folder not found",
+            path=str(path),
+        )
+    config = read_json(path / "config.json", "config.json")
+    model_type = config.get("model_type") if isinstance(config, Mapping) else None
+    files = _weight_files(path)
+    headers = _headers(files)
+    weights: dict[str, tuple[int, int, str]] = {}
+    for name, (shape, dtype) in headers.items():
+        if not name.endswith(".weight") or len(shape) != 2:
+            continue
+        module = name.removesuffix(".weight")
+        if _is_embedding(module) or min(shape) == 0:
+            continue
+        weights[module] = (shape[1], shape[0], dtype)
+    if not weights:
+        raise SpikecodeError(
+            "the checkpoint holds no 2-D linear weight ([out, in] '<module>.weight')",
+            path=str(path),
+        )
+    chosen = select_names(sorted(weights, key=_natural), include, exclude)
+    projections = []
+    for module in chosen:
+        in_features, out_features, dtype = weights[module]
+        scales = headers.get(module + _SCALES_SUFFIX)
+        groups = (
+            default_groups(in_features)
+            if scales is None
+            else _groups_from_scales(
+                module + _SCALES_SUFFIX, scales[0], in_features, out_features, str(path)
+            )
+        )
+        projections.append(Projection(module, in_features, out_features, groups, dtype))
+    return CheckpointShapes(
+        path=str(path),
+        model_type=model_type if isinstance(model_type, str) else None,
+        projections=tuple(projections),
+        tensors=len(headers),
+        files=len(files),
+    )
+
+
+def stats_projections(stats: Any) -> tuple[Projection, ...]:
+    """The projections a :class:`~spikecode.calibration.CalibrationStats` measured."""
+    return tuple(
+        Projection(
+            layer.name, layer.in_features, layer.out_features, default_groups(layer.in_features)
+        )
+        for layer in stats.layers
+    )

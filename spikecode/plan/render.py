@@ -82,6 +82,14 @@ _DISPLAY = (
 )
 
 
+def _width(needed: int | None, available: int | None, fits: bool | None) -> str:
+    """``"18 bits needed, 24 available: fits"``; n/a parts where unknown."""
+    need = "n/a" if needed is None else f"{needed} bits needed"
+    have = "not published" if available is None else f"{available} available"
+    verdict = {True: "fits", False: "DOES NOT FIT", None: "unknown"}[fits]
+    return f"{need}, {have}: {verdict}"
+
+
 def _row(values: dict[str, Any]) -> dict[str, Any]:
     return {key: values.get(key) for key in _COLUMNS}
 
@@ -109,7 +117,9 @@ def plan_report(plan: Any) -> Report:
                 "graded_events_per_token": model["graded_events_per_token"],
                 "graded_synops_per_token": model["graded_synops_per_token"],
                 "accumulator_bits": model["accumulator_bits"],
+                "state_fits": model["state_fits"],
                 "payload_bits": model["payload_bits"],
+                "payload_fits": model["payload_fits"],
             }
         )
     )
@@ -142,6 +152,14 @@ def plan_report(plan: Any) -> Report:
         ("spikes per token", _fmt_number(model["spikes_per_token"])),
         ("synaptic ops per token", _fmt_number(model["synops_per_token"])),
         ("graded events per token", _fmt_number(model["graded_events_per_token"])),
+        (
+            "integrator width",
+            _width(model["accumulator_bits"], target.state_bits, model["state_fits"]),
+        ),
+        (
+            "graded payload width",
+            _width(model["payload_bits"], target.payload_bits, model["payload_fits"]),
+        ),
     ]
     notes = [
         "Rule: one integrator per output and scale group (G); integrators fill cores in "

@@ -53,6 +53,7 @@ def test_stats_source_with_k_code_and_target(stats_file):
     assert (data["source"]["k"], data["source"]["scheme"]) == (2.0, "ternary")
     assert [p["name"] for p in data["projections"]] == [name for name, *_ in tiny_layers()]
     assert all(p["T"] is not None for p in data["projections"])
+    assert (data["source"]["recipe"], data["source"]["tokens"]) == ("all-linear", 40)
 
 
 def test_csv_has_a_row_per_projection_and_the_model(stats_file):
@@ -77,6 +78,7 @@ def test_out_writes_atomically_and_failures_keep_the_old_file(tmp_path, checkpoi
 
 def test_bad_input_is_one_line(tmp_path, checkpoint, stats_file):
     fails("plan", tmp_path / "missing", match="source not found")
+    fails("plan", tmp_path / "missing", "--stats", stats_file, match="source not found")
     fails("plan", checkpoint, "--k", "3", match="k and scheme choose calibration figures")
     fails("plan", stats_file, "--stats", stats_file, match="stats goes with a checkpoint")
     fails("plan", checkpoint, "--include", "*.nothing", match="matches no linear layer")

@@ -52,6 +52,9 @@ class DeploymentPlan:
         calibration).
     unknown
         What the plan cannot say, one sentence each.
+    source_info
+        Further provenance: the checkpoint's ``model_type``, tensor and file counts; the
+        calibration's tokens, recipe and ``generate`` (None: prompt tokens).
     """
 
     model: ModelPlan
@@ -226,14 +229,14 @@ def deployment_plan(
         if stats is not None:
             stats_object, stats_path = _load_stats(stats)
     else:
-        if stats is not None:
-            raise SpikecodeError(
-                "stats goes with a checkpoint folder; the source is already a stats file"
-            )
         if not is_stats_object and path_kind(source) is None:
             raise SpikecodeError(
                 "source not found: give a checkpoint folder or a calibration stats file",
                 path=os.fspath(source),
+            )
+        if stats is not None:
+            raise SpikecodeError(
+                "stats goes with a checkpoint folder; the source is already a stats file"
             )
         stats_object, stats_path = _load_stats(source)
         names = select_names([layer.name for layer in stats_object.layers], include, exclude)

@@ -130,7 +130,14 @@ def plan_report(plan: Any) -> Report:
     if source["stats"]:
         header.append(("stats", source["stats"]))
     if source["k"] is not None:
-        header.append(("calibration", f"k = {source['k']:g}, code {source['scheme']}"))
+        tokens = "prompt tokens" if source.get("generate") is None else "generated tokens"
+        header.append(
+            (
+                "calibration",
+                f"k = {source['k']:g}, code {source['scheme']}, recipe {source.get('recipe')}, "
+                f"{source.get('tokens', 0):,} {tokens}",
+            )
+        )
     header.append(("target", f"{target.name}: {target.description}"))
     fits = "every projection fits" if model["fits"] else "some projection does NOT fit"
     header += [

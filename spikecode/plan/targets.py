@@ -22,7 +22,8 @@ silently ignored)::
       "notes": ["...", "..."]
     }
 
-Every limit is a positive integer or ``null`` (not published: the plan does not apply it).
+Every limit is a positive integer or ``null`` (not published: the plan does not apply it);
+``chip.cores`` and ``weight_bits`` are required.
 Every number must name where it comes from: a key in ``sources`` (published) or in
 ``derived`` (computed from published figures, with the computation). A number without
 either is refused, so that a table cannot carry an unexplained figure.

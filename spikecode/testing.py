@@ -35,6 +35,7 @@ from spikecode.models.gla_swa import GATE_VARIANTS, GLASwaConfig, GLASwaForCausa
 from spikecode.nn.functional import quantize_weight_int8
 
 __all__ = [
+    "SPIKINGBRAIN_7B",
     "TINY_TOKENIZER_WORDS",
     "stats_differences",
     "write_sparse_gla_swa_checkpoint",

@@ -34,15 +34,21 @@ from spikecode.plan.shapes import (
     stats_projections,
 )
 from spikecode.plan.targets import (
+    CHIP_LIMITS,
+    CORE_LIMITS,
     DEFAULT_TARGET,
+    NEURON_LIMITS,
     Target,
     available_targets,
     load_target,
 )
 
 __all__ = [
+    "CHIP_LIMITS",
+    "CORE_LIMITS",
     "DEFAULT_TARGET",
     "MODEL_WEIGHT_BITS",
+    "NEURON_LIMITS",
     "PLAN_FORMAT",
     "PLAN_VERSION",
     "Activity",

@@ -1,11 +1,11 @@
 """A deployment plan of a whole model: sources in, a :class:`DeploymentPlan` out.
 
-:func:`deployment_plan` takes a checkpoint folder (shapes from the file headers, no
+:func:`~spikecode.plan.deployment_plan` takes a checkpoint folder (shapes from the file headers, no
 weight loaded, :mod:`spikecode.plan.shapes`) and/or a calibration stats file (shapes of
 its layers and the spike totals behind the per-token figures), plans every projection
 on a target (:mod:`spikecode.plan.partition`, :mod:`spikecode.plan.targets`) and returns
-the result with its provenance. :meth:`DeploymentPlan.report` renders it in the formats
-of the other reports (``table``, ``json``, ``csv``, ``markdown``).
+the result with its provenance. :meth:`~spikecode.plan.DeploymentPlan.report` renders it
+in the formats of the other reports (``table``, ``json``, ``csv``, ``markdown``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from spikecode.plan.targets import Target, load_target
 
 __all__ = ["PLAN_FORMAT", "PLAN_VERSION", "DeploymentPlan", "deployment_plan"]
 
-#: ``format`` and ``version`` of the plan's JSON form.
+#: ``format`` of the plan's JSON form.
 PLAN_FORMAT = "spikecode.plan"
+#: ``version`` of the plan's JSON form.
 PLAN_VERSION = 1
 
 _PER_TOKEN_UNKNOWN = (

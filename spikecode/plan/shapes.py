@@ -1,11 +1,11 @@
 """The projections of a model, from a checkpoint's file headers or from a stats file.
 
 A deployment plan needs each spike-driven projection's name, shape and scale groups, never
-its weights: :func:`checkpoint_projections` reads them from ``config.json`` and the
+its weights: :func:`~spikecode.plan.checkpoint_projections` reads them from ``config.json`` and the
 safetensors headers (names, shapes, dtypes; :func:`safetensors.safe_open` reads the header
 and maps nothing else), so a SpikingBrain-7B-width folder is planned in seconds on a laptop.
-:func:`stats_projections` takes them from a calibration stats file, whose layers carry their
-shapes.
+:func:`~spikecode.plan.stats_projections` takes them from a calibration stats file, whose
+layers carry their shapes.
 
 Which tensors are projections (SPEC §1: every linear projection's input is spike-coded,
 the LM head and the embeddings are not): every 2-D tensor ``<module>.weight`` stored in
@@ -17,7 +17,7 @@ stats file for such models.
 
 Scale groups (the per-group integrators of the NIR and Lava exports): the W8ASpike
 ``<module>.weight_quantizer.scales`` buffer ``[out, G, 1]`` when the checkpoint has one,
-else spikecode's own rule (:func:`spikecode.nn.functional.auto_group_size`: 128 input
+else spikecode's own rule (``spikecode.nn.functional.auto_group_size``: 128 input
 columns where 128 divides ``in``, else one group per row).
 """
 

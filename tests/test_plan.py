@@ -241,6 +241,20 @@ def test_target_from_a_json_file_and_unknown_names(tmp_path):
         load_target("xylo")
     with pytest.raises(SpikecodeError, match="not found"):
         load_target(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{", encoding="utf-8")
+    with pytest.raises(SpikecodeError, match="cannot read the target table: not valid JSON"):
+        load_target(broken)
+    broken.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(SpikecodeError, match="a target table must be a JSON object"):
+        load_target(broken)
+
+
+def test_a_source_that_is_neither_folder_nor_stats_file(tmp_path):
+    other = tmp_path / "acts.json"
+    other.write_text('{"format": "something else"}', encoding="utf-8")
+    with pytest.raises(SpikecodeError, match="stats file"):
+        deployment_plan(other)
 
 
 # --------------------------------------------------------------------------- checkpoints

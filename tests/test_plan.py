@@ -4,6 +4,7 @@ import json
 import math
 import time
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -275,6 +276,30 @@ def test_header_projections_match_the_loaded_model(tmp_path, w8aspike):
         else:
             assert p.groups == (p.in_features // 128 if p.in_features % 128 == 0 else 1)
     assert shapes.model_type == "gla_swa" and shapes.files == 3
+
+
+def test_counts_match_the_nir_export_of_the_same_model(tmp_path):
+    # The integer NIR export (the form the Lava bridge reads) of the loaded model: one
+    # integrator per output and scale group, a synapse per input and output (every INT8
+    # weight is 127 here, so the structural synapses are the non-zero weights).
+    from spikecode.exporters.nir import nir_graphs
+    from spikecode.nn import swap_linears
+
+    folder = write_tiny_gla_swa_checkpoint(tmp_path / "ckpt", num_layers=2)
+    loaded = load_checkpoint(folder, dtype="float32")
+    for _, module in loaded.model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.ones_(module.weight)
+    swap_linears(loaded.model)
+    graphs = nir_graphs(loaded.model, scheme="ternary", T=4, graded=True)
+    plan = deployment_plan(folder)
+    assert sorted(graphs) == sorted(p.projection.name for p in plan.model.projections)
+    for p in plan.model.projections:
+        graph = graphs[p.projection.name]
+        weight = graph.nodes["synapse"].weight
+        assert graph.metadata["neurons"] == p.neurons == weight.shape[0]
+        assert graph.metadata["scale_groups"] == p.projection.groups
+        assert int(np.count_nonzero(weight)) == p.synapses
 
 
 def test_hugging_face_folder_projections_match_the_loaded_model():

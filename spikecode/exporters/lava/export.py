@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -169,7 +170,7 @@ def _projection_arrays(
             Remedy("split", True),
         )
     dendritic = max(
-        payload * int(abs_rows[:, a:b].sum(axis=1).max()) for a, b in zip(bounds[:-1], bounds[1:])
+        payload * int(abs_rows[:, a:b].sum(axis=1).max()) for a, b in itertools.pairwise(bounds)
     )
     meta = {
         "format": LAVA_FORMAT,

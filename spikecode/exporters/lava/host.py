@@ -207,7 +207,9 @@ def simulate_lava(
         v = np.asarray(vth[name] if isinstance(train, Mapping) else vth, dtype=np.float64)
         if v.ndim and v.shape != t.shape[:-1]:
             raise SpikecodeError(
-                "vth must be a scalar or have shape train.shape[:-1]", shape=v.shape, projection=name
+                "vth must be a scalar or have shape train.shape[:-1]",
+                shape=v.shape,
+                projection=name,
             )
         thresholds[name] = v.reshape(-1)
     sigmas = run_lava(export, trains, python=python, timeout=timeout)

@@ -30,6 +30,7 @@ Dense's one-step buffer; ``sigma`` is read after the token and set back to 0.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -127,7 +128,7 @@ def build_network(projection: dict, frames: np.ndarray) -> tuple[list, list, obj
     bounds = projection["block_bounds"].astype(np.int64)
     sigma = Sigma(shape=(meta["neurons"],))
     sources, denses = [], []
-    for start, stop in zip(bounds[:-1], bounds[1:]):
+    for start, stop in itertools.pairwise(bounds):
         source = RingBuffer(data=np.ascontiguousarray(timeline[start:stop]))
         dense = Dense(
             weights=np.ascontiguousarray(weights[:, start:stop]),

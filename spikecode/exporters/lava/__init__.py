@@ -33,11 +33,13 @@ or ``split``):
 
 * a step weight must fit the 24-bit graded message (bitwise codes: ``T ≤ 23``);
 * the accumulator bound ``Σ_t |w_t| · max_n Σ_i |W[n, i]|`` must fit Sigma's 24-bit state;
-* a per-step dendritic sum ``max |w_t| · Σ_i |W[n, i]|`` must fit Sigma's 24-bit input and
-  one ``Dense``'s ``a_out`` (``a_out_bits``, default 24; Lava's Dense declares 16 bits,
-  which its Python model does not enforce). With ``split=True`` the fan-in is cut into
-  contiguous blocks, one ``RingBuffer`` and ``Dense`` each, whose sums fit, all feeding
-  the one ``Sigma`` (an InPort sums its connections).
+* a per-step dendritic sum ``max |w_t| · Σ_i |W[n, i]|`` must fit one ``Dense``'s
+  ``a_out`` (``a_out_bits``, default 24, the width Sigma's input declares; Lava's Dense
+  declares 16 bits, which its Python model does not enforce). Sigma's 24-bit input holds
+  the sum of all blocks whenever the state does (``max |w_t| ≤ Σ_t |w_t|``). With
+  ``split=True`` the fan-in is cut into contiguous blocks, one ``RingBuffer`` and
+  ``Dense`` each, whose sums fit, all feeding the one ``Sigma`` (an InPort sums its
+  connections).
 
 **Files**: one ``<name>.npz`` per projection (``numpy.load(..., allow_pickle=False)``;
 metadata as a JSON string), plus ``index.json`` and the runner in a folder; a path ending

@@ -147,13 +147,9 @@ def _projection_arrays(
             f"Sigma's {STATE_BITS}-bit state",
             lambda p, r: r * row_max <= _limit(STATE_BITS),
         )
+    # What all blocks together send Sigma in one step; never above the state bound
+    # (max |w_t| <= Σ |w_t|), so Sigma's 24-bit input holds it too.
     step_sum = payload * row_max
-    if step_sum > _limit(STATE_BITS):  # what all blocks together send Sigma in one step
-        raise refuse(
-            f"a per-step dendritic sum reaches {step_sum}, wider than Sigma's "
-            f"{STATE_BITS}-bit input",
-            lambda p, r: p * row_max <= _limit(STATE_BITS),
-        )
     a_out = _limit(a_out_bits)
     if payload * int(abs_rows.max()) > a_out:
         raise refuse(

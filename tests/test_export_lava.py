@@ -12,6 +12,7 @@ import importlib.util
 import itertools
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from spikecode.exporters.lava import (
     lava_projections,
     lava_readout,
     load_lava,
+    run_lava,
 )
 
 SCHEMES = list(sc.SCHEMES)
@@ -300,6 +302,16 @@ def test_runner_refuses_bad_frames_before_lava(tmp_path, rng, capsys):
     np.savez(tmp_path / "f.npz", nope=good)
     code = runner.main([str(path), "--frames", str(tmp_path / "f.npz"), "--out", "o.npz"])
     assert code == 1 and "no projection nope" in capsys.readouterr().err
+
+
+def test_a_failed_lava_run_is_one_clear_error(tmp_path, rng):
+    w, s, _ = _weights(rng)
+    path = export_lava((w, s), tmp_path / "p", scheme="ternary", T=2)
+    train = sc.encode(np.zeros((1, IN), dtype=int), "ternary", 2)
+    with pytest.raises(sc.SpikecodeError, match="the Lava run failed: .*No module named"):
+        run_lava(path, train, python=sys.executable)  # an interpreter without lava
+    with pytest.raises(sc.SpikecodeError, match="did not complete"):
+        run_lava(path, train, python=tmp_path / "no-python")
 
 
 # --------------------------------------------------------------------------- CLI

@@ -171,7 +171,7 @@ def run_lava(
     with tempfile.TemporaryDirectory(prefix="spikecode-lava-") as folder:
         frames_path = save_frames(Path(folder) / "frames.npz", frames)
         out = Path(folder) / "sigma.npz"
-        command = [os.fspath(python), os.fspath(RUNNER), os.fspath(export.path)]
+        command = [os.path.expanduser(python), os.fspath(RUNNER), os.fspath(export.path)]
         command += ["--frames", os.fspath(frames_path), "--out", os.fspath(out)]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)

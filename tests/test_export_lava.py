@@ -17,6 +17,8 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 import spikecode as sc
 from spikecode.cli import main
@@ -33,7 +35,7 @@ from spikecode.exporters.lava import (
 )
 
 SCHEMES = list(sc.SCHEMES)
-OUT, IN, GROUPS = 5, 16, 2
+OUT, IN, GROUPS = 5, 16, 4
 
 
 def _weights(rng):
@@ -87,6 +89,42 @@ def test_fixed_point_form_reproduces_spike_linear(rng, scheme, bit_order):
     )
     y = lava_readout(sigma, vth, projection, train.zero_point)
     np.testing.assert_array_equal(y, want.output)
+
+
+@given(
+    scheme=st.sampled_from(SCHEMES),
+    bit_order=st.sampled_from(["msb", "lsb"]),
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.integers(1, 4),
+    n_in=st.sampled_from([4, 8, 12]),
+    out=st.integers(1, 5),
+    groups=st.sampled_from([1, 2, 4]),
+    spread=st.integers(0, 40),
+    a_out_bits=st.integers(10, 24),
+)
+def test_fixed_point_property(scheme, bit_order, seed, rows, n_in, out, groups, spread, a_out_bits):
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(-spread, spread + 1, size=(rows, n_in))
+    train = sc.encode(counts, scheme, bit_order=bit_order)
+    vth = rng.uniform(0.01, 2.0, size=rows)
+    w = rng.integers(-128, 128, size=(out, n_in), dtype=np.int8)
+    s = rng.uniform(1e-3, 1.0, size=(out, groups))
+    b = rng.normal(size=out)
+    options = {"scheme": scheme, "T": train.T, "bit_order": bit_order, "a_out_bits": a_out_bits}
+    payload = 2 ** (train.T - 1) if sc.SCHEMES[scheme].bitwise else 1
+    if payload * np.abs(w.astype(int)).max() > 2 ** (a_out_bits - 1) - 1:
+        with pytest.raises(sc.SpikecodeError, match="no fan-in split fits"):
+            lava_projections((w, s, b), split=True, **options)
+        return
+    (projection,) = lava_projections((w, s, b), split=True, **options).values()
+    want = sc.spike_linear(train, w, s, vth, b)
+    sigma = _lava_model(projection, lava_frames(train, projection))
+    np.testing.assert_array_equal(
+        _accumulator(sigma, projection, train.zero_point), want.accumulator
+    )
+    np.testing.assert_array_equal(
+        lava_readout(sigma, vth, projection, train.zero_point), want.output
+    )
 
 
 def test_split_fan_in_is_exact_and_every_block_fits(rng):
@@ -168,6 +206,12 @@ def test_width_refusals_name_the_fix():
     with pytest.raises(sc.SpikecodeError, match="24-bit state") as err:
         lava_projections((full, s), scheme="ternary", T=1033)
     assert "pass T=1032" in str(err.value)
+    # the largest unary T is refused without building T step weights; even zero weights
+    # may not run past what the state counts
+    zeros = np.zeros((2, 8), dtype=np.int8)
+    with pytest.raises(sc.SpikecodeError, match="24-bit state") as err:
+        lava_projections((zeros, np.ones(2)), scheme="binary", T=2**31)
+    assert f"pass T={2**23 - 1}" in str(err.value)
     # one Dense's a_out: ternary payloads are 1, so only a fan-in split helps
     wide = np.full((1, 300), 127, dtype=np.int8)
     with pytest.raises(sc.SpikecodeError, match="16-bit Dense a_out; 2 fan-in blocks") as err:

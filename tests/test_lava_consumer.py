@@ -110,7 +110,7 @@ def lava_python() -> str:
     return str(interpreter)
 
 
-def _weights(rng, out=4, n_in=16, groups=2):
+def _weights(rng, out=4, n_in=16, groups=4):
     w = rng.integers(-128, 128, size=(out, n_in)).astype(np.int8)
     w[0, 0], w[-1, -1] = -128, 127
     return w, rng.uniform(0.001, 0.01, size=(out, groups)), rng.normal(size=out)

@@ -75,9 +75,11 @@ def _limit(bits: int) -> int:
 
 
 def _reach(spec: Any, T: int) -> tuple[int, int]:
-    """``(max |w_t|, Σ_t |w_t|)`` of the code at ``T`` steps."""
-    steps = np.abs(spec.step_weights(T, "msb")).astype(object)
-    return int(max(steps)), int(sum(steps))
+    """``(max |w_t|, Σ_t |w_t|)`` of the code at ``T`` steps (unary codes: ``(1, T)``)."""
+    if not spec.bitwise:  # T may be up to 2^31: no array of step weights
+        return 1, T
+    steps = [abs(int(w)) for w in spec.step_weights(T, "msb")]
+    return max(steps), sum(steps)
 
 
 def _largest_T(spec: Any, T: int, fits: Any) -> int | None:
@@ -126,7 +128,8 @@ def _projection_arrays(
         base[:, g, g * size : (g + 1) * size] = w[:, g * size : (g + 1) * size]
     base = base.reshape(neurons, in_features)
     abs_rows = np.abs(base.astype(np.int64))
-    row_max = int(abs_rows.sum(axis=1).max())
+    # At least 1: an all-zero projection still may not run past what the state counts.
+    row_max = max(int(abs_rows.sum(axis=1).max()), 1)
     payload, reach = _reach(spec, T)
     where = {"projection": name, "scheme": spec.name, "T": T}
 

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from spikecode._validate import to_numpy
 from spikecode.encoders.train import SpikeTrain
 from spikecode.errors import SpikecodeError
 from spikecode.exporters.lava.export import RUNNER, LavaExport, load_lava
-from spikecode.exporters.nir.host import _check_train, nir_readout
+from spikecode.exporters.nir.host import _check_train
 
 __all__ = ["lava_frames", "lava_readout", "run_lava", "save_frames", "simulate_lava"]
 
@@ -90,7 +91,22 @@ def lava_readout(
     numpy.ndarray
         float64 ``[rows, out]``.
     """
-    return nir_readout(sigma, vth, _info(projection), zero_point)
+    info = _info(projection)
+    v = to_numpy(sigma, "sigma")
+    out, groups = info["out_features"], info["scale_groups"]
+    if v.ndim != 2 or v.shape[1] != info["neurons"] or not np.issubdtype(v.dtype, np.integer):
+        raise SpikecodeError(f"sigma must be integer [rows, {info['neurons']}]", shape=v.shape)
+    v_th = to_numpy(vth, "vth").astype(np.float64).reshape(-1)
+    if v_th.size not in (1, v.shape[0]):
+        raise SpikecodeError("vth must be a scalar or one per row", shape=v_th.shape)
+    acc = v.astype(np.int64).reshape(-1, out, groups) + zero_point * info["zero_point_gain"]
+    # spike_linear's own rescale on the same contiguous [rows, groups, out] accumulator:
+    # einsum sums the groups in the order of the memory layout, so this is bit for bit
+    acc = np.ascontiguousarray(acc.transpose(0, 2, 1)).astype(np.float64)
+    y = np.broadcast_to(v_th, (v.shape[0],)).reshape(-1, 1) * np.einsum(
+        "rgo,og->ro", acc, info["scales"]
+    )
+    return y + info["bias"]
 
 
 def save_frames(path: str | os.PathLike[str], frames: Mapping[str, np.ndarray]) -> Path:

@@ -32,6 +32,7 @@ from spikecode.exporters.lava import (
     lava_readout,
     load_lava,
     run_lava,
+    simulate_lava,
 )
 
 SCHEMES = list(sc.SCHEMES)
@@ -356,6 +357,59 @@ def test_a_failed_lava_run_is_one_clear_error(tmp_path, rng):
         run_lava(path, train, python=sys.executable)  # an interpreter without lava
     with pytest.raises(sc.SpikecodeError, match="did not complete"):
         run_lava(path, train, python=tmp_path / "no-python")
+
+
+def test_host_refuses_before_running_lava(tmp_path, rng):
+    w, s, _ = _weights(rng)
+    path = export_lava({"a": (w, s), "b": (w, s)}, tmp_path / "x", scheme="ternary", T=2)
+    train = sc.encode(np.zeros((2, IN), dtype=int), "ternary", 2)
+    no_python = tmp_path / "never-run"  # any attempt to run would fail differently
+    with pytest.raises(sc.SpikecodeError, match="choose one with projection="):
+        run_lava(path, train, python=no_python)
+    with pytest.raises(sc.SpikecodeError, match="no projection 'c'"):
+        run_lava(path, {"c": train}, python=no_python)
+    with pytest.raises(sc.SpikecodeError, match="pass projection only with a single train"):
+        run_lava(path, {"a": train}, python=no_python, projection="a")
+    with pytest.raises(sc.SpikecodeError, match="vth must be a dict"):
+        simulate_lava(path, {"a": train}, 1.0, python=no_python)
+    with pytest.raises(sc.SpikecodeError, match="vth must be a scalar or have shape"):
+        simulate_lava(path, train, np.ones(3), python=no_python, projection="a")
+    with pytest.raises(sc.SpikecodeError, match="T=2, the train has T=3"):
+        run_lava(path, sc.encode(np.zeros((1, IN), dtype=int), "ternary", 3), python=no_python,
+                 projection="a")  # fmt: skip
+    (projection,) = load_lava(path / "a.npz").projections.values()
+    with pytest.raises(sc.SpikecodeError, match="sigma must be integer"):
+        lava_readout(np.zeros((2, 3)), 1.0, projection)
+    with pytest.raises(sc.SpikecodeError, match="one per row"):
+        lava_readout(np.zeros((2, OUT * GROUPS), dtype=int), np.ones(3), projection)
+
+
+def test_index_entries_may_not_leave_the_folder(tmp_path, rng):
+    w, s, _ = _weights(rng)
+    path = export_lava({"a": (w, s)}, tmp_path / "x", scheme="ternary", T=2)
+    index = json.loads((path / "index.json").read_text())
+    index["projections"][0]["file"] = "../a.npz"
+    (path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(sc.SpikecodeError, match="leaves the folder"):
+        load_lava(path)
+    del index["projections"]
+    (path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(sc.SpikecodeError, match="cannot read the Lava export"):
+        load_lava(path)
+
+
+def test_cli_checkpoint_needs_T(tmp_path):
+    from spikecode.testing import write_tiny_gla_swa_checkpoint
+
+    checkpoint = write_tiny_gla_swa_checkpoint(tmp_path / "ck", w8aspike=True)
+    out = tmp_path / "x"
+    result = CliRunner().invoke(main, ["export", "lava", str(checkpoint), "--out", str(out)])
+    assert result.exit_code == 1 and "--T is required" in result.output
+    args = [str(checkpoint), "--T", "4", "--include", "*.0.mlp.down_proj", "--out", str(out)]
+    result = CliRunner().invoke(main, ["export", "lava", *args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    (meta,) = [p["meta"] for p in load_lava(out).projections.values()]
+    assert meta["T"] == 4 and meta["scale_groups"] == 2 and meta["in_features"] == 256
 
 
 # --------------------------------------------------------------------------- CLI

@@ -57,13 +57,12 @@ def _lava_model(projection, frames):
     w = projection["weights"].astype(np.int32)
     # Dense: clip to the 8-bit mixed-sign range, drop the LSB (truncate_weights)
     w = (np.clip(w, -256, 255) >> 1) << 1
-    bounds = projection["block_bounds"]
-    sigma = np.zeros((frames.shape[0], meta["neurons"]), dtype=np.int64)
+    sigma = np.zeros((frames.shape[0], meta["out_features"], meta["scale_groups"]), np.int64)
     for t in range(frames.shape[1]):
-        for a, b in itertools.pairwise(bounds):
+        for a, b in itertools.pairwise(projection["block_bounds"]):
             a_accum = frames[:, t, a:b].astype(np.int64) @ w[:, a:b].T.astype(np.int64)
-            sigma += a_accum >> -meta["weight_exp"]
-    return sigma
+            sigma[:, :, a // meta["group_size"]] += a_accum >> -meta["weight_exp"]
+    return sigma.reshape(frames.shape[0], -1)  # neuron o*G + g, as the runner returns
 
 
 def _accumulator(sigma, projection, zero_point):
@@ -155,17 +154,13 @@ def test_weights_are_loihi_mixed_sign_even_8_bit(rng):
     w, s, _ = _weights(rng)
     (projection,) = lava_projections((w, s), scheme="ternary", T=3).values()
     weights = projection["weights"]
-    assert weights.dtype == np.int16 and weights.shape == (OUT * GROUPS, IN)
+    assert weights.dtype == np.int16 and weights.shape == (OUT, IN)
     assert np.all(weights % 2 == 0) and weights.min() >= -256 and weights.max() <= 254
+    np.testing.assert_array_equal(weights, 2 * w.astype(np.int16))
     assert projection["meta"]["weight_exp"] == -1 and projection["meta"]["weight_bits"] == 8
-    # neuron o*G + g holds 2·W_q over the columns of scale group g, zeros elsewhere
-    blocks = weights.reshape(OUT, GROUPS, IN)
-    size = IN // GROUPS
-    for g in range(GROUPS):
-        cols = slice(g * size, (g + 1) * size)
-        np.testing.assert_array_equal(blocks[:, g, cols], 2 * w[:, cols].astype(np.int16))
-        rest = np.delete(blocks[:, g], np.arange(g * size, (g + 1) * size), axis=1)
-        assert not rest.any()
+    # a Dense (and a Sigma) per scale group: the blocks are the groups
+    np.testing.assert_array_equal(projection["block_bounds"], np.arange(0, IN + 1, IN // GROUPS))
+    assert projection["meta"]["neurons"] == OUT * GROUPS
 
 
 def test_frames_are_graded_payloads(rng):
@@ -215,13 +210,20 @@ def test_width_refusals_name_the_fix():
     assert f"pass T={2**23 - 1}" in str(err.value)
     # one Dense's a_out: ternary payloads are 1, so only a fan-in split helps
     wide = np.full((1, 300), 127, dtype=np.int8)
-    with pytest.raises(sc.SpikecodeError, match="16-bit Dense a_out; 2 fan-in blocks") as err:
+    with pytest.raises(
+        sc.SpikecodeError, match="16-bit Dense a_out; 2 fan-in blocks .* would fit, not 1"
+    ) as err:
         lava_projections((wide, np.ones(1)), scheme="ternary", T=2, a_out_bits=16)
     assert str(err.value).split("[")[0].endswith("pass split=True ")
     (split,) = lava_projections(
         (wide, np.ones(1)), scheme="ternary", T=2, a_out_bits=16, split=True
     ).values()
     np.testing.assert_array_equal(split["block_bounds"], [0, 258, 300])  # 258 · 127 <= 32767
+    # scale groups always start a block, and the sums that count are per group
+    (grouped,) = lava_projections(
+        (wide[:, :256], np.ones((1, 2))), scheme="ternary", T=2, a_out_bits=16
+    ).values()
+    np.testing.assert_array_equal(grouped["block_bounds"], [0, 128, 256])
     # a single weight times the step weight past a_out: no split helps, a smaller T does
     with pytest.raises(sc.SpikecodeError, match="no fan-in split fits") as err:
         lava_projections((wide, np.ones(1)), scheme="bitwise", T=3, a_out_bits=8, split=True)
@@ -420,7 +422,7 @@ def test_cli_exports_the_sample(tmp_path):
     result = CliRunner().invoke(main, ["export", "lava", *args, "--format", "json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
-    assert summary["projections"] == 1 and summary["dense_processes"] == 1
+    assert summary["projections"] == 1 and summary["dense_processes"] == 3  # 3 scale groups
     assert summary["state_bits"] == 24 and summary["accumulator_bits"] <= 24
     export = load_lava(tmp_path / "s")
     (meta,) = [p["meta"] for p in export.projections.values()]

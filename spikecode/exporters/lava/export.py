@@ -96,20 +96,21 @@ def _largest_T(spec: Any, T: int, fits: Any) -> int | None:
     return low or None
 
 
-def _blocks(abs_rows: np.ndarray, payload: int, limit: int) -> np.ndarray:
+def _blocks(abs_w: np.ndarray, size: int, payload: int, limit: int) -> np.ndarray:
     """Contiguous fan-in blocks whose per-step sums ``payload · Σ_block |W|`` fit ``limit``.
 
-    Greedy from the first column: a block grows until one more column would push some
-    row's sum past the limit. Returns the block bounds ``[0, ..., in]``.
+    Every scale group (``size`` columns) starts a block, since each group has its own
+    integrator; within a group a block grows until one more column would push some row's
+    sum past the limit. Returns the block bounds ``[0, ..., in]``.
     """
-    bounds, running = [0], np.zeros(abs_rows.shape[0], dtype=np.int64)
-    for i in range(abs_rows.shape[1]):
-        column = abs_rows[:, i]
-        if payload * int((running + column).max()) > limit:
+    bounds, running = [0], np.zeros(abs_w.shape[0], dtype=np.int64)
+    for i in range(abs_w.shape[1]):
+        column = abs_w[:, i]
+        if i and (i % size == 0 or payload * int((running + column).max()) > limit):
             bounds.append(i)
             running = np.zeros_like(running)
         running += column
-    bounds.append(abs_rows.shape[1])
+    bounds.append(abs_w.shape[1])
     return np.asarray(bounds, dtype=np.int64)
 
 
@@ -122,14 +123,11 @@ def _projection_arrays(
     groups = s.shape[1]
     size = in_features // groups
     neurons = out_features * groups
-    # Neuron o*G + g integrates the columns of scale group g only (as NIR's int form).
-    base = np.zeros((out_features, groups, in_features), dtype=np.int16)
-    for g in range(groups):
-        base[:, g, g * size : (g + 1) * size] = w[:, g * size : (g + 1) * size]
-    base = base.reshape(neurons, in_features)
-    abs_rows = np.abs(base.astype(np.int64))
+    abs_w = np.abs(w.astype(np.int64))
+    # Each scale group has its own integrator, so the sums that matter are per group.
+    per_group = abs_w.reshape(out_features, groups, size).sum(axis=2)
     # At least 1: an all-zero projection still may not run past what the state counts.
-    row_max = max(int(abs_rows.sum(axis=1).max()), 1)
+    row_max = max(int(per_group.max()), 1)
     payload, reach = _reach(spec, T)
     where = {"projection": name, "scheme": spec.name, "T": T}
 
@@ -154,22 +152,23 @@ def _projection_arrays(
     # (max |w_t| <= Σ |w_t|), so Sigma's 24-bit input holds it too.
     step_sum = payload * row_max
     a_out = _limit(a_out_bits)
-    if payload * int(abs_rows.max()) > a_out:
+    if payload * int(abs_w.max()) > a_out:
         raise refuse(
             f"one weight times the step weight {payload} exceeds the {a_out_bits}-bit Dense "
             "a_out, so no fan-in split fits",
-            lambda p, r: p * int(abs_rows.max()) <= a_out,
+            lambda p, r: p * int(abs_w.max()) <= a_out,
         )
-    bounds = _blocks(abs_rows, payload, a_out)
-    if len(bounds) > 2 and not split:
+    bounds = _blocks(abs_w, size, payload, a_out)
+    if len(bounds) - 1 > groups and not split:
         raise refuse(
             f"a per-step dendritic sum reaches {step_sum}, wider than the {a_out_bits}-bit "
-            f"Dense a_out; {len(bounds) - 1} fan-in blocks (Dense processes) would fit",
+            f"Dense a_out; {len(bounds) - 1} fan-in blocks (Dense processes) would fit, "
+            f"not {groups}",
             lambda p, r: p * row_max <= a_out,
             Remedy("split", True),
         )
     dendritic = max(
-        payload * int(abs_rows[:, a:b].sum(axis=1).max()) for a, b in itertools.pairwise(bounds)
+        payload * int(abs_w[:, a:b].sum(axis=1).max()) for a, b in itertools.pairwise(bounds)
     )
     meta = {
         "format": LAVA_FORMAT,
@@ -202,7 +201,7 @@ def _projection_arrays(
     }
     return {
         "meta": meta,
-        "weights": (2 * base).astype(np.int16),  # even 9-bit values: Loihi's mixed sign
+        "weights": 2 * w.astype(np.int16),  # even 9-bit values: Loihi's mixed sign
         "block_bounds": bounds,
         "step_weights": spec.step_weights(T, bit_order).astype(np.int64),
         "scales": s,
@@ -239,16 +238,17 @@ def lava_projections(
         Width a per-step dendritic sum of one ``Dense`` must fit (default 24, the width
         ``Sigma`` receives; Lava declares 16 for ``Dense.a_out``).
     split
-        Split the fan-in into several ``Dense`` processes feeding the one ``Sigma``
-        when a per-step sum does not fit ``a_out_bits``.
+        Split a scale group's fan-in into several ``Dense`` processes feeding its
+        ``Sigma`` when a per-step sum does not fit ``a_out_bits``.
     group_size
         Input columns per scale when quantizing ``torch.nn.Linear`` weights.
 
     Returns
     -------
     dict
-        ``name -> {"meta": dict, "weights": int16 [neurons, in] (2·W_q per scale
-        group), "block_bounds", "step_weights", "scales", "zero_point_gain", "bias"}``.
+        ``name -> {"meta": dict, "weights": int16 [out, in] (2·W_q), "block_bounds"
+        (fan-in blocks, each inside one scale group), "step_weights", "scales",
+        "zero_point_gain", "bias"}``.
 
     Raises
     ------
@@ -345,8 +345,9 @@ def export_lava(projections: Any, path: str | os.PathLike[str], **options: Any) 
       anything else in the way is refused.
 
     Each ``.npz`` (``numpy.load(..., allow_pickle=False)``) holds ``meta`` (a JSON
-    string), ``weights`` (int16 ``[neurons, in]``: ``2·W_q``, neuron ``o·G + g`` over
-    the columns of scale group ``g``), ``block_bounds``, ``step_weights``, ``scales``,
+    string), ``weights`` (int16 ``[out, in]``: ``2·W_q``), ``block_bounds`` (the
+    ``Dense`` of block ``b`` takes columns ``block_bounds[b]:block_bounds[b + 1]``, inside
+    one scale group, and feeds that group's ``Sigma``), ``step_weights``, ``scales``,
     ``zero_point_gain`` and ``bias``.
 
     Returns

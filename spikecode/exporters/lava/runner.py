@@ -17,11 +17,11 @@ and run an export on input frames written by ``spikecode.exporters.lava.save_fra
 ``[rows, neurons]``: the exact integer accumulators of ``spikecode.spike_linear``, which
 ``spikecode.exporters.lava.lava_readout`` turns into the layer output.
 
-The network of one projection, per fan-in block ``b`` (one block unless the export
-split the weights)::
+The network of one projection, per fan-in block ``b`` (one per scale group unless the
+export split the weights further)::
 
-    RingBuffer_b (graded payloads) --> Dense_b (2*W_q, weight_exp = -1) --+--> Sigma
-                                                                          (sums blocks)
+    RingBuffer_b (graded payloads) --> Dense_b (2*W_q, weight_exp = -1) --> Sigma_g
+                                       (the columns of block b)      (g: the block's group)
 
 Each token is ``T + 1`` steps: its ``T`` frames, then one silent step that drains
 Dense's one-step buffer; ``sigma`` is read after the token and set back to 0.
@@ -102,15 +102,16 @@ def _check_frames(projection: dict, frames: np.ndarray) -> np.ndarray:
     return frames.astype(np.int32)
 
 
-def build_network(projection: dict, frames: np.ndarray) -> tuple[list, list, object]:
+def build_network(projection: dict, frames: np.ndarray) -> tuple[list, list, list]:
     """The Lava processes of one projection, driven by ``frames`` ``[rows, T, in]``.
 
     Returns
     -------
     tuple
-        ``(sources, denses, sigma)``: a ``RingBuffer`` and a ``Dense`` per fan-in block,
-        and the ``Sigma`` integrator all blocks feed. The ring buffers hold every token's
-        ``T`` frames followed by one silent step.
+        ``(sources, denses, sigmas)``: a ``RingBuffer`` and a ``Dense`` per fan-in block,
+        and a ``Sigma`` of ``out`` neurons per scale group, which the blocks of that
+        group's columns feed (each group is a network of its own: run each ``Sigma``).
+        The ring buffers hold every token's ``T`` frames followed by one silent step.
     """
     from lava.proc.dense.process import Dense
     from lava.proc.io.source import RingBuffer
@@ -126,7 +127,7 @@ def build_network(projection: dict, frames: np.ndarray) -> tuple[list, list, obj
     timeline = padded.reshape(rows * (T + 1), -1).T
     weights = projection["weights"].astype(np.int32)
     bounds = projection["block_bounds"].astype(np.int64)
-    sigma = Sigma(shape=(meta["neurons"],))
+    sigmas = [Sigma(shape=(meta["out_features"],)) for _ in range(meta["scale_groups"])]
     sources, denses = [], []
     for start, stop in itertools.pairwise(bounds):
         source = RingBuffer(data=np.ascontiguousarray(timeline[start:stop]))
@@ -138,10 +139,11 @@ def build_network(projection: dict, frames: np.ndarray) -> tuple[list, list, obj
             sign_mode=SignMode.MIXED,
         )
         source.s_out.connect(dense.s_in)
-        dense.a_out.connect(sigma.a_in)  # an InPort sums what its connections send
+        # the group of these columns; an InPort sums what its connections send
+        dense.a_out.connect(sigmas[int(start) // meta["group_size"]].a_in)
         sources.append(source)
         denses.append(dense)
-    return sources, denses, sigma
+    return sources, denses, sigmas
 
 
 def run_projection(projection: dict, frames: np.ndarray) -> np.ndarray:
@@ -157,23 +159,29 @@ def run_projection(projection: dict, frames: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        int64 ``[rows, neurons]``: ``sigma`` after each token.
+        int64 ``[rows, neurons]``: ``sigma`` after each token, neuron ``o·G + g`` the
+        ``Sigma`` of scale group ``g``, output ``o``.
     """
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
 
     rows, T = np.shape(frames)[:2]
-    _, _, sigma = build_network(projection, frames)
-    neurons = projection["meta"]["neurons"]
-    out = np.zeros((rows, neurons), dtype=np.int64)
+    _, _, sigmas = build_network(projection, frames)
+    meta = projection["meta"]
+    out = np.zeros((rows, meta["out_features"], meta["scale_groups"]), dtype=np.int64)
+    zeros = np.zeros(meta["out_features"], dtype=np.int32)
     config = Loihi2SimCfg(select_tag="fixed_pt")
-    try:
-        for row in range(rows):
-            sigma.run(condition=RunSteps(num_steps=T + 1), run_cfg=config)
-            out[row] = sigma.sigma.get()
-            sigma.sigma.set(np.zeros(neurons, dtype=np.int32))
-    finally:
-        sigma.stop()
+    # The groups share no process, so each is its own network with its own runtime.
+    for g, sigma in enumerate(sigmas):
+        try:
+            for row in range(rows):
+                sigma.run(condition=RunSteps(num_steps=T + 1), run_cfg=config)
+                out[row, :, g] = sigma.sigma.get()
+                sigma.sigma.set(zeros)
+        finally:
+            sigma.stop()
+    # neuron o*G + g: the layout the readout (and NIR's integer form) uses
+    out = out.reshape(rows, -1)
     return out
 
 

@@ -261,6 +261,9 @@ def test_folder_and_file_round_trip(tmp_path, rng):
     assert index["step_weights"] == [16, 8, 4, 2, 1] and index["runner"] == RUNNER_FILE
     assert [p["name"] for p in index["projections"]] == ["a", "b"]
     assert index["projections"][0]["neurons"] == OUT * GROUPS
+    assert index["projections"][0]["synapses"] == OUT * IN
+    assert index["projections"][0]["nonzero_synapses"] == np.count_nonzero(w)
+    assert index["projections"][0]["blocks"] == GROUPS  # a Dense per scale group
     with np.load(path / "a.npz", allow_pickle=False) as npz:  # no pickles anywhere
         meta = json.loads(str(npz["meta"]))
         np.testing.assert_array_equal(npz["bias"], b)

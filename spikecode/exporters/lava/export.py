@@ -182,6 +182,8 @@ def _projection_arrays(
         "scale_groups": groups,
         "group_size": size,
         "neurons": neurons,
+        "synapses": out_features * in_features,
+        "nonzero_synapses": int(np.count_nonzero(w)),
         "message_bits": MESSAGE_BITS,
         "weight_bits": WEIGHT_BITS,
         "weight_exp": WEIGHT_EXP,
@@ -289,6 +291,8 @@ _PROJECTION_KEYS = (
     "out_features",
     "scale_groups",
     "neurons",
+    "synapses",
+    "nonzero_synapses",
     "blocks",
     "dendritic_bits",
     "accumulator_bound",
@@ -340,9 +344,10 @@ def export_lava(projections: Any, path: str | os.PathLike[str], **options: Any) 
       ``message_bits``, ``weight_bits``, ``weight_exp``, ``state_bits``,
       ``a_out_bits``), ``integrator``, ``run_config``, ``runner``, ``drive``,
       ``readout`` and ``projections``: ``{name, file, in_features, out_features,
-      scale_groups, neurons, blocks, dendritic_bits, accumulator_bound,
-      accumulator_bits}`` in export order. An earlier export in the folder is replaced;
-      anything else in the way is refused.
+      scale_groups, neurons, synapses, nonzero_synapses, blocks, dendritic_bits,
+      accumulator_bound, accumulator_bits}`` in export order (``blocks``: its ``Dense``
+      processes). An earlier export in the folder is replaced; anything else in the way
+      is refused.
 
     Each ``.npz`` (``numpy.load(..., allow_pickle=False)``) holds ``meta`` (a JSON
     string), ``weights`` (int16 ``[out, in]``: ``2·W_q``), ``block_bounds`` (the

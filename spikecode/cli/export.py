@@ -1,4 +1,4 @@
-"""``spikecode export nir|onnx|events``: graphs and spike streams for other tools.
+"""``spikecode export nir|lava|onnx|events``: graphs and spike streams for other tools.
 
 SOURCE, as fits each format:
 
@@ -98,7 +98,7 @@ class _FormatGroup(click.Group):
 
 @click.group("export", cls=_FormatGroup)
 def export_group() -> None:
-    """Export spike-driven graphs (NIR, ONNX) or spike events."""
+    """Export spike-driven graphs (NIR, Lava, ONNX) or spike events."""
 
 
 # -- sources -----------------------------------------------------------------------------
@@ -347,6 +347,112 @@ def export_nir_command(
             "float32_exact": all(p["float32_exact"] for p in index["projections"]),
         },
         "spikecode export nir",
+    )
+
+
+# -- lava --------------------------------------------------------------------------------
+
+
+@export_group.command("lava")
+@_SOURCE
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output folder (one .npz per projection, index.json, the runner), or FILE.npz for one.",
+)
+@_scheme_option("bitwise-bidirectional")
+@_K
+@_T
+@_BIT_ORDER
+@click.option(
+    "--a-out-bits",
+    type=click.IntRange(2, 24),
+    default=24,
+    show_default=True,
+    help="Width a per-step dendritic sum of one Dense must fit (Lava declares 16).",
+)
+@click.option("--split", is_flag=True, help="Split the fan-in over Dense processes to fit.")
+@_INCLUDE
+@_EXCLUDE
+@_FORMAT
+def export_lava_command(
+    source: Path | None,
+    out: Path,
+    scheme: str,
+    k: float,
+    T: int | None,
+    bit_order: str,
+    a_out_bits: int,
+    split: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    fmt: str,
+) -> None:
+    """Write the projections as Lava networks for Loihi 2 (Lava's fixed-point model).
+
+    Per projection: graded spikes -> Dense (2*W_q, weight_exp -1) -> Sigma, checked
+    against Loihi 2's widths; run with the folder's spikecode_lava.py under a Python 3.10
+    with lava-nc 0.10 (docs/export.rst). T: --T, else the bundled sample's shared T or a
+    stats file's calibrated T, as `export nir`.
+    """
+    from spikecode.exporters.lava import export_lava, load_lava
+
+    with stages(["load", "export", "done"], desc="export lava") as advance:
+        advance("load")
+        if _is_stats(source):
+            stats_path = source
+            source, stats = _stats_checkpoint(stats_path)
+            if T is None:
+                T = _calibrated_T(stats, k, scheme, stats_path)
+        if _is_checkpoint(source):
+            if T is None:
+                raise SpikecodeError(
+                    f"--T is required to export {scheme} from a checkpoint (the bundled "
+                    "sample and stats files supply their own T)"
+                )
+            _, projections = _checkpoint_projections(source, k, include, exclude)
+        elif source is None:
+            layers = _sample_layers(k, include, exclude)
+            projections = {
+                name: (w["weight_q"], w["scales"], w["bias"]) for name, _, _, w in layers
+            }
+            if T is None:
+                T = _shared_T([counts for _, counts, _, _ in layers], scheme)
+        else:
+            raise SpikecodeError(
+                "a Lava network needs weights: export from a checkpoint directory or from "
+                "the bundled sample (no SOURCE)",
+                file=str(source),
+            )
+        advance("export")
+        export_lava(
+            projections,
+            out,
+            scheme=scheme,
+            T=T,
+            bit_order=bit_order,
+            a_out_bits=a_out_bits,
+            split=split,
+        )
+        advance("done")
+    metas = [p["meta"] for p in load_lava(out).projections.values()]
+    _summary_out(
+        out,
+        fmt,
+        {
+            "format": "lava",
+            "scheme": scheme,
+            "T": T,
+            "k": k,
+            "projections": len(metas),
+            "dense_processes": sum(m["blocks"] for m in metas),
+            "dendritic_bits": max(m["dendritic_bits"] for m in metas),
+            "a_out_bits": a_out_bits,
+            "accumulator_bits": max(m["accumulator_bits"] for m in metas),
+            "state_bits": metas[0]["state_bits"],
+        },
+        "spikecode export lava",
     )
 
 

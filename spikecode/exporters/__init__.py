@@ -18,5 +18,6 @@ __all__ = ["EXPORTERS", "get_exporter", "register_exporter"]
 # Imported last: the exporter modules register themselves with the registry, so that
 # get_exporter knows every built-in format without the caller importing its module.
 from spikecode.exporters import events as _events  # noqa: F401
+from spikecode.exporters import lava as _lava  # noqa: F401
 from spikecode.exporters import nir as _nir  # noqa: F401
 from spikecode.exporters import onnx as _onnx  # noqa: F401

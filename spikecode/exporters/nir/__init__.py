@@ -60,13 +60,16 @@ walks the graph from a node literally named ``input``)::
 ``.nir`` writes a single projection as one file.
 """
 
+from spikecode.exporters.nir.consumers import CONSUMERS, consumer_membrane, run_in_consumer
 from spikecode.exporters.nir.graph import (
     INDEX_FILE,
     INDEX_FORMAT,
     INTEGRATORS,
+    LI_TAU,
     NIR_FORMAT,
     NIR_FORMAT_VERSION,
     WEIGHTS,
+    Float32Warning,
     NirExport,
     export_nir,
     load_nir,
@@ -76,18 +79,23 @@ from spikecode.exporters.nir.graph import (
 from spikecode.exporters.nir.host import nir_frames, nir_readout, simulate_nir
 
 __all__ = [
+    "CONSUMERS",
     "INDEX_FILE",
     "INDEX_FORMAT",
     "INTEGRATORS",
+    "LI_TAU",
     "NIR_FORMAT",
     "NIR_FORMAT_VERSION",
     "WEIGHTS",
+    "Float32Warning",
     "NirExport",
+    "consumer_membrane",
     "export_nir",
     "load_nir",
     "nir_frames",
     "nir_graph",
     "nir_graphs",
     "nir_readout",
+    "run_in_consumer",
     "simulate_nir",
 ]

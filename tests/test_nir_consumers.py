@@ -12,6 +12,7 @@ bound checked is 1e-9 relative to the layer's largest output.
 from __future__ import annotations
 
 import importlib.util
+import sys
 import warnings
 
 import numpy as np
@@ -531,3 +532,59 @@ def test_the_float32_warning_names_exactly_the_consumers_that_go_wrong(case, wro
             membrane = consumer_membrane(graph, frames, consumer)
         exact = np.array_equal(membrane + train.zero_point * w.sum(axis=1, dtype=np.int64), want)
         assert exact == (consumer not in wrong), consumer
+
+
+# --------------------------------------------------------------------------- install
+
+
+def _fake_samna(folder, text):
+    (folder / "samna").mkdir()
+    (folder / "samna" / "__init__.py").write_text(text)
+
+
+def test_the_samna_installer_stub_is_blocked_before_a_consumer_imports_it(tmp_path, monkeypatch):
+    """PyPI's samna runs pip when imported: run_in_consumer marks it missing unread."""
+    from spikecode.exporters.nir.consumers import _block_samna_stub
+
+    _fake_samna(tmp_path, "PYPI_SAMNA = True\nraise RuntimeError('the stub ran pip')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "samna", raising=False)  # conftest's own block
+    _block_samna_stub()
+    assert sys.modules["samna"] is None
+    with pytest.raises(ImportError):
+        import samna  # noqa: F401
+
+
+def test_a_real_samna_is_left_alone(tmp_path, monkeypatch):
+    from spikecode.exporters.nir.consumers import _block_samna_stub
+
+    _fake_samna(tmp_path, "raise RuntimeError('never imported by the check')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "samna", raising=False)
+    _block_samna_stub()
+    assert "samna" not in sys.modules
+
+
+def _extra(name):
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"] if name is None else project["optional-dependencies"][name]
+    return {Requirement(d).name: Requirement(d) for d in deps if not d.startswith("spikecode")}
+
+
+def test_the_pins_exclude_the_versions_that_break_the_exports():
+    """nir 1.0.4/1.0.5 cannot read or write IF with v_reset; sinabs >= 2.0 depends on
+    PyPI's samna stub; rockpool's [nir] extra pins nir <= 1.0.4."""
+    nir_pin = _extra(None)["nir"].specifier
+    assert not nir_pin.contains("1.0.5") and not nir_pin.contains("1.0.4")
+    assert nir_pin.contains("1.0.6") and nir_pin.contains("1.0.8")
+    consumers = _extra("nir-consumers")
+    assert "samna" not in consumers and "samna" not in _extra("test")
+    sinabs = consumers["sinabs"].specifier
+    assert sinabs.contains("1.2.10")  # from_nir, no samna requirement
+    assert not any(sinabs.contains(v) for v in ("2.0.0", "2.0.3", "3.1.3"))
+    assert not consumers["rockpool"].extras  # rockpool[nir] would pin nir <= 1.0.4

@@ -11,7 +11,9 @@ when the consumer will round the accumulators.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
 import sys
 import warnings
@@ -100,7 +102,8 @@ def _snntorch(graph: nir.NIRGraph, frames: np.ndarray) -> np.ndarray:
     import torch
     from snntorch.import_nir import import_from_nir
 
-    net = import_from_nir(graph)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints about its rnn subgraphs
+        net = import_from_nir(graph)
     total = np.zeros((frames.shape[1], int(graph.metadata["neurons"])))
     with torch.no_grad():
         for t in range(frames.shape[0]):

@@ -284,8 +284,10 @@ def export_nir_command(
 ) -> None:
     """Write the spike-driven projections as NIR graphs the consumers load unmodified.
 
-    One graph per projection (input -> synapse Affine -> integrator IF -> output), in a
-    folder with index.json. The per-token Vth, the scales, zero point and bias are
+    One graph per projection (input -> synapse Affine -> integrator IF -> output; LI,
+    Rockpool's form, with --integrator LI), in a folder with index.json. A graph whose
+    accumulators can pass 2^24 is written with a warning naming the consumers that would
+    round them. The per-token Vth, the scales, zero point and bias are
     applied on the host (graph metadata). T: --T, else the shared T of the data (the
     bundled sample: the largest minimal T of its layers, as `export events` uses).
     """

@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, settings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # samna on PyPI is an installer stub that runs pip against another index when imported
-# (sinabs pulls it in; rockpool imports it to probe for hardware). Nothing may download
-# at run time: block the import so both libraries see "no samna".
+# (sinabs 2.x requires it, so an environment may hold it although the extras no longer
+# install it; rockpool imports it to probe for hardware). Nothing may download at run
+# time: block the import so both libraries see "no samna".
 sys.modules["samna"] = None
 
 settings.register_profile(

@@ -39,6 +39,30 @@ def sample_trains():
     return out
 
 
+def test_nir_warns_on_stderr_when_float32_consumers_would_round(tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["export", "nir", "--out", str(tmp_path / "q.nir"), "--scheme", "bitwise", "--T", "24",
+         "--include", "*layer.0.attention.self.query"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(lines) == 1
+    assert "past 2^24" in lines[0] and "Norse, Spyx, Rockpool will round" in lines[0]
+    assert "float32_exact     False" in result.stdout
+
+
+def test_nir_integrator_I_is_refused_in_one_line(tmp_path):
+    result = CliRunner().invoke(
+        main, ["export", "nir", "--out", str(tmp_path / "i"), "--integrator", "I"]
+    )
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: ")
+    assert "no consumer runs NIR's I" in result.stderr
+    assert "--integrator IF or --integrator LI" in result.stderr
+    assert not (tmp_path / "i").exists()
+
+
 @pytest.mark.parametrize(
     ("scheme", "flags"),
     [("ternary", []), ("bitwise-bidirectional", ["--on-off"]), ("bitwise", ["--graded"])],

@@ -3,7 +3,7 @@
 The acceptance test: graphs written with ``nir.write`` and read back, run step by step
 through ``nirtorch.nir_to_torch`` (with mappers written from the NIR definitions) on
 the trains spikecode produced, give the layer outputs of ``spikecode.spike_linear`` for
-every code and every form (integer/float weights, ports/graded, signed/ON-OFF, IF/I).
+every code and every form (integer/float weights, ports/graded, signed/ON-OFF, IF/LI).
 The consumers' own importers are checked in test_nir_consumers.py.
 """
 
@@ -23,6 +23,8 @@ import spikecode as sc
 from spikecode.exporters import get_exporter
 from spikecode.exporters.nir import (
     INDEX_FILE,
+    LI_TAU,
+    Float32Warning,
     export_nir,
     load_nir,
     nir_frames,
@@ -41,7 +43,7 @@ FORMS = [
     {},
     {"weights": "float"},
     {"graded": True},
-    {"integrator": "I"},
+    {"integrator": "LI"},
     {"on_off": True},
     {"weights": "float", "graded": True},
 ]
@@ -62,9 +64,16 @@ def _train(rng: np.random.Generator, scheme: str, bit_order: str = "msb", shape=
     return sc.encode(counts, scheme, bit_order=bit_order), vth
 
 
-def _close(actual: np.ndarray, expected: np.ndarray) -> None:
+def _close(actual: np.ndarray, expected: np.ndarray, graph=None, vth=1.0) -> None:
     scale = max(1.0, float(np.abs(expected).max()))
-    np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-12 * scale)
+    atol = 1e-12 * scale
+    if graph is not None and graph.metadata["integrator"] == "LI":
+        # NIR's LI with tau = 2^31 - 1 leaks v dt/tau per step (a float64 simulator keeps
+        # it; float32 rounds it away): at most (T + 1) · bound / tau on every membrane.
+        meta = graph.metadata
+        leak = (int(meta["T"]) + 1) * float(meta["accumulator_bound"]) / LI_TAU
+        atol += leak * float(np.max(vth)) * float(np.abs(meta["scales"]).sum(axis=1).max())
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=atol)
 
 
 def _allowed(scheme: str, form: dict) -> bool:
@@ -101,7 +110,8 @@ def test_every_form_simulates_like_spike_linear(tmp_path, rng, scheme, form):
     path = export_nir(
         (w, s, b), tmp_path / "f.nir", scheme=scheme, T=train.T, bit_order="lsb", **form
     )
-    _close(simulate_nir(path, train, vth), sc.spike_linear(train, w, s, vth, b).output)
+    want = sc.spike_linear(train, w, s, vth, b).output
+    _close(simulate_nir(path, train, vth), want, load_nir(path).graphs["projection"], vth)
 
 
 @given(
@@ -127,8 +137,8 @@ def test_simulation_property(scheme, bit_order, form, seed, rows, n_in, out, gro
     b = rng.normal(size=out)
     graph = nir_graph((w, s, b), scheme=scheme, T=train.T, bit_order=bit_order, **form)
     want = sc.spike_linear(train, w, s, vth, b)
-    _close(simulate_nir(graph, train, vth), want.output)
-    if form.get("weights", "int") == "int" and form.get("integrator", "IF") == "IF":
+    _close(simulate_nir(graph, train, vth), want.output, graph, vth)
+    if form.get("weights", "int") == "int":
         # the membranes the NIR definitions give are the exact integer accumulators
         module = nir_graph((w, s, b), scheme=scheme, T=train.T, bit_order=bit_order, **form)
         frames = nir_frames(train, module).astype(np.float64)
@@ -139,16 +149,29 @@ def test_simulation_property(scheme, bit_order, form, seed, rows, n_in, out, gro
         np.testing.assert_array_equal(acc, want.accumulator.transpose(0, 2, 1))
 
 
-def test_unit_weight_graph_with_I_runs_for_any_T(rng):
+def test_the_li_form_is_an_infinite_tau_leaky_integrator(rng):
+    """Rockpool's form: NIR LI with tau = 2^31 - 1 (int32), r = tau/dt, v_leak = 0."""
     w, s, b = _weights(rng, "group")
-    for scheme in ("binary", "ternary"):
-        train, vth = _train(rng, scheme)
-        graph = nir_graph((w, s, b), scheme=scheme, integrator="I")  # T=None: any T
-        assert graph.metadata["T"] == 0 and graph.metadata["ports"] == 1
-        assert graph.metadata["accumulator_bits"] == -1  # depends on T: not reported
-        longer = sc.encode(train.decode(), scheme, T=train.T + 5, zero_point=train.zero_point)
-        for t in (train, longer):
-            _close(simulate_nir(graph, t, vth), sc.spike_linear(t, w, s, vth, b).output)
+    train, vth = _train(rng, "ternary")
+    graph = nir_graph((w, s, b), scheme="ternary", T=train.T, integrator="LI")
+    node = graph.nodes["integrator"]
+    assert isinstance(node, nir.LI)
+    np.testing.assert_array_equal(node.tau, np.full(OUT * GROUPS, 2.0**31 - 1))
+    np.testing.assert_array_equal(node.r, node.tau)
+    np.testing.assert_array_equal(node.v_leak, np.zeros(OUT * GROUPS))
+    assert np.asarray(node.tau).astype(np.int32).max() == 2**31 - 1  # Rockpool's int cast
+    # its decay per step rounds to 1 in float32: a float32 consumer integrates exactly
+    decay = torch.exp(torch.tensor(-1.0, dtype=torch.float32) / float(LI_TAU))
+    assert decay.item() == 1.0
+    assert graph.metadata["tau"] == LI_TAU and "exp(-dt/tau)" in graph.metadata["discretisation"]
+    _close(simulate_nir(graph, train, vth), sc.spike_linear(train, w, s, vth, b).output, graph, vth)
+
+
+def test_integrator_I_is_refused_saying_why(rng):
+    w, s, _ = _weights(rng, "row")
+    with pytest.raises(sc.SpikecodeError, match="no consumer runs NIR's I") as err:
+        nir_graph((w, s), scheme="ternary", T=3, integrator="I")
+    assert "integrator='IF' or integrator='LI'" in str(err.value)
 
 
 def test_scalar_vth_and_one_token(rng):
@@ -165,11 +188,12 @@ def test_scalar_vth_and_one_token(rng):
 def test_dt_sets_r_and_is_honoured(rng):
     w, s, b = _weights(rng, "row")
     train, vth = _train(rng, "bitwise", "msb")
-    for integrator in ("IF", "I"):
+    for integrator, r in (("IF", 1000.0), ("LI", LI_TAU * 1000.0)):
         graph = nir_graph((w, s, b), scheme="bitwise", T=train.T, dt=1e-3, integrator=integrator)
-        np.testing.assert_array_equal(graph.nodes["integrator"].r, np.full(OUT, 1000.0))
+        np.testing.assert_array_equal(graph.nodes["integrator"].r, np.full(OUT, r))
         assert graph.metadata["dt"] == 1e-3
-        _close(simulate_nir(graph, train, vth), sc.spike_linear(train, w, s, vth, b).output)
+        want = sc.spike_linear(train, w, s, vth, b).output
+        _close(simulate_nir(graph, train, vth), want, graph, vth)
 
 
 def test_torch_linear_is_quantized_per_spec(rng):
@@ -264,7 +288,7 @@ def test_if_threshold_is_never_reached_at_the_code_extremes(rng):
         dense = np.ones((T, 1, IN), dtype=np.int8)  # every spike at once
         full = sc.SpikeTrain.from_dense(dense if not spec.signed else -dense, scheme)
         for form in FORMS:
-            if not _allowed(scheme, form) or form.get("integrator") == "I":
+            if not _allowed(scheme, form) or form.get("integrator") == "LI":
                 continue
             graph = nir_graph((w, s), scheme=scheme, T=T, **form)
             assert graph.metadata["threshold"] > 2 * 127 * IN * (2**T if spec.bitwise else T) / 2
@@ -386,8 +410,10 @@ def test_export_refuses_what_it_cannot_represent(rng):
     w, s, b = _weights(rng, "row")
     with pytest.raises(sc.SpikecodeError, match="needs a fixed T"):
         nir_graph((w, s), scheme="bitwise")
-    with pytest.raises(sc.SpikecodeError, match="IF integrator needs a fixed T"):
-        nir_graph((w, s), scheme="ternary")
+    for scheme in ("binary", "ternary"):
+        for integrator in ("IF", "LI"):
+            with pytest.raises(sc.SpikecodeError, match="needs a fixed T"):
+                nir_graph((w, s), scheme=scheme, integrator=integrator)
     with pytest.raises(sc.SpikecodeError, match="does not fit float32"):
         nir_graph((w, np.full(OUT, 1e36)), scheme="ternary", T=4, weights="float")
     with pytest.raises(sc.SpikecodeError, match="unknown scheme"):
@@ -542,3 +568,30 @@ def test_load_refuses_foreign_or_broken_exports(tmp_path, rng):
     (folder / INDEX_FILE).write_text("{broken")
     with pytest.raises(sc.SpikecodeError, match="cannot read index.json"):
         load_nir(folder)
+
+
+# --------------------------------------------------------------------------- float32 range
+
+
+def test_export_warns_when_a_float32_consumer_would_round(tmp_path, rng):
+    """Past 2^24 the float32 consumers round the membrane: the export says so, by name."""
+    w = np.full((2, 64), 127, dtype=np.int8)
+    s = np.ones(2)
+    narrow = nir_graph({"a": (w, s)}, scheme="bitwise", T=8)  # no warning (warnings are errors)
+    assert narrow.metadata["float32_exact"]
+    with pytest.warns(Float32Warning) as caught:
+        path = export_nir({"a": (w, s), "b": (w[:, :8], s)}, tmp_path / "f", scheme="bitwise", T=14)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "1 of 2 projection(s) (a)" in message  # b: (2^14 - 1) · 127 · 8 < 2^24
+    assert "(28-bit signed)" in message  # (2^14 - 1) · 127 · 64 < 2^27
+    assert "Norse, Spyx, Rockpool will round the membrane in float32" in message
+    assert "Sinabs and snnTorch's per-step recipe stay exact" in message
+    assert "a smaller T" in message
+    index = load_nir(path).index["projections"]
+    assert [p["float32_exact"] for p in index] == [False, True]
+    # one step's sum past 2^24 as well (a group's Σ|W_q| > 2^24): Sinabs, snnTorch too
+    wide = np.full((1, 2**17 + 2**12), 127, dtype=np.int8)
+    with pytest.warns(Float32Warning, match="Norse, Spyx, Rockpool, Sinabs, snnTorch will"):
+        graph = nir_graph((wide, np.ones(1)), scheme="ternary", T=1)
+    assert not graph.metadata["step_float32_exact"]

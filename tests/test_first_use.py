@@ -53,8 +53,12 @@ def test_cli_errors_name_flags_for_the_nir_integrator(tmp_path):
     w = np.ones((2, 3), dtype=np.int8)
     with pytest.raises(SpikecodeError) as e:
         nir_graph((w, np.ones(2)), scheme="ternary", integrator="IF")
-    assert "pass T='N' or integrator='I'" in str(e.value)
-    assert "try --T N or --integrator I" in e.value.render(flag_remedy, lead="try")
+    assert "pass T='N'" in str(e.value)
+    assert "try --T N" in e.value.render(flag_remedy, lead="try")
+    with pytest.raises(SpikecodeError) as e:
+        nir_graph((w, np.ones(2)), scheme="ternary", T=3, integrator="I")
+    assert "pass integrator='IF' or integrator='LI'" in str(e.value)
+    assert "try --integrator IF or --integrator LI" in e.value.render(flag_remedy, lead="try")
     from spikecode.testing import write_tiny_gla_swa_checkpoint
 
     folder = write_tiny_gla_swa_checkpoint(tmp_path / "ckpt")

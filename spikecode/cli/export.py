@@ -247,10 +247,13 @@ def _summary_out(out: Path, fmt: str, rows: dict[str, Any], title: str) -> None:
 @_BIT_ORDER
 @click.option(
     "--integrator",
-    type=click.Choice(list(INTEGRATORS)),
+    # "I" is accepted here only to be refused with the reason (nir_graphs says why)
+    type=click.Choice([*INTEGRATORS, "I"]),
+    metavar="[" + "|".join(INTEGRATORS) + "]",
     default=INTEGRATORS[0],
     show_default=True,
-    help="IF: never fires, read its membrane (every consumer maps it). I: NIR's integrator.",
+    help="IF: never fires, read its membrane (snnTorch, Norse, Sinabs, Spyx). "
+    "LI: infinite-tau leaky integrator, Rockpool's form.",
 )
 @click.option(
     "--weights",
@@ -281,26 +284,27 @@ def export_nir_command(
 ) -> None:
     """Write the spike-driven projections as NIR graphs the consumers load unmodified.
 
-    One graph per projection (input -> synapse Affine -> integrator IF -> output), in a
-    folder with index.json. The per-token Vth, the scales, zero point and bias are
+    One graph per projection (input -> synapse Affine -> integrator IF -> output; LI,
+    Rockpool's form, with --integrator LI), in a folder with index.json. A graph whose
+    accumulators can pass 2^24 is written with a warning naming the consumers that would
+    round them. The per-token Vth, the scales, zero point and bias are
     applied on the host (graph metadata). T: --T, else the shared T of the data (the
     bundled sample: the largest minimal T of its layers, as `export events` uses).
     """
-    from spikecode.exporters.nir import export_nir, load_nir
+    from spikecode.exporters.nir import Float32Warning, export_nir, load_nir
 
-    needs_T = integrator == "IF" or SCHEMES[scheme].bitwise
     with stages(["load", "export", "done"], desc="export nir") as advance:
         advance("load")
         if _is_stats(source):
             stats_path = source
             source, stats = _stats_checkpoint(stats_path)
-            if T is None and needs_T:
+            if T is None:
                 T = _calibrated_T(stats, k, scheme, stats_path)
         if _is_checkpoint(source):
-            if T is None and needs_T:
+            if T is None:
                 raise SpikecodeError(
-                    f"--T is required to export {scheme} with an {integrator} integrator from "
-                    "a checkpoint (the bundled sample and stats files supply their own T)"
+                    f"--T is required to export {scheme} from a checkpoint (the bundled "
+                    "sample and stats files supply their own T)"
                 )
             _, projections = _checkpoint_projections(source, k, include, exclude)
         elif source is None:
@@ -308,7 +312,7 @@ def export_nir_command(
             projections = {
                 name: (w["weight_q"], w["scales"], w["bias"]) for name, _, _, w in layers
             }
-            if T is None and needs_T:
+            if T is None:
                 T = _shared_T([counts for _, counts, _, _ in layers], scheme)
         else:
             raise SpikecodeError(
@@ -317,18 +321,27 @@ def export_nir_command(
                 file=str(source),
             )
         advance("export")
-        export_nir(
-            projections,
-            out,
-            scheme=scheme,
-            T=T,
-            bit_order=bit_order,
-            integrator=integrator,
-            weights=weights,
-            graded=graded,
-            on_off=on_off,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Float32Warning)
+            export_nir(
+                projections,
+                out,
+                scheme=scheme,
+                T=T,
+                bit_order=bit_order,
+                integrator=integrator,
+                weights=weights,
+                graded=graded,
+                on_off=on_off,
+            )
         advance("done")
+    for warning in caught:
+        if issubclass(warning.category, Float32Warning):
+            click.echo(f"WARNING: {warning.message}", err=True)
+        else:  # not ours: pass it on as it came
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
     index = load_nir(out).index
     _summary_out(
         out,
@@ -336,7 +349,7 @@ def export_nir_command(
         {
             "format": "nir",
             "scheme": scheme,
-            "T": T if T is not None else "any",
+            "T": T,
             "k": k,
             "projections": len(index["projections"]),
             "integrator": integrator,

@@ -35,12 +35,14 @@ walks the graph from a node literally named ``input``)::
 * **Integrator**: ``IF`` (default) with ``r = 1``, ``v_reset = 0`` and a threshold, the
   same for every neuron, a power of two above twice the largest membrane a ``T``-step
   train of the code can drive: it never fires, so its membrane is an exact integrator
-  of the weighted spikes. ``integrator="I"`` writes NIR's pure integrator instead (exact
-  semantics, read by fewer consumers; binary and ternary graphs then run for any T).
+  of the weighted spikes (snnTorch, Norse, Sinabs, Spyx). ``integrator="LI"`` writes
+  Rockpool's form instead: NIR's ``LI`` with ``tau =`` :data:`LI_TAU` ``= 2^31 - 1``,
+  ``r = tau/dt``, ``v_leak = 0``, whose decay per step ``exp(-dt/tau)`` is 1 in
+  float32. NIR's pure integrator ``I`` is refused: no consumer runs it.
 * **Discretisation**: a step lasts ``dt`` (default 1) and holds its input:
   ``v[t] = v[t-1] + dt·r·I[t]``, ``v[-1] = 0``, exact for a leak-free integrator, with
-  ``r = 1/dt``. One token is one run of ``T`` steps from ``v = 0`` (reset between
-  tokens).
+  ``r = 1/dt`` (``LI``: ``r = tau/dt``). One token is one run of ``T`` steps from
+  ``v = 0`` (reset between tokens).
 * **Host readout** after step ``T-1``, with the token's adaptive threshold ``Vth``
   (SPEC §2) and the train's zero point ``z`` (SPEC §3, unsigned codes)::
 
@@ -53,20 +55,26 @@ walks the graph from a node literally named ``input``)::
 * **Accumulator width**: ``accumulator_bound`` is the largest ``|W_q,g c|`` a ``T``-step
   train can drive (``Σ_t |w_t| · max_{o,g} Σ_{i∈g} |W_q[o, i]|``), ``accumulator_bits``
   the signed integer width that holds it, ``float32_exact`` whether a float32 consumer
-  keeps it exact (bound ≤ 2^24).
+  keeps it exact (bound ≤ 2^24; a :class:`Float32Warning` names the consumers that
+  round it when not).
+* **Consumers**: :func:`run_in_consumer` runs graphs in snnTorch, Norse, Sinabs, Spyx
+  or Rockpool through their own importers, with each one's recipe and the readout.
 
 **Several projections** are a folder: one ``<name>.nir`` per projection plus
 ``index.json`` (:data:`INDEX_FILE`, layout in :func:`export_nir`). A path ending in
 ``.nir`` writes a single projection as one file.
 """
 
+from spikecode.exporters.nir.consumers import CONSUMERS, consumer_membrane, run_in_consumer
 from spikecode.exporters.nir.graph import (
     INDEX_FILE,
     INDEX_FORMAT,
     INTEGRATORS,
+    LI_TAU,
     NIR_FORMAT,
     NIR_FORMAT_VERSION,
     WEIGHTS,
+    Float32Warning,
     NirExport,
     export_nir,
     load_nir,
@@ -76,18 +84,23 @@ from spikecode.exporters.nir.graph import (
 from spikecode.exporters.nir.host import nir_frames, nir_readout, simulate_nir
 
 __all__ = [
+    "CONSUMERS",
     "INDEX_FILE",
     "INDEX_FORMAT",
     "INTEGRATORS",
+    "LI_TAU",
     "NIR_FORMAT",
     "NIR_FORMAT_VERSION",
     "WEIGHTS",
+    "Float32Warning",
     "NirExport",
+    "consumer_membrane",
     "export_nir",
     "load_nir",
     "nir_frames",
     "nir_graph",
     "nir_graphs",
     "nir_readout",
+    "run_in_consumer",
     "simulate_nir",
 ]

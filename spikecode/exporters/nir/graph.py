@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,11 @@ __all__ = [
     "INDEX_FILE",
     "INDEX_FORMAT",
     "INTEGRATORS",
+    "LI_TAU",
     "NIR_FORMAT",
     "NIR_FORMAT_VERSION",
     "WEIGHTS",
+    "Float32Warning",
     "NirExport",
     "export_nir",
     "load_nir",
@@ -41,8 +44,21 @@ NIR_FORMAT_VERSION = 2
 INDEX_FORMAT = "spikecode.nir-index"
 #: The index a folder export holds beside its ``<projection>.nir`` files.
 INDEX_FILE = "index.json"
-#: The integrator nodes a graph can use; the first is the default.
-INTEGRATORS: tuple[str, ...] = ("IF", "I")
+#: The integrator nodes a graph can use; the first is the default. ``IF`` is the form
+#: snnTorch, Norse, Sinabs and Spyx run; ``LI`` (an infinite-tau leaky integrator) is
+#: Rockpool's, which has no IF conversion (docs/export-consumers.rst).
+INTEGRATORS: tuple[str, ...] = ("IF", "LI")
+#: The ``tau`` of the ``LI`` integrator: the largest int32, because Rockpool casts tau to
+#: int32. Its decay per step, exp(-dt/tau) with dt = 1, rounds to 1 in float32.
+LI_TAU = 2**31 - 1
+# Integrators spikecode wrote once and no longer writes, with the reason (read still).
+_RETIRED = {
+    "I": "integrator 'I' is no longer written: no consumer runs NIR's I (snnTorch and "
+    "Rockpool refuse it, Norse and Sinabs drop the node without an error); IF runs in "
+    "snnTorch, Norse, Sinabs and Spyx, LI in Rockpool",
+}
+# Consumers that hold the membrane in float32: they round accumulators past 2^24.
+_FLOAT32_MEMBRANE = ("Norse", "Spyx", "Rockpool")
 #: The weight forms; the first is the default.
 WEIGHTS: tuple[str, ...] = ("int", "float")
 #: Name given to a projection passed on its own (not in a dict).
@@ -70,10 +86,24 @@ _READOUT = {
     " + bias[o]",
     "float": "y[o] = vth * (v[o] + zero_point * zero_point_gain[o]) + bias[o]",
 }
-_DISCRETISATION = (
-    "a step lasts dt and holds its input: v[t] = v[t-1] + dt*r*I[t], v[-1] = 0 (exact for "
-    "a leak-free integrator); r = 1/dt; the IF threshold is never reached"
-)
+_DISCRETISATION = {
+    "IF": "a step lasts dt and holds its input: v[t] = v[t-1] + dt*r*I[t], v[-1] = 0 (exact "
+    "for a leak-free integrator); r = 1/dt; the IF threshold is never reached",
+    "LI": "a step lasts dt and holds its input: v[t] = v[t-1] + I[t] with the decay "
+    "exp(-dt/tau) of tau = 2^31 - 1, which rounds to 1 in float32 (Rockpool's ExpSynTorch); "
+    "r = tau/dt, v_leak = 0",
+}
+
+
+class Float32Warning(UserWarning):
+    """An exported graph whose accumulators a float32 consumer cannot hold exactly.
+
+    Issued by :func:`nir_graphs` (and so :func:`export_nir` and ``spikecode export nir``)
+    when a projection's ``accumulator_bound`` passes 2^24 (``float32_exact`` false):
+    Norse, Spyx and Rockpool keep the membrane in float32 and round it; Sinabs and
+    snnTorch's per-step recipe stay exact while one step's sum fits 2^24 (the message
+    names the consumers affected).
+    """
 
 
 # --------------------------------------------------------------------------- projections
@@ -188,6 +218,11 @@ def _form(
     """The code and graph form every projection of one export shares (graph metadata)."""
     spec = get_scheme(scheme)
     check_bit_order(bit_order)
+    if integrator in _RETIRED:
+        raise SpikecodeError(
+            _RETIRED[integrator],
+            remedies=(Remedy("integrator", "IF"), Remedy("integrator", "LI")),
+        )
     integrator = _choice(integrator, INTEGRATORS, "integrator")
     weights = _choice(weights, WEIGHTS, "weights")
     dt = float(dt)
@@ -200,17 +235,14 @@ def _form(
                 remedies=(Remedy("T", "N"),),
                 scheme=spec.name,
             )
-        if integrator == "IF":
-            raise SpikecodeError(
-                "an IF integrator needs a fixed T to place a threshold no input reaches "
-                "(and to report the accumulator width)",
-                remedies=(Remedy("T", "N"), Remedy("integrator", "I")),
-                scheme=spec.name,
-            )
-        T, steps = 0, np.ones(1, dtype=np.int64)
-    else:
-        T = spec.check_T(T)
-        steps = spec.step_weights(T, bit_order)
+        raise SpikecodeError(
+            "the graph needs a fixed T: the IF threshold, the accumulator width and the "
+            "float32 range all depend on it",
+            remedies=(Remedy("T", "N"),),
+            scheme=spec.name,
+        )
+    T = spec.check_T(T)
+    steps = spec.step_weights(T, bit_order)
     if on_off and (graded or not spec.signed):
         raise SpikecodeError(
             "on_off splits the -1 spikes of a signed code (ternary, bitwise-bidirectional) "
@@ -234,7 +266,8 @@ def _form(
         "weights": weights,
         "integrator": integrator,
         "dt": dt,
-        "r": 1.0 / dt,
+        # a step adds dt * r * I (IF) or dt * r / tau * I (LI): exactly I
+        "r": 1.0 / dt if integrator == "IF" else LI_TAU / dt,
     }
 
 
@@ -251,7 +284,7 @@ def _power_above(bound: float) -> float:
     if exponent > 127:
         raise SpikecodeError(
             "the IF threshold these weights need does not fit float32",
-            remedies=(Remedy("integrator", "I"),),
+            remedies=(Remedy("integrator", "LI"),),
         )
     return float(2.0**exponent)
 
@@ -293,8 +326,11 @@ def _graph(name: str, proj: dict[str, Any], form: dict[str, Any], version: str) 
     )
     if integer:
         synapse = synapse.astype(_int_dtype(int(np.abs(synapse).max())))
-    reach = int(np.abs(form["step_weights"]).sum()) if form["T"] else 0
-    bound = reach * int(per_group.max()) if reach else None
+    reach = int(np.abs(form["step_weights"]).sum())
+    bound = reach * int(per_group.max())
+    # One step's sum is w_t times an integer of at most per_group (step weights are
+    # powers of two): exact in float32 while per_group fits, whatever w_t.
+    step_bound = int(per_group.max())
     meta = {
         **{k: v for k, v in form.items() if k != "port_weights"},
         "spikecode_version": version,
@@ -308,12 +344,13 @@ def _graph(name: str, proj: dict[str, Any], form: dict[str, Any], version: str) 
         "scales": s,
         "zero_point_gain": gain,
         "bias": bias,
-        "accumulator_bound": -1 if bound is None else bound,
-        "accumulator_bits": -1 if bound is None else bound.bit_length() + 1,
-        "float32_exact": bound is not None and bound <= FLOAT32_EXACT,
+        "accumulator_bound": bound,
+        "accumulator_bits": bound.bit_length() + 1,
+        "float32_exact": bound <= FLOAT32_EXACT,
+        "step_float32_exact": step_bound <= FLOAT32_EXACT,
         "input_layout": _INPUT_LAYOUT,
         "drive": _DRIVE,
-        "discretisation": _DISCRETISATION,
+        "discretisation": _DISCRETISATION[form["integrator"]],
         "readout": _READOUT[form["weights"]],
     }
     ones = np.ones(neurons, dtype=np.float64)
@@ -326,7 +363,11 @@ def _graph(name: str, proj: dict[str, Any], form: dict[str, Any], version: str) 
             r=form["r"] * ones, v_threshold=threshold * ones, v_reset=np.zeros(neurons)
         )
     else:
-        neuron = nir.I(r=form["r"] * ones)
+        # NIR's LI, tau dv/dt = (v_leak - v) + r I, with tau = 2^31 - 1 and r = tau/dt:
+        # each step adds I and decays by exp(-dt/tau) (1 in float32). Rockpool loads it
+        # as ExpSynTorch; the other consumers refuse it or drop it.
+        meta["tau"] = float(LI_TAU)
+        neuron = nir.LI(tau=LI_TAU * ones, r=form["r"] * ones, v_leak=np.zeros(neurons))
     nodes = {
         "input": nir.Input(input_type=np.array([channels])),
         "synapse": nir.Affine(weight=synapse, bias=np.zeros(neurons, dtype=synapse.dtype)),
@@ -345,7 +386,7 @@ def nir_graphs(
     scheme: str,
     T: int | None = None,
     bit_order: str = "msb",
-    integrator: Literal["IF", "I"] = "IF",
+    integrator: Literal["IF", "LI"] = "IF",
     weights: Literal["int", "float"] = "int",
     graded: bool = False,
     on_off: bool = False,
@@ -368,11 +409,13 @@ def nir_graphs(
     scheme
         The code the trains will use (one of :data:`spikecode.SCHEMES`).
     T
-        Number of steps; required except for binary/ternary with ``integrator="I"``.
+        Number of steps (required: the IF threshold and the accumulator width depend on it).
     bit_order
         ``"msb"`` or ``"lsb"``: which step carries which bit (bitwise codes).
     integrator
-        ``"IF"`` (default; never fires, read its membrane) or ``"I"``.
+        ``"IF"`` (default; never fires, read its membrane: snnTorch, Norse, Sinabs,
+        Spyx) or ``"LI"`` (``tau = r·dt =`` :data:`LI_TAU`, ``v_leak = 0``: Rockpool's
+        form, an integrator in float32). ``"I"`` is refused: no consumer runs it.
     weights
         ``"int"`` (default: integer INT8 weights, an integrator per scale group, scales
         on the host) or ``"float"`` (``σ W_q`` folded in, one integrator per output).
@@ -396,12 +439,48 @@ def nir_graphs(
     SpikecodeError
         Bad weights, scales, bias or names; an unknown scheme or form; a missing T; an
         ON/OFF split of an unsigned or graded code; a synapse too large to allocate.
+
+    Warns
+    -----
+    Float32Warning
+        When a projection's accumulator can pass 2^24 (``float32_exact`` false): the
+        message names the consumers that will round it.
     """
     from spikecode._version import __version__
 
     form = _form(scheme, T, bit_order, integrator, weights, graded, on_off, dt)
     resolved = _projections(projections, group_size)
-    return {name: _graph(name, proj, form, __version__) for name, proj in resolved.items()}
+    graphs = {name: _graph(name, proj, form, __version__) for name, proj in resolved.items()}
+    message = _float32_message(graphs)
+    if message:
+        warnings.warn(message, Float32Warning, stacklevel=2)
+    return graphs
+
+
+def _float32_message(graphs: Mapping[str, nir.NIRGraph]) -> str | None:
+    """Which consumers round the accumulators of these graphs, or None if none does.
+
+    A graph is float32-exact when its ``accumulator_bound`` is at most 2^24. Past it,
+    Norse, Spyx and Rockpool (membrane in float32) round the membrane. Sinabs (float64
+    membrane) and snnTorch's per-step recipe (steps summed on the host in float64) add
+    float32 steps, each exact while one step's sum fits (``step_float32_exact``: a
+    group's ``Σ|W_q|`` at most 2^24); :func:`simulate_nir` (float64) stays exact.
+    """
+    wide = {n: g.metadata for n, g in graphs.items() if not bool(g.metadata["float32_exact"])}
+    if not wide:
+        return None
+    names = list(wide)
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    bits = max(int(meta["accumulator_bits"]) for meta in wide.values())
+    steps_exact = all(bool(meta.get("step_float32_exact", False)) for meta in wide.values())
+    wrong = list(_FLOAT32_MEMBRANE) + ([] if steps_exact else ["Sinabs", "snnTorch"])
+    exact = "; Sinabs and snnTorch's per-step recipe stay exact" if steps_exact else ""
+    return (
+        f"{len(names)} of {len(graphs)} projection(s) ({shown}) can reach accumulators "
+        f"past 2^24 ({bits}-bit signed): {', '.join(wrong)} will round the membrane in "
+        f"float32 without an error{exact}; "
+        + ("a smaller T lowers the bound" if steps_exact else "smaller scale groups lower it")
+    )
 
 
 def nir_graph(projection: Any, **options: Any) -> nir.NIRGraph:
@@ -598,9 +677,9 @@ def graph_info(graph: nir.NIRGraph, label: str = "graph") -> dict[str, Any]:
     missing = [role for role in ROLES if role not in graph.nodes]
     if missing:
         raise SpikecodeError(f"the graph lacks node(s) {', '.join(missing)}", file=label)
-    if not isinstance(graph.nodes["integrator"], nir.I | nir.IF):
+    if not isinstance(graph.nodes["integrator"], nir.I | nir.IF | nir.LI):
         raise SpikecodeError(
-            f"integrator node is {type(graph.nodes['integrator']).__name__}, not I or IF",
+            f"integrator node is {type(graph.nodes['integrator']).__name__}, not IF or LI",
             file=label,
         )
     info = {

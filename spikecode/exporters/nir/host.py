@@ -10,7 +10,7 @@ definitions, in float64.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import nir
@@ -201,14 +201,39 @@ def _node_map(dt: float) -> dict[type, Any]:
             spikes = v > self.threshold
             return spikes.to(v.dtype), torch.where(spikes, self.reset, v)
 
-    return {nir.Affine: Affine, nir.I: Integrator, nir.IF: IntegrateFire}
+    class LeakyIntegrator(torch.nn.Module):
+        """NIR ``LI`` (``tau dv/dt = (v_leak - v) + R I``) over one step, input held.
+
+        Solved exactly: ``v' = v e + (1 - e)(v_leak + R I)``, ``e = exp(-dt/tau)``
+        (``1 - e`` as ``-expm1``: no cancellation for a huge tau).
+        """
+
+        def __init__(self, node: nir.LI) -> None:
+            super().__init__()
+            tau = np.asarray(node.tau, np.float64)
+            self.register_buffer("decay", torch.from_numpy(np.exp(-dt / tau)))
+            self.register_buffer("gain", torch.from_numpy(-np.expm1(-dt / tau)))
+            self.register_buffer("r", torch.from_numpy(np.asarray(node.r, np.float64)))
+            self.register_buffer("leak", torch.from_numpy(np.asarray(node.v_leak, np.float64)))
+
+        def forward(self, x: torch.Tensor, state: Any = None) -> tuple[Any, Any]:
+            drive = self.gain * (self.leak + self.r * x)
+            v = drive if state is None else self.decay * state + drive
+            return v, v
+
+    return {
+        nir.Affine: Affine,
+        nir.I: Integrator,
+        nir.IF: IntegrateFire,
+        nir.LI: LeakyIntegrator,
+    }
 
 
-def _simulate_one(graph: nir.NIRGraph, train: Any, vth: Any) -> np.ndarray:
+def _simulate_membrane(graph: nir.NIRGraph, info: dict[str, Any], train: SpikeTrain) -> Any:
+    """The integrator's membrane after the last step, by spikecode's float64 simulator."""
     import nirtorch
     import torch
 
-    info = graph_info(graph)
     frames = torch.from_numpy(nir_frames(train, info, dtype=np.float64))
     module = nirtorch.nir_to_torch(graph, _node_map(info["dt"]), dtype=torch.float64)
     state = None
@@ -223,7 +248,16 @@ def _simulate_one(graph: nir.NIRGraph, train: Any, vth: Any) -> np.ndarray:
             file=info["label"],
             projection=info["projection"],
         )
-    membrane = state["integrator"] if info["integrator"] == "IF" else out
+    return (state["integrator"] if info["integrator"] == "IF" else out).numpy()
+
+
+#: ``membrane(graph, info, train) -> [rows, neurons]``: how one projection is run.
+Runner = Callable[[nir.NIRGraph, dict[str, Any], SpikeTrain], Any]
+
+
+def _one_projection(graph: nir.NIRGraph, train: Any, vth: Any, membrane: Runner) -> np.ndarray:
+    info = graph_info(graph)
+    _check_train(train, info)
     lead = train.shape[:-1]
     v_th = to_numpy(vth, "vth").astype(np.float64)
     if v_th.ndim and v_th.shape != lead:
@@ -232,8 +266,43 @@ def _simulate_one(graph: nir.NIRGraph, train: Any, vth: Any) -> np.ndarray:
             shape=v_th.shape,
             projection=info["projection"],
         )
-    y = nir_readout(membrane.numpy(), v_th, info, train.zero_point)
+    y = nir_readout(membrane(graph, info, train), v_th, info, train.zero_point)
     return y.reshape((*lead, info["out_features"]))
+
+
+def _run_projections(
+    source: Any, train: Any, vth: Any, projection: str | None, membrane: Runner
+) -> np.ndarray | dict[str, np.ndarray]:
+    """Pick the graphs a train (or a dict of trains) feeds and run each with ``membrane``."""
+    export = source if isinstance(source, NirExport) else load_nir(source)
+    names = list(export.graphs)
+    if isinstance(train, Mapping):
+        if projection is not None:
+            raise SpikecodeError("pass projection only with a single train")
+        if not isinstance(vth, Mapping) or set(vth) != set(train):
+            raise SpikecodeError("with a dict of trains, vth must be a dict with the same keys")
+        unknown = [name for name in train if name not in names]
+        if unknown:
+            raise SpikecodeError(
+                f"no projection {', '.join(map(repr, unknown))} in the export; it has: "
+                f"{', '.join(names)}"
+            )
+        return {
+            name: _one_projection(export.graphs[name], t, vth[name], membrane)
+            for name, t in train.items()
+        }
+    if projection is None:
+        if len(names) != 1:
+            raise SpikecodeError(
+                f"the export has {len(names)} projections; choose one with projection= "
+                f"({', '.join(names)})"
+            )
+        projection = names[0]
+    if projection not in names:
+        raise SpikecodeError(
+            f"no projection {projection!r} in the export; it has: {', '.join(names)}"
+        )
+    return _one_projection(export.graphs[projection], train, vth, membrane)
 
 
 def simulate_nir(
@@ -273,29 +342,4 @@ def simulate_nir(
         Not a spikecode export, an unknown projection, a train whose code, T, bit order
         or width does not match, a bad ``vth``, or an IF integrator that fired.
     """
-    export = source if isinstance(source, NirExport) else load_nir(source)
-    names = list(export.graphs)
-    if isinstance(train, Mapping):
-        if projection is not None:
-            raise SpikecodeError("pass projection only with a single train")
-        if not isinstance(vth, Mapping) or set(vth) != set(train):
-            raise SpikecodeError("with a dict of trains, vth must be a dict with the same keys")
-        unknown = [name for name in train if name not in names]
-        if unknown:
-            raise SpikecodeError(
-                f"no projection {', '.join(map(repr, unknown))} in the export; it has: "
-                f"{', '.join(names)}"
-            )
-        return {name: _simulate_one(export.graphs[name], t, vth[name]) for name, t in train.items()}
-    if projection is None:
-        if len(names) != 1:
-            raise SpikecodeError(
-                f"the export has {len(names)} projections; choose one with projection= "
-                f"({', '.join(names)})"
-            )
-        projection = names[0]
-    if projection not in names:
-        raise SpikecodeError(
-            f"no projection {projection!r} in the export; it has: {', '.join(names)}"
-        )
-    return _simulate_one(export.graphs[projection], train, vth)
+    return _run_projections(source, train, vth, projection, _simulate_membrane)

@@ -69,7 +69,7 @@ COUNT_LIMIT = 64
 #: of SPEC §2, so every threshold falls in a bin and files compare bin by bin.
 VTH_EDGES: tuple[float, ...] = tuple(float(v) for v in np.logspace(-5.0, 4.0, 33))
 #: ``checkpoint.kind`` values (``load_checkpoint`` kinds, plus activation files).
-CHECKPOINT_KINDS = ("gla_swa", "hf", "module", "activations")
+CHECKPOINT_KINDS = ("gla_swa", "spikingbrain_moe", "hf", "module", "activations")
 
 SPIKE_FIELDS = ("T", "elements", "spikes", "silent", "within_7", "window_spikes", "window_steps")
 TOTAL_FIELDS = (

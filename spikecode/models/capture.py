@@ -28,8 +28,10 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,7 @@ __all__ = [
     "collect_linear_inputs",
     "list_linear_layers",
     "select_names",
+    "uncounted",
 ]
 
 #: Every hookable layer is selected unless a pattern says otherwise.
@@ -56,6 +59,25 @@ DEFAULT_EXCLUDE: tuple[str, ...] = ("lm_head", "*.lm_head")
 _NAMES_IN_ERRORS = 8
 
 Callback = Callable[[str, torch.Tensor], Any]
+
+# Set while a model computes activations that depend on no input (sink tokens).
+_UNCOUNTED = threading.local()
+
+
+@contextlib.contextmanager
+def uncounted() -> Iterator[None]:
+    """Hide the layer inputs computed inside the block from every capture hook.
+
+    For activations that depend on no input, such as learned sink tokens, which a model
+    computes once and reuses (SPEC §8): counting them would weigh a constant as if it were
+    data. Nesting is allowed.
+    """
+    depth = getattr(_UNCOUNTED, "depth", 0)
+    _UNCOUNTED.depth = depth + 1
+    try:
+        yield
+    finally:
+        _UNCOUNTED.depth = depth
 
 
 def _as_patterns(patterns: str | Iterable[str], argument: str) -> tuple[str, ...]:
@@ -326,15 +348,28 @@ class LinearInputHooks:
                     "positional argument or the keyword 'input')",
                     layer=name,
                 )
-            self._callback(name, self._rows(name, activation.detach()))
+            if getattr(_UNCOUNTED, "depth", 0):
+                return
+            routed = getattr(module, "routed_tokens", None)
+            self._callback(name, self._rows(name, activation.detach(), routed))
 
         return hook
 
-    def _rows(self, name: str, activation: torch.Tensor) -> torch.Tensor:
+    def _rows(
+        self, name: str, activation: torch.Tensor, routed: torch.Tensor | None = None
+    ) -> torch.Tensor:
         rows = activation.reshape(-1, activation.shape[-1])
         if self._mask is None:
             return rows
         mask = self._mask
+        if (
+            isinstance(routed, torch.Tensor)
+            and activation.ndim == 2
+            and routed.shape == (activation.shape[0],)
+        ):
+            # An expert's input: row r is flat token routed[r] of the batch (SPEC §8).
+            real = mask.to(activation.device).reshape(-1).index_select(0, routed)
+            return rows[real]
         leading = tuple(activation.shape[:-1])
         token_rows, sequence_rows = self._indices(mask, activation.device)
         if leading == tuple(mask.shape):

@@ -102,7 +102,7 @@ _TOKENIZER_FILES = (
 # How many names an error lists before it cuts the list short.
 _NAMES_IN_ERRORS = 5
 
-Kind = Literal["gla_swa", "hf", "module"]
+Kind = Literal["gla_swa", "spikingbrain_moe", "hf", "module"]
 
 
 @dataclass(frozen=True)
@@ -242,6 +242,15 @@ def load_checkpoint(
     offload = _Offload(max_memory, None if offload_folder is None else Path(offload_folder))
     if raw.get("model_type") == "gla_swa":
         return _load_gla_swa(folder, raw, device, target_dtype, device_map, offload)
+    if raw.get("model_type") == "spikingbrain_moe":
+        from spikecode.models.moe_checkpoint import load_moe_checkpoint
+
+        if device_map is not None:
+            raise SpikecodeError(
+                "device_map is not supported for hybrid MoE checkpoints yet; pass device=",
+                path=str(folder),
+            )
+        return load_moe_checkpoint(folder, raw, device, target_dtype)
     return _load_hf(folder, raw, device, target_dtype, device_map, trust_remote_code, offload)
 
 
@@ -274,13 +283,18 @@ def wrap_module(module: nn.Module, *, tokenizer: Any | None = None) -> LoadedMod
     """
     if not isinstance(module, nn.Module):
         raise SpikecodeError(f"wrap_module needs a torch.nn.Module, not {type(module).__name__}")
+    from spikecode.models.hybrid_moe import SpikingBrainMoEForCausalLM
+
     if isinstance(module, GLASwaForCausalLM):
         kind: Kind = "gla_swa"
+    elif isinstance(module, SpikingBrainMoEForCausalLM):
+        kind = "spikingbrain_moe"
     elif _is_transformers_model(module):
         kind = "hf"
     else:
         kind = "module"
-    config = module.gla_config if kind == "gla_swa" else getattr(module, "config", None)
+    config = {"gla_swa": "gla_config", "spikingbrain_moe": "moe_config"}.get(kind, "config")
+    config = getattr(module, config, None)
     return LoadedModel(
         model=module,
         tokenizer=tokenizer,
@@ -580,8 +594,7 @@ def _check_tensors(
             continue
         if name not in expected:
             raise SpikecodeError(
-                f"unexpected tensor {name}: the GLA-SWA architecture of config.json has no "
-                "such parameter",
+                f"unexpected tensor {name}: the architecture of config.json has no such parameter",
                 tensor=name,
                 file=str(info.file),
             )

@@ -31,7 +31,8 @@ count (:func:`spikecode.models.capture.uncounted`), and every later token reads 
 and values (softmax layers) and the linear state they leave (linear branches).
 
 Routing: a token's FFN output in a MoE layer is ``Σ_shared E_s(x) + Σ_top-k p_e E_e(x)``
-with ``p = softmax(router(x))`` in float32 and no renormalisation of the top-k
+with ``p = softmax(router(x))`` in the compute dtype (float32, float64 for float64
+models) and no renormalisation of the top-k
 probabilities (SPEC §8). Each expert runs only on the tokens routed to it, and its
 projections carry ``routed_tokens`` (the flat ``batch·seq`` indices of their input rows)
 so that capture hooks keep padding out of per-expert statistics. The last routing of every
@@ -358,13 +359,14 @@ class MoEFeedForward(nn.Module):
         )
         self.last_routing: torch.Tensor | None = None
 
-    def route(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[n, hidden]`` → ``(weights, experts)``, both ``[n, top_k]`` (SPEC §8).
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[..., hidden]`` → ``(weights, experts)``, both ``[n, top_k]`` (SPEC §8).
 
-        Top-1 ties go to the lower expert index; larger ``top_k`` follow
-        :func:`torch.topk`.
+        ``n`` counts the leading positions in row-major order. Top-1 ties go to the lower
+        expert index; larger ``top_k`` follow :func:`torch.topk`.
         """
-        probs = torch.softmax(self.router(rows).float(), dim=-1)
+        logits = self.router(x)
+        probs = torch.softmax(logits.reshape(-1, logits.shape[-1]).to(compute_dtype(x.dtype)), -1)
         if self.top_k == 1:
             return probs.max(dim=-1, keepdim=True)
         weights, experts = torch.topk(probs, self.top_k, dim=-1, sorted=True)
@@ -372,22 +374,25 @@ class MoEFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., hidden] -> [..., hidden]``."""
-        shape = x.shape
-        rows = x.reshape(-1, shape[-1])
-        weights, experts = self.route(rows)
+        # The router and the shared experts see x in its own shape, so capture hooks can
+        # mask padding; routed experts see their tokens' rows (``routed_tokens``).
+        weights, experts = self.route(x)
         self.last_routing = experts.detach()
-        out = torch.zeros(rows.shape, dtype=compute_dtype(x.dtype), device=x.device)
+        compute = compute_dtype(x.dtype)
+        out = torch.zeros(x.shape, dtype=compute, device=x.device)
         for shared in self.shared_experts:
-            out += shared(rows).to(out.dtype)
+            out += shared(x).to(compute)
+        out = out.reshape(-1, x.shape[-1])
+        rows = x.reshape(-1, x.shape[-1])
         for index, expert in enumerate(self.experts):
             token, slot = (experts == index).nonzero(as_tuple=True)
             if token.numel() == 0:
                 continue
             for projection in (expert.gate_proj, expert.up_proj, expert.down_proj):
                 projection.routed_tokens = token
-            y = expert(rows.index_select(0, token)).to(out.dtype)
-            out.index_add_(0, token, y * weights[token, slot, None].to(out.dtype))
-        return out.to(x.dtype).reshape(shape)
+            y = expert(rows.index_select(0, token)).to(compute)
+            out.index_add_(0, token, y * weights[token, slot, None].to(compute))
+        return out.to(x.dtype).reshape(x.shape)
 
 
 class MoEBlock(nn.Module):

@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -103,6 +103,11 @@ _TOKENIZER_FILES = (
 _NAMES_IN_ERRORS = 5
 
 Kind = Literal["gla_swa", "spikingbrain_moe", "hf", "module"]
+
+#: Loaders of spikecode's own architectures beyond GLA-SWA, by ``config.json``
+#: ``model_type``: ``loader(folder, raw_config, device, dtype) -> LoadedModel``. The
+#: modules that define them register here (``spikecode.models.moe_checkpoint``).
+ARCHITECTURES: dict[str, Callable[..., LoadedModel]] = {}
 
 
 @dataclass(frozen=True)
@@ -242,15 +247,14 @@ def load_checkpoint(
     offload = _Offload(max_memory, None if offload_folder is None else Path(offload_folder))
     if raw.get("model_type") == "gla_swa":
         return _load_gla_swa(folder, raw, device, target_dtype, device_map, offload)
-    if raw.get("model_type") == "spikingbrain_moe":
-        from spikecode.models.moe_checkpoint import load_moe_checkpoint
-
+    loader = ARCHITECTURES.get(raw.get("model_type"))  # type: ignore[arg-type]
+    if loader is not None:
         if device_map is not None:
             raise SpikecodeError(
-                "device_map is not supported for hybrid MoE checkpoints yet; pass device=",
+                f"device_map is not supported for model_type {raw['model_type']!r}; pass device",
                 path=str(folder),
             )
-        return load_moe_checkpoint(folder, raw, device, target_dtype)
+        return loader(folder, raw, device, target_dtype)
     return _load_hf(folder, raw, device, target_dtype, device_map, trust_remote_code, offload)
 
 

@@ -20,6 +20,7 @@ from spikecode.errors import SpikecodeError
 from spikecode.models.checkpoint import (
     _DTYPE_NAMES,
     _FLOAT_DTYPES,
+    ARCHITECTURES,
     SCALES_SUFFIX,
     LoadedModel,
     QuantizerScales,
@@ -32,7 +33,7 @@ from spikecode.models.checkpoint import (
     _weight_files,
 )
 from spikecode.models.hybrid_moe import SpikingBrainMoEForCausalLM
-from spikecode.models.moe_config import HybridMoEConfig
+from spikecode.models.moe_config import MODEL_TYPE, HybridMoEConfig
 
 __all__ = ["load_moe_checkpoint"]
 
@@ -100,3 +101,6 @@ def load_moe_checkpoint(
         path=folder,
         quant_scales=_collect_scales(model),
     )
+
+
+ARCHITECTURES[MODEL_TYPE] = load_moe_checkpoint

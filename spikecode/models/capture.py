@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_INCLUDE",
     "LinearInputHooks",
     "collect_linear_inputs",
+    "is_uncounted",
     "list_linear_layers",
     "select_names",
     "uncounted",
@@ -78,6 +79,11 @@ def uncounted() -> Iterator[None]:
         yield
     finally:
         _UNCOUNTED.depth = depth
+
+
+def is_uncounted() -> bool:
+    """Whether the caller runs inside :func:`uncounted`."""
+    return bool(getattr(_UNCOUNTED, "depth", 0))
 
 
 def _as_patterns(patterns: str | Iterable[str], argument: str) -> tuple[str, ...]:
@@ -297,10 +303,14 @@ class LinearInputHooks:
         -----
         While a mask is set, a hooked input of shape ``[batch, seq, features]`` is
         reduced to its real-token rows (``[batch, seq, heads, features]``: every head's
-        row of each real token, heads innermost). An input of shape ``[batch, features]`` (one
-        vector per sequence, such as a BERT pooler's CLS vector) holds no padding
-        position; its rows are kept for every sequence with at least one real token. Any
-        other input shape raises :class:`SpikecodeError` during the forward pass, since
+        row of each real token, heads innermost); ``[batch·seq, features]`` (tokens
+        flattened, as MoE blocks route them) likewise. An input of shape ``[batch,
+        features]`` (one vector per sequence, such as a BERT pooler's CLS vector) holds no
+        padding position; its rows are kept for every sequence with at least one real
+        token. A routed expert's input ``[n, features]`` is reduced to the real tokens
+        among its rows when the layer carries ``routed_tokens`` (``[n]`` flat
+        ``batch·seq`` indices, :mod:`spikecode.models.moe`). Any other input shape raises
+        :class:`SpikecodeError` during the forward pass, since
         the mask cannot be applied to it and padding might otherwise leak into
         statistics: exclude that layer, or capture it without a mask.
         """
@@ -348,7 +358,7 @@ class LinearInputHooks:
                     "positional argument or the keyword 'input')",
                     layer=name,
                 )
-            if getattr(_UNCOUNTED, "depth", 0):
+            if is_uncounted():
                 return
             routed = getattr(module, "routed_tokens", None)
             self._callback(name, self._rows(name, activation.detach(), routed))
@@ -372,7 +382,9 @@ class LinearInputHooks:
             return rows[real]
         leading = tuple(activation.shape[:-1])
         token_rows, sequence_rows = self._indices(mask, activation.device)
-        if leading == tuple(mask.shape):
+        if leading == tuple(mask.shape) or leading == (mask.numel(),):
+            # [batch, seq, features], or the same tokens flattened to [batch·seq, features]
+            # (MoE blocks route flattened tokens; with seq = 1 both readings agree).
             return rows.index_select(0, token_rows)
         if leading[: mask.ndim] == tuple(mask.shape):
             # [batch, seq, heads, d] (attention sites): every head row of a real token.

@@ -283,10 +283,14 @@ def wrap_module(module: nn.Module, *, tokenizer: Any | None = None) -> LoadedMod
     Returns
     -------
     LoadedModel
-        With ``path=None``. The module is not copied, moved or switched to eval mode.
+        With ``path=None``. The module is not copied, moved or switched to eval mode;
+        fused MoE experts (transformers' Mixtral, Qwen2-MoE, OLMoE, …) are replaced in
+        place by one linear layer per expert projection, computing the same function
+        (:func:`spikecode.models.moe.unfuse_experts`).
     """
     if not isinstance(module, nn.Module):
         raise SpikecodeError(f"wrap_module needs a torch.nn.Module, not {type(module).__name__}")
+    _split_experts(module, None)
     from spikecode.models.hybrid_moe import SpikingBrainMoEForCausalLM
 
     if isinstance(module, GLASwaForCausalLM):
@@ -369,6 +373,18 @@ def _names(names: list[str]) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+def _split_experts(model: nn.Module, device_map: Any) -> None:
+    """Give a MoE model's fused experts one ``nn.Linear`` per projection (SPEC §8)."""
+    from spikecode.models.moe import has_fused_experts, unfuse_experts
+
+    if device_map is not None and has_fused_experts(model):
+        raise SpikecodeError(
+            "this MoE model stores its experts fused; spikecode splits them into linear "
+            "layers only for models loaded without a device_map (pass device instead)"
+        )
+    unfuse_experts(model)
+
+
 def _load_hf(
     folder: Path,
     raw: dict[str, Any],
@@ -435,6 +451,7 @@ def _load_hf(
         ) from err
     if device is not None:
         model.to(device)
+    _split_experts(model, device_map)
     model.eval()
     return LoadedModel(
         model=model,

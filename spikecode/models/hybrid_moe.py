@@ -63,6 +63,7 @@ from spikecode.models.gla_swa import (
     _split_heads,
     _through,
 )
+from spikecode.models.moe import ExpertLinears
 from spikecode.models.moe_cache import HybridMoECache
 from spikecode.models.moe_config import HybridMoEConfig
 from spikecode.models.ops import gla_chunked, gla_recurrent, rms_norm
@@ -338,18 +339,18 @@ class MoEFeedForward(nn.Module):
     config
         ``num_experts``, ``num_experts_per_tok``, ``num_shared_experts`` and the widths.
 
-    Attributes
-    ----------
-    last_routing : torch.Tensor or None
-        ``[batch·seq, num_experts_per_tok]`` int64 expert indices of the last call, in
-        row-major ``(batch, position)`` order.
+    Notes
+    -----
+    ``experts`` is an :class:`~spikecode.models.moe.ExpertLinears`: each expert runs on
+    its tokens only, the weighted outputs are summed in the parameter dtype (as
+    transformers' MoE models do), the shared experts' in the compute dtype.
     """
 
     def __init__(self, config: HybridMoEConfig) -> None:
         super().__init__()
         self.top_k = config.num_experts_per_tok
         self.router = nn.Linear(config.hidden_size, config.num_experts, bias=False)
-        self.experts = nn.ModuleList(
+        self.experts = ExpertLinears(
             SwiGLU(config.hidden_size, config.moe_intermediate_size)
             for _ in range(config.num_experts)
         )
@@ -357,7 +358,11 @@ class MoEFeedForward(nn.Module):
             SwiGLU(config.hidden_size, config.shared_expert_intermediate_size)
             for _ in range(config.num_shared_experts)
         )
-        self.last_routing: torch.Tensor | None = None
+
+    @property
+    def last_routing(self) -> torch.Tensor | None:
+        """``[batch·seq, top_k]`` expert indices of the last call (row-major tokens)."""
+        return self.experts.last_routing
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[..., hidden]`` → ``(weights, experts)``, both ``[n, top_k]`` (SPEC §8).
@@ -376,23 +381,14 @@ class MoEFeedForward(nn.Module):
         """``[..., hidden] -> [..., hidden]``."""
         # The router and the shared experts see x in its own shape, so capture hooks can
         # mask padding; routed experts see their tokens' rows (``routed_tokens``).
-        weights, experts = self.route(x)
-        self.last_routing = experts.detach()
+        weights, chosen = self.route(x)
         compute = compute_dtype(x.dtype)
         out = torch.zeros(x.shape, dtype=compute, device=x.device)
         for shared in self.shared_experts:
             out += shared(x).to(compute)
-        out = out.reshape(-1, x.shape[-1])
         rows = x.reshape(-1, x.shape[-1])
-        for index, expert in enumerate(self.experts):
-            token, slot = (experts == index).nonzero(as_tuple=True)
-            if token.numel() == 0:
-                continue
-            for projection in (expert.gate_proj, expert.up_proj, expert.down_proj):
-                projection.routed_tokens = token
-            y = expert(rows.index_select(0, token)).to(compute)
-            out.index_add_(0, token, y * weights[token, slot, None].to(compute))
-        return out.to(x.dtype).reshape(x.shape)
+        routed = self.experts(rows, chosen, weights.to(x.dtype))
+        return (out + routed.reshape(x.shape).to(compute)).to(x.dtype)
 
 
 class MoEBlock(nn.Module):

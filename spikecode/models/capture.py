@@ -328,6 +328,11 @@ class LinearInputHooks:
             )
         self._mask = attention_mask.detach() != 0
 
+    @property
+    def mask(self) -> torch.Tensor | None:
+        """The current ``[batch, seq]`` bool mask (:meth:`set_mask`), or None."""
+        return self._mask
+
     def __enter__(self) -> LinearInputHooks:
         if self._handles:
             raise SpikecodeError("these hooks are already active; nested use is not supported")

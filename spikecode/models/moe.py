@@ -103,7 +103,11 @@ class ExpertLinears(nn.ModuleList):
             for projection in (expert.gate_proj, expert.up_proj, expert.down_proj):
                 projection.routed_tokens = token
             y = expert(hidden_states.index_select(0, token))
-            out.index_add_(0, token, (y * top_k_weights[token, slot, None]).to(out.dtype))
+            # index_select, gather and scatter_add rather than advanced indexing and
+            # index_add: the same sums, and they export to ONNX without ambiguity.
+            weight = top_k_weights.index_select(0, token).gather(1, slot[:, None])
+            rows = token[:, None].expand(-1, out.shape[1])
+            out.scatter_add_(0, rows, (y * weight).to(out.dtype))
         return out
 
 

@@ -257,7 +257,8 @@ def test_an_experts_nir_graph_and_the_whole_model_in_onnx(folder, tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
     result = runner.invoke(
-        main, ["export", "onnx", str(folder), "--out", str(tmp_path / "m.onnx")],
+        main,
+        ["export", "onnx", str(folder), "--out", str(tmp_path / "m.onnx")],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output

@@ -34,7 +34,9 @@ from spikecode.models.hybrid_moe import (
     HybridMoECache,
     MoEFeedForward,
     SpikingBrainMoEForCausalLM,
+    SpikingBrainMoEPretrainedConfig,
 )
+from spikecode.models.moe import ExpertLinears, RoutingCounter, unfuse_experts
 from spikecode.models.moe_checkpoint import load_moe_checkpoint
 from spikecode.models.moe_config import HybridMoEConfig
 from spikecode.models.ops import gla_chunked, gla_recurrent, sliding_window_attention
@@ -46,6 +48,7 @@ __all__ = [
     "GATE_VARIANTS",
     "GLA_MODES",
     "ActivationSite",
+    "ExpertLinears",
     "GLASwaCache",
     "GLASwaConfig",
     "GLASwaForCausalLM",
@@ -57,7 +60,9 @@ __all__ = [
     "LoadedModel",
     "MoEFeedForward",
     "QuantizerScales",
+    "RoutingCounter",
     "SpikingBrainMoEForCausalLM",
+    "SpikingBrainMoEPretrainedConfig",
     "collect_linear_inputs",
     "gla_chunked",
     "gla_recurrent",
@@ -66,5 +71,6 @@ __all__ = [
     "load_moe_checkpoint",
     "sliding_window_attention",
     "uncounted",
+    "unfuse_experts",
     "wrap_module",
 ]

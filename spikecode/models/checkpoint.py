@@ -286,7 +286,7 @@ def wrap_module(module: nn.Module, *, tokenizer: Any | None = None) -> LoadedMod
         With ``path=None``. The module is not copied, moved or switched to eval mode;
         fused MoE experts (transformers' Mixtral, Qwen2-MoE, OLMoE, …) are replaced in
         place by one linear layer per expert projection, computing the same function
-        (:func:`spikecode.models.moe.unfuse_experts`).
+        (:func:`spikecode.models.unfuse_experts`).
     """
     if not isinstance(module, nn.Module):
         raise SpikecodeError(f"wrap_module needs a torch.nn.Module, not {type(module).__name__}")

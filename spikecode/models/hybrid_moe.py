@@ -341,7 +341,7 @@ class MoEFeedForward(nn.Module):
 
     Notes
     -----
-    ``experts`` is an :class:`~spikecode.models.moe.ExpertLinears`: each expert runs on
+    ``experts`` is an :class:`~spikecode.models.ExpertLinears`: each expert runs on
     its tokens only, the weighted outputs are summed in the parameter dtype (as
     transformers' MoE models do), the shared experts' in the compute dtype.
     """

@@ -101,7 +101,7 @@ class HybridMoEConfig:
     tie_word_embeddings, torch_dtype
         As in the 7B config.
     gla_mode, gla_chunk_size
-        Form of the linear branch (:data:`~spikecode.models.config.GLA_MODES`).
+        Form of the linear branch (``"chunked"`` or ``"recurrent"``, as for GLA-SWA).
     """
 
     vocab_size: int

@@ -50,10 +50,10 @@ def moe_summary(
     Parameters
     ----------
     source
-        A :class:`~spikecode.reports.sources.StatsSource` (activation files carry no
+        A :class:`~spikecode.reports.StatsSource` (activation files carry no
         routing: None).
     results
-        Its :meth:`~spikecode.reports.sources.Source.layer_results` at one k and code.
+        Its :meth:`~spikecode.reports.Source.layer_results` at one k and code.
     table
         Energy table (:func:`~spikecode.energy.load_table`).
 

@@ -40,6 +40,7 @@ __all__ = [
     "stats_differences",
     "write_sparse_gla_swa_checkpoint",
     "write_tiny_gla_swa_checkpoint",
+    "write_tiny_moe_checkpoint",
 ]
 
 #: Words the tiny tokenizer holds as single tokens (with and without a leading space).
@@ -136,8 +137,6 @@ def write_tiny_gla_swa_checkpoint(
             f"W8ASpike scales need hidden_size and intermediate_size that are multiples of "
             f"{W8_GROUP_SIZE}, not {hidden_size} and {intermediate_size}"
         )
-    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-        raise SpikecodeError(f"shards must be a positive integer, not {shards!r}")
     config = GLASwaConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
@@ -158,21 +157,37 @@ def write_tiny_gla_swa_checkpoint(
             f"vocab_size {vocab_size} is smaller than the tiny tokenizer's "
             f"{len(vocab) + len(_SPECIAL_TOKENS)} tokens"
         )
-    tensors = _tiny_tensors(config, seed=seed, w8aspike=w8aspike)
-    if shards > len(tensors):
-        raise SpikecodeError(f"shards {shards} exceeds the {len(tensors)} tensors to write")
-
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    if any(folder.iterdir()):
-        raise SpikecodeError("the checkpoint folder must be empty", path=str(folder))
+    with torch.device("meta"):
+        model = GLASwaForCausalLM(config)
+    tensors = _tiny_tensors(model, seed=seed, w8aspike=w8aspike)
     raw_config = {
         **config.to_dict(),
         "auto_map": _AUTO_MAP,
         "max_position_embeddings": 4096,
     }
-    if with_tokenizer:
-        raw_config["eos_token_id"] = len(vocab)  # <|endoftext|>
+    return _write_folder(
+        path, tensors, raw_config, shards, (vocab, merges) if with_tokenizer else None
+    )
+
+
+def _write_folder(
+    path: str | os.PathLike[str],
+    tensors: dict[str, torch.Tensor],
+    raw_config: dict[str, Any],
+    shards: int,
+    tokenizer: tuple[dict[str, int], list[tuple[str, str]]] | None,
+) -> Path:
+    """Write shards (or one file), the index, the tokenizer and, last, ``config.json``."""
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise SpikecodeError(f"shards must be a positive integer, not {shards!r}")
+    if shards > len(tensors):
+        raise SpikecodeError(f"shards {shards} exceeds the {len(tensors)} tensors to write")
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(folder.iterdir()):
+        raise SpikecodeError("the checkpoint folder must be empty", path=str(folder))
+    if tokenizer is not None:
+        raw_config["eos_token_id"] = len(tokenizer[0])  # <|endoftext|>
     names = list(tensors)
     if shards == 1:
         _write_safetensors(folder / SINGLE_FILE, tensors)
@@ -187,8 +202,8 @@ def write_tiny_gla_swa_checkpoint(
         total = sum(t.numel() * t.element_size() for t in tensors.values())
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         _write_json(folder / INDEX_FILE, index)
-    if with_tokenizer:
-        _write_tokenizer(folder, vocab, merges)
+    if tokenizer is not None:
+        _write_tokenizer(folder, *tokenizer)
     # Last, so that an interrupted write never leaves a folder that looks loadable.
     _write_json(folder / "config.json", raw_config)
     return folder
@@ -302,13 +317,13 @@ def _write_sparse_safetensors(target: Path, entries: dict[str, tuple[str, tuple[
     return offset
 
 
-def _tiny_tensors(config: GLASwaConfig, *, seed: int, w8aspike: bool) -> dict[str, torch.Tensor]:
-    """Seeded bf16 weights under the release's names, in layer order (plus W8ASpike scales)."""
-    # The module on the meta device gives names and shapes without allocating or
-    # initializing anything: SpikingBrain-7B widths (hidden 3584, intermediate 18944)
-    # then cost one random draw per weight, not a float32 model plus its default init.
-    with torch.device("meta"):
-        model = GLASwaForCausalLM(config)
+def _tiny_tensors(model: nn.Module, *, seed: int, w8aspike: bool) -> dict[str, torch.Tensor]:
+    """Seeded bf16 weights under the model's names, in layer order (plus W8ASpike scales).
+
+    ``model`` lives on the meta device: it gives names and shapes without allocating or
+    initializing anything, so SpikingBrain-7B widths (hidden 3584, intermediate 18944)
+    cost one random draw per weight, not a float32 model plus its default init.
+    """
     generator = torch.Generator().manual_seed(seed)
     tensors = {}
     for name, param in model.named_parameters():
@@ -484,3 +499,87 @@ def stats_differences(
     if rtol and abs(expected - got) <= rtol * max(abs(expected), abs(got)):
         return []
     return [] if expected == got else [f"{path}: {expected!r} != {got!r}"]
+
+
+def write_tiny_moe_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    num_layers: int = 4,
+    hidden_size: int = 64,
+    intermediate_size: int = 128,
+    moe_intermediate_size: int = 32,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    vocab_size: int = 512,
+    sliding_window: int = 8,
+    rope_theta: float = 10000.0,
+    num_experts: int = 4,
+    num_experts_per_tok: int = 1,
+    num_sink_tokens: int = 4,
+    full_attention_layers: Sequence[int] | None = None,
+    moe_layers: Sequence[int] | None = None,
+    shards: int = 2,
+    seed: int = 0,
+    with_tokenizer: bool = False,
+) -> Path:
+    """Write a tiny random hybrid-linear MoE checkpoint (the 76B architecture, SPEC §8).
+
+    The layout a Hugging Face release of SpikingBrain-76B would use (none exists):
+    ``config.json`` with ``model_type: "spikingbrain_moe"``, bf16 weights under the names
+    of :mod:`spikecode.models.hybrid_moe` in sharded safetensors, optionally the tiny
+    tokenizer of :func:`write_tiny_gla_swa_checkpoint`. Sink tokens get random values
+    (they are learned parameters).
+
+    Parameters
+    ----------
+    path
+        Folder to write; created if needed, and must be empty.
+    num_layers, hidden_size, intermediate_size, moe_intermediate_size, num_heads, \
+num_kv_heads, vocab_size, sliding_window, rope_theta, num_experts, num_experts_per_tok, \
+num_sink_tokens
+        Architecture; see :class:`~spikecode.models.moe_config.HybridMoEConfig`.
+    full_attention_layers, moe_layers
+        Layer placement; default: the last layer is full attention (so that a tiny model
+        has one) and the odd layers are MoE.
+    shards, seed, with_tokenizer
+        As in :func:`write_tiny_gla_swa_checkpoint`.
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
+    from spikecode.models.hybrid_moe import SpikingBrainMoEForCausalLM
+    from spikecode.models.moe_config import HybridMoEConfig
+
+    config = HybridMoEConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        moe_intermediate_size=moe_intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        sliding_window=sliding_window,
+        rope_theta=rope_theta,
+        full_attention_layers=(
+            (num_layers - 1,) if full_attention_layers is None else tuple(full_attention_layers)
+        ),
+        moe_layers=tuple(range(1, num_layers, 2)) if moe_layers is None else tuple(moe_layers),
+        num_experts=num_experts,
+        num_experts_per_tok=num_experts_per_tok,
+        num_sink_tokens=num_sink_tokens,
+        torch_dtype="bfloat16",
+    )
+    vocab, merges = _tiny_bpe() if with_tokenizer else ({}, [])
+    if with_tokenizer and len(vocab) + len(_SPECIAL_TOKENS) > vocab_size:
+        raise SpikecodeError(
+            f"vocab_size {vocab_size} is smaller than the tiny tokenizer's "
+            f"{len(vocab) + len(_SPECIAL_TOKENS)} tokens"
+        )
+    with torch.device("meta"):
+        model = SpikingBrainMoEForCausalLM(config)
+    tensors = _tiny_tensors(model, seed=seed, w8aspike=False)
+    return _write_folder(
+        path, tensors, config.to_dict(), shards, (vocab, merges) if with_tokenizer else None
+    )

@@ -47,6 +47,7 @@ from spikecode.calibration.records import (
     DataInfo,
     KStats,
     LayerStats,
+    RoutingStats,
     VthSummary,
     output_error,
     plain_number,
@@ -206,6 +207,7 @@ def _settings(stats: CalibrationStats) -> dict[str, Any]:
         "error_stride": stats.error_stride,
         "max_length": stats.data.max_length,
         "layers": tuple((x.name, x.in_features, x.out_features) for x in stats.layers),
+        "MoE layers": tuple((r.layer, r.num_experts, r.top_k) for r in stats.routing),
     }
 
 
@@ -284,6 +286,19 @@ def merge_stats(
         max_length=first.data.max_length,
         truncated=sum(part.data.truncated for part in parts),
     )
+    routing = [
+        RoutingStats(
+            r.layer,
+            r.num_experts,
+            r.top_k,
+            sum(part.routing[i].tokens for part in parts),
+            tuple(
+                sum(counts)
+                for counts in zip(*(part.routing[i].expert_tokens for part in parts), strict=True)
+            ),
+        )
+        for i, r in enumerate(first.routing)
+    ]
     merged = CalibrationStats.create(
         checkpoint=first.checkpoint,
         data=data,
@@ -294,6 +309,7 @@ def merge_stats(
         layers=layers,
         error_rows=first.error_rows,
         error_stride=first.error_stride,
+        routing=routing,
     )
     extra = {}
     if getattr(first, "recipe", None) is not None:

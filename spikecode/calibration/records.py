@@ -69,7 +69,7 @@ COUNT_LIMIT = 64
 #: of SPEC §2, so every threshold falls in a bin and files compare bin by bin.
 VTH_EDGES: tuple[float, ...] = tuple(float(v) for v in np.logspace(-5.0, 4.0, 33))
 #: ``checkpoint.kind`` values (``load_checkpoint`` kinds, plus activation files).
-CHECKPOINT_KINDS = ("gla_swa", "hf", "module", "activations")
+CHECKPOINT_KINDS = ("gla_swa", "spikingbrain_moe", "hf", "module", "activations")
 
 SPIKE_FIELDS = ("T", "elements", "spikes", "silent", "within_7", "window_spikes", "window_steps")
 TOTAL_FIELDS = (
@@ -531,6 +531,60 @@ class RecipeInfo:
 
 
 @dataclass(frozen=True)
+class RoutingStats:
+    """How one MoE layer routed the calibration's real tokens (SPEC §8).
+
+    The stats file's ``routing`` entries; the routed experts' projections are layers of
+    their own (``<layer>.experts.<e>.<projection>``), absent for an expert no token
+    reached.
+
+    Attributes
+    ----------
+    layer
+        The MoE layer (the module holding the experts, ``model.layers.3.mlp``).
+    num_experts, top_k
+        Routed experts, and experts per token.
+    tokens
+        Real tokens routed.
+    expert_tokens
+        Per expert, the tokens it received (they sum to ``tokens · top_k``).
+    """
+
+    layer: str
+    num_experts: int
+    top_k: int
+    tokens: int
+    expert_tokens: tuple[int, ...]
+
+    @property
+    def load(self) -> tuple[float, ...]:
+        """Each expert's share of the routed (token, expert) pairs."""
+        total = sum(self.expert_tokens)
+        return tuple(n / total if total else 0.0 for n in self.expert_tokens)
+
+    @property
+    def imbalance(self) -> float:
+        """``max / mean`` of the experts' tokens: 1 is perfectly balanced."""
+        mean = sum(self.expert_tokens) / self.num_experts
+        return max(self.expert_tokens) / mean if mean else 0.0
+
+    @property
+    def active_fraction(self) -> float:
+        """Routed experts a token activates, ``top_k / num_experts`` (the macro density)."""
+        return self.top_k / self.num_experts
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stats-file layout."""
+        return {
+            "layer": self.layer,
+            "num_experts": self.num_experts,
+            "top_k": self.top_k,
+            "tokens": self.tokens,
+            "expert_tokens": list(self.expert_tokens),
+        }
+
+
+@dataclass(frozen=True)
 class CalibrationStats:
     """A whole stats file (``docs/statsfile.rst``, version 2).
 
@@ -558,6 +612,9 @@ class CalibrationStats:
         both None: on every row.
     recipe
         The recipe and whether decoding was measured (:class:`RecipeInfo`).
+    routing
+        Per MoE layer, how the tokens were routed (:class:`RoutingStats`); empty for a
+        dense model.
     spikecode_version, created
         Who wrote the file, and when (UTC, ISO 8601).
     """
@@ -573,6 +630,7 @@ class CalibrationStats:
     error_rows: int | None = None
     error_stride: int | None = None
     recipe: RecipeInfo = field(default_factory=RecipeInfo)
+    routing: tuple[RoutingStats, ...] = ()
     spikecode_version: str = field(default_factory=lambda: _version())
     created: str = field(default_factory=lambda: _now())
 
@@ -590,6 +648,7 @@ class CalibrationStats:
         error_rows: int | None,
         error_stride: int | None = None,
         recipe: RecipeInfo | None = None,
+        routing: Sequence[RoutingStats] = (),
     ) -> CalibrationStats:
         """Assemble a stats object and compute its totals over layers."""
         keys = [k_key(v) for v in k]
@@ -612,6 +671,7 @@ class CalibrationStats:
             error_rows=error_rows,
             error_stride=error_stride,
             recipe=recipe or RecipeInfo(),
+            routing=tuple(routing),
         )
 
     def layer(self, name: str) -> LayerStats:
@@ -642,6 +702,7 @@ class CalibrationStats:
             "error_rows": self.error_rows,
             "error_stride": self.error_stride,
             "recipe": self.recipe.to_dict(),
+            **({"routing": [r.to_dict() for r in self.routing]} if self.routing else {}),
             "layers": [layer.to_dict() for layer in self.layers],
             "totals": {
                 key: {scheme: dict(values) for scheme, values in by_scheme.items()}

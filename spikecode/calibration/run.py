@@ -105,6 +105,7 @@ from spikecode.calibration.records import (
     DataInfo,
     LayerStats,
     RecipeInfo,
+    RoutingStats,
     k_key,
 )
 from spikecode.encoders.schemes import get_scheme
@@ -112,6 +113,7 @@ from spikecode.energy import DEFAULT_BLOCK_SIZES
 from spikecode.errors import SpikecodeError
 from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, LinearInputHooks
 from spikecode.models.checkpoint import LoadedModel
+from spikecode.models.moe import RoutingCounter
 from spikecode.models.sites import ActivationSite
 from spikecode.nn.recipes import DEFAULT_RECIPE, check_recipe, recipe_targets
 
@@ -528,6 +530,7 @@ def calibrate(
         error_stride=error_stride,
         backend=backend,
     )
+    routing = RoutingCounter(model, mask=lambda: hooks.mask, active=lambda: counting[0])
     trunk = _trunk(model, [name for name, _, _ in hooks.layers])
     device = model_device(model)
     data_info = DataInfo(
@@ -548,7 +551,7 @@ def calibrate(
     batches = counted(padded_batches(tokenized, batch_size, device, pad_id(loaded), shard=group))
     stats: CalibrationStats | None = None
     try:
-        with torch.no_grad(), hooks:
+        with torch.no_grad(), hooks, routing:
             if generate is not None:
                 _decode(
                     model,
@@ -580,6 +583,7 @@ def calibrate(
                 window,
                 error_rows,
                 RecipeInfo(recipe, generate),
+                routing,
             )
     except Exception as err:
         if group is None:
@@ -602,7 +606,17 @@ def _assemble(
     window: int,
     error_rows: int | None,
     recipe: RecipeInfo,
+    routing: RoutingCounter,
 ) -> CalibrationStats:
+    # A routed expert that no token reached has nothing to report (SPEC §8): its
+    # routing entry says 0 tokens.
+    experts = tuple(f"{layer}.experts." for layer in routing.counts)
+    for name in [
+        name
+        for name, acc in accumulator.accumulators.items()
+        if acc.tokens == 0 and name.startswith(experts)
+    ]:
+        del accumulator.accumulators[name]
     layers = accumulator.results()
     first = accumulator.accumulators[layers[0].name]
     return CalibrationStats.create(
@@ -616,4 +630,14 @@ def _assemble(
         error_rows=error_rows,
         error_stride=None if error_rows is None else first.error_stride,
         recipe=recipe,
+        routing=[
+            RoutingStats(
+                layer,
+                len(counts),
+                routing.top_k.get(layer, 1),
+                routing.tokens[layer],
+                tuple(int(n) for n in counts),
+            )
+            for layer, counts in routing.counts.items()
+        ],
     )

@@ -35,6 +35,7 @@ from spikecode.calibration.records import (
     KStats,
     LayerStats,
     RecipeInfo,
+    RoutingStats,
     VthSummary,
     k_key,
     plain_number,
@@ -47,6 +48,9 @@ from spikecode.io import atomic_write, read_json
 from spikecode.stats import SpikeStats
 
 __all__ = ["load_stats", "save_stats"]
+
+# The most routed experts a MoE layer may declare (a bound before any list is read).
+_MAX_EXPERTS = 1 << 16
 
 
 # --------------------------------------------------------------------------- saving
@@ -307,6 +311,10 @@ def _parse(raw: Any, r: _Reader) -> CalibrationStats:
     if error_stride is not None:
         error_stride = r.integer(error_stride, "error_stride", 1)
     recipe = _parse_recipe(r, raw.get("recipe"))
+    routing = tuple(
+        _parse_routing(r, entry, f"routing[{i}]")
+        for i, entry in enumerate(r.listing(raw.get("routing", []), "routing"))
+    )
 
     ck = r.get(raw, "checkpoint", "")
     kind = r.get(ck, "kind", "checkpoint")
@@ -353,9 +361,36 @@ def _parse(raw: Any, r: _Reader) -> CalibrationStats:
         error_rows=error_rows,
         error_stride=error_stride,
         recipe=recipe,
+        routing=routing,
         spikecode_version=r.text(r.get(raw, "spikecode_version", ""), "spikecode_version"),
         created=r.text(r.get(raw, "created", ""), "created"),
     )
+
+
+def _parse_routing(r: _Reader, raw: Any, here: str) -> RoutingStats:
+    """One ``routing`` entry (SPEC §8); absent in files of dense models."""
+    layer = r.text(r.get(raw, "layer", here), f"{here}.layer")
+    experts = r.integer(r.get(raw, "num_experts", here), f"{here}.num_experts", 1)
+    top_k = r.integer(r.get(raw, "top_k", here), f"{here}.top_k", 1)
+    tokens = r.integer(r.get(raw, "tokens", here), f"{here}.tokens")
+    if experts > _MAX_EXPERTS or top_k > experts:
+        raise r.fail(
+            f"stats file field '{here}' needs 1 <= top_k <= num_experts <= {_MAX_EXPERTS}",
+            here,
+        )
+    counts = tuple(
+        r.integer(n, f"{here}.expert_tokens[{i}]")
+        for i, n in enumerate(
+            r.listing(r.get(raw, "expert_tokens", here), f"{here}.expert_tokens", length=experts)
+        )
+    )
+    if sum(counts) != tokens * top_k:
+        raise r.fail(
+            f"stats file field '{here}.expert_tokens' must sum to tokens × top_k "
+            f"({tokens} × {top_k}), not {sum(counts)}",
+            f"{here}.expert_tokens",
+        )
+    return RoutingStats(layer, experts, top_k, tokens, counts)
 
 
 def _parse_recipe(r: _Reader, raw: Any) -> RecipeInfo:

@@ -23,6 +23,7 @@ from spikecode.reports import (
     check_format,
     energy_report,
     equation24_report,
+    experts_report,
     load_source,
     sparsity_report,
     tradeoff_report,
@@ -214,3 +215,35 @@ def tradeoff_command(
     check_format(fmt)
     values = parse_k(k_values) if k_values else None
     _emit(tradeoff_report(load_source(source, key=key), values, scheme), fmt, out)
+
+
+@report_group.command("experts")
+@source_options
+@click.option("--k", type=float, default=None, help="Threshold divisor [default: 3].")
+@click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@click.option(
+    "--table",
+    "table",
+    default=None,
+    help="Energy table: a JSON file or a shipped name [default: horowitz-45nm].",
+)
+@_format_option
+@_out_option
+def experts_command(
+    source: Path | None,
+    key: str | None,
+    k: float | None,
+    scheme: str | None,
+    table: str | None,
+    fmt: str,
+    out: Path | None,
+) -> None:
+    """Routing and spikes per expert of a MoE model's stats file (SPEC §8).
+
+    Tokens and load per routed expert, its spikes per element, sparsity and energy per
+    token; per MoE layer the load imbalance and the macro (routing), micro (spiking)
+    and combined densities; for the model the energy against dense FP16 of the same
+    active size and of all experts.
+    """
+    check_format(fmt)
+    _emit(experts_report(load_source(source, key=key), k, scheme, table=table), fmt, out)

@@ -153,6 +153,10 @@ class LayerSpec:
     activity
         Optional silent-channel information for the memory model; must match
         ``tokens`` and ``in_features``.
+    token_share
+        The layer's tokens per token of the model, in (0, 1]: 1 for a layer every token
+        runs through; for a routed expert the share of tokens routed to it (SPEC §8).
+        Per-token figures are per token of the model: ``total / tokens · token_share``.
 
     Notes
     -----
@@ -166,11 +170,17 @@ class LayerSpec:
     tokens: int
     total_spikes: float
     activity: ChannelActivity | None = None
+    token_share: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise SpikecodeError(f"layer name must be a non-empty string, got {self.name!r}")
         layer = self.name
+        share = self.token_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+            raise SpikecodeError(
+                f"token_share must be a number in (0, 1], got {share!r}", layer=layer
+            )
         object.__setattr__(
             self, "in_features", positive_int(self.in_features, "in_features", layer=layer)
         )
@@ -322,6 +332,8 @@ class OpCounts:
     ----------
     tokens
         Tokens counted.
+    token_share
+        The layer's tokens per token of the model (:class:`LayerSpec`).
     dense_macs
         ``tokens · in_features · out_features`` multiply-accumulates.
     spike_accumulates
@@ -331,16 +343,17 @@ class OpCounts:
     tokens: int
     dense_macs: int
     spike_accumulates: float
+    token_share: float = 1.0
 
     @property
     def dense_macs_per_token(self) -> float:
-        """``in_features · out_features``."""
-        return self.dense_macs / self.tokens
+        """``in_features · out_features · token_share`` per token of the model."""
+        return self.dense_macs / self.tokens * self.token_share
 
     @property
     def spike_accumulates_per_token(self) -> float:
-        """Spike-driven additions per token."""
-        return self.spike_accumulates / self.tokens
+        """Spike-driven additions per token of the model."""
+        return self.spike_accumulates / self.tokens * self.token_share
 
     def to_dict(self) -> dict[str, float]:
         """JSON-ready totals and per-token values."""
@@ -363,6 +376,7 @@ def op_counts(layer: LayerSpec) -> OpCounts:
         tokens=layer.tokens,
         dense_macs=layer.tokens * layer.in_features * layer.out_features,
         spike_accumulates=layer.total_spikes * layer.out_features,
+        token_share=layer.token_share,
     )
 
 
@@ -393,8 +407,9 @@ class LayerEnergy:
 
     @property
     def energy_per_token_pj(self) -> Mapping[str, float]:
-        """Mode → arithmetic energy per token, pJ."""
-        return MappingProxyType({m: e / self.layer.tokens for m, e in self.energy_pj.items()})
+        """Mode → arithmetic energy per token of the model, pJ."""
+        per = self.layer.token_share / self.layer.tokens
+        return MappingProxyType({m: e * per for m, e in self.energy_pj.items()})
 
     @property
     def reduction(self) -> Mapping[str, float | None]:

@@ -106,10 +106,16 @@ def _layer_summary(result: LayerEnergy, block_sizes: Sequence[int]) -> _Summary:
     if result.memory is not None:
         memory = result.memory
 
+        share = result.layer.token_share
+
         def per_token(cost: Any) -> _Fetch | None:
             if cost is None:
                 return None
-            return (cost.bytes_per_token, cost.accesses_per_token, cost.energy_per_token_pj)
+            return (
+                cost.bytes_per_token * share,
+                cost.accesses_per_token * share,
+                cost.energy_per_token_pj * share,
+            )
 
         fetch = {"dense": per_token(memory.dense), "channel": per_token(memory.channel)}
         fetch.update({b: per_token(memory.blocks[b]) for b in block_sizes})
@@ -261,6 +267,7 @@ class EnergyReport:
                     "in_features": spec.in_features,
                     "out_features": spec.out_features,
                     "tokens": spec.tokens,
+                    "token_share": spec.token_share,
                     "total_spikes": spec.total_spikes,
                     "spikes_per_element": spec.spikes_per_element,
                     "silent_fraction": spec.silent_fraction,

@@ -7,6 +7,9 @@
   (recurrent GLA state, sliding window of keys) and the attention sites a recipe codes;
 - :mod:`spikecode.models.checkpoint`: loading a checkpoint (the released layout, any
   Hugging Face folder, any ``nn.Module``);
+- :mod:`spikecode.models.moe_config`, :mod:`spikecode.models.hybrid_moe`,
+  :mod:`spikecode.models.moe_cache` and :mod:`spikecode.models.moe_checkpoint`: the
+  hybrid-linear MoE architecture of SpikingBrain-76B-A12B (SPEC §8);
 - :mod:`spikecode.models.capture`: forward hooks on the inputs of linear projections.
 """
 
@@ -17,6 +20,7 @@ from spikecode.models.capture import (
     LinearInputHooks,
     collect_linear_inputs,
     list_linear_layers,
+    uncounted,
 )
 from spikecode.models.checkpoint import (
     LoadedModel,
@@ -26,6 +30,15 @@ from spikecode.models.checkpoint import (
 )
 from spikecode.models.config import GATE_VARIANTS, GLA_MODES, GLASwaConfig
 from spikecode.models.gla_swa import GLASwaForCausalLM, GLASwaModel, GLASwaPretrainedConfig
+from spikecode.models.hybrid_moe import (
+    HybridMoECache,
+    MoEFeedForward,
+    SpikingBrainMoEForCausalLM,
+    SpikingBrainMoEPretrainedConfig,
+)
+from spikecode.models.moe import ExpertLinears, RoutingCounter, unfuse_experts
+from spikecode.models.moe_checkpoint import load_moe_checkpoint
+from spikecode.models.moe_config import HybridMoEConfig
 from spikecode.models.ops import gla_chunked, gla_recurrent, sliding_window_attention
 from spikecode.models.sites import ActivationSite
 
@@ -35,19 +48,29 @@ __all__ = [
     "GATE_VARIANTS",
     "GLA_MODES",
     "ActivationSite",
+    "ExpertLinears",
     "GLASwaCache",
     "GLASwaConfig",
     "GLASwaForCausalLM",
     "GLASwaModel",
     "GLASwaPretrainedConfig",
+    "HybridMoECache",
+    "HybridMoEConfig",
     "LinearInputHooks",
     "LoadedModel",
+    "MoEFeedForward",
     "QuantizerScales",
+    "RoutingCounter",
+    "SpikingBrainMoEForCausalLM",
+    "SpikingBrainMoEPretrainedConfig",
     "collect_linear_inputs",
     "gla_chunked",
     "gla_recurrent",
     "list_linear_layers",
     "load_checkpoint",
+    "load_moe_checkpoint",
     "sliding_window_attention",
+    "uncounted",
+    "unfuse_experts",
     "wrap_module",
 ]

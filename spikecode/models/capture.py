@@ -28,8 +28,10 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,8 +45,10 @@ __all__ = [
     "DEFAULT_INCLUDE",
     "LinearInputHooks",
     "collect_linear_inputs",
+    "is_uncounted",
     "list_linear_layers",
     "select_names",
+    "uncounted",
 ]
 
 #: Every hookable layer is selected unless a pattern says otherwise.
@@ -56,6 +60,30 @@ DEFAULT_EXCLUDE: tuple[str, ...] = ("lm_head", "*.lm_head")
 _NAMES_IN_ERRORS = 8
 
 Callback = Callable[[str, torch.Tensor], Any]
+
+# Set while a model computes activations that depend on no input (sink tokens).
+_UNCOUNTED = threading.local()
+
+
+@contextlib.contextmanager
+def uncounted() -> Iterator[None]:
+    """Hide the layer inputs computed inside the block from every capture hook.
+
+    For activations that depend on no input, such as learned sink tokens, which a model
+    computes once and reuses (SPEC §8): counting them would weigh a constant as if it were
+    data. Nesting is allowed.
+    """
+    depth = getattr(_UNCOUNTED, "depth", 0)
+    _UNCOUNTED.depth = depth + 1
+    try:
+        yield
+    finally:
+        _UNCOUNTED.depth = depth
+
+
+def is_uncounted() -> bool:
+    """Whether the caller runs inside :func:`uncounted`."""
+    return bool(getattr(_UNCOUNTED, "depth", 0))
 
 
 def _as_patterns(patterns: str | Iterable[str], argument: str) -> tuple[str, ...]:
@@ -275,10 +303,14 @@ class LinearInputHooks:
         -----
         While a mask is set, a hooked input of shape ``[batch, seq, features]`` is
         reduced to its real-token rows (``[batch, seq, heads, features]``: every head's
-        row of each real token, heads innermost). An input of shape ``[batch, features]`` (one
-        vector per sequence, such as a BERT pooler's CLS vector) holds no padding
-        position; its rows are kept for every sequence with at least one real token. Any
-        other input shape raises :class:`SpikecodeError` during the forward pass, since
+        row of each real token, heads innermost); ``[batch·seq, features]`` (tokens
+        flattened, as MoE blocks route them) likewise. An input of shape ``[batch,
+        features]`` (one vector per sequence, such as a BERT pooler's CLS vector) holds no
+        padding position; its rows are kept for every sequence with at least one real
+        token. A routed expert's input ``[n, features]`` is reduced to the real tokens
+        among its rows when the layer carries ``routed_tokens`` (``[n]`` flat
+        ``batch·seq`` indices, :mod:`spikecode.models.moe`). Any other input shape raises
+        :class:`SpikecodeError` during the forward pass, since
         the mask cannot be applied to it and padding might otherwise leak into
         statistics: exclude that layer, or capture it without a mask.
         """
@@ -295,6 +327,11 @@ class LinearInputHooks:
                 type=type(attention_mask).__name__,
             )
         self._mask = attention_mask.detach() != 0
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        """The current ``[batch, seq]`` bool mask (:meth:`set_mask`), or None."""
+        return self._mask
 
     def __enter__(self) -> LinearInputHooks:
         if self._handles:
@@ -326,18 +363,33 @@ class LinearInputHooks:
                     "positional argument or the keyword 'input')",
                     layer=name,
                 )
-            self._callback(name, self._rows(name, activation.detach()))
+            if is_uncounted():
+                return
+            routed = getattr(module, "routed_tokens", None)
+            self._callback(name, self._rows(name, activation.detach(), routed))
 
         return hook
 
-    def _rows(self, name: str, activation: torch.Tensor) -> torch.Tensor:
+    def _rows(
+        self, name: str, activation: torch.Tensor, routed: torch.Tensor | None = None
+    ) -> torch.Tensor:
         rows = activation.reshape(-1, activation.shape[-1])
         if self._mask is None:
             return rows
         mask = self._mask
+        if (
+            isinstance(routed, torch.Tensor)
+            and activation.ndim == 2
+            and routed.shape == (activation.shape[0],)
+        ):
+            # An expert's input: row r is flat token routed[r] of the batch (SPEC §8).
+            real = mask.to(activation.device).reshape(-1).index_select(0, routed)
+            return rows[real]
         leading = tuple(activation.shape[:-1])
         token_rows, sequence_rows = self._indices(mask, activation.device)
-        if leading == tuple(mask.shape):
+        if leading == tuple(mask.shape) or leading == (mask.numel(),):
+            # [batch, seq, features], or the same tokens flattened to [batch·seq, features]
+            # (MoE blocks route flattened tokens; with seq = 1 both readings agree).
             return rows.index_select(0, token_rows)
         if leading[: mask.ndim] == tuple(mask.shape):
             # [batch, seq, heads, d] (attention sites): every head row of a real token.

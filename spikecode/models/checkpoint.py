@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -102,7 +102,12 @@ _TOKENIZER_FILES = (
 # How many names an error lists before it cuts the list short.
 _NAMES_IN_ERRORS = 5
 
-Kind = Literal["gla_swa", "hf", "module"]
+Kind = Literal["gla_swa", "spikingbrain_moe", "hf", "module"]
+
+#: Loaders of spikecode's own architectures beyond GLA-SWA, by ``config.json``
+#: ``model_type``: ``loader(folder, raw_config, device, dtype) -> LoadedModel``. The
+#: modules that define them register here (``spikecode.models.moe_checkpoint``).
+ARCHITECTURES: dict[str, Callable[..., LoadedModel]] = {}
 
 
 @dataclass(frozen=True)
@@ -242,6 +247,14 @@ def load_checkpoint(
     offload = _Offload(max_memory, None if offload_folder is None else Path(offload_folder))
     if raw.get("model_type") == "gla_swa":
         return _load_gla_swa(folder, raw, device, target_dtype, device_map, offload)
+    loader = ARCHITECTURES.get(raw.get("model_type"))  # type: ignore[arg-type]
+    if loader is not None:
+        if device_map is not None:
+            raise SpikecodeError(
+                f"device_map is not supported for model_type {raw['model_type']!r}; pass device",
+                path=str(folder),
+            )
+        return loader(folder, raw, device, target_dtype)
     return _load_hf(folder, raw, device, target_dtype, device_map, trust_remote_code, offload)
 
 
@@ -270,17 +283,26 @@ def wrap_module(module: nn.Module, *, tokenizer: Any | None = None) -> LoadedMod
     Returns
     -------
     LoadedModel
-        With ``path=None``. The module is not copied, moved or switched to eval mode.
+        With ``path=None``. The module is not copied, moved or switched to eval mode;
+        fused MoE experts (transformers' Mixtral, Qwen2-MoE, OLMoE, …) are replaced in
+        place by one linear layer per expert projection, computing the same function
+        (:func:`spikecode.models.unfuse_experts`).
     """
     if not isinstance(module, nn.Module):
         raise SpikecodeError(f"wrap_module needs a torch.nn.Module, not {type(module).__name__}")
+    _split_experts(module, None)
+    from spikecode.models.hybrid_moe import SpikingBrainMoEForCausalLM
+
     if isinstance(module, GLASwaForCausalLM):
         kind: Kind = "gla_swa"
+    elif isinstance(module, SpikingBrainMoEForCausalLM):
+        kind = "spikingbrain_moe"
     elif _is_transformers_model(module):
         kind = "hf"
     else:
         kind = "module"
-    config = module.gla_config if kind == "gla_swa" else getattr(module, "config", None)
+    config = {"gla_swa": "gla_config", "spikingbrain_moe": "moe_config"}.get(kind, "config")
+    config = getattr(module, config, None)
     return LoadedModel(
         model=module,
         tokenizer=tokenizer,
@@ -351,6 +373,18 @@ def _names(names: list[str]) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+def _split_experts(model: nn.Module, device_map: Any) -> None:
+    """Give a MoE model's fused experts one ``nn.Linear`` per projection (SPEC §8)."""
+    from spikecode.models.moe import has_fused_experts, unfuse_experts
+
+    if device_map is not None and has_fused_experts(model):
+        raise SpikecodeError(
+            "this MoE model stores its experts fused; spikecode splits them into linear "
+            "layers only for models loaded without a device_map (pass device instead)"
+        )
+    unfuse_experts(model)
+
+
 def _load_hf(
     folder: Path,
     raw: dict[str, Any],
@@ -417,6 +451,7 @@ def _load_hf(
         ) from err
     if device is not None:
         model.to(device)
+    _split_experts(model, device_map)
     model.eval()
     return LoadedModel(
         model=model,
@@ -580,8 +615,7 @@ def _check_tensors(
             continue
         if name not in expected:
             raise SpikecodeError(
-                f"unexpected tensor {name}: the GLA-SWA architecture of config.json has no "
-                "such parameter",
+                f"unexpected tensor {name}: the architecture of config.json has no such parameter",
                 tensor=name,
                 file=str(info.file),
             )

@@ -26,7 +26,11 @@ Two recipes are named everywhere (:func:`~spikecode.nn.swap_linears`,
       ``s = max|x| / 127`` per token and head (clamped to [1e-5, 1e4]): the q input of
       ``QKᵀ`` is spike-driven, k and v are INT8 numbers, not spikes.
 
-    Only for :class:`~spikecode.models.gla_swa.GLASwaForCausalLM`. Outside these points
+    Only for :class:`~spikecode.models.gla_swa.GLASwaForCausalLM`, and for the hybrid MoE
+    model of SPEC §8 (:class:`~spikecode.models.hybrid_moe.SpikingBrainMoEForCausalLM`,
+    no release of its own) by the same rules: every FFN ``down_proj`` (experts' too)
+    float, and the sites of every softmax attention (window branches and full-attention
+    layers) coded. Outside these points
     the numerics are spikecode's (rotary, softmax and the GLA recursion in float32 for a
     bfloat16 model), so a float32 model matches the release to float rounding and a
     bfloat16 model to bfloat16 rounding.
@@ -69,8 +73,15 @@ __all__ = [
 RECIPES: tuple[str, ...] = ("all-linear", "release")
 #: The default everywhere: SPEC §1 as written (and spikecode's behaviour before recipes).
 DEFAULT_RECIPE = "all-linear"
-#: The release's projection whose input it leaves float (``swiglu_linear``).
-_FLOAT_IN_RELEASE = "*.mlp.down_proj"
+#: The release's projection whose input it leaves float (``swiglu_linear``); in the hybrid
+#: MoE model (SPEC §8) every FFN's down_proj, experts' included, by the same rule.
+_FLOAT_IN_RELEASE = (
+    "*.mlp.down_proj",
+    "*.mlp.experts.*.down_proj",
+    "*.mlp.shared_experts.*.down_proj",
+)
+#: The attention sites of a softmax attention the release codes (q: spikes, k/v: INT8).
+_SITES = ("q_act", "k_act", "v_act")
 #: The release's bound on the per-token scale of ``quantize_sym``.
 _SYM_MIN, _SYM_MAX = 1e-5, 1e4
 
@@ -313,7 +324,9 @@ def recipe_targets(
         An unknown recipe, ``"release"`` on a model that is not GLA-SWA, or patterns
         selecting nothing.
     """
-    from spikecode.models.gla_swa import GLASwaForCausalLM, SlidingWindowAttention
+    from spikecode.models.gla_swa import GLASwaForCausalLM
+    from spikecode.models.hybrid_moe import SpikingBrainMoEForCausalLM
+    from spikecode.models.sites import ActivationSite
 
     recipe = check_recipe(recipe)
     if recipe == "all-linear":
@@ -321,10 +334,12 @@ def recipe_targets(
             RecipeTarget(name, "spike", n_in, n_out)
             for name, n_in, n_out in list_linear_layers(model, include, exclude)
         ]
-    if not any(isinstance(m, GLASwaForCausalLM) for m in model.modules()):
+    released = (GLASwaForCausalLM, SpikingBrainMoEForCausalLM)
+    if not any(isinstance(m, released) for m in model.modules()):
         raise SpikecodeError(
-            "the release recipe describes the W8ASpike GLA-SWA model; this model is a "
-            f"{type(model).__name__} (use recipe 'all-linear')",
+            "the release recipe describes the W8ASpike SpikingBrain models (GLA-SWA, and the "
+            f"hybrid MoE of SPEC §8); this model is a {type(model).__name__} (use recipe "
+            "'all-linear')",
             model=type(model).__name__,
         )
     includes = (include,) if isinstance(include, str) else tuple(include)
@@ -333,9 +348,9 @@ def recipe_targets(
     candidates = []
     for name, module in model.named_modules():
         if name in linears:
-            role = "float" if fnmatch.fnmatchcase(name, _FLOAT_IN_RELEASE) else "spike"
+            role = "float" if _matches(name, _FLOAT_IN_RELEASE) else "spike"
             candidates.append(RecipeTarget(name, role, *linears[name]))
-        elif isinstance(module, SlidingWindowAttention):
+        elif all(isinstance(getattr(module, s, None), ActivationSite) for s in _SITES):
             for site, role in (("q_act", "spike"), ("k_act", "int8"), ("v_act", "int8")):
                 sub = getattr(module, site)
                 candidates.append(

@@ -4,10 +4,14 @@
   per-layer results (:func:`load_source`);
 - :mod:`~spikecode.reports.tables`: sparsity, energy, equation-24 and trade-off
   tables (:class:`Report`), rendered as text, JSON, CSV or Markdown;
+- :mod:`~spikecode.reports.moe` and :mod:`~spikecode.reports.experts`: routing,
+  per-expert spikes and the two sparsities of MoE models (SPEC §8);
 - :mod:`~spikecode.reports.plotdata` and :mod:`~spikecode.reports.plots`: the data
   behind the figures, and the matplotlib figures themselves.
 """
 
+from spikecode.reports.experts import experts_report
+from spikecode.reports.moe import moe_summary
 from spikecode.reports.plotdata import RasterData, count_histograms, raster_data
 from spikecode.reports.plots import (
     FIGURE_FORMATS,
@@ -63,8 +67,10 @@ __all__ = [
     "count_histograms",
     "energy_report",
     "equation24_report",
+    "experts_report",
     "load_source",
     "merge_histograms",
+    "moe_summary",
     "plot_energy",
     "plot_hist",
     "plot_raster",

@@ -163,6 +163,10 @@ class LayerResult:
     rows_per_token
         Rows of the statistics per token: 1 for a projection, the number of heads for a
         window-attention site (``…attn.q_act``: one row per token and head).
+    token_share
+        The layer's tokens per token of the model: 1, or for a routed expert of a MoE
+        layer the share of tokens routed to it (SPEC §8), so per-token energies count
+        only the experts each token activates.
     """
 
     name: str
@@ -178,6 +182,7 @@ class LayerResult:
     activity: ChannelActivity | None
     histogram: CountHistogram | None
     rows_per_token: int = 1
+    token_share: float = 1.0
 
     def energy_spec(self) -> LayerSpec:
         """The :class:`~spikecode.energy.LayerSpec` of this layer (SPEC §6).
@@ -211,6 +216,7 @@ class LayerResult:
             self.tokens,
             self.stats.spikes,
             self.activity,
+            token_share=self.token_share,
         )
 
 
@@ -542,7 +548,17 @@ class StatsSource(Source):
         results = []
         # Every projection sees every token once; a site sees each token once per head.
         projections = [layer.tokens for layer in self.stats.layers if not _is_site(layer.name)]
+        # A routed expert sees the tokens routed to it: its share of the MoE layer's.
+        routed = {r.layer + ".experts.": r.tokens for r in self.stats.routing if r.tokens}
         for layer in self.stats.layers:
+            share = next(
+                (
+                    layer.tokens / total
+                    for prefix, total in routed.items()
+                    if layer.name.startswith(prefix)
+                ),
+                1.0,
+            )
             entry = layer.by_k[key]
             rows = 1
             if _is_site(layer.name) and projections and layer.tokens % projections[0] == 0:
@@ -565,6 +581,7 @@ class StatsSource(Source):
                     activity=activity,
                     histogram=entry.count_histogram,
                     rows_per_token=rows,
+                    token_share=min(share, 1.0),
                 )
             )
         return results

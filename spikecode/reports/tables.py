@@ -36,6 +36,7 @@ from spikecode.energy import (
 from spikecode.energy import energy_report as _energy_report
 from spikecode.energy.formatting import format_energy
 from spikecode.errors import SpikecodeError
+from spikecode.reports.moe import moe_summary
 from spikecode.reports.sources import (
     ERROR_MEASURES,
     FORMATS,
@@ -563,6 +564,7 @@ def energy_report(
         for layer, result in zip(details["layers"], results, strict=True)
     ]
     mac = mac_energy(report.spikes_per_element, energy_table)
+    moe = moe_summary(source, results, energy_table)
     data = {
         "report": "energy",
         "source": source.describe(),
@@ -570,6 +572,7 @@ def energy_report(
         "scheme": scheme,
         **mac,
         **details,
+        **({"moe": moe} if moe is not None else {}),
     }
     pj = _fmt_energy
     display = [
@@ -620,6 +623,20 @@ def energy_report(
             "survival B = share of the channel-skip saving kept with blocks of B channels; "
             "fetch assumes no weight reuse across tokens. Arithmetic + fetch per token: "
             "the *_fetch_pj_per_token and spike_block* columns of --format csv/json."
+        )
+    if moe is not None:
+        notes.append(
+            "MoE: a routed expert's per-token energy counts only the tokens routed to it. "
+            "Routing x spiking per token: macro sparsity {macro:.4f} (1 - active / all MACs), "
+            "micro sparsity {micro:.4f} (SPEC §5), combined {combined:.4f}; "
+            "dense FP16 of the same active size {active}, of all experts {every} "
+            "(spikecode report experts).".format(
+                macro=moe["model"]["macro_sparsity"],
+                micro=moe["model"]["micro_sparsity"],
+                combined=moe["model"]["combined_sparsity"],
+                active=_fmt_energy(moe["model"]["fp16_active_pj"]),
+                every=_fmt_energy(moe["model"]["fp16_all_pj"]),
+            )
         )
     extra.append((_eq24_title(mac["avg_spikes_per_element"]), _EQ24_DISPLAY, _eq24_rows(mac)))
     notes.append(

@@ -112,6 +112,7 @@ from spikecode.energy import DEFAULT_BLOCK_SIZES
 from spikecode.errors import SpikecodeError
 from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, LinearInputHooks
 from spikecode.models.checkpoint import LoadedModel
+from spikecode.models.inputs import left_align
 from spikecode.models.sites import ActivationSite
 from spikecode.nn.recipes import DEFAULT_RECIPE, check_recipe, recipe_targets
 
@@ -156,17 +157,6 @@ def _forward(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> Any:
     return module(input_ids=ids, attention_mask=mask)
 
 
-def _left_padded(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move each row's padding to the left, as decoding needs (new tokens follow the last)."""
-    lengths = mask.sum(dim=1)
-    width = ids.shape[1]
-    shifted_ids, shifted_mask = ids.clone(), mask.clone()
-    for row, length in enumerate(lengths.tolist()):
-        shifted_ids[row] = torch.roll(ids[row], width - length)
-        shifted_mask[row] = torch.roll(mask[row], width - length)
-    return shifted_ids, shifted_mask
-
-
 def _decode(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -207,7 +197,9 @@ def _decode(
     handle = model.register_forward_pre_hook(before_forward, with_kwargs=True)
     try:
         for ids, mask in batches:
-            ids, mask = _left_padded(ids, mask)
+            # Left padding: the new tokens follow each row's last; generate() derives
+            # the rotary positions from the mask, so a row measures what it does alone.
+            ids, mask = left_align(ids, mask)
             calls[0] = 0
             counting[0] = False
             model.generate(

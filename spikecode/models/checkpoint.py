@@ -54,6 +54,7 @@ from torch import nn
 from spikecode._constants import RELEASE_GROUP_SIZE
 from spikecode.errors import Remedy, SpikecodeError
 from spikecode.io import path_kind, read_json
+from spikecode.models import gla_swa as _gla_swa_module
 from spikecode.models.config import GLASwaConfig
 from spikecode.models.gla_swa import GLASwaForCausalLM
 from spikecode.models.offload import dispatch_offloaded, offload_weight, require_accelerate
@@ -177,6 +178,7 @@ def load_checkpoint(
     trust_remote_code: bool = False,
     max_memory: Mapping[Any, Any] | None = None,
     offload_folder: str | os.PathLike[str] | None = None,
+    recipe: str | None = None,
 ) -> LoadedModel:
     """Load a local model folder (SpikingBrain GLA-SWA or Hugging Face) for spike coding.
 
@@ -208,6 +210,12 @@ def load_checkpoint(
         0: "20GiB"}``, accelerate's format); what does not fit goes to disk.
     offload_folder
         Where weights placed on ``"disk"`` are kept (needed when some are).
+    recipe
+        None (default): the float model, W8ASpike scales listed in ``quant_scales`` (what
+        calibration measures). ``"release"``: the model the release runs, spiking layers
+        swapped in with the folder's scales, ``swap_linears(model, recipe="release",
+        scales=quant_scales)`` — for a W8ASpike folder, the W8ASpike model.
+        ``"all-linear"``: the same with SPEC §1's recipe.
 
     Returns
     -------
@@ -238,11 +246,35 @@ def load_checkpoint(
         raise SpikecodeError("pass either device or device_map, not both")
     if (max_memory is not None or offload_folder is not None) and device_map is None:
         raise SpikecodeError("max_memory and offload_folder only apply with a device_map")
+    if recipe is not None:
+        from spikecode.nn.recipes import check_recipe
+
+        check_recipe(recipe)
     target_dtype = None if dtype is None else _as_dtype(dtype)
     offload = _Offload(max_memory, None if offload_folder is None else Path(offload_folder))
     if raw.get("model_type") == "gla_swa":
-        return _load_gla_swa(folder, raw, device, target_dtype, device_map, offload)
-    return _load_hf(folder, raw, device, target_dtype, device_map, trust_remote_code, offload)
+        loaded = _load_gla_swa(folder, raw, device, target_dtype, device_map, offload)
+    else:
+        loaded = _load_hf(folder, raw, device, target_dtype, device_map, trust_remote_code, offload)
+    if recipe is not None:
+        from spikecode.nn.modules import swap_linears
+
+        swap_linears(loaded.model, recipe=recipe, scales=dict(loaded.quant_scales) or None)
+    return loaded
+
+
+def _from_pretrained(folder: str, **options: Any) -> LoadedModel:
+    """``GLASwaForCausalLM.from_pretrained``: a W8ASpike folder gives the W8ASpike model."""
+    loaded = load_checkpoint(folder, **options)
+    if loaded.kind == "gla_swa" and loaded.quant_scales:
+        from spikecode.nn.modules import swap_linears
+
+        swap_linears(loaded.model, recipe="release", scales=dict(loaded.quant_scales))
+    return loaded
+
+
+# GLASwaForCausalLM.from_pretrained routes here (gla_swa cannot import this module).
+_gla_swa_module._CHECKPOINT_LOADER[:] = [_from_pretrained]
 
 
 @dataclass(frozen=True)
@@ -332,6 +364,9 @@ def _load_tokenizer(folder: Path, trust_remote_code: bool, *, gla_swa: bool = Fa
         # transformers does not know model_type gla_swa; a blank config keeps AutoTokenizer
         # from parsing config.json and lets tokenizer_config.json's tokenizer_class decide.
         kwargs["config"] = transformers.PretrainedConfig()
+        # Generation appends after the last column: the release's Qwen2 tokenizer pads on
+        # the right by default, which would put padding inside generated rows.
+        kwargs["padding_side"] = "left"
     try:
         return transformers.AutoTokenizer.from_pretrained(str(folder), **kwargs)
     except Exception as err:  # transformers raises many types for unreadable tokenizers

@@ -25,7 +25,13 @@ from spikecode.models.checkpoint import (
     wrap_module,
 )
 from spikecode.models.config import GATE_VARIANTS, GLA_MODES, GLASwaConfig
-from spikecode.models.gla_swa import GLASwaForCausalLM, GLASwaModel, GLASwaPretrainedConfig
+from spikecode.models.gla_swa import (
+    GLAswaConfig,
+    GLASwaForCausalLM,
+    GLAswaForCausalLM,
+    GLASwaModel,
+    GLASwaPretrainedConfig,
+)
 from spikecode.models.ops import gla_chunked, gla_recurrent, sliding_window_attention
 from spikecode.models.sites import ActivationSite
 
@@ -40,6 +46,8 @@ __all__ = [
     "GLASwaForCausalLM",
     "GLASwaModel",
     "GLASwaPretrainedConfig",
+    "GLAswaConfig",
+    "GLAswaForCausalLM",
     "LinearInputHooks",
     "LoadedModel",
     "QuantizerScales",

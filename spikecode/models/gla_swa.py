@@ -98,6 +98,8 @@ __all__ = [
     "GLASwaForCausalLM",
     "GLASwaModel",
     "GLASwaPretrainedConfig",
+    "GLAswaConfig",
+    "GLAswaForCausalLM",
     "GatedLinearAttention",
     "RMSNorm",
     "SlidingWindowAttention",
@@ -776,3 +778,9 @@ class GLASwaForCausalLM(PreTrainedModel, GenerationMixin):
             if isinstance(module, GatedLinearAttention):
                 module.mode = self.gla_config.gla_mode
                 module.chunk_size = self.gla_config.gla_chunk_size
+
+
+#: The release's class names (``modeling_gla_swa.GLAswaForCausalLM``,
+#: ``configuration_gla_swa.GLAswaConfig``), so that its scripts resolve them here.
+GLAswaForCausalLM = GLASwaForCausalLM
+GLAswaConfig = GLASwaPretrainedConfig

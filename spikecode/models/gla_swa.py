@@ -26,24 +26,34 @@ project, reshape and call them.
 Numerics: projections run in the parameter dtype. Normalisation, rotary embedding,
 softmax attention and the gated-linear-attention recursion run in the compute dtype of
 the package (float64 for float64 models, float32 otherwise, bfloat16/float16 upcast),
-the same choice the released kernels make for their accumulators.
+the same choice the released kernels make for their accumulators. The ``release``
+recipe sets ``release_numerics`` on the attention layers, blocks and MLPs: they then
+round where the release's code rounds to the model's dtype (rotary embedding and the
+window q/k/v coders in it, the GLA gate and kernel output in it before ``g_norm``, the
+residual sum before ``mlp_norm`` normalised unrounded as fla's fused norm does, the
+SwiGLU product as the release's ``swiglu_fwd``); docs/calibration.rst has the table.
 
 Padding: ``attention_mask`` (``[batch, seq]``, 1 = token, 0 = padding) makes every
 padding position invisible to every other position: softmax attention never attends to
 it, and the gated-linear-attention state neither takes its key/value nor decays at it.
-Right- and left-padded batches therefore give each real token the output it has
-unpadded (up to float rounding), as in the release. Outputs *at* padding positions are
-finite but meaningless. Rotary positions and windows count sequence indices, as in the
-release; rotary attention depends only on position differences, so left padding changes
-nothing. A padding **hole** (a 0 between two 1s of a row) is refused with a
-:class:`~spikecode.errors.SpikecodeError`: the release gives it no single meaning (its
-GLA layers zero only the hole's value, so the state still decays there, while its window
-layers un-pad the row, so the window then spans the hole; and its rotary positions count
-the hole in a plain forward pass but not in ``generate()``).
+Rotary positions are ``position_ids`` when given (``[batch, seq]``); otherwise they are
+derived from the mask, the cumulative sum minus one (as the release's ``generate()``
+derives them), so a left-padded row gets the positions it has alone. Right- and
+left-padded batches therefore give each real token the output it has unpadded (up to
+float rounding), under both recipes too, where the window coders act after the rotary
+embedding and so depend on absolute positions. (The release's plain forward without
+``position_ids`` counts sequence indices: pass ``position_ids`` to reproduce that.)
+Outputs *at* padding positions are finite but meaningless. A padding **hole** (a 0
+between two 1s of a row) is refused with a :class:`~spikecode.errors.SpikecodeError`:
+the release gives it no single meaning (its GLA layers zero only the hole's value, so
+the state still decays there, while its window layers un-pad the row, so the window
+then spans the hole). ``generate()`` moves right-padded rows to the left first.
 
 Generation: :class:`GLASwaForCausalLM` is a transformers ``PreTrainedModel`` with
-``GenerationMixin``. It returns a ``CausalLMOutputWithPast`` (``.logits``, ``.cache`` —
-``.past_key_values`` in older transformers naming) holding a
+``GenerationMixin`` and the release's forward arguments (``labels``, ``inputs_embeds``,
+``position_ids``, ``past_key_values``). It returns a ``CausalLMOutputWithPast``
+(``.loss``, ``.logits``, ``.cache`` — also readable as ``.past_key_values``, the
+release's name) holding a
 :class:`~spikecode.models.cache.GLASwaCache` when ``use_cache=True``, and
 ``model.generate(...)`` works (greedy search and sampling are tested). Cached decoding
 computes what a full forward pass computes (the cache keeps the window the prefill sees;

@@ -10,7 +10,7 @@ Two recipes are named everywhere (:func:`~spikecode.nn.swap_linears`,
     integer accumulation, the rounding ``round(w / scale)`` of a correctly rounded
     float64 quotient). Works on any model.
 ``"release"``
-    The shipped W8ASpike GLA-SWA model exactly as the released code computes it
+    The shipped W8ASpike GLA-SWA model with the release's formulas, bit for bit
     (``W8ASpike/quant_linear.py``, ``window_attention.py``, ``modeling_gla_swa.py``):
 
     - every projection except ``mlp.down_proj`` is a :class:`ReleaseQuantLinear`: input
@@ -26,10 +26,12 @@ Two recipes are named everywhere (:func:`~spikecode.nn.swap_linears`,
       ``s = max|x| / 127`` per token and head (clamped to [1e-5, 1e4]): the q input of
       ``QKᵀ`` is spike-driven, k and v are INT8 numbers, not spikes.
 
-    Only for :class:`~spikecode.models.gla_swa.GLASwaForCausalLM`. Outside these points
-    the numerics are spikecode's (rotary, softmax and the GLA recursion in float32 for a
-    bfloat16 model), so a float32 model matches the release to float rounding and a
-    bfloat16 model to bfloat16 rounding.
+    Only for :class:`~spikecode.models.gla_swa.GLASwaForCausalLM`. The recipe also sets
+    the model's ``release_numerics``: every tensor the release's PyTorch code rounds to
+    the runtime dtype is rounded at the same point (rotary embedding, window coders, GLA
+    gate and output, the fused residual norm, SwiGLU; docs/calibration.rst has the
+    table). What remains different is inside the release's GPU kernels (flash-attn,
+    fla's ``chunk_gla`` and fused norm), which spikecode replaces by float32 PyTorch.
 
 :func:`recipe_targets` lists, for a model and a recipe, every activation site and its
 role (``"spike"``: spike-coded; ``"int8"``: INT8-quantized, not spikes; ``"float"``:

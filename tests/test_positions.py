@@ -127,6 +127,9 @@ def test_right_padded_generate_is_moved_to_the_left():
     expected = model.generate(left_ids, attention_mask=left_mask, max_new_tokens=4, do_sample=False)
     got = model.generate(right_ids, attention_mask=right_mask, max_new_tokens=4, do_sample=False)
     assert torch.equal(got, expected)
+    for key in ("input_ids", "inputs"):
+        options = {key: right_ids, "attention_mask": right_mask}
+        assert torch.equal(model.generate(**options, max_new_tokens=4, do_sample=False), expected)
     # a hole is still refused, with the model's message
     hole = torch.tensor([[1, 0, 1, 1, 1, 1, 1]])
     with pytest.raises(SpikecodeError, match="padding hole"):

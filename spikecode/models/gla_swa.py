@@ -684,7 +684,8 @@ class GLASwaForCausalLM(PreTrainedModel, GenerationMixin):
         the prompt left-padded, followed by the new tokens. Positions come from the mask
         (``position_ids``), so each row gets what the same prompt gives alone.
         """
-        ids = kwargs.get("input_ids", args[0] if args else None)
+        key = next((k for k in ("input_ids", "inputs") if k in kwargs), None)
+        ids = kwargs[key] if key is not None else (args[0] if args else None)
         mask = kwargs.get("attention_mask")
         if (
             isinstance(ids, torch.Tensor)
@@ -694,10 +695,10 @@ class GLASwaForCausalLM(PreTrainedModel, GenerationMixin):
         ):
             ids, mask = left_align(ids, mask)
             kwargs["attention_mask"] = mask
-            if args:
-                args = (ids, *args[1:])
+            if key is not None:
+                kwargs[key] = ids
             else:
-                kwargs["input_ids"] = ids
+                args = (ids, *args[1:])
         return super().generate(*args, **kwargs)
 
     @classmethod

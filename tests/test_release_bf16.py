@@ -103,3 +103,34 @@ def test_rotary_and_window_coders_round_in_the_model_dtype(folder):
     assert torch.equal(seen["q_act"][0], rotated)
     spikes, vth = ref.dynamic_spikes(rotated)
     assert torch.equal(seen["q_act"][1], (spikes * vth).to(torch.bfloat16))
+
+
+def test_calibration_under_the_release_recipe_sees_the_release_dtype_flow(tmp_path, monkeypatch):
+    import contextlib
+
+    import spikecode.calibration.run as run
+    from spikecode.calibration import calibrate
+    from spikecode.nn.recipes import release_numerics
+
+    folder = write_tiny_gla_swa_checkpoint(tmp_path / "tok", with_tokenizer=True)
+    loaded = load_checkpoint(folder)  # bfloat16, the float model
+    attn = loaded.model.model.layers[1].attn
+    seen = []
+    handle = attn.q_act.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    ids = torch.tensor([[5, 9, 3, 7, 1, 2]])
+    with torch.no_grad():
+        with release_numerics(loaded.model):
+            assert attn.release_numerics
+            loaded.model(ids)
+        loaded.model(ids)
+    handle.remove()
+    assert not attn.release_numerics  # restored
+    assert (seen[0].dtype, seen[1].dtype) == (torch.bfloat16, torch.float32)
+    texts = ["hello spiking brain model", "the token count"]
+    flow = calibrate(loaded, texts, k=[3.0], recipe="release").to_dict()
+    assert not attn.release_numerics
+    # what calibration measured before: spikecode's float32 numerics at the sites
+    monkeypatch.setattr(run, "release_numerics", lambda model: contextlib.nullcontext())
+    plain = calibrate(loaded, texts, k=[3.0], recipe="release").to_dict()
+    q = next(i for i, layer in enumerate(flow["layers"]) if layer["name"].endswith("q_act"))
+    assert flow["layers"][q]["by_k"] != plain["layers"][q]["by_k"]

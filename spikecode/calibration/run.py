@@ -58,8 +58,9 @@ Design decisions
   selected projection but ``mlp.down_proj`` (float in the release), plus the
   window-attention queries (``…attn.q_act``, one row per token and head, ``head_dim``
   wide; their "output error" is the reconstruction ``Vth·c`` against the query, since no
-  weight follows). The statistics are always those of the float model's activations, and
-  the output error uses spikecode's exact INT8 rounding of SPEC §4. The stats file
+  weight follows). The statistics are always those of the float model's activations (under
+  ``"release"`` in the release's dtype flow, :func:`~spikecode.nn.recipes.release_numerics`),
+  and the output error uses spikecode's exact INT8 rounding of SPEC §4. The stats file
   records the recipe (``recipe.name``).
 - **Decoding** (``generate=N``): what an event-driven chip sees token by token. Each
   batch is left-padded and run through the model's own ``generate()`` (greedy, exactly N
@@ -71,6 +72,7 @@ Design decisions
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -114,7 +116,7 @@ from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, LinearInp
 from spikecode.models.checkpoint import LoadedModel
 from spikecode.models.inputs import left_align
 from spikecode.models.sites import ActivationSite
-from spikecode.nn.recipes import DEFAULT_RECIPE, check_recipe, recipe_targets
+from spikecode.nn.recipes import DEFAULT_RECIPE, check_recipe, recipe_targets, release_numerics
 
 __all__ = [
     "DEFAULT_K",
@@ -540,7 +542,8 @@ def calibrate(
     batches = counted(padded_batches(tokenized, batch_size, device, pad_id(loaded), shard=group))
     stats: CalibrationStats | None = None
     try:
-        with torch.no_grad(), hooks:
+        flow = release_numerics(model) if recipe == "release" else contextlib.nullcontext()
+        with torch.no_grad(), hooks, flow:
             if generate is not None:
                 _decode(
                     model,

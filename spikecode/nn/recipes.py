@@ -40,8 +40,9 @@ untouched); calibration, evaluation and the reports read it.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -64,6 +65,7 @@ __all__ = [
     "recipe_targets",
     "release_dynamic_spikes",
     "release_fake_weight",
+    "release_numerics",
     "release_quantize_sym",
 ]
 
@@ -264,6 +266,29 @@ class SymmetricQuantizer(nn.Module):
     def extra_repr(self) -> str:
         """Describe the module in ``repr``."""
         return f"bits={self.bits}"
+
+
+@contextlib.contextmanager
+def release_numerics(model: nn.Module, on: bool = True) -> Iterator[nn.Module]:
+    """Within the block, round where the release rounds (``release_numerics``), then restore.
+
+    The ``release`` recipe's :func:`~spikecode.nn.swap_linears` sets it for good;
+    calibration under the ``release`` recipe measures the float model's activations
+    in the release's dtype flow through this. Modules without the setting are left
+    alone.
+    """
+    saved = [
+        (module, module.release_numerics)
+        for module in model.modules()
+        if hasattr(type(module), "release_numerics")
+    ]
+    try:
+        for module, _ in saved:
+            module.release_numerics = on
+        yield model
+    finally:
+        for module, value in saved:
+            module.release_numerics = value
 
 
 # --------------------------------------------------------------------------- targets

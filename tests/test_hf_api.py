@@ -35,9 +35,10 @@ def folders(tmp_path_factory):
 
 def test_release_class_names_resolve():
     assert GLAswaForCausalLM is GLASwaForCausalLM
-    import spikecode.models as models
+    from spikecode.models import GLASwaPretrainedConfig
+    from spikecode.models.gla_swa import GLAswaConfig as from_module
 
-    assert "GLAswaForCausalLM" in models.__all__ and "GLAswaConfig" in models.__all__
+    assert GLAswaConfig is from_module is GLASwaPretrainedConfig
 
 
 def test_from_pretrained_is_the_checked_loader_and_runs_no_folder_code(folders):

@@ -25,13 +25,12 @@ from spikecode.models.checkpoint import (
     wrap_module,
 )
 from spikecode.models.config import GATE_VARIANTS, GLA_MODES, GLASwaConfig
-from spikecode.models.gla_swa import (
-    GLAswaConfig,
-    GLASwaForCausalLM,
-    GLAswaForCausalLM,
-    GLASwaModel,
-    GLASwaPretrainedConfig,
-)
+
+# GLAswaConfig and GLAswaForCausalLM, the release's class names, are aliases importable
+# here; they stay out of __all__ (documented once, under spikecode's names).
+from spikecode.models.gla_swa import GLAswaConfig as GLAswaConfig
+from spikecode.models.gla_swa import GLASwaForCausalLM, GLASwaModel, GLASwaPretrainedConfig
+from spikecode.models.gla_swa import GLAswaForCausalLM as GLAswaForCausalLM
 from spikecode.models.ops import gla_chunked, gla_recurrent, sliding_window_attention
 from spikecode.models.sites import ActivationSite
 
@@ -46,8 +45,6 @@ __all__ = [
     "GLASwaForCausalLM",
     "GLASwaModel",
     "GLASwaPretrainedConfig",
-    "GLAswaConfig",
-    "GLAswaForCausalLM",
     "LinearInputHooks",
     "LoadedModel",
     "QuantizerScales",

@@ -108,8 +108,6 @@ __all__ = [
     "GLASwaForCausalLM",
     "GLASwaModel",
     "GLASwaPretrainedConfig",
-    "GLAswaConfig",
-    "GLAswaForCausalLM",
     "GatedLinearAttention",
     "RMSNorm",
     "SlidingWindowAttention",

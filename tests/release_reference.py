@@ -11,7 +11,7 @@ functions, which compute the same mathematics in float32 (:func:`sliding_window_
 for flash-attn's ``flash_attn_varlen_func``, :func:`gla_chunked` for fla's ``chunk_gla``).
 What the real kernels round differently (flash-attn's bf16 probabilities before ``P·V``,
 its online softmax; chunk_gla's chunked intermediates; Triton's ``1/sqrt`` in the norm;
-TorchScript's fusion of ``swiglu_fwd`` on GPU) is listed in docs/recipes.rst.
+TorchScript's fusion of ``swiglu_fwd`` on GPU) is listed in docs/calibration.rst.
 
 Only the prefill forward pass (no cache, no padding) is covered.
 """

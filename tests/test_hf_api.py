@@ -13,7 +13,7 @@ from spikecode.models import (
     load_checkpoint,
 )
 from spikecode.models.cache import GLASwaCache
-from spikecode.nn import swap_linears
+from spikecode.nn import W8ASpikeLinear, swap_linears
 from spikecode.nn.recipes import ReleaseQuantLinear
 from spikecode.testing import write_tiny_gla_swa_checkpoint
 
@@ -98,6 +98,11 @@ def test_w8aspike_folder_loads_as_w8aspike(folders):
         assert not torch.equal(loaded.model(IDS).logits, expected)
     with pytest.raises(SpikecodeError, match="unknown recipe"):
         load_checkpoint(w8, recipe="w8a8")
+    # all-linear takes the folder's scales too
+    spec = load_checkpoint(w8, dtype=torch.float32, recipe="all-linear").model
+    layer = spec.model.layers[0].attn.q_proj
+    assert isinstance(layer, W8ASpikeLinear)
+    assert torch.equal(layer.scales.reshape(-1), q_proj.scales.reshape(-1))
 
 
 def test_labels_give_the_causal_lm_loss(folders):

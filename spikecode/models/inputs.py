@@ -1,8 +1,9 @@
-"""What the GLA-SWA model does with its inputs before the layers: checks, mask, positions.
+"""What the GLA-SWA model does with its inputs and labels around the layers (SPEC §7).
 
-Pure functions over tensors (SPEC §7): token-id checks, the padding mask of the cached
-past and the new tokens (holes refused), and the rotary positions (given, derived from
-the mask as the release's ``generate()`` does, or counted from the cache's past).
+Pure functions over tensors: token-id checks, the padding mask of the cached past and
+the new tokens (holes refused), the rotary positions (given, derived from the mask as
+the release's ``generate()`` does, or counted from the cache's past), the left
+alignment of right-padded prompts for generation, and the causal-LM loss.
 """
 
 from __future__ import annotations

@@ -305,13 +305,15 @@ def test_tokenizer_beside_the_weights(tmp_path):
     assert json.loads((folder / "tokenizer_config.json").read_text())["tokenizer_class"] == (
         "Qwen2Tokenizer"
     )
-    # A padded batch from the tokenizer runs through the loaded model.
+    # A padded batch from the tokenizer runs through the loaded model; a GLA-SWA
+    # tokenizer pads on the left, as generation needs.
     loaded = load_checkpoint(folder, dtype=torch.float64)
     batch = tokenizer(["hello spiking brain model", "the"], padding=True, return_tensors="pt")
+    assert tokenizer.padding_side == "left" and batch["attention_mask"][1, 0] == 0
     with torch.no_grad():
         logits = loaded.model(batch["input_ids"], batch["attention_mask"]).logits
-        alone = loaded.model(batch["input_ids"][1:, :1]).logits
-    torch.testing.assert_close(logits[1, :1], alone[0], rtol=0, atol=1e-12)
+        alone = loaded.model(batch["input_ids"][1:, -1:]).logits
+    torch.testing.assert_close(logits[1, -1:], alone[0], rtol=0, atol=1e-12)
     assert load_checkpoint(write_tiny_gla_swa_checkpoint(tmp_path / "bare")).tokenizer is None
 
 

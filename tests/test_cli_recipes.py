@@ -81,8 +81,19 @@ def test_calibrate_release_over_generated_tokens(released, texts, tmp_path):
         "--recipe", "release", "--generate", 4, "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "4 decode steps each" in result.output
     stats = load_stats(out)
+    prompt = stats.data.tokens
+    assert f"12 generated tokens measured (4 decode steps per sample) after {prompt} " in (
+        result.output
+    )
+    summary = json.loads(
+        run(
+            "calibrate", released, "--data", texts, "--samples", 3, "--k", "3",
+            "--recipe", "release", "--generate", 2, "--format", "json",
+        ).output
+    )  # fmt: skip
+    assert (summary["tokens"], summary["generated_tokens"]) == (6, 6)
+    assert summary["prompt_tokens"] == prompt
     assert (stats.recipe.name, stats.recipe.generate) == ("release", 4)
     names = [layer.name for layer in stats.layers]
     assert not any(name.endswith("down_proj") for name in names)

@@ -80,9 +80,8 @@ def test_left_padded_batch_decodes_like_each_sequence_alone():
     ids[1, :3] = 0
     with torch.no_grad():
         out = model(ids, mask, use_cache=True)
-        step = model(
-            IDS[:, 8:9], attention_mask=torch.ones(2, 9, dtype=torch.long), cache=out.cache
-        )
+        full = torch.cat([mask, torch.ones(2, 1, dtype=mask.dtype)], 1)
+        step = model(IDS[:, 8:9], attention_mask=full, cache=out.cache)
         alone = model(torch.cat([ids[1:, 3:], IDS[1:, 8:9]], 1)).logits
     torch.testing.assert_close(step.logits[1, -1], alone[0, -1], rtol=0, atol=1e-10)
     # the mask of the new tokens alone works too: the cache remembers the past
@@ -175,4 +174,4 @@ def test_cache_errors():
         with pytest.raises(SpikecodeError, match="not both"):
             model(IDS, cache=cache, past_key_values=cache)
         with pytest.raises(SpikecodeError, match="unknown argument"):
-            model(IDS, labels=IDS)
+            model(IDS, token_type_ids=IDS)

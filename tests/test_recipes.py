@@ -5,7 +5,9 @@ The reference below is written from the released code's equations
 ``W8ASpike/window_attention.py``: ``quantize_sym`` and where q/k/v are coded;
 ``W8ASpike/modeling_gla_swa.py``: ``down_proj`` through ``swiglu_linear`` with its float
 weight). It applies them to a float spikecode model with plain hooks and weight edits,
-never through :mod:`spikecode.nn.recipes`.
+never through :mod:`spikecode.nn.recipes`, in the model's release dtype flow
+(``release_numerics``): the rounding points themselves are tested against a
+re-implementation of the release's own code in tests/test_release_bf16.py.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ def ref_scales(weight, group=128):
 def release_reference(model, scales=None, k=3.0):
     """A deep copy of a float GLA-SWA model computing what the release computes."""
     ref = copy.deepcopy(model)
+    for module in ref.modules():
+        if hasattr(type(module), "release_numerics"):
+            module.release_numerics = True
     handles = []
     for name, module in ref.named_modules():
         if isinstance(module, torch.nn.Linear) and name != "lm_head":

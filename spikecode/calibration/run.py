@@ -58,8 +58,9 @@ Design decisions
   selected projection but ``mlp.down_proj`` (float in the release), plus the
   window-attention queries (``…attn.q_act``, one row per token and head, ``head_dim``
   wide; their "output error" is the reconstruction ``Vth·c`` against the query, since no
-  weight follows). The statistics are always those of the float model's activations, and
-  the output error uses spikecode's exact INT8 rounding of SPEC §4. The stats file
+  weight follows). The statistics are always those of the float model's activations (under
+  ``"release"`` in the release's dtype flow, :func:`~spikecode.nn.recipes.release_numerics`),
+  and the output error uses spikecode's exact INT8 rounding of SPEC §4. The stats file
   records the recipe (``recipe.name``).
 - **Decoding** (``generate=N``): what an event-driven chip sees token by token. Each
   batch is left-padded and run through the model's own ``generate()`` (greedy, exactly N
@@ -71,6 +72,7 @@ Design decisions
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -113,9 +115,10 @@ from spikecode.energy import DEFAULT_BLOCK_SIZES
 from spikecode.errors import SpikecodeError
 from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, LinearInputHooks
 from spikecode.models.checkpoint import LoadedModel
+from spikecode.models.inputs import left_align
 from spikecode.models.moe import RoutingCounter
 from spikecode.models.sites import ActivationSite
-from spikecode.nn.recipes import DEFAULT_RECIPE, check_recipe, recipe_targets
+from spikecode.nn.recipes import DEFAULT_RECIPE, check_recipe, recipe_targets, release_numerics
 
 __all__ = [
     "DEFAULT_K",
@@ -158,17 +161,6 @@ def _forward(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> Any:
     return module(input_ids=ids, attention_mask=mask)
 
 
-def _left_padded(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move each row's padding to the left, as decoding needs (new tokens follow the last)."""
-    lengths = mask.sum(dim=1)
-    width = ids.shape[1]
-    shifted_ids, shifted_mask = ids.clone(), mask.clone()
-    for row, length in enumerate(lengths.tolist()):
-        shifted_ids[row] = torch.roll(ids[row], width - length)
-        shifted_mask[row] = torch.roll(mask[row], width - length)
-    return shifted_ids, shifted_mask
-
-
 def _decode(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -209,7 +201,9 @@ def _decode(
     handle = model.register_forward_pre_hook(before_forward, with_kwargs=True)
     try:
         for ids, mask in batches:
-            ids, mask = _left_padded(ids, mask)
+            # Left padding: the new tokens follow each row's last; generate() derives
+            # the rotary positions from the mask, so a row measures what it does alone.
+            ids, mask = left_align(ids, mask)
             calls[0] = 0
             counting[0] = False
             model.generate(
@@ -551,7 +545,8 @@ def calibrate(
     batches = counted(padded_batches(tokenized, batch_size, device, pad_id(loaded), shard=group))
     stats: CalibrationStats | None = None
     try:
-        with torch.no_grad(), hooks, routing:
+        flow = release_numerics(model) if recipe == "release" else contextlib.nullcontext()
+        with torch.no_grad(), hooks, routing, flow:
             if generate is not None:
                 _decode(
                     model,

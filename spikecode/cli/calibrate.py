@@ -338,6 +338,10 @@ def _report_calibration(
 ) -> None:
     """Print the per-k summary (table or JSON) of a calibration."""
     totals = {key: dict(stats.totals[key][scheme]) for key in stats.totals}
+    steps = stats.recipe.generate
+    # With --generate the statistics count the generated tokens (one per decode step and
+    # sample), never the prompts' tokens: both counts are reported, apart.
+    generated = None if steps is None else stats.data.samples * steps
     if fmt == "json":
         echo_json(
             {
@@ -345,7 +349,9 @@ def _report_calibration(
                 "recipe": stats.recipe.name,
                 "generate": stats.recipe.generate,
                 "layers": len(stats.layers),
-                "tokens": stats.data.tokens,
+                "tokens": stats.data.tokens if generated is None else generated,
+                "prompt_tokens": stats.data.tokens,
+                "generated_tokens": generated,
                 "samples": stats.data.samples,
                 "scheme": scheme,
                 "schemes": list(stats.schemes),
@@ -363,9 +369,9 @@ def _report_calibration(
     )
     what = (
         plural(stats.data.tokens, "prompt token")
-        if stats.recipe.generate is None
-        else f"{plural(stats.recipe.generate, 'decode step')} each (one generated token per step; "
-        "prompts not counted)"
+        if generated is None
+        else f"{plural(generated, 'generated token')} measured ({plural(steps, 'decode step')} "
+        f"per sample) after {plural(stats.data.tokens, 'prompt token')} (not measured)"
     )
     click.echo(
         f"  recipe {stats.recipe.name}: {plural(len(stats.layers), 'spike-driven input')}, "

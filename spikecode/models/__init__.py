@@ -29,7 +29,12 @@ from spikecode.models.checkpoint import (
     wrap_module,
 )
 from spikecode.models.config import GATE_VARIANTS, GLA_MODES, GLASwaConfig
+
+# GLAswaConfig and GLAswaForCausalLM, the release's class names, are aliases importable
+# here; they stay out of __all__ (documented once, under spikecode's names).
+from spikecode.models.gla_swa import GLAswaConfig as GLAswaConfig
 from spikecode.models.gla_swa import GLASwaForCausalLM, GLASwaModel, GLASwaPretrainedConfig
+from spikecode.models.gla_swa import GLAswaForCausalLM as GLAswaForCausalLM
 from spikecode.models.hybrid_moe import (
     HybridMoECache,
     MoEFeedForward,

@@ -54,9 +54,12 @@ from torch import nn
 from spikecode._constants import RELEASE_GROUP_SIZE
 from spikecode.errors import Remedy, SpikecodeError
 from spikecode.io import path_kind, read_json
+from spikecode.models import gla_swa as _gla_swa_module
 from spikecode.models.config import GLASwaConfig
 from spikecode.models.gla_swa import GLASwaForCausalLM
+from spikecode.models.moe import split_experts
 from spikecode.models.offload import dispatch_offloaded, offload_weight, require_accelerate
+from spikecode.models.scales import QuantizerScales
 
 __all__ = [
     "INDEX_FILE",
@@ -142,32 +145,6 @@ class LoadedModel:
     quant_scales: Mapping[str, torch.Tensor] = field(default_factory=lambda: MappingProxyType({}))
 
 
-class QuantizerScales(nn.Module):
-    """Holder of one linear layer's W8ASpike weight scales (SPEC §4).
-
-    Attached to a linear layer as ``linear.weight_quantizer`` so that the buffer's
-    state-dict name is the release's ``<linear>.weight_quantizer.scales``. It computes
-    nothing; fake quantisation reads :attr:`scales` and :attr:`group_size`.
-
-    Parameters
-    ----------
-    scales
-        ``[out_features, in_features / group_size, 1]``: ``max|w| / 127`` per output row
-        and per group of ``group_size`` input columns.
-    group_size
-        Input columns per scale (128 in the release).
-    """
-
-    def __init__(self, scales: torch.Tensor, group_size: int = W8_GROUP_SIZE) -> None:
-        super().__init__()
-        self.group_size = group_size
-        self.register_buffer("scales", scales)
-
-    def extra_repr(self) -> str:
-        """Describe the module in ``repr``."""
-        return f"shape={tuple(self.scales.shape)}, group_size={self.group_size}"
-
-
 # ---------------------------------------------------------------------------------------
 # public entry points
 # ---------------------------------------------------------------------------------------
@@ -182,6 +159,7 @@ def load_checkpoint(
     trust_remote_code: bool = False,
     max_memory: Mapping[Any, Any] | None = None,
     offload_folder: str | os.PathLike[str] | None = None,
+    recipe: str | None = None,
 ) -> LoadedModel:
     """Load a local model folder (SpikingBrain GLA-SWA or Hugging Face) for spike coding.
 
@@ -213,6 +191,12 @@ def load_checkpoint(
         0: "20GiB"}``, accelerate's format); what does not fit goes to disk.
     offload_folder
         Where weights placed on ``"disk"`` are kept (needed when some are).
+    recipe
+        None (default): the float model, W8ASpike scales listed in ``quant_scales`` (what
+        calibration measures). ``"release"``: the model the release runs, spiking layers
+        swapped in with the folder's scales, ``swap_linears(model, recipe="release",
+        scales=quant_scales)`` — for a W8ASpike folder, the W8ASpike model.
+        ``"all-linear"``: the same with SPEC §1's recipe.
 
     Returns
     -------
@@ -243,19 +227,42 @@ def load_checkpoint(
         raise SpikecodeError("pass either device or device_map, not both")
     if (max_memory is not None or offload_folder is not None) and device_map is None:
         raise SpikecodeError("max_memory and offload_folder only apply with a device_map")
+    if recipe is not None:
+        from spikecode.nn.recipes import check_recipe
+
+        check_recipe(recipe)
     target_dtype = None if dtype is None else _as_dtype(dtype)
     offload = _Offload(max_memory, None if offload_folder is None else Path(offload_folder))
     if raw.get("model_type") == "gla_swa":
-        return _load_gla_swa(folder, raw, device, target_dtype, device_map, offload)
-    loader = ARCHITECTURES.get(raw.get("model_type"))  # type: ignore[arg-type]
-    if loader is not None:
+        loaded = _load_gla_swa(folder, raw, device, target_dtype, device_map, offload)
+    elif (loader := ARCHITECTURES.get(raw.get("model_type"))) is not None:  # type: ignore[arg-type]
         if device_map is not None:
             raise SpikecodeError(
                 f"device_map is not supported for model_type {raw['model_type']!r}; pass device",
                 path=str(folder),
             )
-        return loader(folder, raw, device, target_dtype)
-    return _load_hf(folder, raw, device, target_dtype, device_map, trust_remote_code, offload)
+        loaded = loader(folder, raw, device, target_dtype)
+    else:
+        loaded = _load_hf(folder, raw, device, target_dtype, device_map, trust_remote_code, offload)
+    if recipe is not None:
+        from spikecode.nn.modules import swap_linears
+
+        swap_linears(loaded.model, recipe=recipe, scales=dict(loaded.quant_scales) or None)
+    return loaded
+
+
+def _from_pretrained(folder: str, **options: Any) -> LoadedModel:
+    """``GLASwaForCausalLM.from_pretrained``: a W8ASpike folder gives the W8ASpike model."""
+    loaded = load_checkpoint(folder, **options)
+    if loaded.kind == "gla_swa" and loaded.quant_scales:
+        from spikecode.nn.modules import swap_linears
+
+        swap_linears(loaded.model, recipe="release", scales=dict(loaded.quant_scales))
+    return loaded
+
+
+# GLASwaForCausalLM.from_pretrained routes here (gla_swa cannot import this module).
+_gla_swa_module._CHECKPOINT_LOADER[:] = [_from_pretrained]
 
 
 @dataclass(frozen=True)
@@ -290,7 +297,7 @@ def wrap_module(module: nn.Module, *, tokenizer: Any | None = None) -> LoadedMod
     """
     if not isinstance(module, nn.Module):
         raise SpikecodeError(f"wrap_module needs a torch.nn.Module, not {type(module).__name__}")
-    _split_experts(module, None)
+    split_experts(module, False)
     from spikecode.models.hybrid_moe import SpikingBrainMoEForCausalLM
 
     if isinstance(module, GLASwaForCausalLM):
@@ -354,6 +361,9 @@ def _load_tokenizer(folder: Path, trust_remote_code: bool, *, gla_swa: bool = Fa
         # transformers does not know model_type gla_swa; a blank config keeps AutoTokenizer
         # from parsing config.json and lets tokenizer_config.json's tokenizer_class decide.
         kwargs["config"] = transformers.PretrainedConfig()
+        # Generation appends after the last column: the release's Qwen2 tokenizer pads on
+        # the right by default, which would put padding inside generated rows.
+        kwargs["padding_side"] = "left"
     try:
         return transformers.AutoTokenizer.from_pretrained(str(folder), **kwargs)
     except Exception as err:  # transformers raises many types for unreadable tokenizers
@@ -371,18 +381,6 @@ def _names(names: list[str]) -> str:
 # ---------------------------------------------------------------------------------------
 # Hugging Face
 # ---------------------------------------------------------------------------------------
-
-
-def _split_experts(model: nn.Module, device_map: Any) -> None:
-    """Give a MoE model's fused experts one ``nn.Linear`` per projection (SPEC §8)."""
-    from spikecode.models.moe import has_fused_experts, unfuse_experts
-
-    if device_map is not None and has_fused_experts(model):
-        raise SpikecodeError(
-            "this MoE model stores its experts fused; spikecode splits them into linear "
-            "layers only for models loaded without a device_map (pass device instead)"
-        )
-    unfuse_experts(model)
 
 
 def _load_hf(
@@ -451,7 +449,7 @@ def _load_hf(
         ) from err
     if device is not None:
         model.to(device)
-    _split_experts(model, device_map)
+    split_experts(model, device_map is not None)
     model.eval()
     return LoadedModel(
         model=model,

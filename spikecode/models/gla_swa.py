@@ -26,24 +26,34 @@ project, reshape and call them.
 Numerics: projections run in the parameter dtype. Normalisation, rotary embedding,
 softmax attention and the gated-linear-attention recursion run in the compute dtype of
 the package (float64 for float64 models, float32 otherwise, bfloat16/float16 upcast),
-the same choice the released kernels make for their accumulators.
+the same choice the released kernels make for their accumulators. The ``release``
+recipe sets ``release_numerics`` on the attention layers, blocks and MLPs: they then
+round where the release's code rounds to the model's dtype (rotary embedding and the
+window q/k/v coders in it, the GLA gate and kernel output in it before ``g_norm``, the
+residual sum before ``mlp_norm`` normalised unrounded as fla's fused norm does, the
+SwiGLU product as the release's ``swiglu_fwd``); docs/calibration.rst has the table.
 
 Padding: ``attention_mask`` (``[batch, seq]``, 1 = token, 0 = padding) makes every
 padding position invisible to every other position: softmax attention never attends to
 it, and the gated-linear-attention state neither takes its key/value nor decays at it.
-Right- and left-padded batches therefore give each real token the output it has
-unpadded (up to float rounding), as in the release. Outputs *at* padding positions are
-finite but meaningless. Rotary positions and windows count sequence indices, as in the
-release; rotary attention depends only on position differences, so left padding changes
-nothing. A padding **hole** (a 0 between two 1s of a row) is refused with a
-:class:`~spikecode.errors.SpikecodeError`: the release gives it no single meaning (its
-GLA layers zero only the hole's value, so the state still decays there, while its window
-layers un-pad the row, so the window then spans the hole; and its rotary positions count
-the hole in a plain forward pass but not in ``generate()``).
+Rotary positions are ``position_ids`` when given (``[batch, seq]``); otherwise they are
+derived from the mask, the cumulative sum minus one (as the release's ``generate()``
+derives them), so a left-padded row gets the positions it has alone. Right- and
+left-padded batches therefore give each real token the output it has unpadded (up to
+float rounding), under both recipes too, where the window coders act after the rotary
+embedding and so depend on absolute positions. (The release's plain forward without
+``position_ids`` counts sequence indices: pass ``position_ids`` to reproduce that.)
+Outputs *at* padding positions are finite but meaningless. A padding **hole** (a 0
+between two 1s of a row) is refused with a :class:`~spikecode.errors.SpikecodeError`:
+the release gives it no single meaning (its GLA layers zero only the hole's value, so
+the state still decays there, while its window layers un-pad the row, so the window
+then spans the hole). ``generate()`` moves right-padded rows to the left first.
 
 Generation: :class:`GLASwaForCausalLM` is a transformers ``PreTrainedModel`` with
-``GenerationMixin``. It returns a ``CausalLMOutputWithPast`` (``.logits``, ``.cache`` —
-``.past_key_values`` in older transformers naming) holding a
+``GenerationMixin`` and the release's forward arguments (``labels``, ``inputs_embeds``,
+``position_ids``, ``past_key_values``). It returns a ``CausalLMOutputWithPast``
+(``.loss``, ``.logits``, ``.cache`` — also readable as ``.past_key_values``, the
+release's name) holding a
 :class:`~spikecode.models.cache.GLASwaCache` when ``use_cache=True``, and
 ``model.generate(...)`` works (greedy search and sampling are tested). Cached decoding
 computes what a full forward pass computes (the cache keeps the window the prefill sees;
@@ -59,6 +69,7 @@ and calibration hooks them like projection inputs.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, ClassVar
 
 import torch
@@ -70,6 +81,14 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from spikecode.errors import SpikecodeError
 from spikecode.models.cache import GLASwaCache
 from spikecode.models.config import GATE_VARIANTS, GLA_MODES, GLASwaConfig, compute_dtype
+from spikecode.models.inputs import (
+    causal_lm_loss,
+    check_ids,
+    full_mask,
+    left_align,
+    positions_from_mask,
+    rotary_positions,
+)
 from spikecode.models.ops import (
     apply_rotary,
     gla_chunked,
@@ -96,6 +115,7 @@ __all__ = [
     "apply_rotary",
     "gla_chunked",
     "gla_recurrent",
+    "positions_from_mask",
     "rms_norm",
     "sliding_window_attention",
 ]
@@ -127,7 +147,14 @@ class RMSNorm(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """The MLP ``down_proj(silu(gate_proj(x)) · up_proj(x))``, no biases (SPEC §7)."""
+    """The MLP ``down_proj(silu(gate_proj(x)) · up_proj(x))``, no biases (SPEC §7).
+
+    With :attr:`release_numerics` the product is the release's ``swiglu_fwd``,
+    ``gate · up / (1 + exp(-gate))`` in the model's dtype, one rounding per operation.
+    """
+
+    #: Round where the release rounds (set by the ``release`` recipe).
+    release_numerics = False
 
     def __init__(self, hidden_size: int, intermediate_size: int) -> None:
         super().__init__()
@@ -137,6 +164,9 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., hidden] -> [..., hidden]``."""
+        if self.release_numerics:
+            gate = self.gate_proj(x)
+            return self.down_proj(gate * self.up_proj(x) / (1.0 + torch.exp(-gate)))
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -160,6 +190,9 @@ def _merge_heads(o: torch.Tensor) -> torch.Tensor:
 
 class _QKVAttention(nn.Module):
     """What both attention kinds share: head counts and the q/k/v projections (SPEC §7)."""
+
+    #: Round where the release rounds (set by the ``release`` recipe; module docstring).
+    release_numerics = False
 
     def __init__(self, config: GLASwaConfig, layer_idx: int) -> None:
         super().__init__()
@@ -201,18 +234,26 @@ class SlidingWindowAttention(_QKVAttention):
         x: torch.Tensor,
         mask: torch.Tensor | None = None,
         cache: GLASwaCache | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``[batch, seq, hidden] -> [batch, seq, hidden]``.
 
         ``mask`` is ``[batch, past + seq]`` bool (the cache's past first) or None; with
-        a ``cache`` the new keys join the cached window.
+        a ``cache`` the new keys join the cached window. ``positions`` are the rotary
+        positions of the new tokens, ``[seq]`` or ``[batch, seq]`` (default: ``past …
+        past + seq - 1``).
         """
-        compute = compute_dtype(x.dtype)
+        dtype = x.dtype
+        compute = compute_dtype(dtype)
+        # The release rotates and codes q, k, v in the model's dtype; spikecode's own
+        # numerics do it in the compute dtype (see the module docstring).
+        run = dtype if self.release_numerics else compute
         past = 0 if cache is None else cache.seen_tokens
-        q = _split_heads(self.q_proj(x), self.num_heads).to(compute)
-        k = _split_heads(self.k_proj(x), self.num_kv_heads).to(compute)
-        v = _split_heads(self.v_proj(x), self.num_kv_heads).to(compute)
-        positions = torch.arange(past, past + x.shape[1], device=x.device)
+        if positions is None:
+            positions = torch.arange(past, past + x.shape[1], device=x.device)
+        q = _split_heads(self.q_proj(x), self.num_heads).to(run)
+        k = _split_heads(self.k_proj(x), self.num_kv_heads).to(run)
+        v = _split_heads(self.v_proj(x), self.num_kv_heads).to(run)
         q = _through(self.q_act, apply_rotary(q, positions, self.rope_theta))
         k = apply_rotary(k, positions, self.rope_theta)
         if cache is not None:
@@ -220,14 +261,14 @@ class SlidingWindowAttention(_QKVAttention):
             # release quantizes its cached keys each step (row-wise, so the same values).
             k, v = cache.window(self.layer_idx, k, v)
         o = sliding_window_attention(
-            _group_queries(q, self.num_kv_heads),
-            _through(self.k_act, k),
-            _through(self.v_act, v),
+            _group_queries(q, self.num_kv_heads).to(compute),
+            _through(self.k_act, k).to(compute),
+            _through(self.v_act, v).to(compute),
             window=self.window,
             scale=self.head_dim**-0.5,
             key_mask=None if mask is None else mask[:, -k.shape[2] :],
         )
-        return self.o_proj(_merge_heads(o).to(x.dtype))
+        return self.o_proj(_merge_heads(o).to(dtype))
 
 
 class GatedLinearAttention(_QKVAttention):
@@ -265,21 +306,28 @@ class GatedLinearAttention(_QKVAttention):
         x: torch.Tensor,
         mask: torch.Tensor | None = None,
         cache: GLASwaCache | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``[batch, seq, hidden] -> [batch, seq, hidden]``.
 
         ``mask`` is ``[batch, past + seq]`` bool or None; with a ``cache`` the recursion
-        starts from the cached state and leaves its final state there.
+        starts from the cached state and leaves its final state there. ``positions`` is
+        accepted for a uniform layer call and unused (no rotary embedding here).
         """
-        compute = compute_dtype(x.dtype)
-        q = _split_heads(F.relu(self.q_proj(x)), self.num_heads).to(compute)
-        k = _split_heads(F.relu(self.k_proj(x)), self.num_kv_heads).to(compute)
-        v = _split_heads(self.v_proj(x), self.num_kv_heads).to(compute)
-        g = _split_heads(self.gk_proj(x), self.num_kv_heads).to(compute)
+        dtype = x.dtype
+        compute = compute_dtype(dtype)
+        # The release's q, k, v and gate are in the model's dtype (logsigmoid rounds to
+        # it) and its kernel's output too, before g_norm; spikecode's own numerics keep
+        # all of it in the compute dtype.
+        run = dtype if self.release_numerics else compute
+        q = _split_heads(F.relu(self.q_proj(x)), self.num_heads).to(run)
+        k = _split_heads(F.relu(self.k_proj(x)), self.num_kv_heads).to(run)
+        v = _split_heads(self.v_proj(x), self.num_kv_heads).to(run)
+        g = _split_heads(self.gk_proj(x), self.num_kv_heads).to(run)
         g = F.logsigmoid(g) / self.gate_logit_normalizer
         if mask is not None:
             # A padding position adds nothing to the state and does not decay it.
-            keep = mask[:, None, -x.shape[1] :, None]
+            keep = mask[:, None, -x.shape[1] :, None].to(run)
             k = k * keep
             v = v * keep
             g = g * keep
@@ -289,18 +337,18 @@ class GatedLinearAttention(_QKVAttention):
         else:
             form, kwargs = gla_recurrent, {}
         o, state = form(
-            _group_queries(q, self.num_kv_heads),
-            k,
-            v,
-            g,
+            _group_queries(q.to(compute), self.num_kv_heads),
+            k.to(compute),
+            v.to(compute),
+            g.to(compute),
             scale=self.head_dim**-0.5,
             initial_state=state,
             **kwargs,
         )
         if cache is not None:
             cache.set_recurrent_state(self.layer_idx, state)
-        o = rms_norm(o, self.g_norm.weight, self.g_norm.eps)
-        return self.o_proj(_merge_heads(o).to(x.dtype))
+        o = rms_norm(o.to(run), self.g_norm.weight, self.g_norm.eps)
+        return self.o_proj(_merge_heads(o).to(dtype))
 
     def extra_repr(self) -> str:
         """Describe the module in ``repr``."""
@@ -317,7 +365,14 @@ class GLASwaBlock(nn.Module):
     layer_idx
         Index of the layer; ``attn`` is a :class:`SlidingWindowAttention` when it is in
         ``config.attn_layers``, else a :class:`GatedLinearAttention`.
+
+    With :attr:`release_numerics` the residual sum before ``mlp_norm`` is formed as the
+    release's fused norm forms it: in float32, kept rounded as the residual, normalised
+    unrounded.
     """
+
+    #: Round where the release rounds (set by the ``release`` recipe).
+    release_numerics = False
 
     def __init__(self, config: GLASwaConfig, layer_idx: int) -> None:
         super().__init__()
@@ -336,88 +391,17 @@ class GLASwaBlock(nn.Module):
         x: torch.Tensor,
         mask: torch.Tensor | None = None,
         cache: GLASwaCache | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``[batch, seq, hidden] -> [batch, seq, hidden]``."""
-        h = x + self.attn(self.attn_norm(x), mask, cache)
+        """``[batch, seq, hidden] -> [batch, seq, hidden]``; ``positions`` as the attention's."""
+        a = self.attn(self.attn_norm(x), mask, cache, positions)
+        if self.release_numerics:
+            compute = compute_dtype(x.dtype)
+            total = a.to(compute) + x.to(compute)
+            normed = rms_norm(total, self.mlp_norm.weight, self.mlp_norm.eps).to(x.dtype)
+            return total.to(x.dtype) + self.mlp(normed)
+        h = x + a
         return h + self.mlp(self.mlp_norm(h))
-
-
-def _check_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-        raise SpikecodeError(
-            "input_ids must be a 2-D tensor [batch, seq]",
-            shape=tuple(getattr(input_ids, "shape", ())),
-        )
-    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.numel() == 0:
-        raise SpikecodeError(
-            "input_ids must be a non-empty integer tensor",
-            dtype=input_ids.dtype,
-            shape=tuple(input_ids.shape),
-        )
-    low, high = int(input_ids.min()), int(input_ids.max())
-    if low < 0 or high >= vocab_size:
-        raise SpikecodeError(
-            f"input_ids outside [0, {vocab_size}): min {low}, max {high}",
-            vocab_size=vocab_size,
-        )
-
-
-def _full_mask(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: GLASwaCache | None
-) -> torch.Tensor | None:
-    """The bool mask of the cached past and the new tokens, ``[batch, past + seq]``, or None."""
-    batch, seq = input_ids.shape
-    past = 0 if cache is None else cache.seen_tokens
-    stored = None if cache is None else cache.mask
-    if cache is not None and cache.sequences not in (None, batch):
-        raise SpikecodeError(
-            f"the cache holds {cache.sequences} sequences but input_ids has {batch}",
-            shape=tuple(input_ids.shape),
-        )
-    if attention_mask is None:
-        if stored is None:
-            return None
-        new = torch.ones(batch, seq, dtype=torch.bool, device=input_ids.device)
-        return _refuse_holes(torch.cat([stored.to(input_ids.device), new], dim=1))
-    # Compared dimension by dimension: traced sizes (ONNX export) are not plain ints.
-    if (
-        not isinstance(attention_mask, torch.Tensor)
-        or attention_mask.dim() != 2
-        or attention_mask.shape[0] != batch
-        or attention_mask.shape[1] not in (seq, past + seq)
-    ):
-        raise SpikecodeError(
-            "attention_mask must be a tensor [batch, seq] (the new tokens) or "
-            "[batch, past + seq] (with a cache)",
-            shape=tuple(getattr(attention_mask, "shape", ())),
-            expected=[(batch, seq)] if past == 0 else [(batch, seq), (batch, past + seq)],
-        )
-    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
-        raise SpikecodeError("attention_mask must hold only 0 and 1")
-    mask = attention_mask.to(device=input_ids.device, dtype=torch.bool)
-    if mask.shape[1] != past + seq:
-        before = (
-            torch.ones(batch, past, dtype=torch.bool, device=mask.device)
-            if stored is None
-            else stored.to(mask.device)
-        )
-        mask = torch.cat([before, mask], dim=1)
-    return _refuse_holes(mask)
-
-
-def _refuse_holes(mask: torch.Tensor) -> torch.Tensor:
-    # Runs of ones per row: more than one means a padding hole inside the sequence.
-    as_int = mask.to(torch.int8)
-    runs = (as_int[:, 1:] > as_int[:, :-1]).sum(dim=1) + as_int[:, 0]
-    if bool((runs > 1).any()):
-        row = int((runs > 1).nonzero()[0, 0])
-        raise SpikecodeError(
-            "attention_mask has a padding hole (a 0 between tokens) in row "
-            f"{row}; only left and right padding are supported (the release treats holes "
-            "differently in its two layer kinds)",
-            row=row,
-        )
-    return mask
 
 
 class GLASwaModel(nn.Module):
@@ -438,35 +422,65 @@ class GLASwaModel(nn.Module):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         cache: GLASwaCache | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Compute the final hidden states (after ``norm``).
 
         Parameters
         ----------
         input_ids
-            ``[batch, seq]`` token ids.
+            ``[batch, seq]`` token ids (or give ``inputs_embeds``).
         attention_mask
             Optional 0/1 (1 = token, 0 = padding): ``[batch, seq]``, or with a cache
             ``[batch, past + seq]``. Padding holes are refused (see the module docstring).
         cache
             Optional :class:`GLASwaCache`; it is advanced by ``seq`` positions.
+        position_ids
+            Rotary positions of the new tokens, ``[batch, seq]``, ``[1, seq]`` or
+            ``[seq]``. Default: from the mask (:func:`positions_from_mask`, so a
+            left-padded row gets the positions it has alone), else ``past … past + seq - 1``.
+        inputs_embeds
+            ``[batch, seq, hidden]`` instead of ``input_ids`` (cast to the embeddings'
+            dtype).
 
         Returns
         -------
         torch.Tensor
             ``[batch, seq, hidden_size]`` in the parameter dtype.
         """
-        _check_ids(input_ids, self.vocab_size)
-        mask = _full_mask(input_ids, attention_mask, cache)
-        x = self.embeddings(input_ids)
+        if (input_ids is None) == (inputs_embeds is None):
+            raise SpikecodeError("give exactly one of input_ids and inputs_embeds")
+        if input_ids is not None:
+            check_ids(input_ids, self.vocab_size)
+            x = self.embeddings(input_ids)
+        else:
+            width = self.embeddings.weight.shape[1]
+            if (
+                not isinstance(inputs_embeds, torch.Tensor)
+                or inputs_embeds.dim() != 3
+                or not inputs_embeds.dtype.is_floating_point
+                or inputs_embeds.shape[2] != width
+                or inputs_embeds.shape[1] == 0
+            ):
+                raise SpikecodeError(
+                    f"inputs_embeds must be a float tensor [batch, seq, {width}]",
+                    shape=tuple(getattr(inputs_embeds, "shape", ())),
+                )
+            weight = self.embeddings.weight
+            x = inputs_embeds.to(device=weight.device, dtype=weight.dtype)
+        batch, seq = x.shape[:2]
+        past = 0 if cache is None else cache.seen_tokens
+        mask = full_mask(batch, seq, x.device, attention_mask, cache)
+        positions = rotary_positions(position_ids, mask, batch, seq, past, x.device)
         for layer in self.layers:
-            x = layer(x, mask, cache)
+            x = layer(x, mask, cache, positions)
         if cache is not None:
-            cache.seen_tokens += input_ids.shape[1]
-            cache.sequences = input_ids.shape[0]
+            cache.seen_tokens += seq
+            cache.sequences = batch
             cache.mask = mask
         return self.norm(x)
 
@@ -476,10 +490,19 @@ class GLASwaPretrainedConfig(PreTrainedConfig):
 
     Every field of :class:`GLASwaConfig` is an attribute of the same name (plus
     ``head_dim`` and ``kv_dim``), so ``model.config.sliding_window`` reads as before;
-    the typed, validated original is ``model.gla_config``.
+    the typed, validated original is ``model.gla_config``. ``use_cache`` (True, as in the
+    release's ``config.json``) is what ``generate()`` uses by default.
+    ``GLASwaPretrainedConfig.from_pretrained(folder)`` reads a release ``config.json``
+    (its ``auto_map`` is kept as data, never run); the release's name for this class,
+    ``GLAswaConfig``, is an alias.
     """
 
     model_type = "gla_swa"
+
+    def __init__(self, use_cache: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # transformers 5 no longer keeps use_cache on every config; the release sets it.
+        self.use_cache = use_cache
 
 
 def _pretrained_config(config: GLASwaConfig) -> GLASwaPretrainedConfig:
@@ -493,7 +516,23 @@ def _pretrained_config(config: GLASwaConfig) -> GLASwaPretrainedConfig:
         kv_dim=config.kv_dim,
         architectures=["GLAswaForCausalLM"],
         use_cache=True,
+        model_type="gla_swa",
     )
+
+
+def _gla_config(config: GLASwaPretrainedConfig) -> GLASwaConfig:
+    """The typed architecture of a transformers view (a release ``config.json`` read by it)."""
+    raw = config.to_dict()
+    raw["model_type"] = "gla_swa"
+    if isinstance(raw.get("dtype"), str) and "torch_dtype" not in raw:
+        raw["torch_dtype"] = raw["dtype"]
+    extra = {k: raw[k] for k in ("gate", "gla_mode", "gla_chunk_size") if k in raw}
+    return GLASwaConfig.from_dict(raw, source="the config", **extra)
+
+
+#: The checked loader behind ``from_pretrained``; :mod:`spikecode.models.checkpoint`
+#: (which imports this module) registers its ``load_checkpoint`` here.
+_CHECKPOINT_LOADER: list[Any] = []
 
 
 class GLASwaForCausalLM(PreTrainedModel, GenerationMixin):
@@ -529,11 +568,13 @@ class GLASwaForCausalLM(PreTrainedModel, GenerationMixin):
     main_input_name = "input_ids"
     _no_split_modules: ClassVar[list[str]] = ["GLASwaBlock"]
 
-    def __init__(self, config: GLASwaConfig) -> None:
+    def __init__(self, config: GLASwaConfig | GLASwaPretrainedConfig) -> None:
         if isinstance(config, GLASwaPretrainedConfig):
+            config = _gla_config(config)
+        if not isinstance(config, GLASwaConfig):
             raise SpikecodeError(
-                "GLASwaForCausalLM takes a GLASwaConfig (model.gla_config), not its "
-                "transformers view"
+                "GLASwaForCausalLM takes a GLASwaConfig or a GLASwaPretrainedConfig, not "
+                f"{type(config).__name__}"
             )
         super().__init__(_pretrained_config(config))
         self.gla_config = config
@@ -562,15 +603,20 @@ class GLASwaForCausalLM(PreTrainedModel, GenerationMixin):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        cache: GLASwaCache | None = None,
-        use_cache: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
         past_key_values: GLASwaCache | None = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
         return_dict: bool | None = None,
+        cache: GLASwaCache | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple[Any, ...]:
-        """Next-token logits, and the cache when one is used.
+        """Next-token logits, the loss with ``labels``, and the cache when one is used.
+
+        The arguments are the release's (``GLAswaForCausalLM.forward``), in its order.
 
         Parameters
         ----------
@@ -578,26 +624,38 @@ class GLASwaForCausalLM(PreTrainedModel, GenerationMixin):
             ``[batch, seq]`` token ids (only the new ones when a cache is given).
         attention_mask
             Optional 0/1: ``[batch, seq]``, or ``[batch, past + seq]`` with a cache.
-        cache, past_key_values
-            A :class:`GLASwaCache` to continue from (either name; transformers 5 calls
-            it ``cache``). Advanced in place.
+        inputs_embeds
+            ``[batch, seq, hidden]`` instead of ``input_ids``.
+        position_ids
+            Rotary positions of the new tokens (``[batch, seq]``); default from the
+            mask (cumulative sum, as the release's ``generate()``), else counted from the
+            cache's past. See :meth:`GLASwaModel.forward`.
+        past_key_values, cache
+            A :class:`GLASwaCache` to continue from (either name: ``past_key_values`` is
+            the release's, ``cache`` transformers 5's). Advanced in place.
+        labels
+            ``[batch, seq]`` token ids: the causal-LM loss (logits at ``t`` predict
+            ``labels[t + 1]``; ``-100`` is ignored), the mean cross entropy in float32.
         use_cache
-            Return a cache (a new one when none was given).
+            Return a cache (a new one when none was given). None means no new cache
+            (``generate()`` passes ``config.use_cache`` itself).
         return_dict
-            False for the tuple ``(logits, cache)``.
+            False for the tuple ``(loss, logits, cache)`` without the entries that are None.
         **kwargs
-            ``position_ids`` (ignored: positions count the cache's past) and the
-            ``output_*`` flags transformers passes (only False/None accepted).
+            ``cache_position`` (unused: positions come from ``position_ids``, the mask
+            or the cache) and the ``output_*`` flags transformers passes (only False or
+            None accepted).
 
         Returns
         -------
         CausalLMOutputWithPast
-            ``logits`` ``[batch, seq, vocab_size]`` in the parameter dtype; ``cache``.
+            ``logits`` ``[batch, seq, vocab_size]`` in the parameter dtype; ``loss``;
+            ``cache`` (also readable as ``past_key_values``).
         """
         for name, value in kwargs.items():
-            if name not in ("position_ids", "output_attentions", "output_hidden_states"):
+            if name not in ("cache_position", "output_attentions", "output_hidden_states"):
                 raise SpikecodeError(f"GLASwaForCausalLM.forward got an unknown argument {name!r}")
-            if name != "position_ids" and value:
+            if name != "cache_position" and value:
                 raise SpikecodeError(f"GLASwaForCausalLM does not support {name}=True")
         if cache is not None and past_key_values is not None:
             raise SpikecodeError("pass the cache as cache or past_key_values, not both")
@@ -608,10 +666,100 @@ class GLASwaForCausalLM(PreTrainedModel, GenerationMixin):
             )
         if cache is None and use_cache:
             cache = GLASwaCache(self.gla_config)
-        logits = self.lm_head(self.model(input_ids, attention_mask, cache))
+        hidden = self.model(input_ids, attention_mask, cache, position_ids, inputs_embeds)
+        logits = self.lm_head(hidden)
+        loss = None if labels is None else causal_lm_loss(logits, labels)
         if return_dict is False:
-            return (logits,) if cache is None else (logits, cache)
-        return CausalLMOutputWithPast(logits=logits, cache=cache)
+            return tuple(item for item in (loss, logits, cache) if item is not None)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """Run transformers' ``generate()``, right-padded prompts moved to the left first.
+
+        New tokens follow the last column, so a right-padded row (the Qwen2 tokenizer's
+        default padding side) would put padding inside the sequence. Such rows are
+        shifted to left padding first (:func:`left_align`); the returned rows then hold
+        the prompt left-padded, followed by the new tokens. Positions come from the mask
+        (``position_ids``), so each row gets what the same prompt gives alone.
+        """
+        key = next((k for k in ("input_ids", "inputs") if k in kwargs), None)
+        ids = kwargs[key] if key is not None else (args[0] if args else None)
+        mask = kwargs.get("attention_mask")
+        if (
+            isinstance(ids, torch.Tensor)
+            and ids.dim() == 2
+            and isinstance(mask, torch.Tensor)
+            and mask.shape == ids.shape
+        ):
+            ids, mask = left_align(ids, mask)
+            kwargs["attention_mask"] = mask
+            if key is not None:
+                kwargs[key] = ids
+            else:
+                args = (ids, *args[1:])
+        return super().generate(*args, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike[str], *args: Any, **kwargs: Any
+    ) -> GLASwaForCausalLM:
+        """Load a local release folder through :func:`~spikecode.models.checkpoint.load_checkpoint`.
+
+        The folder's code never runs (its ``auto_map`` is ignored; ``trust_remote_code``
+        is accepted and changes nothing). A W8ASpike folder (``weight_quantizer.scales``
+        in its weights) gives the W8ASpike model the release runs: the ``release`` recipe
+        with the folder's scales (``load_checkpoint(folder, recipe="release")``).
+
+        Parameters
+        ----------
+        pretrained_model_name_or_path
+            A local folder; nothing is downloaded.
+        **kwargs
+            ``dtype`` / ``torch_dtype`` (``"auto"``, a dtype or its name; default the
+            stored dtype), ``device_map``, ``trust_remote_code``, ``low_cpu_mem_usage``
+            (accepted, always true). Anything else is refused with a pointer to
+            ``load_checkpoint``.
+        """
+        if args:
+            raise SpikecodeError(
+                "from_pretrained takes the folder and keyword arguments only; for more, call "
+                "spikecode.models.load_checkpoint(folder, ...)"
+            )
+        dtype = kwargs.pop("dtype", None)
+        torch_dtype = kwargs.pop("torch_dtype", None)
+        if dtype is not None and torch_dtype is not None:
+            raise SpikecodeError("give dtype or torch_dtype, not both")
+        dtype = dtype if dtype is not None else torch_dtype
+        device_map = kwargs.pop("device_map", None)
+        for accepted in ("trust_remote_code", "low_cpu_mem_usage", "local_files_only"):
+            kwargs.pop(accepted, None)
+        if kwargs:
+            raise SpikecodeError(
+                f"from_pretrained does not take {', '.join(sorted(kwargs))}; call "
+                "spikecode.models.load_checkpoint(folder, ...) for the checked loader's options"
+            )
+        loader = _CHECKPOINT_LOADER[0]
+        folder = os.fspath(pretrained_model_name_or_path)
+        if not os.path.isdir(folder):
+            raise SpikecodeError(
+                "from_pretrained reads a local checkpoint folder and downloads nothing; "
+                "download the release (for example with huggingface-cli or modelscope) "
+                "and pass its folder",
+                path=folder,
+            )
+        options: dict[str, Any] = {"dtype": None if dtype == "auto" else dtype}
+        if isinstance(device_map, str) and device_map != "auto":
+            options["device"] = device_map
+        elif device_map is not None:
+            options["device_map"] = device_map
+        loaded = loader(folder, **options)
+        if not isinstance(loaded.model, cls):
+            raise SpikecodeError(
+                f"{folder} is not a GLA-SWA checkpoint (model_type gla_swa); load it with "
+                "spikecode.models.load_checkpoint",
+                path=folder,
+            )
+        return loaded.model
 
     def hidden_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -639,3 +787,9 @@ class GLASwaForCausalLM(PreTrainedModel, GenerationMixin):
             if isinstance(module, GatedLinearAttention):
                 module.mode = self.gla_config.gla_mode
                 module.chunk_size = self.gla_config.gla_chunk_size
+
+
+#: The release's class names (``modeling_gla_swa.GLAswaForCausalLM``,
+#: ``configuration_gla_swa.GLAswaConfig``), so that its scripts resolve them here.
+GLAswaForCausalLM = GLASwaForCausalLM
+GLAswaConfig = GLASwaPretrainedConfig

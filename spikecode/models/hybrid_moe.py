@@ -56,13 +56,12 @@ from spikecode.models.config import compute_dtype
 from spikecode.models.gla_swa import (
     RMSNorm,
     SwiGLU,
-    _check_ids,
     _group_queries,
     _merge_heads,
-    _refuse_holes,
     _split_heads,
     _through,
 )
+from spikecode.models.inputs import check_ids, full_mask, rotary_positions
 from spikecode.models.moe import ExpertLinears
 from spikecode.models.moe_cache import HybridMoECache
 from spikecode.models.moe_config import HybridMoEConfig
@@ -424,39 +423,6 @@ class MoEBlock(nn.Module):
         return h + self.mlp(self.mlp_norm(h))
 
 
-def _step_mask(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: HybridMoECache
-) -> torch.Tensor | None:
-    batch, seq = input_ids.shape
-    past = cache.seen_tokens
-    if attention_mask is None:
-        if cache.mask is None:
-            return None
-        new = torch.ones(batch, seq, dtype=torch.bool, device=input_ids.device)
-        return torch.cat([cache.mask.to(new.device), new], dim=1)
-    if (
-        not isinstance(attention_mask, torch.Tensor)
-        or attention_mask.dim() != 2
-        or attention_mask.shape[0] != batch
-        or attention_mask.shape[1] not in (seq, past + seq)
-    ):
-        raise SpikecodeError(
-            "attention_mask must be a tensor [batch, seq] or [batch, past + seq]",
-            shape=tuple(getattr(attention_mask, "shape", ())),
-        )
-    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
-        raise SpikecodeError("attention_mask must hold only 0 and 1")
-    mask = attention_mask.to(device=input_ids.device, dtype=torch.bool)
-    if mask.shape[1] != past + seq:
-        before = (
-            torch.ones(batch, past, dtype=torch.bool, device=mask.device)
-            if cache.mask is None
-            else cache.mask.to(mask.device)
-        )
-        mask = torch.cat([before, mask], dim=1)
-    return _refuse_holes(mask)
-
-
 class SpikingBrainMoEModel(nn.Module):
     """Embeddings, sink tokens, the layers and the final norm.
 
@@ -490,6 +456,7 @@ class SpikingBrainMoEModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: HybridMoECache | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states ``[batch, seq, hidden]`` of the tokens (sinks not included).
 
@@ -502,33 +469,23 @@ class SpikingBrainMoEModel(nn.Module):
             padding give each real token its unpadded output, holes are refused.
         cache
             Optional :class:`HybridMoECache`, advanced by ``seq`` positions.
+        position_ids
+            Optional rotary positions of the new tokens (``[batch, seq]`` or ``[seq]``,
+            counted from the first token after the sinks); by default each row's real
+            tokens counted from 0, as ``generate()`` derives them.
         """
-        _check_ids(input_ids, self.config.vocab_size)
+        check_ids(input_ids, self.config.vocab_size)
         batch, seq = input_ids.shape
         cache = HybridMoECache(self.config) if cache is None else cache
-        if cache.sequences not in (None, batch):
-            raise SpikecodeError(
-                f"the cache holds {cache.sequences} sequences but input_ids has {batch}",
-                shape=tuple(input_ids.shape),
-            )
-        mask = _step_mask(input_ids, attention_mask, cache)
+        mask = full_mask(batch, seq, input_ids.device, attention_mask, cache)
         if not cache.has_sinks:
             self._run_sinks(cache, batch)
-        # Rotary positions count each row's real tokens (left padding shifts nothing),
-        # after the sinks' positions 0 … S − 1.
-        start = (
-            cache.next_position
-            if cache.next_position is not None
-            else torch.zeros(batch, dtype=torch.long, device=input_ids.device)
+        # Rotary positions count each row's real tokens (left padding shifts nothing, as
+        # in the 7B model), after the sinks' positions 0 … S − 1.
+        positions = rotary_positions(
+            position_ids, mask, batch, seq, cache.seen_tokens, input_ids.device
         )
-        if mask is None:
-            steps = torch.arange(seq, device=input_ids.device).expand(batch, seq)
-            counted = torch.full((batch,), seq, dtype=torch.long, device=input_ids.device)
-        else:
-            new = mask[:, -seq:].long()
-            steps = (new.cumsum(dim=1) - 1).clamp(min=0)
-            counted = new.sum(dim=1)
-        positions = self.config.num_sink_tokens + start[:, None] + steps
+        positions = self.config.num_sink_tokens + positions.expand(batch, seq)
         step = _Step(cache=cache, mask=mask, positions=positions, sink_pass=False)
         x = self.embeddings(input_ids)
         for layer in self.layers:
@@ -536,7 +493,6 @@ class SpikingBrainMoEModel(nn.Module):
         cache.seen_tokens += seq
         cache.sequences = batch
         cache.mask = mask
-        cache.next_position = start + counted
         return self.norm(x)
 
 
@@ -618,16 +574,17 @@ class SpikingBrainMoEForCausalLM(PreTrainedModel, GenerationMixin):
         """Next-token logits ``[batch, seq, vocab_size]``, and the cache when one is used.
 
         ``cache``/``past_key_values`` continue from a :class:`HybridMoECache`;
-        ``use_cache`` returns one. Rotary positions follow the attention mask (each row's
-        real tokens), so ``position_ids`` passed by ``generate()`` agree and are not
-        needed; the ``output_*`` flags accept only False/None.
+        ``use_cache`` returns one. ``position_ids`` (``**kwargs``) default to each row's
+        real tokens counted from the attention mask, as ``generate()`` passes them; the
+        ``output_*`` flags accept only False/None.
         """
+        position_ids = kwargs.pop("position_ids", None)
         for name, value in kwargs.items():
-            if name not in ("position_ids", "output_attentions", "output_hidden_states"):
+            if name not in ("output_attentions", "output_hidden_states"):
                 raise SpikecodeError(
                     f"SpikingBrainMoEForCausalLM.forward got an unknown argument {name!r}"
                 )
-            if name != "position_ids" and value:
+            if value:
                 raise SpikecodeError(f"SpikingBrainMoEForCausalLM does not support {name}=True")
         if cache is not None and past_key_values is not None:
             raise SpikecodeError("pass the cache as cache or past_key_values, not both")
@@ -636,7 +593,7 @@ class SpikingBrainMoEForCausalLM(PreTrainedModel, GenerationMixin):
             raise SpikecodeError(f"the cache must be a HybridMoECache, not {type(cache).__name__}")
         if cache is None and use_cache:
             cache = HybridMoECache(self.moe_config)
-        logits = self.lm_head(self.model(input_ids, attention_mask, cache))
+        logits = self.lm_head(self.model(input_ids, attention_mask, cache, position_ids))
         if return_dict is False:
             return (logits,) if cache is None else (logits, cache)
         return CausalLMOutputWithPast(logits=logits, cache=cache)

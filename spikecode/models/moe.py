@@ -33,6 +33,7 @@ __all__ = [
     "RoutingCounter",
     "has_fused_experts",
     "moe_modules",
+    "split_experts",
     "unfuse_experts",
 ]
 
@@ -172,6 +173,23 @@ def unfuse_experts(model: nn.Module) -> list[str]:
         setattr(parent, child, ExpertLinears.from_fused(module))
         replaced.append(name)
     return replaced
+
+
+def split_experts(model: nn.Module, mapped: bool) -> None:
+    """:func:`unfuse_experts` as the loaders apply it; ``mapped``: placed by a device_map.
+
+    Raises
+    ------
+    SpikecodeError
+        Fused experts in a model placed by a device_map (accelerate's hooks hold the
+        fused tensors): load it with ``device`` instead.
+    """
+    if mapped and has_fused_experts(model):
+        raise SpikecodeError(
+            "this MoE model stores its experts fused; spikecode splits them into linear "
+            "layers only for models loaded without a device_map (pass device instead)"
+        )
+    unfuse_experts(model)
 
 
 def moe_modules(model: nn.Module) -> list[tuple[str, nn.Module, int]]:

@@ -10,9 +10,9 @@ Per layer it keeps what the next token needs and nothing more:
 - the **linear-attention state** ``S`` of a hybrid layer's linear branch
   (``[batch, kv_heads, head_dim, head_dim]``), which starts as the state after the sinks.
 
-It also keeps the attention mask of every token seen and each row's next rotary position
-(the count of its real tokens), so a left-padded row continues at the position the same
-prompt alone would reach.
+It also keeps the attention mask of every token seen, from which each row's rotary
+positions follow (the count of its real tokens), so a left-padded row continues at the
+position the same prompt alone would reach.
 """
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ class HybridMoECache(Cache):
         Token positions processed so far (padding included, sinks excluded).
     mask : torch.Tensor or None
         ``[batch, seen_tokens]`` bool of the real tokens seen.
-    next_position : torch.Tensor or None
-        ``[batch]`` int64: the rotary position (after the sinks) of each row's next token.
     sequences : int or None
         Sequences the cache holds.
     """
@@ -52,7 +50,6 @@ class HybridMoECache(Cache):
         self.config = config
         self.seen_tokens = 0
         self.mask: torch.Tensor | None = None
-        self.next_position: torch.Tensor | None = None
         self.sequences: int | None = None
         self.has_sinks = False
         self.sink_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -74,8 +71,6 @@ class HybridMoECache(Cache):
         self.linear_state = {i: pick(s) for i, s in self.linear_state.items()}
         if self.mask is not None:
             self.mask = pick(self.mask)
-        if self.next_position is not None:
-            self.next_position = pick(self.next_position)
 
     def expand_sinks(self, batch: int) -> None:
         """Repeat the sinks' keys, values and states (computed once, batch 1) for ``batch`` rows."""

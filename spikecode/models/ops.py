@@ -19,6 +19,8 @@ __all__ = [
     "gla_chunked",
     "gla_recurrent",
     "rms_norm",
+    "rotary_angles",
+    "rotate",
     "sliding_window_attention",
 ]
 
@@ -46,18 +48,64 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return (y * weight.to(compute)).to(x.dtype)
 
 
+def rotary_angles(
+    positions: torch.Tensor, d: int, theta: float, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """The rotary angles ``p · theta^(-2j/d)``, repeated over both halves (SPEC §7).
+
+    Computed as the release's ``RotaryEmbedding`` does: ``inv_freq`` from an integer
+    ``arange`` widened to float32, the product with the float32 positions (``dtype``
+    float64 does the same in float64, for float64 models).
+
+    Parameters
+    ----------
+    positions
+        ``[seq]`` or ``[batch, seq]`` integer positions.
+    d
+        ``head_dim`` (even).
+    theta
+        Rotary base (``rope_theta``).
+    dtype
+        float32 (the release) or float64.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[seq, d]`` or ``[batch, 1, seq, d]`` in ``dtype`` (the batch form broadcasts
+        over heads).
+    """
+    steps = torch.arange(0, d, 2, device=positions.device, dtype=torch.int64).to(dtype)
+    inv_freq = 1.0 / (theta ** (steps / d))
+    angles = positions.to(dtype)[..., None] * inv_freq
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles if positions.dim() == 1 else angles[:, None]
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``x·cos + rotate_half(x)·sin`` with ``rotate_half([a, b]) = [-b, a]``, in ``x``'s dtype."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
 def apply_rotary(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
     """Rotary position embedding in the rotate-half form (SPEC §7).
 
     ``x·cos + rotate_half(x)·sin`` with ``rotate_half([a, b]) = [-b, a]`` and angle
-    ``p · theta^(-2j/d)`` repeated over both halves.
+    ``p · theta^(-2j/d)`` repeated over both halves. The angles, cosines and sines are
+    float32 (as in the release, which computes them in float32 whatever the model's
+    dtype); ``x``'s dtype sets where the rest rounds: float32 for the compute dtype, or
+    bfloat16 where the release rounds (its cos/sin cast to the model dtype, the products
+    and the sum in it).
 
     Parameters
     ----------
     x
-        ``[..., seq, d]`` with ``d`` even; float32 or float64 (the compute dtype).
+        ``[batch, heads, seq, d]`` (or ``[..., seq, d]`` with 1-D ``positions``) with ``d``
+        even.
     positions
-        ``[seq]`` integer positions.
+        ``[seq]`` positions shared by every row, or ``[batch, seq]`` per row (left
+        padding: the release's ``position_ids``).
     theta
         Rotary base (``rope_theta``).
 
@@ -66,13 +114,9 @@ def apply_rotary(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torc
     torch.Tensor
         Same shape and dtype as ``x``.
     """
-    d = x.shape[-1]
-    inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, device=x.device, dtype=x.dtype) / d))
-    angles = positions.to(x.dtype)[:, None] * inv_freq[None, :]
-    angles = torch.cat((angles, angles), dim=-1)
-    half = d // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * angles.cos() + rotated * angles.sin()
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+    angles = rotary_angles(positions, x.shape[-1], theta, wide)
+    return rotate(x, angles.cos().to(x.dtype), angles.sin().to(x.dtype))
 
 
 def sliding_window_attention(

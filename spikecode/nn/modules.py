@@ -390,6 +390,10 @@ def _swap_release(
         replacements[module] = new
         names.append(target.name)
     replace_submodules(model, replacements)
+    # The release's dtype flow (rounding points in the model's dtype) for the whole model.
+    for module in model.modules():
+        if hasattr(type(module), "release_numerics"):
+            module.release_numerics = True
     return names
 
 

@@ -10,7 +10,7 @@ Two recipes are named everywhere (:func:`~spikecode.nn.swap_linears`,
     integer accumulation, the rounding ``round(w / scale)`` of a correctly rounded
     float64 quotient). Works on any model.
 ``"release"``
-    The shipped W8ASpike GLA-SWA model exactly as the released code computes it
+    The shipped W8ASpike GLA-SWA model with the release's formulas, bit for bit
     (``W8ASpike/quant_linear.py``, ``window_attention.py``, ``modeling_gla_swa.py``):
 
     - every projection except ``mlp.down_proj`` is a :class:`ReleaseQuantLinear`: input
@@ -30,10 +30,13 @@ Two recipes are named everywhere (:func:`~spikecode.nn.swap_linears`,
     model of SPEC §8 (:class:`~spikecode.models.hybrid_moe.SpikingBrainMoEForCausalLM`,
     no release of its own) by the same rules: every FFN ``down_proj`` (experts' too)
     float, and the sites of every softmax attention (window branches and full-attention
-    layers) coded. Outside these points
-    the numerics are spikecode's (rotary, softmax and the GLA recursion in float32 for a
-    bfloat16 model), so a float32 model matches the release to float rounding and a
-    bfloat16 model to bfloat16 rounding.
+    layers) coded. On GLA-SWA the recipe also sets the model's ``release_numerics``:
+    every tensor the release's PyTorch code rounds to the runtime dtype is rounded at the
+    same point (rotary embedding, window coders, GLA gate and output, the fused residual
+    norm, SwiGLU; docs/calibration.rst has the table). What remains different is inside
+    the release's GPU kernels (flash-attn, fla's ``chunk_gla`` and fused norm), which
+    spikecode replaces by float32 PyTorch. In the MoE model only the SwiGLU FFNs (the
+    7B's module) follow ``release_numerics``; the rest keeps spikecode's numerics.
 
 :func:`recipe_targets` lists, for a model and a recipe, every activation site and its
 role (``"spike"``: spike-coded; ``"int8"``: INT8-quantized, not spikes; ``"float"``:
@@ -42,8 +45,9 @@ untouched); calibration, evaluation and the reports read it.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +70,7 @@ __all__ = [
     "recipe_targets",
     "release_dynamic_spikes",
     "release_fake_weight",
+    "release_numerics",
     "release_quantize_sym",
 ]
 
@@ -273,6 +278,29 @@ class SymmetricQuantizer(nn.Module):
     def extra_repr(self) -> str:
         """Describe the module in ``repr``."""
         return f"bits={self.bits}"
+
+
+@contextlib.contextmanager
+def release_numerics(model: nn.Module, on: bool = True) -> Iterator[nn.Module]:
+    """Within the block, round where the release rounds (``release_numerics``), then restore.
+
+    The ``release`` recipe's :func:`~spikecode.nn.swap_linears` sets it for good;
+    calibration under the ``release`` recipe measures the float model's activations
+    in the release's dtype flow through this. Modules without the setting are left
+    alone.
+    """
+    saved = [
+        (module, module.release_numerics)
+        for module in model.modules()
+        if hasattr(type(module), "release_numerics")
+    ]
+    try:
+        for module, _ in saved:
+            module.release_numerics = on
+        yield model
+    finally:
+        for module, value in saved:
+            module.release_numerics = value
 
 
 # --------------------------------------------------------------------------- targets

@@ -427,7 +427,7 @@ def reconstruction_error(x: Any, counts: Any, vth: Any) -> tuple[float, float]:
 
 
 class StatsSource(Source):
-    """A calibration stats file (docs/statsfile.rst, version 1) as a report source.
+    """A calibration stats file (docs/statsfile.rst, version 2 or 1) as a report source.
 
     Parameters
     ----------

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from spikecode._validate import as_path
 from spikecode.encoders.schemes import get_scheme
 from spikecode.encoders.train import SpikeTrain
 from spikecode.errors import SpikecodeError
@@ -73,6 +74,7 @@ def path_kind(path: str | os.PathLike[str]) -> str | None:
     Unlike :meth:`pathlib.Path.exists`, a name longer than the system allows, a symbolic
     link loop or a folder that cannot be searched raise one SpikecodeError saying so.
     """
+    path = as_path(path)
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
@@ -97,7 +99,7 @@ def require_file(path: str | os.PathLike[str], what: str | None = None) -> Path:
     SpikecodeError
         The path is not a readable regular file; the error names the file.
     """
-    path = Path(path)
+    path = as_path(path)
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -246,7 +248,7 @@ def atomic_write(path: str | os.PathLike[str], *, what: str | None = None) -> It
         write itself fails (a full disk: the message names the file and the cause), or
         the final rename fails (for example a directory of that name is in the way).
     """
-    target = Path(path)
+    target = as_path(path)
     folder = target.parent if str(target.parent) else Path(".")
     label = what or str(target)
     try:
@@ -296,7 +298,7 @@ def atomic_folder(
         The parent folder does not exist or is not writable, or something that may not
         be replaced is in the way.
     """
-    target = Path(path)
+    target = as_path(path)
     folder = target.parent if str(target.parent) else Path(".")
 
     def in_the_way() -> bool:
@@ -466,7 +468,7 @@ def _tensors_in(obj: Any, path: Path) -> dict[str, Any]:
 
 def list_arrays(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[int, ...], str]]:
     """Names, shapes and dtypes of the arrays in an activation file."""
-    arrays = _read_arrays(Path(path))
+    arrays = _read_arrays(as_path(path))
     return {
         name: (tuple(a.shape), str(a.dtype).replace("torch.", "")) for name, a in arrays.items()
     }
@@ -496,7 +498,7 @@ def load_activations(path: str | os.PathLike[str], key: str | None = None) -> np
     """
     from spikecode._validate import check_nonempty, short_repr, to_numpy
 
-    path = Path(path)
+    path = as_path(path)
     arrays = _read_arrays(path)
     if "spikecode_format" in arrays:
         raise SpikecodeError(
@@ -560,7 +562,7 @@ def save_encoded(
     from spikecode._validate import positive_finite
     from spikecode._version import __version__
 
-    path = Path(path)
+    path = as_path(path)
     if path.suffix.lower() != ".npz":
         raise SpikecodeError("encoding results are written as .npz", file=str(path))
     if not isinstance(train, SpikeTrain):

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from spikecode._validate import positive_finite, to_numpy
+from spikecode._validate import as_path, positive_finite, to_numpy
 from spikecode.encoders.limits import DEFAULT_MAX_SPIKES, check_max_spikes, check_train_size
 from spikecode.encoders.train import SpikeTrain
 from spikecode.errors import SpikecodeError
@@ -256,7 +256,7 @@ def save_events(
     """
     from spikecode._version import __version__
 
-    path = Path(path)
+    path = as_path(path)
     kind = _file_kind(path)
     named = _check_trains(trains)
     if isinstance(trains, SpikeTrain):
@@ -571,7 +571,7 @@ def load_events(
         Missing, truncated or corrupt file, another format or version, missing fields,
         or events inconsistent with the metadata; the message names the file.
     """
-    path = Path(path)
+    path = as_path(path)
     kind = _file_kind(path)
     require_file(path)
     max_spikes = check_max_spikes(max_spikes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,33 @@ def check_bytes(nbytes: int, what: str, **context: Any) -> None:
             f"to go ahead, raise it with the environment variable {MAX_BYTES_VARIABLE}=BYTES",
             **context,
         )
+
+
+def read_bounded(stream: Any, what: str) -> bytes:
+    """All bytes of a binary stream, refusing more than :func:`max_bytes` as they arrive.
+
+    For streams whose size is unknown before reading (standard input): at most one
+    byte past the bound is read before the refusal.
+    """
+    bound = max_bytes()
+    chunks, total = [], 0
+    while True:
+        chunk = stream.read(min(1 << 24, bound + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > bound:
+            check_bytes(total, f"{what} (more than {total:,} bytes so far)")
+
+
+def check_file_size(path: Path, what: str) -> None:
+    """Refuse a file larger than :func:`max_bytes` before it is read whole."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return  # the read itself reports it
+    check_bytes(size, what, file=str(path))
 
 
 def array_bytes(shape: Any, dtype: Any) -> int:
@@ -286,3 +314,15 @@ def check_hdf5_sizes(group: Any, path: Path) -> None:
         check_bytes(total, f"the datasets of {path.name} (up to {name!r})", file=str(path))
 
     group.visititems(visit)
+
+
+def check_loaded_whole(path: Path) -> None:
+    """A file read whole (.safetensors, .pt) is held to the size bound, decompressed."""
+    check_file_size(path, path.name)
+    if zipfile.is_zipfile(path):  # torch's format: members may be compressed
+        try:
+            with zipfile.ZipFile(path) as archive:
+                total = sum(info.file_size for info in archive.infolist())
+        except (OSError, zipfile.BadZipFile, ValueError):
+            return  # torch.load reports the damage
+        check_bytes(total, f"the tensors of {path.name}", file=str(path))

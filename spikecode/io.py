@@ -28,7 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from spikecode._validate import as_path
+from spikecode._validate import (
+    array_bytes,
+    as_path,
+    check_bytes,
+    check_file_size,
+    check_loaded_whole,
+)
 from spikecode.encoders.schemes import get_scheme
 from spikecode.encoders.train import SpikeTrain
 from spikecode.errors import SpikecodeError
@@ -191,6 +197,7 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
         the error names the file.
     """
     path = require_file(path, what)
+    check_file_size(path, what)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
@@ -353,6 +360,8 @@ def _read_arrays(path: Path) -> dict[str, Any]:
     """All arrays/tensors of an activation file, by name (lazy where the format allows)."""
     suffix = _suffix(path)
     require_file(path)
+    if suffix not in (".npy", ".npz"):  # read whole; .npy/.npz members are checked one by one
+        check_loaded_whole(path)
     try:
         if suffix in (".npy", ".npz"):
             return _load_numpy(path)
@@ -394,7 +403,7 @@ def _claimed_npy_bytes(stream: Any) -> int:
         else np.lib.format.read_array_header_2_0  # 3.0 differs only in text encoding
     )
     shape, _, dtype = read_header(stream)
-    return int(np.prod(shape, dtype=object)) * dtype.itemsize
+    return array_bytes(shape, dtype)
 
 
 def check_array_claims(handle: Any, path: Path) -> None:
@@ -402,14 +411,17 @@ def check_array_claims(handle: Any, path: Path) -> None:
 
     NumPy allocates the announced array before reading it, so a 3 KB file claiming a
     16 GiB array would otherwise ask for 16 GiB. Zip members are held to what their
-    compressed bytes can expand to.
+    compressed bytes can expand to, and everything to the size bound
+    (:func:`spikecode._validate.max_bytes`, ``SPIKECODE_MAX_BYTES``).
     """
     start = handle.tell()
     is_zip = handle.read(4) == b"PK\x03\x04"
     handle.seek(start)
     if not is_zip:
         size = os.fstat(handle.fileno()).st_size
-        if _claimed_npy_bytes(handle) > size:
+        claimed = _claimed_npy_bytes(handle)
+        check_bytes(claimed, f"the array in {path.name}", file=str(path))
+        if claimed > size:
             raise SpikecodeError(
                 f"cannot read {path.name}: the array header announces more data than "
                 "the file holds (truncated or corrupt)",
@@ -418,7 +430,13 @@ def check_array_claims(handle: Any, path: Path) -> None:
         handle.seek(start)
         return
     with zipfile.ZipFile(handle) as archive:
+        total = 0
         for info in archive.infolist():
+            # Decompressed sizes add up: every member is read (np.load of a whole npz).
+            total += info.file_size
+            check_bytes(
+                total, f"the arrays of {path.name} (up to {info.filename[:80]!r})", file=str(path)
+            )
             limit = info.compress_size
             if info.compress_type != zipfile.ZIP_STORED:
                 limit = info.compress_size * _MAX_DEFLATE_RATIO + 1024
@@ -748,6 +766,7 @@ def load_encoded(path: str | os.PathLike[str]) -> Encoded:
     path = require_file(path)
     try:
         with open(path, "rb") as handle:
+            check_array_claims(handle, path)
             loaded = np.load(handle, allow_pickle=False)
             if isinstance(loaded, np.ndarray):
                 raise SpikecodeError("not a spikecode encoding result", file=str(path))

@@ -420,23 +420,18 @@ def check_array_claims(handle: Any, path: Path) -> None:
     if not is_zip:
         size = os.fstat(handle.fileno()).st_size
         claimed = _claimed_npy_bytes(handle)
-        check_bytes(claimed, f"the array in {path.name}", file=str(path))
         if claimed > size:
             raise SpikecodeError(
                 f"cannot read {path.name}: the array header announces more data than "
                 "the file holds (truncated or corrupt)",
                 file=str(path),
             )
+        check_bytes(claimed, f"the array in {path.name}", file=str(path))
         handle.seek(start)
         return
     with zipfile.ZipFile(handle) as archive:
         total = 0
         for info in archive.infolist():
-            # Decompressed sizes add up: every member is read (np.load of a whole npz).
-            total += info.file_size
-            check_bytes(
-                total, f"the arrays of {path.name} (up to {info.filename[:80]!r})", file=str(path)
-            )
             limit = info.compress_size
             if info.compress_type != zipfile.ZIP_STORED:
                 limit = info.compress_size * _MAX_DEFLATE_RATIO + 1024
@@ -455,6 +450,12 @@ def check_array_claims(handle: Any, path: Path) -> None:
                         "more data than the archive holds (truncated or corrupt)",
                         file=str(path),
                     )
+        for info in archive.infolist():
+            # Decompressed sizes add up: every member is read (np.load of a whole npz).
+            total += info.file_size
+            check_bytes(
+                total, f"the arrays of {path.name} (up to {info.filename[:80]!r})", file=str(path)
+            )
     handle.seek(start)
 
 

@@ -87,6 +87,13 @@ def test_from_events_checks_the_shape_before_allocating():
     np.testing.assert_array_equal(train.decode(), [[1, 0, 0], [0, 1, 0]])
 
 
+def test_integrate_and_fire_checks_its_steps_before_allocating():
+    with pytest.raises(SpikecodeError, match="spikes of 1,099,511,627,776 steps"):
+        spikecode.integrate_and_fire(np.ones((2, 4), np.float32), 1.0, 2**40)
+    spikes = spikecode.integrate_and_fire(np.array([[2.6]], np.float32), 1.0, 4)
+    np.testing.assert_array_equal(spikes[:, 0, 0], [1, 1, 1, 0])
+
+
 def test_raster_token_range_is_checked_before_listing():
     started = time.perf_counter()
     result = CliRunner().invoke(

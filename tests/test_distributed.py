@@ -432,6 +432,15 @@ def test_merge_refuses_different_bins(parts):
     )
     with pytest.raises(SpikecodeError, match="different count histogram bins: a and b"):
         merge_stats([a, shifted], labels=["a", "b"])
+    # In memory, an absurd offset is refused before the merge rebuilds its bins.
+    far = with_entries(
+        b,
+        lambda e: dataclasses.replace(
+            e, count_histogram=dataclasses.replace(e.count_histogram, offset=-(2**40))
+        ),
+    )
+    with pytest.raises(SpikecodeError, match="b has a count histogram over 129 bins"):
+        merge_stats([far, far], labels=["b", "c"])
 
 
 def test_merge_refuses_absurd_offsets_before_allocating(parts, tmp_path):

@@ -248,8 +248,23 @@ def _check_distinct_runs(
 
 
 def _check_bins(parts: Sequence[CalibrationStats], labels: Sequence[str] | None) -> None:
-    """Every binned quantity (Vth and count histograms) must share its bins across parts."""
+    """Every binned quantity (Vth and count histograms) must share its bins across parts.
+
+    The count histograms must also cover the stats-file range ``-COUNT_LIMIT …
+    COUNT_LIMIT`` (what :func:`~spikecode.calibration.load_stats` accepts): a merge
+    rebuilds the bins from the offset, so another one would be allocated bin by bin.
+    """
     first = parts[0]
+    for layer in first.layers:
+        for key, entry in layer.by_k.items():
+            hist = entry.count_histogram
+            if (hist.offset, len(hist.counts)) != (-COUNT_LIMIT, 2 * COUNT_LIMIT + 1):
+                raise SpikecodeError(
+                    f"{_label(labels, 0)} has a count histogram over {len(hist.counts)} bins "
+                    f"from {hist.offset}, not the stats file's -{COUNT_LIMIT} … {COUNT_LIMIT} "
+                    f"(layer {layer.name!r}, k = {key})",
+                    field="count_histogram",
+                )
     for index, part in enumerate(parts[1:], start=1):
         for layer, reference in zip(part.layers, first.layers, strict=True):
             for key, entry in layer.by_k.items():

@@ -674,11 +674,20 @@ class NirExport:
 def load_nir(source: str | os.PathLike[str] | nir.NIRGraph) -> NirExport:
     """Read a folder or ``.nir`` file written by :func:`export_nir` (or take a graph).
 
+    Everything is validated before use: the folder's index must list at least one
+    projection, none and no file twice, each file a plain name of a regular file inside
+    the folder (symbolic links are not followed); each graph's metadata is checked for
+    type and range (``format_version``, ``T`` ... are integers, ``dt`` a finite number),
+    and the HDF5 datasets' declared sizes are held to the size bound
+    (``SPIKECODE_MAX_BYTES``) before they are loaded.
+
     Raises
     ------
     SpikecodeError
-        A missing path, a file that is not NIR, a folder without a valid index, or graphs
-        without spikecode metadata; the message names the file.
+        A missing path or a name longer than the system allows, a file that is not NIR,
+        a folder without a valid index, a listed file that is missing, a link or not a
+        regular file, graphs without valid spikecode metadata, or datasets beyond the
+        size bound; the message names the file.
     """
     if isinstance(source, nir.NIRGraph):
         info = graph_info(source)

@@ -608,7 +608,7 @@ def test_load_validates_the_index_and_reads_only_the_folders_files(tmp_path, rng
 )
 def test_graph_metadata_types_are_checked(rng, key, value, message):
     w, s, _ = _weights(rng, "row")
-    train, vth = _train(rng, "ternary")
+    train, _ = _train(rng, "ternary")
     graph = nir_graph((w, s), scheme="ternary", T=train.T)
     graph.metadata[key] = value
     with pytest.raises(sc.SpikecodeError, match=message):

@@ -124,7 +124,7 @@ def read_bounded(stream: Any, what: str) -> bytes:
         chunks.append(chunk)
         total += len(chunk)
         if total > bound:
-            check_bytes(total, f"{what} (more than {total:,} bytes so far)")
+            check_bytes(total, f"{what} (what was read before stopping)")
 
 
 def check_file_size(path: Path, what: str) -> None:

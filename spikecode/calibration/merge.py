@@ -314,7 +314,7 @@ def merge_stats(
         that differ in checkpoint, k values, codes, window, block sizes, output-error
         settings, length limit, recipe, spikecode version, layers or histogram bins (the
         message names the field and both parts); parts that share a calibration run
-        (:attr:`~spikecode.calibration.CalibrationStats.runs`: the same samples twice).
+        (their ``runs`` overlap: the same samples twice).
     """
     parts = list(parts)
     if not parts:

@@ -583,6 +583,9 @@ def test_load_validates_the_index_and_reads_only_the_folders_files(tmp_path, rng
     (folder / INDEX_FILE).symlink_to(elsewhere)
     with pytest.raises(sc.SpikecodeError, match="index.json is a symbolic link"):
         load_nir(folder)
+    (folder / INDEX_FILE).unlink()
+    with pytest.raises(sc.SpikecodeError, match="index.json not found"):
+        load_nir(folder)
     # A name longer than the system allows is one error, not an OSError.
     with pytest.raises(sc.SpikecodeError, match="File name too long"):
         load_nir(tmp_path / long_name)

@@ -703,7 +703,9 @@ def load_nir(source: str | os.PathLike[str] | nir.NIRGraph) -> NirExport:
         raise SpikecodeError(
             "no such file or folder" if kind is None else "not a file or folder", file=str(path)
         )
-    index_path = check_graph_file(path, INDEX_FILE, path / INDEX_FILE)
+    index_path = path / INDEX_FILE
+    if os.path.lexists(index_path):  # a missing index is reported by read_json
+        check_graph_file(path, INDEX_FILE, index_path)
     index = read_json(index_path, INDEX_FILE)
     if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
         raise SpikecodeError("not a spikecode NIR index", file=str(index_path))

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numba
+import numpy as np
 
 __all__ = ["COMPILING_NOTE", "kernel", "prange"]
 
@@ -60,9 +61,37 @@ def kernel(*signatures: str, parallel: bool = True) -> Callable[[Callable[..., A
     def decorate(func: Callable[..., Any]) -> Any:
         dispatcher = jit(func)
         _announce_if_compiled(dispatcher)
-        return dispatcher
+        return _Kernel(dispatcher)
 
     return decorate
+
+
+class _Kernel:
+    """A compiled kernel that also takes read-only arrays.
+
+    Numba types a read-only array (``np.load(mmap_mode="r")``, a NumPy view of an
+    immutable buffer, ``a.setflags(write=False)``) apart from a writeable one, so the
+    explicit signatures would refuse it. Such input is legitimate: it is copied into a
+    writeable array first (the kernels never write their inputs, but the copy keeps
+    that a property of the code rather than of the caller's buffer).
+    """
+
+    def __init__(self, dispatcher: Any) -> None:
+        self.dispatcher = dispatcher
+        self.__wrapped__ = dispatcher.py_func
+        self.__doc__ = dispatcher.py_func.__doc__
+        self.__name__ = dispatcher.py_func.__name__
+
+    def __call__(self, *args: Any) -> Any:
+        if any(isinstance(a, np.ndarray) and not a.flags.writeable for a in args):
+            args = tuple(
+                np.array(a) if isinstance(a, np.ndarray) and not a.flags.writeable else a
+                for a in args
+            )
+        return self.dispatcher(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.dispatcher, name)
 
 
 def inline_helper(func: Callable[..., Any]) -> Any:

@@ -28,6 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from spikecode._validate import (
+    array_bytes,
+    as_path,
+    check_bytes,
+    check_file_size,
+    check_loaded_whole,
+)
 from spikecode.encoders.schemes import get_scheme
 from spikecode.encoders.train import SpikeTrain
 from spikecode.errors import SpikecodeError
@@ -73,6 +80,7 @@ def path_kind(path: str | os.PathLike[str]) -> str | None:
     Unlike :meth:`pathlib.Path.exists`, a name longer than the system allows, a symbolic
     link loop or a folder that cannot be searched raise one SpikecodeError saying so.
     """
+    path = as_path(path)
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
@@ -97,7 +105,7 @@ def require_file(path: str | os.PathLike[str], what: str | None = None) -> Path:
     SpikecodeError
         The path is not a readable regular file; the error names the file.
     """
-    path = Path(path)
+    path = as_path(path)
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -189,6 +197,7 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
         the error names the file.
     """
     path = require_file(path, what)
+    check_file_size(path, what)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
@@ -246,7 +255,7 @@ def atomic_write(path: str | os.PathLike[str], *, what: str | None = None) -> It
         write itself fails (a full disk: the message names the file and the cause), or
         the final rename fails (for example a directory of that name is in the way).
     """
-    target = Path(path)
+    target = as_path(path)
     folder = target.parent if str(target.parent) else Path(".")
     label = what or str(target)
     try:
@@ -296,7 +305,7 @@ def atomic_folder(
         The parent folder does not exist or is not writable, or something that may not
         be replaced is in the way.
     """
-    target = Path(path)
+    target = as_path(path)
     folder = target.parent if str(target.parent) else Path(".")
 
     def in_the_way() -> bool:
@@ -351,6 +360,8 @@ def _read_arrays(path: Path) -> dict[str, Any]:
     """All arrays/tensors of an activation file, by name (lazy where the format allows)."""
     suffix = _suffix(path)
     require_file(path)
+    if suffix not in (".npy", ".npz"):  # read whole; .npy/.npz members are checked one by one
+        check_loaded_whole(path)
     try:
         if suffix in (".npy", ".npz"):
             return _load_numpy(path)
@@ -392,7 +403,7 @@ def _claimed_npy_bytes(stream: Any) -> int:
         else np.lib.format.read_array_header_2_0  # 3.0 differs only in text encoding
     )
     shape, _, dtype = read_header(stream)
-    return int(np.prod(shape, dtype=object)) * dtype.itemsize
+    return array_bytes(shape, dtype)
 
 
 def check_array_claims(handle: Any, path: Path) -> None:
@@ -400,22 +411,26 @@ def check_array_claims(handle: Any, path: Path) -> None:
 
     NumPy allocates the announced array before reading it, so a 3 KB file claiming a
     16 GiB array would otherwise ask for 16 GiB. Zip members are held to what their
-    compressed bytes can expand to.
+    compressed bytes can expand to, and everything to the size bound
+    (:func:`spikecode._validate.max_bytes`, ``SPIKECODE_MAX_BYTES``).
     """
     start = handle.tell()
     is_zip = handle.read(4) == b"PK\x03\x04"
     handle.seek(start)
     if not is_zip:
         size = os.fstat(handle.fileno()).st_size
-        if _claimed_npy_bytes(handle) > size:
+        claimed = _claimed_npy_bytes(handle)
+        if claimed > size:
             raise SpikecodeError(
                 f"cannot read {path.name}: the array header announces more data than "
                 "the file holds (truncated or corrupt)",
                 file=str(path),
             )
+        check_bytes(claimed, f"the array in {path.name}", file=str(path))
         handle.seek(start)
         return
     with zipfile.ZipFile(handle) as archive:
+        total = 0
         for info in archive.infolist():
             limit = info.compress_size
             if info.compress_type != zipfile.ZIP_STORED:
@@ -435,6 +450,12 @@ def check_array_claims(handle: Any, path: Path) -> None:
                         "more data than the archive holds (truncated or corrupt)",
                         file=str(path),
                     )
+        for info in archive.infolist():
+            # Decompressed sizes add up: every member is read (np.load of a whole npz).
+            total += info.file_size
+            check_bytes(
+                total, f"the arrays of {path.name} (up to {info.filename[:80]!r})", file=str(path)
+            )
     handle.seek(start)
 
 
@@ -466,7 +487,7 @@ def _tensors_in(obj: Any, path: Path) -> dict[str, Any]:
 
 def list_arrays(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[int, ...], str]]:
     """Names, shapes and dtypes of the arrays in an activation file."""
-    arrays = _read_arrays(Path(path))
+    arrays = _read_arrays(as_path(path))
     return {
         name: (tuple(a.shape), str(a.dtype).replace("torch.", "")) for name, a in arrays.items()
     }
@@ -496,7 +517,7 @@ def load_activations(path: str | os.PathLike[str], key: str | None = None) -> np
     """
     from spikecode._validate import check_nonempty, short_repr, to_numpy
 
-    path = Path(path)
+    path = as_path(path)
     arrays = _read_arrays(path)
     if "spikecode_format" in arrays:
         raise SpikecodeError(
@@ -560,7 +581,7 @@ def save_encoded(
     from spikecode._validate import positive_finite
     from spikecode._version import __version__
 
-    path = Path(path)
+    path = as_path(path)
     if path.suffix.lower() != ".npz":
         raise SpikecodeError("encoding results are written as .npz", file=str(path))
     if not isinstance(train, SpikeTrain):
@@ -746,6 +767,7 @@ def load_encoded(path: str | os.PathLike[str]) -> Encoded:
     path = require_file(path)
     try:
         with open(path, "rb") as handle:
+            check_array_claims(handle, path)
             loaded = np.load(handle, allow_pickle=False)
             if isinstance(loaded, np.ndarray):
                 raise SpikecodeError("not a spikecode encoding result", file=str(path))

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from spikecode._validate import float_rows, positive_finite, to_numpy
+from spikecode._validate import array_bytes, check_bytes, float_rows, positive_finite, to_numpy
 from spikecode.errors import SpikecodeError
 
 __all__ = ["integrate_and_fire"]
@@ -95,6 +95,7 @@ def integrate_and_fire(
     per_step = rows / rows.dtype.type(T) if drive == "spread" else rows
     v = np.zeros_like(rows)
     s = np.zeros(rows.shape, dtype=np.int8)
+    check_bytes(array_bytes((T, *rows.shape), np.int8), f"the spikes of {T:,} steps", T=T)
     out = np.zeros((T, *rows.shape), dtype=np.int8)
     for t in range(T):
         v = v - threshold * s

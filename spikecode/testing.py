@@ -37,6 +37,8 @@ from spikecode.nn.functional import quantize_weight_int8
 __all__ = [
     "SPIKINGBRAIN_7B",
     "TINY_TOKENIZER_WORDS",
+    "assert_close_to_rounding",
+    "rounding_excess",
     "stats_differences",
     "write_sparse_gla_swa_checkpoint",
     "write_tiny_gla_swa_checkpoint",
@@ -458,7 +460,8 @@ def stats_differences(
     expected, got
         ``to_dict()`` trees (nested dicts, lists and scalars).
     skip
-        Keys not compared, at any depth (default the creation time).
+        Keys not compared, at any depth (default the creation time). The top-level
+        ``runs`` (the runs' identity, unique to each run) is never compared.
     path
         Prefix of the reported paths.
 
@@ -475,7 +478,8 @@ def stats_differences(
             return [f"{path}: keys {sorted(expected)} != {sorted(got)}"]
         found: list[str] = []
         for key in expected:
-            if key not in skip:
+            # ``runs`` is a calibration's identity: different for any two runs by design.
+            if key not in skip and not (key == "runs" and not path):
                 found += stats_differences(expected[key], got[key], skip=skip, path=f"{path}.{key}")
         return found
     if isinstance(expected, list) and isinstance(got, list):
@@ -583,3 +587,99 @@ num_sink_tokens
     return _write_folder(
         path, tensors, config.to_dict(), shards, (vocab, merges) if with_tokenizer else None
     )
+
+
+def rounding_excess(
+    actual: Any,
+    expected: Any,
+    *,
+    ops: float,
+    dtype: Any = None,
+    rtol: float = 0.0,
+    axis: int = -1,
+) -> float:
+    """How far ``actual`` strays from ``expected`` beyond the rounding of ``ops`` steps.
+
+    Results computed in another order (another machine's BLAS blocking, thread count or
+    SIMD width, a chunked against a recurrent form, a cached against a full pass) differ
+    by rounding, and that rounding follows from the numerics, not from the value
+    compared: a dot product or matmul over a row rounds by about ``eps`` times the
+    magnitude of its terms, which for the activations and logits of a layer is the norm
+    of the row, not the element's own value (an element near 1e-4 in a row of norm 10
+    carries an error near ``eps · 10``). So element ``i`` of a row may differ by
+
+        ``rtol · |expected_i| + ops · eps · ||expected_row||_2``
+
+    with ``eps`` the machine epsilon of ``dtype`` (default: the dtype ``expected``
+    was computed in) and ``ops`` the number of rounding steps, each bounded by one
+    ``eps · ||row||``, that may differ between the two computations. ``rtol`` covers a
+    rounding of the value itself (a cast to a narrower type: half its ulp).
+
+    Parameters
+    ----------
+    actual, expected
+        Arrays or tensors of one shape (any device; compared in float64).
+    ops
+        Rounding steps allowed, each ``eps · ||row||``.
+    dtype
+        Whose epsilon (NumPy or torch float dtype); default ``expected``'s.
+    rtol
+        Relative allowance per element.
+    axis
+        The axis along which a row's norm is taken.
+
+    Returns
+    -------
+    float
+        The largest ``|actual - expected| - rtol · |expected|``, in units of
+        ``eps · ||row||``: at most ``ops`` when the two agree. Use
+        :func:`assert_close_to_rounding` to assert it.
+    """
+    import numpy as np
+
+    def as_array(x: Any) -> tuple[np.ndarray, Any]:
+        if isinstance(x, torch.Tensor):
+            return x.detach().cpu().to(torch.float64).numpy(), x.dtype
+        a = np.asarray(x)
+        return a.astype(np.float64), a.dtype
+
+    a, _ = as_array(actual)
+    e, own = as_array(expected)
+    if a.shape != e.shape:
+        raise AssertionError(f"shapes differ: {a.shape} != {e.shape}")
+    chosen = own if dtype is None else dtype
+    if isinstance(chosen, torch.dtype):
+        eps = torch.finfo(chosen).eps
+    else:
+        eps = float(np.finfo(chosen).eps)
+    norm = np.sqrt(np.sum(e * e, axis=axis, keepdims=True))
+    unit = eps * np.maximum(norm, np.finfo(np.float64).tiny)
+    excess = (np.abs(a - e) - rtol * np.abs(e)) / unit
+    return float(excess.max()) if excess.size else 0.0
+
+
+def assert_close_to_rounding(
+    actual: Any,
+    expected: Any,
+    *,
+    ops: float,
+    dtype: Any = None,
+    rtol: float = 0.0,
+    axis: int = -1,
+) -> None:
+    """Assert that ``actual`` equals ``expected`` up to the rounding of ``ops`` steps.
+
+    See :func:`rounding_excess` for the bound and its parameters.
+
+    Raises
+    ------
+    AssertionError
+        Some element differs by more; the message gives the excess in units of
+        ``eps · ||row||``.
+    """
+    excess = rounding_excess(actual, expected, ops=ops, dtype=dtype, rtol=rtol, axis=axis)
+    if excess > ops:
+        raise AssertionError(
+            f"results differ by up to {excess:.3g} x eps x ||row|| beyond rtol = {rtol}, "
+            f"more than the {ops} rounding steps allowed"
+        )

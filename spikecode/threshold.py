@@ -28,6 +28,7 @@ from spikecode._constants import VTH_MAX, VTH_MIN
 from spikecode._validate import (
     INT32_MAX,
     INT32_MIN,
+    check_tensor,
     float_rows,
     is_torch,
     positive_finite,
@@ -171,6 +172,7 @@ def clip_counts(counts: Any, clip: int | tuple[int, int]) -> tuple[Any, int]:
     if is_torch(counts):
         import torch
 
+        check_tensor(counts, "counts")
         if counts.dtype.is_complex or counts.dtype == torch.bool:
             raise SpikecodeError(f"counts must be numbers, not {counts.dtype}")
         if counts.dtype.is_floating_point and bool(counts.isnan().any()):

@@ -366,3 +366,92 @@ def test_init_from_env_outside_and_inside_torchrun(monkeypatch):
         monkeypatch.setenv("WORLD_SIZE", "2")
         with pytest.raises(SpikecodeError, match="CUDA is not available"):
             parallel.init_from_env("cuda")
+
+
+def test_merge_refuses_the_same_run_twice(parts, tmp_path):
+    (a, b, c), _ = parts
+    assert len({a.runs, b.runs, c.runs}) == 3  # every calibration its own run id
+    ab = merge_stats([a, b])
+    assert ab.runs == tuple(sorted(a.runs + b.runs))  # the identity survives merges
+    for inputs, labels in (
+        ([a, a], ["a.json", "copy.json"]),
+        ([ab, b], ["ab.json", "b.json"]),
+        ([ab, merge_stats([b, c])], ["ab.json", "bc.json"]),
+    ):
+        with pytest.raises(SpikecodeError, match="same calibration run") as err:
+            merge_stats(inputs, labels=labels)
+        assert labels[0] in str(err.value) and labels[1] in str(err.value)
+    # Through the CLI: the same file under two names, one line, nothing written.
+    first = save_stats(tmp_path / "a.json", a)[0]
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(first.read_bytes())
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(main, ["merge-stats", str(first), str(copy), "--out", str(out)])
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1
+    assert "same calibration run" in result.output and "copy.json" in result.output
+    assert not out.exists()
+
+
+def test_files_without_run_ids_are_one_run_per_content(parts, tmp_path):
+    (a, b, c), _ = parts
+    old_a, old_b = (dataclasses.replace(s, runs=()) for s in (a, b))
+    merged = merge_stats([old_a, old_b])  # different contents: two runs
+    assert len(merged.runs) == 2
+    with pytest.raises(SpikecodeError, match="same calibration run"):
+        merge_stats([old_a, dataclasses.replace(a, runs=())], labels=["x", "y"])
+    with pytest.raises(SpikecodeError, match="same calibration run"):
+        merge_stats([merged, old_a], labels=["x", "y"])  # the content id is kept
+    merge_stats([merged, c])
+
+
+def test_merge_refuses_different_bins(parts):
+    (a, b, _), _ = parts
+
+    def with_entries(stats, change):
+        layer = stats.layers[0]
+        key = next(iter(layer.by_k))
+        by_k = {**layer.by_k, key: change(layer.by_k[key])}
+        return dataclasses.replace(
+            stats, layers=(dataclasses.replace(layer, by_k=by_k), *stats.layers[1:])
+        )
+
+    edges = with_entries(
+        b,
+        lambda e: dataclasses.replace(
+            e, vth=dataclasses.replace(e.vth, edges=tuple(x * 2 for x in e.vth.edges))
+        ),
+    )
+    with pytest.raises(SpikecodeError, match="different Vth histogram edges: a and b"):
+        merge_stats([a, edges], labels=["a", "b"])
+    shifted = with_entries(
+        b,
+        lambda e: dataclasses.replace(
+            e, count_histogram=dataclasses.replace(e.count_histogram, offset=-63)
+        ),
+    )
+    with pytest.raises(SpikecodeError, match="different count histogram bins: a and b"):
+        merge_stats([a, shifted], labels=["a", "b"])
+    # In memory, an absurd offset is refused before the merge rebuilds its bins.
+    far = with_entries(
+        b,
+        lambda e: dataclasses.replace(
+            e, count_histogram=dataclasses.replace(e.count_histogram, offset=-(2**40))
+        ),
+    )
+    with pytest.raises(SpikecodeError, match="b has a count histogram over 129 bins"):
+        merge_stats([far, far], labels=["b", "c"])
+
+
+def test_merge_refuses_absurd_offsets_before_allocating(parts, tmp_path):
+    (a, b, _), _ = parts
+    first = save_stats(tmp_path / "a.json", a)[0]
+    second = save_stats(tmp_path / "b.json", b)[0]
+    raw = json.loads(second.read_text())
+    raw["layers"][0]["by_k"]["2"]["count_histogram"]["offset"] = -(2**40)
+    second.write_text(json.dumps(raw))
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(main, ["merge-stats", str(first), str(second), "--out", str(out)])
+    assert result.exit_code == 1
+    assert "offset' must be -64" in result.output and "Traceback" not in result.output
+    assert not out.exists()

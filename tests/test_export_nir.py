@@ -595,3 +595,87 @@ def test_export_warns_when_a_float32_consumer_would_round(tmp_path, rng):
     with pytest.warns(Float32Warning, match="Norse, Spyx, Rockpool, Sinabs, snnTorch will"):
         graph = nir_graph((wide, np.ones(1)), scheme="ternary", T=1)
     assert not graph.metadata["step_float32_exact"]
+
+
+def test_load_validates_the_index_and_reads_only_the_folders_files(tmp_path, rng):
+    w, s, _ = _weights(rng, "row")
+    folder = export_nir({"a": (w, s), "b": (w, s)}, tmp_path / "f", scheme="ternary", T=3)
+    index = json.loads((folder / INDEX_FILE).read_text())
+    a_entry, b_entry = index["projections"]
+    long_name = "x" * 300 + ".nir"
+    cases = (
+        ([a_entry, {**b_entry, "name": "a", "file": "a.nir"}], "projection 'a' twice"),
+        ([a_entry, {**b_entry, "file": "a.nir"}], "file 'a.nir' twice"),
+        ([], "lists no projections"),
+        ([{**a_entry, "name": 7}], "text 'name' and 'file'"),
+        ([{**a_entry, "file": ["a.nir"]}], "text 'name' and 'file'"),
+        ([{**a_entry, "file": ".."}], "leaves the folder"),
+        ([{**a_entry, "file": "a\0.nir"}], "leaves the folder"),
+        ([{**a_entry, "file": long_name}], "longer than file names"),
+    )
+    for projections, message in cases:
+        (folder / INDEX_FILE).write_text(json.dumps({**index, "projections": projections}))
+        with pytest.raises(sc.SpikecodeError, match=message):
+            load_nir(folder)
+    (folder / INDEX_FILE).write_text(json.dumps(index))
+    assert list(load_nir(folder).graphs) == ["a", "b"]
+    # A graph file that is a symbolic link (here: out of the folder) is not followed.
+    outside = export_nir((w, s), tmp_path / "outside.nir", scheme="ternary", T=3)
+    (folder / "b.nir").unlink()
+    (folder / "b.nir").symlink_to(outside)
+    with pytest.raises(sc.SpikecodeError, match="b.nir is a symbolic link"):
+        load_nir(folder)
+    (folder / "b.nir").unlink()
+    (folder / "b.nir").mkdir()
+    with pytest.raises(sc.SpikecodeError, match="b.nir is not a regular file"):
+        load_nir(folder)
+    # Nor an index that is a link.
+    elsewhere = tmp_path / "index-elsewhere.json"
+    elsewhere.write_text(json.dumps(index))
+    (folder / INDEX_FILE).unlink()
+    (folder / INDEX_FILE).symlink_to(elsewhere)
+    with pytest.raises(sc.SpikecodeError, match="index.json is a symbolic link"):
+        load_nir(folder)
+    (folder / INDEX_FILE).unlink()
+    with pytest.raises(sc.SpikecodeError, match="index.json not found"):
+        load_nir(folder)
+    # A name longer than the system allows is one error, not an OSError.
+    with pytest.raises(sc.SpikecodeError, match="File name too long"):
+        load_nir(tmp_path / long_name)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("format_version", "abc", "'format_version' must be an integer"),
+        ("format_version", 2.0, "'format_version' must be an integer"),
+        ("T", [1, 2], "'T' must be an integer"),
+        ("T", -1, "'T' must be an integer >= 0"),
+        ("ports", "2", "'ports' must be an integer"),
+        ("in_features", True, "'in_features' must be an integer"),
+        ("graded", "no", "'graded' must be true or false"),
+        ("dt", "fast", "'dt' must be a finite number"),
+        ("dt", float("nan"), "'dt' must be a finite number"),
+        ("scheme", 3, "'scheme' must be text"),
+        ("scales", "big", "'scales' must be a numeric array"),
+        ("bias", [[1, 2], [3]], "'bias' must be a numeric array"),
+        ("step_weights", {"a": 1}, "'step_weights' must be a numeric array"),
+    ],
+)
+def test_graph_metadata_types_are_checked(rng, key, value, message):
+    w, s, _ = _weights(rng, "row")
+    train, _ = _train(rng, "ternary")
+    graph = nir_graph((w, s), scheme="ternary", T=train.T)
+    graph.metadata[key] = value
+    with pytest.raises(sc.SpikecodeError, match=message):
+        load_nir(graph)
+
+
+def test_graph_files_are_held_to_the_size_bound(tmp_path, rng, monkeypatch):
+    w, s, _ = _weights(rng, "row")
+    path = export_nir((w, s), tmp_path / "g.nir", scheme="ternary", T=3)
+    assert load_nir(path).graphs
+    monkeypatch.setenv("SPIKECODE_MAX_BYTES", "64")
+    with pytest.raises(sc.SpikecodeError, match="SPIKECODE_MAX_BYTES") as err:
+        load_nir(path)
+    assert "the datasets of g.nir" in str(err.value)

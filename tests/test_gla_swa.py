@@ -15,6 +15,12 @@ from torch import nn
 from spikecode.errors import SpikecodeError
 from spikecode.models import GLASwaConfig, GLASwaForCausalLM, gla_chunked, gla_recurrent
 from spikecode.models.gla_swa import apply_rotary, sliding_window_attention
+from spikecode.testing import assert_close_to_rounding
+
+#: Rounding steps that differ between two orders of computing the tiny model (cached
+#: or chunked against a full pass, one sequence against a batch): the token mixer and
+#: the MLP of each of its 4 layers, each within eps x ||row|| (spikecode.testing).
+ORDER_OPS = 2 * 4
 
 TINY = {
     "vocab_size": 40,
@@ -172,7 +178,7 @@ def test_forward_matches_per_token_reference(gate, mode):
     with torch.no_grad():
         logits = model(ids).logits
     assert logits.shape == (1, 12, TINY["vocab_size"])
-    torch.testing.assert_close(logits[0], expected, rtol=0, atol=1e-10)
+    assert_close_to_rounding(logits[0], expected, ops=ORDER_OPS)
 
 
 def test_shared_kv_heads_and_window_matter():
@@ -311,8 +317,10 @@ def test_recurrent_form_matches_the_naive_loop():
     state = torch.randn(2, 2, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
     out, final = gla_recurrent(q, k, v, g, scale=0.5, initial_state=state)
     ref_out, ref_final = naive_gla(q, k, v, g, 0.5, state)
-    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
-    torch.testing.assert_close(final, ref_final, rtol=0, atol=1e-12)
+    # One operator, its sums over time taken in another order: a few eps x ||row||
+    # (observed up to 0.9); the model-level budget is ample.
+    assert_close_to_rounding(out, ref_out, ops=ORDER_OPS)
+    assert_close_to_rounding(final, ref_final, ops=ORDER_OPS)
 
 
 @given(
@@ -346,8 +354,9 @@ def test_model_modes_agree_and_set_gla_mode_switches():
         model.set_gla_mode("chunked", chunk_size=7)
         assert model.model.layers[2].attn.chunk_size == 7
         chunked7 = model(ids).logits
-    torch.testing.assert_close(chunked, recurrent, rtol=0, atol=1e-11)
-    torch.testing.assert_close(chunked7, recurrent, rtol=0, atol=1e-11)
+    # Chunks reorder the state's sums over time (observed up to 2.6 eps x ||row||).
+    assert_close_to_rounding(chunked, recurrent, ops=ORDER_OPS)
+    assert_close_to_rounding(chunked7, recurrent, ops=ORDER_OPS)
     with pytest.raises(SpikecodeError, match="gla_mode"):
         model.set_gla_mode("fused")
 
@@ -425,8 +434,8 @@ def test_padding_does_not_change_real_tokens(side, mode):
         for row, seq in enumerate(seqs):
             alone = model(seq[None]).logits[0]
             real = batched[row][mask[row].bool()]
-            torch.testing.assert_close(real, alone, rtol=0, atol=1e-12)
-    torch.testing.assert_close(other_junk[mask.bool()], batched[mask.bool()], rtol=0, atol=1e-12)
+            assert_close_to_rounding(real, alone, ops=ORDER_OPS)
+    assert_close_to_rounding(other_junk[mask.bool()], batched[mask.bool()], ops=ORDER_OPS)
     assert torch.isfinite(batched).all()
 
 

@@ -248,6 +248,21 @@ def _entry(raw, layer=0, key="3"):
         (lambda r: _entry(r)["schemes"]["ternary"].update(window=4), "window"),
         (lambda r: _entry(r).update(output_cosine="x"), "output_cosine"),
         (lambda r: r["totals"]["3"]["binary"].update(sparsity=None), "totals.3.binary.sparsity"),
+        # Outside the ranges spikecode writes: refused before anything is built from them.
+        (lambda r: _entry(r)["count_histogram"].update(offset=-(10**30)), "offset' must be -64"),
+        (lambda r: _entry(r)["count_histogram"].update(offset=-3), "offset' must be -64"),
+        (lambda r: _entry(r)["count_histogram"]["counts"].append(0), "129 values"),
+        (
+            lambda r: _entry(r)["count_histogram"].update(outliers=[[-(2**40), 1]], below=1),
+            "int32 range",
+        ),
+        (lambda r: _entry(r).update(max_abs_count=2**31 + 1), "max_abs_count"),
+        (lambda r: _entry(r)["schemes"]["binary"].update(T=2**40), "at most 2147483648"),
+        (lambda r: _entry(r)["vth"]["histogram"]["edges"].reverse(), "increasing"),
+        (lambda r: r.update(runs=["not-hex"]), "runs\\[0\\]"),
+        (lambda r: r.update(runs=["a" * 32, "a" * 32]), "lists a run twice"),
+        (lambda r: r.update(runs=[]), "'runs' must be a non-empty list"),
+        (lambda r: r.update(runs=[f"{i:032x}" for i in range(13)]), "13 runs for 12 samples"),
     ],
 )
 def test_bad_values(saved, change, message):
@@ -333,3 +348,46 @@ def test_count_histogram_sum_keeps_outliers_exactly():
     summed = CountHistogram.sum([old, b])
     assert summed.outliers is None
     assert (summed.below, summed.above) == (3, 11)
+
+
+def test_run_identity_round_trip_and_old_files(saved, stats):
+    # A calibration gets a fresh random run id; the file keeps it exactly.
+    assert len(stats.runs) == 1 and len(stats.runs[0]) == 32
+    assert load_stats(saved).runs == stats.runs
+    assert json.loads(saved.read_text())["runs"] == list(stats.runs)
+    other = CalibrationStats.create(
+        checkpoint=stats.checkpoint,
+        data=stats.data,
+        k=stats.k,
+        schemes=stats.schemes,
+        window=stats.window,
+        block_sizes=stats.block_sizes,
+        layers=stats.layers,
+        error_rows=stats.error_rows,
+        error_stride=stats.error_stride,
+    )
+    assert other.runs != stats.runs
+    # Files written before run ids still load, with no ids (their content is the identity).
+    raw = json.loads(saved.read_text())
+    del raw["runs"]
+    saved.write_text(json.dumps(raw))
+    old = load_stats(saved)
+    assert old.runs == ()
+    assert "runs" not in old.to_dict()
+
+
+def test_absurd_histogram_offset_is_one_cli_line(saved):
+    from click.testing import CliRunner
+
+    from spikecode.cli import main
+
+    raw = json.loads(saved.read_text())
+    for entry in (e for layer in raw["layers"] for e in layer["by_k"].values()):
+        entry["count_histogram"]["offset"] = -(10**30)
+    saved.write_text(json.dumps(raw))
+    out = saved.with_name("h.png")
+    result = CliRunner().invoke(main, ["plot", "hist", str(saved), "--out", str(out)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "offset' must be -64" in lines[0], result.output
+    assert "Traceback" not in result.output and not out.exists()

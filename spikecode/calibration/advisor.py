@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spikecode._validate import as_path
 from spikecode.calibration.records import CalibrationStats, LayerStats, k_key, summarize
 from spikecode.errors import SpikecodeError
 from spikecode.io import atomic_write, read_json
@@ -331,7 +332,7 @@ def _meet_error(options: Mapping[str, list[_Option]], limit: float) -> dict[str,
 
 def save_advice(path: str | os.PathLike[str], advice: Advice) -> Path:
     """Write the advice as JSON (atomically); ``load_k_map`` reads its ``k`` mapping."""
-    target = Path(path)
+    target = as_path(path)
     text = json.dumps(advice.to_dict(), indent=1, allow_nan=False) + "\n"
     with atomic_write(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -347,7 +348,7 @@ def load_k_map(path: str | os.PathLike[str]) -> dict[str, float]:
         An unreadable file, not JSON, another format or version, or a k that is not a
         positive finite number.
     """
-    file = Path(path)
+    file = as_path(path)
     raw = read_json(file, "the k map file")
     if isinstance(raw, dict) and "format" in raw:
         if raw.get("format") != ADVICE_FORMAT or raw.get("version") != ADVICE_VERSION:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from spikecode._validate import as_path, check_file_size
 from spikecode.errors import LARGER, Remedy, SpikecodeError
 from spikecode.io import parse_json, read_json
 from spikecode.models.checkpoint import LoadedModel, wrap_module
@@ -134,7 +135,8 @@ def load_calibration_data(
 
         file, source = corpus_path(), "bundled corpus"
     else:
-        file, source = Path(path), str(path)
+        file, source = as_path(path), str(path)
+    check_file_size(file, f"the calibration data {file.name}")
     try:
         raw = file.read_bytes()
     except FileNotFoundError:

@@ -24,12 +24,16 @@ Merging is associative and commutative up to that rounding. What may be merged: 
 of one model (same checkpoint path, kind, ``model_type`` and dtype; same layers and
 shapes), with the same k values, codes, window, block sizes, output-error settings,
 length limit, recipe and spikecode version, each carrying the version 2 merge fields.
-The sample sets must be disjoint; the files cannot show it, so that is the caller's
-promise (data-parallel calibration shards by batch and keeps it).
+The sample sets must be disjoint. Each stats file carries its identity (``runs``: the
+random id of the calibration run, or the ids a merge combined), so parts that share a
+run, the same file twice included, are refused; disjoint samples of different runs stay
+the caller's promise (data-parallel calibration shards by batch and keeps it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -215,6 +219,76 @@ def _label(labels: Sequence[str] | None, index: int) -> str:
     return labels[index] if labels is not None else f"part {index + 1}"
 
 
+def run_ids(stats: CalibrationStats) -> tuple[str, ...]:
+    """The calibration runs ``stats`` holds (its identity).
+
+    Its ``runs``, or for a file written before run ids one id derived from its content
+    (two copies of such a file are then one run).
+    """
+    if stats.runs:
+        return stats.runs
+    text = json.dumps(stats.to_dict(), sort_keys=True, allow_nan=True)
+    return (hashlib.sha256(text.encode("utf-8")).hexdigest()[:32],)
+
+
+def _check_distinct_runs(
+    parts: Sequence[CalibrationStats], labels: Sequence[str] | None
+) -> tuple[str, ...]:
+    """Refuse parts that share a calibration run; return the union's runs."""
+    owner: dict[str, int] = {}
+    for index, part in enumerate(parts):
+        for run in run_ids(part):
+            if run in owner:
+                raise SpikecodeError(
+                    f"cannot merge {_label(labels, owner[run])} and {_label(labels, index)}: "
+                    f"they hold the same calibration run {run[:12]}, whose samples would "
+                    "count twice (merge only stats of disjoint sample sets)",
+                    field="runs",
+                )
+            owner[run] = index
+    return tuple(sorted(owner))
+
+
+def _check_bins(parts: Sequence[CalibrationStats], labels: Sequence[str] | None) -> None:
+    """Every binned quantity (Vth and count histograms) must share its bins across parts.
+
+    The count histograms must also cover the stats-file range ``-COUNT_LIMIT …
+    COUNT_LIMIT`` (what :func:`~spikecode.calibration.load_stats` accepts): a merge
+    rebuilds the bins from the offset, so another one would be allocated bin by bin.
+    """
+    first = parts[0]
+    for layer in first.layers:
+        for key, entry in layer.by_k.items():
+            hist = entry.count_histogram
+            if (hist.offset, len(hist.counts)) != (-COUNT_LIMIT, 2 * COUNT_LIMIT + 1):
+                raise SpikecodeError(
+                    f"{_label(labels, 0)} has a count histogram over {len(hist.counts)} bins "
+                    f"from {hist.offset}, not the stats file's -{COUNT_LIMIT} … {COUNT_LIMIT} "
+                    f"(layer {layer.name!r}, k = {key})",
+                    field="count_histogram",
+                )
+    for index, part in enumerate(parts[1:], start=1):
+        for layer, reference in zip(part.layers, first.layers, strict=True):
+            for key, entry in layer.by_k.items():
+                ref = reference.by_k[key]
+                hist, ref_hist = entry.count_histogram, ref.count_histogram
+                for what, ours, theirs in (
+                    ("Vth histogram edges", entry.vth.edges, ref.vth.edges),
+                    (
+                        "count histogram bins",
+                        (hist.offset, len(hist.counts)),
+                        (ref_hist.offset, len(ref_hist.counts)),
+                    ),
+                ):
+                    if ours != theirs:
+                        raise SpikecodeError(
+                            f"cannot merge stats files with different {what}: "
+                            f"{_label(labels, 0)} and {_label(labels, index)} (layer "
+                            f"{layer.name!r}, k = {key})",
+                            field=what,
+                        )
+
+
 def merge_stats(
     parts: Sequence[CalibrationStats], *, labels: Sequence[str] | None = None
 ) -> CalibrationStats:
@@ -240,8 +314,9 @@ def merge_stats(
     SpikecodeError
         No parts; a part without the version 2 merge fields (a version 1 file); parts
         that differ in checkpoint, k values, codes, window, block sizes, output-error
-        settings, length limit, recipe, spikecode version or layers (the message names
-        the field and both parts).
+        settings, length limit, recipe, spikecode version, layers or histogram bins (the
+        message names the field and both parts); parts that share a calibration run
+        (their ``runs`` overlap: the same samples twice).
     """
     parts = list(parts)
     if not parts:
@@ -271,6 +346,8 @@ def merge_stats(
                     f"{_label(labels, index)} ({shown})",
                     field=name,
                 )
+    _check_bins(parts, labels)
+    runs = _check_distinct_runs(parts, labels)
     first = parts[0]
     layers = [
         merge_layer_stats(
@@ -310,6 +387,7 @@ def merge_stats(
         error_rows=first.error_rows,
         error_stride=first.error_stride,
         routing=routing,
+        runs=runs,
     )
     extra = {}
     if getattr(first, "recipe", None) is not None:

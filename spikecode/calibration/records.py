@@ -24,6 +24,7 @@ error is the element-weighted mean of the layers' errors.
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -63,6 +64,8 @@ FORMAT = "spikecode.stats"
 VERSION = 2
 #: Versions :func:`~spikecode.calibration.load_stats` reads.
 READABLE_VERSIONS = (1, 2)
+#: A run id: 32 lowercase hex digits (128 random bits), one per calibration run.
+RUN_ID_PATTERN = r"[0-9a-f]{32}"
 #: Count histograms in the file cover ``c = -COUNT_LIMIT … COUNT_LIMIT``.
 COUNT_LIMIT = 64
 #: Fixed log-spaced Vth histogram edges: 32 bins over the whole clamp range [1e-5, 1e4]
@@ -617,6 +620,11 @@ class CalibrationStats:
         dense model.
     spikecode_version, created
         Who wrote the file, and when (UTC, ISO 8601).
+    runs
+        The identity of the calibration: the random id of the run that wrote it, or the
+        ids of every run a merge combined (sorted, distinct); empty for a file written
+        before run ids, whose identity is then its content. A merge refuses parts that
+        share a run (the same samples would count twice).
     """
 
     checkpoint: CheckpointInfo
@@ -633,6 +641,7 @@ class CalibrationStats:
     routing: tuple[RoutingStats, ...] = ()
     spikecode_version: str = field(default_factory=lambda: _version())
     created: str = field(default_factory=lambda: _now())
+    runs: tuple[str, ...] = field(default_factory=lambda: (new_run_id(),))
 
     @classmethod
     def create(
@@ -649,8 +658,12 @@ class CalibrationStats:
         error_stride: int | None = None,
         recipe: RecipeInfo | None = None,
         routing: Sequence[RoutingStats] = (),
+        runs: Sequence[str] | None = None,
     ) -> CalibrationStats:
-        """Assemble a stats object and compute its totals over layers."""
+        """Assemble a stats object and compute its totals over layers.
+
+        ``runs`` is the identity (:attr:`runs`); default a new random run id.
+        """
         keys = [k_key(v) for v in k]
         totals = {
             key: {
@@ -672,6 +685,7 @@ class CalibrationStats:
             error_stride=error_stride,
             recipe=recipe or RecipeInfo(),
             routing=tuple(routing),
+            runs=(new_run_id(),) if runs is None else tuple(sorted(set(runs))),
         )
 
     def layer(self, name: str) -> LayerStats:
@@ -688,7 +702,7 @@ class CalibrationStats:
 
     def to_dict(self) -> dict[str, Any]:
         """The stats-file JSON object (version 1 when the version 2 fields are unknown)."""
-        return {
+        out = {
             "format": FORMAT,
             "version": VERSION if self.mergeable else 1,
             "spikecode_version": self.spikecode_version,
@@ -709,6 +723,9 @@ class CalibrationStats:
                 for key, by_scheme in self.totals.items()
             },
         }
+        if self.runs:
+            out["runs"] = list(self.runs)
+        return out
 
 
 def output_error(sq_error: float, sq_norm: float) -> float:
@@ -717,6 +734,11 @@ def output_error(sq_error: float, sq_norm: float) -> float:
     All-zero float outputs: no error if the spiked ones are zero too, else 100 %.
     """
     return math.sqrt(sq_error / sq_norm) if sq_norm > 0 else float(sq_error != 0)
+
+
+def new_run_id() -> str:
+    """A fresh random run id (:data:`RUN_ID_PATTERN`): the identity of one calibration."""
+    return secrets.token_hex(16)
 
 
 def _version() -> str:

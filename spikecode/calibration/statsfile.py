@@ -17,15 +17,19 @@ import itertools
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from spikecode._validate import INT32_MAX, INT32_MIN, as_path
 from spikecode.calibration.records import (
     CHECKPOINT_KINDS,
+    COUNT_LIMIT,
     FORMAT,
     READABLE_VERSIONS,
+    RUN_ID_PATTERN,
     SPIKE_FIELDS,
     TOTAL_FIELDS,
     CalibrationStats,
@@ -151,7 +155,7 @@ def save_stats(path: str | os.PathLike[str], stats: CalibrationStats) -> tuple[P
         A path not ending in ``.json``, a missing folder, or incomplete statistics.
         Nothing is written then (both files go to temporary files first).
     """
-    target = Path(path)
+    target = as_path(path)
     if target.suffix.lower() != ".json":
         raise SpikecodeError("a stats file must be a .json file", file=str(target))
     keys = [k_key(v) for v in stats.k]
@@ -264,7 +268,7 @@ def load_stats(path: str | os.PathLike[str]) -> CalibrationStats:
         malformed field; the message names the file and the field
         (``layers[2].by_k.3.vth.mean``).
     """
-    file = Path(path)
+    file = as_path(path)
     raw = read_json(file, "the stats file")
     return _parse(raw, _Reader(str(file)))
 
@@ -365,6 +369,7 @@ def _parse(raw: Any, r: _Reader) -> CalibrationStats:
         routing=routing,
         spikecode_version=r.text(r.get(raw, "spikecode_version", ""), "spikecode_version"),
         created=r.text(r.get(raw, "created", ""), "created"),
+        runs=_parse_runs(r, raw.get("runs"), data.samples),
     )
 
 
@@ -392,6 +397,27 @@ def _parse_routing(r: _Reader, raw: Any, here: str) -> RoutingStats:
             f"{here}.expert_tokens",
         )
     return RoutingStats(layer, experts, top_k, tokens, counts)
+
+
+def _parse_runs(r: _Reader, value: Any, samples: int) -> tuple[str, ...]:
+    """The optional ``runs`` field: distinct run ids, at most one per sample; () if absent."""
+    if value is None:
+        return ()
+    runs = r.listing(value, "runs")
+    if len(runs) > samples:
+        raise r.fail(
+            f"stats file field 'runs' lists {len(runs)} runs for {samples} samples", "runs"
+        )
+    for i, run in enumerate(runs):
+        if not isinstance(run, str) or not re.fullmatch(RUN_ID_PATTERN, run):
+            raise r.fail(
+                f"stats file field 'runs[{i}]' must be a run id of 32 hex digits, "
+                f"not {str(run)[:40]!r}",
+                f"runs[{i}]",
+            )
+    if len(set(runs)) != len(runs):
+        raise r.fail("stats file field 'runs' lists a run twice", "runs")
+    return tuple(sorted(runs))
 
 
 def _parse_recipe(r: _Reader, raw: Any) -> RecipeInfo:
@@ -492,6 +518,11 @@ def _parse_k(
             r.integer(c, f"{where}.vth.histogram.counts[{i}]") for i, c in enumerate(counts)
         ),
     )
+    if any(not 0 < a < b for a, b in itertools.pairwise(vth.edges)):
+        raise r.fail(
+            f"stats file field '{where}.vth.histogram.edges' must be positive and increasing",
+            f"{where}.vth.histogram.edges",
+        )
     if sum(vth.counts) != tokens:
         raise r.fail(
             f"stats file field '{where}.vth.histogram.counts' sums to {sum(vth.counts)}, "
@@ -500,11 +531,23 @@ def _parse_k(
         )
     ch_raw = r.get(entry, "count_histogram", where)
     here = f"{where}.count_histogram"
+    # The ranges spikecode writes (docs/statsfile.rst), checked before anything is built
+    # from them: a histogram over another range would be allocated bin by bin.
+    offset = r.integer(r.get(ch_raw, "offset", here), f"{here}.offset", None)
+    if offset != -COUNT_LIMIT:
+        raise r.fail(
+            f"stats file field '{here}.offset' must be {-COUNT_LIMIT}, got {offset}",
+            f"{here}.offset",
+        )
     ch = CountHistogram(
-        offset=r.integer(r.get(ch_raw, "offset", here), f"{here}.offset", None),
+        offset=offset,
         counts=tuple(
             r.integer(c, f"{here}.counts[{i}]")
-            for i, c in enumerate(r.listing(r.get(ch_raw, "counts", here), f"{here}.counts"))
+            for i, c in enumerate(
+                r.listing(
+                    r.get(ch_raw, "counts", here), f"{here}.counts", length=2 * COUNT_LIMIT + 1
+                )
+            )
         ),
         below=r.integer(r.get(ch_raw, "below", here), f"{here}.below"),
         above=r.integer(r.get(ch_raw, "above", here), f"{here}.above"),
@@ -562,9 +605,10 @@ def _parse_k(
         values = {
             name: r.integer(r.get(raw, name, here), f"{here}.{name}") for name in SPIKE_FIELDS
         }
-        if values["T"] < 1 or values["elements"] != tokens * in_features:
+        if not 1 <= values["T"] <= _MAX_T or values["elements"] != tokens * in_features:
             raise r.fail(
-                f"stats file field {here!r} needs T >= 1 and elements = tokens x in_features",
+                f"stats file field {here!r} needs T >= 1 (at most {_MAX_T}, int32 counts) and "
+                "elements = tokens x in_features",
                 here,
             )
         w = r.integer(r.get(raw, "window", here), f"{here}.window", 1)
@@ -578,7 +622,7 @@ def _parse_k(
     return KStats(
         vth=vth,
         count_histogram=ch,
-        max_abs_count=r.integer(r.get(entry, "max_abs_count", where), f"{where}.max_abs_count"),
+        max_abs_count=_max_abs_count(r, entry, where),
         output_rel_error=r.number(
             r.get(entry, "output_rel_error", where), f"{where}.output_rel_error"
         ),
@@ -589,6 +633,21 @@ def _parse_k(
             r, r.v2(entry, "output_sq_error", where), f"{where}.output_sq_error"
         ),
     )
+
+
+#: The largest T a code needs for int32 counts: binary's 2**31 steps (SPEC §3).
+_MAX_T = 2**31
+
+
+def _max_abs_count(r: _Reader, entry: Any, where: str) -> int:
+    value = r.integer(r.get(entry, "max_abs_count", where), f"{where}.max_abs_count")
+    if value > -INT32_MIN:
+        raise r.fail(
+            f"stats file field '{where}.max_abs_count' is {value}, beyond the int32 range "
+            "of spike counts",
+            f"{where}.max_abs_count",
+        )
+    return value
 
 
 def _optional_number(r: _Reader, value: Any, where: str) -> float | None:
@@ -610,9 +669,14 @@ def _parse_outliers(r: _Reader, value: Any, where: str) -> tuple[tuple[int, int]
     for i, pair in enumerate(value):
         if not isinstance(pair, list) or len(pair) != 2:
             raise r.fail(f"stats file field '{where}[{i}]' must be [count, elements]", where)
-        pairs.append(
-            (r.integer(pair[0], f"{where}[{i}]", None), r.integer(pair[1], f"{where}[{i}]", 1))
-        )
+        count = r.integer(pair[0], f"{where}[{i}]", None)
+        if not INT32_MIN <= count <= INT32_MAX:
+            raise r.fail(
+                f"stats file field '{where}[{i}]' holds the count {count}, outside the "
+                f"int32 range of spike counts",
+                where,
+            )
+        pairs.append((count, r.integer(pair[1], f"{where}[{i}]", 1)))
     if any(a[0] >= b[0] for a, b in itertools.pairwise(pairs)):
         raise r.fail(f"stats file field {where!r} must list distinct counts in order", where)
     return tuple(pairs)

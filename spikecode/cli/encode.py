@@ -10,6 +10,7 @@ from typing import Any
 import click
 import numpy as np
 
+from spikecode._validate import read_bounded
 from spikecode.cli._common import (
     MAX_SPIKES_OPTION,
     T_OPTION,
@@ -38,7 +39,7 @@ def _load_stdin(key: str | None) -> np.ndarray:
     a private temporary file read by :func:`spikecode.io.load_activations`, so every
     check of a named file applies (no pickles, floats only, ``--key`` for several arrays).
     """
-    data = sys.stdin.buffer.read()
+    data = read_bounded(sys.stdin.buffer, "standard input")
     if not data:
         raise SpikecodeError("standard input is empty; pipe .npy or .npz bytes into '-'")
     suffix = next((s for magic, s in _STDIN_MAGIC.items() if data.startswith(magic)), None)

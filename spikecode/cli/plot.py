@@ -7,7 +7,7 @@ atomically as PNG, SVG or PDF (by the extension of ``--out``).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +20,18 @@ from spikecode.errors import SpikecodeError
 __all__ = ["parse_indices", "plot_group"]
 
 
-def parse_indices(text: str, option: str) -> tuple[int, ...]:
-    """Parse ``"1:4"`` (start:stop, stop excluded) or ``"0,5,9"`` into indices."""
+def parse_indices(text: str, option: str) -> Sequence[int]:
+    """Parse ``"1:4"`` (start:stop, stop excluded) or ``"0,5,9"`` into indices.
+
+    A ``START:STOP`` stays a :class:`range`: its bounds are checked against the array
+    before any index is listed (``0:100000000`` must not build 10**8 integers first).
+    """
     try:
         if ":" in text:
             start, stop = (int(part) if part.strip() else None for part in text.split(":"))
             if start is None or stop is None or stop <= start:
                 raise ValueError
-            return tuple(range(start, stop))
+            return range(start, stop)
         values = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise SpikecodeError(

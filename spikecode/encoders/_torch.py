@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spikecode._validate import INT32_MAX, INT32_MIN, check_nonempty
+from spikecode._validate import INT32_MAX, INT32_MIN, check_nonempty, check_tensor
 from spikecode.encoders._arrays import check_planes_size, plane_width
 from spikecode.encoders.plan import EncodingPlan, resolve_range
 from spikecode.encoders.schemes import TERNARY, TWOS, Scheme
@@ -85,7 +85,7 @@ def planes_from_values(
 
 def _count_tensor(counts: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     """Validate integer counts (as :func:`spikecode._validate.count_rows`), ``[rows, F]``."""
-    shape = tuple(counts.shape)
+    shape = tuple(check_tensor(counts, "counts").shape)
     check_nonempty(shape, "counts")
     c = counts.detach()
     if c.dtype.is_floating_point:

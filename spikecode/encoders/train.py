@@ -37,11 +37,13 @@ equivalent, time first as in snnTorch, is ``[T, *shape]`` int8 (:meth:`SpikeTrai
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from spikecode._validate import check_bytes
 from spikecode.encoders import _arrays
 from spikecode.encoders._arrays import LAYOUTS, feature_dtype, plane_width
 from spikecode.encoders.schemes import Scheme, check_bit_order, get_scheme
@@ -194,7 +196,7 @@ class SpikeTrain:
     @property
     def size(self) -> int:
         """Number of encoded elements."""
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def features(self) -> int:
@@ -433,6 +435,14 @@ class SpikeTrain:
         code cannot emit are refused.
         """
         spec, shape, T = _check_meta(scheme, shape, T)
+        size = math.prod(shape)  # Python ints: a shape of 2**40 x 2**40 must not wrap
+        rows = size // shape[-1]
+        # The step index is allocated from the shape alone, before any event is read.
+        check_bytes(
+            (rows * T + 1) * np.dtype(np.int64).itemsize,
+            f"the step index of a train of shape {shape} over T={T} steps",
+            scheme=spec.name,
+        )
         t, index, polarity = np.asarray(t), np.asarray(index), np.asarray(polarity)
         if not (
             t.ndim == index.ndim == polarity.ndim == 1 and len(t) == len(index) == len(polarity)
@@ -441,7 +451,6 @@ class SpikeTrain:
         for name, arr in (("t", t), ("index", index), ("polarity", polarity)):
             if arr.size and arr.dtype.kind not in "iu":
                 raise SpikecodeError(f"event field {name!r} must be integer, not {arr.dtype}")
-        size = int(np.prod(shape, dtype=np.int64))
         if t.size:
             if t.min() < 0 or t.max() >= T:
                 raise SpikecodeError("event time steps outside [0, T)", T=T, scheme=spec.name)
@@ -459,7 +468,6 @@ class SpikeTrain:
         order = np.argsort(key, kind="stable")
         if key.size > 1 and not np.all(np.diff(key[order]) > 0):
             raise SpikecodeError("duplicate events (same step and element)", scheme=spec.name)
-        rows = size // features
         step_ptr = np.zeros(rows * T + 1, dtype=np.int64)
         np.cumsum(np.bincount(segment, minlength=rows * T), out=step_ptr[1:])
         signs = polarity.astype(np.int8)[order] if spec.signed else np.zeros(0, np.int8)
@@ -499,7 +507,7 @@ class SpikeTrain:
         """
         spec, shape, T = _check_meta(scheme, shape, T)
         features = shape[-1]
-        rows = int(np.prod(shape, dtype=np.int64)) // features
+        rows = math.prod(shape) // features
         ptr, feat, sg = np.asarray(step_ptr), np.asarray(feature), np.asarray(signs)
         for name, arr in (("step_ptr", ptr), ("feature", feat), ("signs", sg)):
             if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
@@ -560,7 +568,7 @@ class SpikeTrain:
         """
         spec, shape, T = _check_meta(scheme, shape, T)
         features = shape[-1]
-        rows = int(np.prod(shape, dtype=np.int64)) // features
+        rows = math.prod(shape) // features
         width = plane_width(features)
         p = np.asarray(planes)
         if p.dtype != np.uint8 or p.shape != (T, rows, width):

@@ -35,10 +35,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from spikecode._validate import as_path
 from spikecode.errors import SpikecodeError
 from spikecode.io import parse_json, path_kind, read_json
 
@@ -435,7 +435,7 @@ def load_table(
     if isinstance(source, str) and source in available_tables():
         entry = _table_dir().joinpath(source + ".json")
         return _parse_text(entry.read_text(encoding="utf-8"), str(entry), source)
-    path = Path(source)
+    path = as_path(source, "source")
     if path_kind(path) is None:
         looks_like_name = isinstance(source, str) and not path.suffix and len(path.parts) == 1
         if looks_like_name:

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from spikecode._validate import positive_finite, to_numpy
+from spikecode._validate import as_path, check_hdf5_sizes, positive_finite, to_numpy
 from spikecode.encoders.limits import DEFAULT_MAX_SPIKES, check_max_spikes, check_train_size
 from spikecode.encoders.train import SpikeTrain
 from spikecode.errors import SpikecodeError
@@ -256,7 +256,7 @@ def save_events(
     """
     from spikecode._version import __version__
 
-    path = Path(path)
+    path = as_path(path)
     kind = _file_kind(path)
     named = _check_trains(trains)
     if isinstance(trains, SpikeTrain):
@@ -395,6 +395,7 @@ def _read_npz(path: Path) -> tuple[dict[str, Any], np.ndarray, list[dict[str, An
 def _read_hdf5(path: Path) -> tuple[dict[str, Any], np.ndarray, list[dict[str, Any]]]:
     h5py = _h5py(path)
     with h5py.File(path, "r") as f:
+        check_hdf5_sizes(f, path)  # declared sizes first: gzip chunks inflate on reading
         header = dict(f.attrs)
         _check_header(path, header)
         missing = [key for key in ("events", "layers") if key not in f]
@@ -571,7 +572,7 @@ def load_events(
         Missing, truncated or corrupt file, another format or version, missing fields,
         or events inconsistent with the metadata; the message names the file.
     """
-    path = Path(path)
+    path = as_path(path)
     kind = _file_kind(path)
     require_file(path)
     max_spikes = check_max_spikes(max_spikes)

@@ -48,6 +48,7 @@ import onnx
 import torch
 from torch import nn
 
+from spikecode._validate import as_path
 from spikecode.errors import SpikecodeError
 from spikecode.exporters.registry import register_exporter
 from spikecode.io import atomic_write
@@ -239,7 +240,7 @@ def _write(
     ``harmless_indexing``: :func:`_only_nonnegative_indexing` holds, so the exporter's
     negative-index warning does not apply and is not shown.
     """
-    path = Path(path)
+    path = as_path(path)
     try:
         with atomic_write(path, what="the ONNX file") as temporary:
             with warnings.catch_warnings(), torch.no_grad():

@@ -52,6 +52,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from spikecode._constants import RELEASE_GROUP_SIZE
+from spikecode._validate import as_path
 from spikecode.errors import Remedy, SpikecodeError
 from spikecode.io import path_kind, read_json
 from spikecode.models import gla_swa as _gla_swa_module
@@ -214,7 +215,7 @@ def load_checkpoint(
         a ``device_map`` without ``accelerate`` installed, or one that leaves a module
         without a device.
     """
-    folder = Path(path)
+    folder = as_path(path)
     if path_kind(folder) != "dir":
         raise SpikecodeError("checkpoint folder not found", path=str(folder))
     config_file = folder / "config.json"

@@ -10,12 +10,11 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
-from spikecode._validate import short_repr
+from spikecode._validate import as_path, short_repr
 from spikecode.errors import SpikecodeError
 from spikecode.io import read_json
 
@@ -310,7 +309,7 @@ class GLASwaConfig:
     @classmethod
     def from_json(cls, path: str | os.PathLike[str], **overrides: Any) -> GLASwaConfig:
         """Read ``config.json`` (a file, or the folder holding it); see :meth:`from_dict`."""
-        path = Path(path)
+        path = as_path(path)
         if path.is_dir():
             path = path / "config.json"
         raw = read_json(path, "config.json")

@@ -24,7 +24,13 @@ from __future__ import annotations
 import torch
 
 from spikecode._constants import RELEASE_GROUP_SIZE, VTH_MAX, VTH_MIN
-from spikecode._validate import INT32_MAX, INT32_MIN, check_nonempty, positive_finite
+from spikecode._validate import (
+    INT32_MAX,
+    INT32_MIN,
+    check_nonempty,
+    check_tensor,
+    positive_finite,
+)
 from spikecode.errors import SpikecodeError
 
 __all__ = [
@@ -63,7 +69,7 @@ def auto_group_size(in_features: int) -> int | None:
 def _check_tensor(x: object, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise SpikecodeError(f"{name} must be a torch.Tensor", type=type(x).__name__)
-    return x
+    return check_tensor(x, name)
 
 
 def _check_activation(x: object, name: str = "x") -> torch.Tensor:

@@ -104,6 +104,13 @@ class RasterData:
 def _indices(values: Sequence[int], size: int, what: str) -> tuple[int, ...]:
     if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not values:
         raise SpikecodeError(f"{what} must be a non-empty sequence of indices")
+    if isinstance(values, range):
+        # Checked by its ends, in O(1): a range of 10**8 indices is refused before it is
+        # listed (and the selection it would allocate).
+        for v in (values[0], values[-1]):
+            if not 0 <= v < size:
+                raise SpikecodeError(f"{what} index {v!r} is out of range 0..{size - 1}")
+        return tuple(values)
     out = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v < size:

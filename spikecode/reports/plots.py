@@ -29,6 +29,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from spikecode._validate import as_path
 from spikecode.calibration.records import CountHistogram
 from spikecode.energy.formatting import energy_unit
 from spikecode.errors import SpikecodeError
@@ -462,7 +463,7 @@ def check_figure_path(path: str | os.PathLike[str]) -> str:
     SpikecodeError
         Any other extension.
     """
-    suffix = Path(path).suffix.lower().lstrip(".")
+    suffix = as_path(path).suffix.lower().lstrip(".")
     if suffix not in FIGURE_FORMATS:
         raise SpikecodeError(
             f"cannot write a figure as {suffix or '(no extension)'}; use a file ending in "
@@ -499,4 +500,4 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 150) ->
         # Metadata without dates keeps SVG/PDF output reproducible.
         metadata = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
         fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata[fmt])
-    return Path(path)
+    return as_path(path)

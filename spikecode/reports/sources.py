@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from spikecode._validate import as_path
 from spikecode.calibration.records import (
     COUNT_LIMIT,
     CalibrationStats,
@@ -661,7 +662,7 @@ def load_source(path: str | os.PathLike[str] | None = None, *, key: str | None =
             key="activations",
             names=sample_layer_names(),
         )
-    path = Path(path)
+    path = as_path(path)
     kind = path_kind(path)
     if kind is None:
         raise SpikecodeError("no such file", file=str(path))

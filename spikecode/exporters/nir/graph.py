@@ -15,11 +15,20 @@ from typing import Any, Literal
 import nir
 import numpy as np
 
-from spikecode._validate import to_numpy
+from spikecode._validate import as_path, check_hdf5_sizes, to_numpy
 from spikecode.encoders.schemes import check_bit_order, get_scheme
 from spikecode.errors import Remedy, SpikecodeError
+from spikecode.exporters.nir.reading import (
+    check_graph_file,
+    index_entries,
+    meta_array,
+    meta_bool,
+    meta_float,
+    meta_int,
+    meta_text,
+)
 from spikecode.exporters.registry import register_exporter
-from spikecode.io import atomic_folder, atomic_write, read_json
+from spikecode.io import atomic_folder, atomic_write, path_kind, read_json
 from spikecode.linear import _scales_2d
 
 __all__ = [
@@ -601,7 +610,7 @@ def export_nir(projections: Any, path: str | os.PathLike[str], **options: Any) -
         path (nothing is left behind).
     """
     graphs = nir_graphs(projections, **options)
-    path = Path(path)
+    path = as_path(path)
     if path.suffix.lower() == ".nir":
         if len(graphs) != 1:
             raise SpikecodeError(
@@ -624,13 +633,15 @@ def export_nir(projections: Any, path: str | os.PathLike[str], **options: Any) -
 # --------------------------------------------------------------------------- reading
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf8") if isinstance(value, bytes) else str(value)
-
-
 def _read_file(path: Path) -> nir.NIRGraph:
     try:
+        import h5py
+
+        with h5py.File(path, "r") as handle:  # sizes first: nir.read loads every dataset
+            check_hdf5_sizes(handle, path)
         graph = nir.read(path)
+    except SpikecodeError:
+        raise
     except Exception as err:  # h5py, nir's asserts and KeyErrors all mean "not NIR"
         raise SpikecodeError(f"cannot read {path.name} as NIR: {err}", file=str(path)) from None
     if not isinstance(graph, nir.NIRGraph):
@@ -662,9 +673,9 @@ _REQUIRED = (
 def graph_info(graph: nir.NIRGraph, label: str = "graph") -> dict[str, Any]:
     """The validated spikecode metadata of one projection graph (for the host side)."""
     meta = graph.metadata if isinstance(graph.metadata, dict) else {}
-    if _text(meta.get("format", "")) != NIR_FORMAT:
+    if meta.get("format") is None or meta_text(meta, "format", label) != NIR_FORMAT:
         raise SpikecodeError("not a spikecode NIR export (no format metadata)", file=label)
-    version = int(meta.get("format_version", -1))
+    version = meta_int({"format_version": -1, **meta}, "format_version", label)
     if version != NIR_FORMAT_VERSION:
         raise SpikecodeError(
             f"spikecode NIR format version {version} is not supported "
@@ -684,20 +695,30 @@ def graph_info(graph: nir.NIRGraph, label: str = "graph") -> dict[str, Any]:
         )
     info = {
         "label": label,
-        "projection": _text(meta.get("projection", DEFAULT_NAME)),
-        **{key: _text(meta[key]) for key in ("scheme", "bit_order", "weights", "integrator")},
+        "projection": meta_text(meta, "projection", label, DEFAULT_NAME),
         **{
-            key: int(meta[key])
-            for key in ("T", "ports", "halves", "in_features", "out_features", "scale_groups")
+            key: meta_text(meta, key, label)
+            for key in ("scheme", "bit_order", "weights", "integrator")
         },
-        "neurons": int(meta["neurons"]),
-        "graded": bool(meta["graded"]),
-        "dt": float(meta["dt"]),
-        "step_weights": np.asarray(meta["step_weights"], dtype=np.int64).reshape(-1),
-        "scales": np.asarray(meta["scales"], dtype=np.float64),
-        "zero_point_gain": np.asarray(meta["zero_point_gain"]),
-        "bias": np.asarray(meta["bias"], dtype=np.float64),
+        **{
+            key: meta_int(meta, key, label, 1)
+            for key in ("ports", "halves", "in_features", "out_features", "scale_groups")
+        },
+        "T": meta_int(meta, "T", label, 0),  # 0: any T (unit step weights)
+        "neurons": meta_int(meta, "neurons", label, 1),
+        "graded": meta_bool(meta, "graded", label),
+        "dt": meta_float(meta, "dt", label),
+        "step_weights": meta_array(meta, "step_weights", label, np.int64).reshape(-1),
+        "scales": meta_array(meta, "scales", label, np.float64),
+        "zero_point_gain": meta_array(meta, "zero_point_gain", label, None),
+        "bias": meta_array(meta, "bias", label, np.float64),
     }
+    try:
+        spec = get_scheme(info["scheme"])
+        if info["T"]:
+            spec.check_T(info["T"])
+    except SpikecodeError as err:
+        raise SpikecodeError(f"graph metadata: {err.message}", file=label) from None
     out, groups = info["out_features"], info["scale_groups"]
     gain_shape = (out, groups) if info["weights"] == "int" else (out,)
     if (
@@ -732,24 +753,38 @@ class NirExport:
 def load_nir(source: str | os.PathLike[str] | nir.NIRGraph) -> NirExport:
     """Read a folder or ``.nir`` file written by :func:`export_nir` (or take a graph).
 
+    Everything is validated before use: the folder's index must list at least one
+    projection, none and no file twice, each file a plain name of a regular file inside
+    the folder (symbolic links are not followed); each graph's metadata is checked for
+    type and range (``format_version``, ``T`` ... are integers, ``dt`` a finite number),
+    and the HDF5 datasets' declared sizes are held to the size bound
+    (``SPIKECODE_MAX_BYTES``) before they are loaded.
+
     Raises
     ------
     SpikecodeError
-        A missing path, a file that is not NIR, a folder without a valid index, or graphs
-        without spikecode metadata; the message names the file.
+        A missing path or a name longer than the system allows, a file that is not NIR,
+        a folder without a valid index, a listed file that is missing, a link or not a
+        regular file, graphs without valid spikecode metadata, or datasets beyond the
+        size bound; the message names the file.
     """
     if isinstance(source, nir.NIRGraph):
         info = graph_info(source)
         graphs = {info["projection"]: source}
         return NirExport(graphs, _index(graphs, {info["projection"]: ""}), None)
-    path = Path(source)
-    if path.is_file():
+    path = as_path(source, "source")
+    kind = path_kind(path)  # one line for a name too long, a link loop, no permission
+    if kind == "file":
         graph = _read_file(path)
         name = graph_info(graph, str(path))["projection"]
         return NirExport({name: graph}, _index({name: graph}, {name: path.name}), path)
-    if not path.is_dir():
-        raise SpikecodeError("no such file or folder", file=str(path))
+    if kind != "dir":
+        raise SpikecodeError(
+            "no such file or folder" if kind is None else "not a file or folder", file=str(path)
+        )
     index_path = path / INDEX_FILE
+    if os.path.lexists(index_path):  # a missing index is reported by read_json
+        check_graph_file(path, INDEX_FILE, index_path)
     index = read_json(index_path, INDEX_FILE)
     if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
         raise SpikecodeError("not a spikecode NIR index", file=str(index_path))
@@ -760,16 +795,8 @@ def load_nir(source: str | os.PathLike[str] | nir.NIRGraph) -> NirExport:
             file=str(index_path),
         )
     graphs = {}
-    try:
-        entries = [(str(p["name"]), str(p["file"])) for p in index["projections"]]
-    except (KeyError, TypeError):
-        raise SpikecodeError("the index lists no projections", file=str(index_path)) from None
-    for name, file in entries:
-        if Path(file).name != file:
-            raise SpikecodeError(f"index entry {file!r} leaves the folder", file=str(index_path))
-        graph_path = path / file
-        if not graph_path.is_file():
-            raise SpikecodeError(f"the index lists {file}, which is missing", file=str(path))
+    for name, file in index_entries(index, index_path):
+        graph_path = check_graph_file(path, file, index_path)
         graph = _read_file(graph_path)
         if graph_info(graph, str(graph_path))["projection"] != name:
             raise SpikecodeError(

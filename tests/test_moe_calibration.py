@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,6 +11,7 @@ import transformers
 from click.testing import CliRunner
 
 from spikecode.calibration import calibrate, load_stats, merge_stats, save_stats
+from spikecode.calibration.records import new_run_id
 from spikecode.cli import main
 from spikecode.errors import SpikecodeError
 from spikecode.models.capture import LinearInputHooks
@@ -82,7 +84,9 @@ def test_routing_survives_the_stats_file_and_merges_by_sum(stats, tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(raw))
     with pytest.raises(SpikecodeError, match="expert_tokens"):
         load_stats(tmp_path / "bad.json")
-    merged = merge_stats([stats, stats])
+    # the same samples under another run id stand in for a second, disjoint run
+    other = dataclasses.replace(stats, runs=(new_run_id(),))
+    merged = merge_stats([stats, other])
     for one, both in zip(stats.routing, merged.routing, strict=True):
         assert both.tokens == 2 * one.tokens
         assert both.expert_tokens == tuple(2 * n for n in one.expert_tokens)

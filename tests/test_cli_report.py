@@ -166,12 +166,17 @@ def test_bad_energy_tables(tmp_path):
         (("--avg-spikes", "-1"), ">= 0"),
         (("--block-sizes", "16,x"), "comma-separated integers"),
         (("--block-sizes", "16,16", "--memory", "dram"), "repeat"),
-        (("--scheme", "morse"), "unknown scheme"),
         (("--k", "0"), "k must be"),
     ],
 )
 def test_bad_energy_options(args, match):
     fails("report", "energy", *args, match=match)
+
+
+def test_unknown_scheme_is_a_usage_error_listing_the_codes():
+    # Every command's --scheme is the same choice (spikecode.cli._common.scheme_option).
+    result = run("report", "energy", "--scheme", "morse")
+    assert result.exit_code == 2 and "bitwise-bidirectional" in result.output
 
 
 def test_bad_sources(tmp_path):

@@ -234,7 +234,6 @@ def captured_runs(monkeypatch):
     monkeypatch.setattr(spikecode.calibration, "calibrate", record("calibrate"))
     monkeypatch.setattr(evaluate_module, "evaluate", record("evaluate"))
     monkeypatch.setattr(spikecode.reports, "tradeoff_report", record("tradeoff"))
-    monkeypatch.setattr(spikecode.cli.report, "tradeoff_report", record("tradeoff"))
     return calls
 
 

@@ -13,7 +13,14 @@ from typing import Any
 
 import click
 
-from spikecode.cli._common import k_values_option, parse_k
+from spikecode.cli._common import (
+    REPORT_SCHEME_HELP,
+    k_option,
+    k_values_option,
+    out_option,
+    parse_k,
+    scheme_option,
+)
 from spikecode.cli.report import parse_ints, source_options
 from spikecode.errors import SpikecodeError
 
@@ -42,12 +49,7 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--dpi", type=int, default=150, show_default=True, help="PNG resolution.")(
         func
     )
-    func = click.option(
-        "--out",
-        required=True,
-        type=click.Path(path_type=Path, dir_okay=False),
-        help="Figure file: .png, .svg or .pdf.",
-    )(func)
+    func = out_option(required=True, help="Figure file: .png, .svg or .pdf.")(func)
     return source_options(func)
 
 
@@ -86,7 +88,7 @@ def plot_group() -> None:
 
 @plot_group.command("raster")
 @_common
-@click.option("--k", type=float, default=3.0, show_default=True, help="Threshold divisor.")
+@k_option(default=3.0, help="Threshold divisor.")
 @click.option(
     "--layer",
     default="0",
@@ -138,7 +140,7 @@ def raster_command(
 
 @plot_group.command("hist")
 @_common
-@click.option("--k", type=float, default=None, help="Threshold divisor [default: 3].")
+@k_option(default=None, help="Threshold divisor [default: 3; a stats file's k closest to 3].")
 @click.option(
     "--by",
     default=None,
@@ -168,7 +170,7 @@ def hist_command(
 @plot_group.command("tradeoff")
 @_common
 @k_values_option(default=None, help="k values [default: 2 2.5 3 3.5 4; a stats file's].")
-@click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@scheme_option(default=None, help=REPORT_SCHEME_HELP)
 def tradeoff_command(
     source: Path | None,
     key: str | None,
@@ -189,8 +191,8 @@ def tradeoff_command(
 
 @plot_group.command("energy")
 @_common
-@click.option("--k", type=float, default=None, help="Threshold divisor [default: 3].")
-@click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@k_option(default=None, help="Threshold divisor [default: 3; a stats file's k closest to 3].")
+@scheme_option(default=None, help=REPORT_SCHEME_HELP)
 @click.option("--table", default=None, help="Energy table: a JSON file or a shipped name.")
 @click.option("--memory", default=None, help="Add weight-fetch energy at this memory level.")
 @click.option("--block-sizes", default=None, help="Block sizes [default: 16,64,256].")

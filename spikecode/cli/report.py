@@ -14,19 +14,18 @@ from typing import Any
 
 import click
 
-from spikecode.cli._common import k_values_option, parse_k
-from spikecode.errors import SpikecodeError
-from spikecode.io import atomic_write
-from spikecode.reports import (
-    FORMATS,
-    Report,
-    check_format,
-    energy_report,
-    equation24_report,
-    load_source,
-    sparsity_report,
-    tradeoff_report,
+from spikecode.cli._common import (
+    REPORT_SCHEME_HELP,
+    k_option,
+    k_values_option,
+    out_option,
+    parse_k,
+    scheme_option,
 )
+from spikecode.errors import SpikecodeError
+
+#: The report formats (spikecode.reports.FORMATS; a test checks they agree).
+FORMATS = ("table", "json", "csv", "markdown")
 
 __all__ = ["parse_ints", "report_group", "source_options"]
 
@@ -66,15 +65,12 @@ def _format_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _out_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--out",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        help="Write to this file (atomically) instead of printing.",
-    )(func)
+    return out_option(help="Write to this file (atomically) instead of printing.")(func)
 
 
-def _emit(report: Report, fmt: str, out: Path | None) -> None:
+def _emit(report: Any, fmt: str, out: Path | None) -> None:
+    from spikecode.io import atomic_write
+
     text = report.render(fmt)
     if out is None:
         click.echo(text, nl=False)
@@ -96,8 +92,8 @@ def report_group() -> None:
 
 @report_group.command("sparsity")
 @source_options
-@click.option("--k", type=float, default=None, help="Threshold divisor [default: 3].")
-@click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@k_option(default=None, help="Threshold divisor [default: 3; a stats file's k closest to 3].")
+@scheme_option(default=None, help=REPORT_SCHEME_HELP)
 @_format_option
 @_out_option
 def sparsity_command(
@@ -109,14 +105,16 @@ def sparsity_command(
     out: Path | None,
 ) -> None:
     """Per-layer and total spike statistics (SPEC §5)."""
+    from spikecode.reports import check_format, load_source, sparsity_report
+
     check_format(fmt)
     _emit(sparsity_report(load_source(source, key=key), k, scheme), fmt, out)
 
 
 @report_group.command("energy")
 @source_options
-@click.option("--k", type=float, default=None, help="Threshold divisor [default: 3].")
-@click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@k_option(default=None, help="Threshold divisor [default: 3; a stats file's k closest to 3].")
+@scheme_option(default=None, help=REPORT_SCHEME_HELP)
 @click.option(
     "--avg-spikes",
     type=float,
@@ -164,6 +162,8 @@ def energy_command(
     and block skipping. With --avg-spikes, the report's equation 24 for that many
     spikes per element, without any data.
     """
+    from spikecode.reports import check_format, energy_report, equation24_report, load_source
+
     check_format(fmt)
     sizes = parse_ints(block_sizes, "--block-sizes")
     if avg_spikes is not None:
@@ -199,7 +199,7 @@ def energy_command(
 @report_group.command("tradeoff")
 @source_options
 @k_values_option(default=None, help="k values [default: 2 2.5 3 3.5 4; a stats file's own].")
-@click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@scheme_option(default=None, help=REPORT_SCHEME_HELP)
 @_format_option
 @_out_option
 def tradeoff_command(
@@ -211,6 +211,8 @@ def tradeoff_command(
     out: Path | None,
 ) -> None:
     """Sparsity and error against k (the report's table 11)."""
+    from spikecode.reports import check_format, load_source, tradeoff_report
+
     check_format(fmt)
     values = parse_k(k_values) if k_values else None
     _emit(tradeoff_report(load_source(source, key=key), values, scheme), fmt, out)

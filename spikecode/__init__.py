@@ -42,7 +42,9 @@ _EXPORTS = {
         "spikecode.encoders",
     ),
     **dict.fromkeys(["Remedy", "SpikecodeError"], "spikecode.errors"),
-    **dict.fromkeys(["Encoded", "load_activations", "load_encoded", "save_encoded"], "spikecode.io"),
+    **dict.fromkeys(
+        ["Encoded", "load_activations", "load_encoded", "save_encoded"], "spikecode.io"
+    ),
     **dict.fromkeys(["SpikeLinearResult", "spike_linear"], "spikecode.linear"),
     "integrate_and_fire": "spikecode.neuron",
     **dict.fromkeys(["SpikeStats", "spike_stats", "train_stats"], "spikecode.stats"),

@@ -185,7 +185,8 @@ def test_stdin_npy_and_npz(rng):
     x = rng.standard_normal((5, 24)).astype(np.float32)
     expected = spikecode.spike_stats(spikecode.adaptive_counts(x, k=2.0)[0], "ternary")
     for data, extra in ((_npy_bytes(x), ()), (_npz_bytes(a=x, b=x[:1]), ("--key", "a"))):
-        result = run("encode", "-", "--k", "2", "--format", "json", *extra, input=data)
+        result = run("encode", "-", "-k", "2", "-s", "ternary", "--format", "json", *extra,
+                     input=data)  # fmt: skip
         assert result.exit_code == 0, result.output
         summary = json.loads(result.stdout)
         assert summary["source"] == "<stdin>"

@@ -114,6 +114,7 @@ def out_option(*, help: str, required: bool = False, dir_okay: bool = False) -> 
 #: Seconds a command runs before progress lines appear in a log (so quick runs and
 #: tests stay silent), and seconds between two count lines. Override with the
 #: environment variables SPIKECODE_PROGRESS_DELAY and SPIKECODE_PROGRESS_INTERVAL.
+#: ``SPIKECODE_PROGRESS_DELAY=inf`` turns the lines off.
 PROGRESS_DELAY = 5.0
 PROGRESS_INTERVAL = 30.0
 
@@ -123,7 +124,7 @@ def _seconds(variable: str, default: float) -> float:
         value = float(os.environ.get(variable, default))
     except ValueError:
         return default
-    return value if math.isfinite(value) and value >= 0 else default
+    return value if value >= 0 else default  # NaN and negatives: the default
 
 
 class _LogProgress:
@@ -406,15 +407,21 @@ class OneKOption(NumberListOption):
         ks = parse_k(values)
         if len(ks) > 1:
             given = " ".join(f"{v:g}" for v in ks)
+            names, here = [], ctx
+            while here.parent is not None:  # the command's path below the program name
+                names.append(here.info_name or "")
+                here = here.parent
             raise SpikecodeError(
-                f"--k takes one value in 'spikecode {ctx.command_path.partition(' ')[2]}', "
+                f"--k takes one value in 'spikecode {' '.join(reversed(names))}', "
                 f"got {given}; several k at once: spikecode report tradeoff --k {given} "
                 "(or calibrate, evaluate, plot tradeoff)"
             )
         return ks[0]
 
 
-def k_option(*, default: float | None, help: str = "Threshold divisor k > 0.") -> Callable[..., Any]:
+def k_option(
+    *, default: float | None, help: str = "Threshold divisor k > 0."
+) -> Callable[..., Any]:
     """``-k/--k`` taking one value (:class:`OneKOption`), into ``k``."""
     return click.option(
         "-k",

@@ -70,9 +70,7 @@ _BIT_ORDER = click.option(
 
 def _spike_options(command: Any) -> Any:
     """SOURCE, --out and the coding options shared by the nir and events exports."""
-    for option in reversed(
-        (_SOURCE, _OUT, scheme_option(), _K, _T, _BIT_ORDER)
-    ):
+    for option in reversed((_SOURCE, _OUT, scheme_option(), _K, _T, _BIT_ORDER)):
         command = option(command)
     return command
 
@@ -179,7 +177,12 @@ def _is_checkpoint(source: Path | None) -> bool:
         return False
     kind = path_kind(source)
     if kind is None:
-        raise SpikecodeError("no such file or directory", file=str(source))
+        from spikecode._hub import hub_id_note
+
+        note = hub_id_note(source)
+        raise SpikecodeError(
+            "no such file or directory" + (f": {note}" if note else ""), file=str(source)
+        )
     return kind == "dir"
 
 

@@ -21,7 +21,7 @@ from spikecode.cli._common import (
     parse_k,
     scheme_option,
 )
-from spikecode.cli.report import parse_ints, source_options
+from spikecode.cli.report import open_source, parse_ints, source_options
 from spikecode.errors import SpikecodeError
 
 __all__ = ["parse_indices", "plot_group"]
@@ -81,8 +81,9 @@ def _prepare(out: Path) -> None:
 def plot_group() -> None:
     """Figures of a stats file or activations: raster, hist, tradeoff, energy.
 
-    SOURCE is as for spikecode report (a stats .json or an activation file; none = the
-    bundled sample). The file type follows --out: .png, .svg or .pdf.
+    SOURCE is as for spikecode report (a stats .json, an activation file, or a
+    checkpoint folder with --data; none = the bundled sample). The file type follows
+    --out: .png, .svg or .pdf.
     """
 
 
@@ -100,6 +101,8 @@ def plot_group() -> None:
 def raster_command(
     source: Path | None,
     key: str | None,
+    data: Path | None,
+    samples: int | None,
     out: Path,
     dpi: int,
     k: float,
@@ -109,10 +112,10 @@ def raster_command(
 ) -> None:
     """Time-neuron raster of a few tokens x channels under each of the five codes."""
     _prepare(out)
-    from spikecode.reports import ActivationSource, load_source, raster_data
+    from spikecode.reports import ActivationSource, raster_data
     from spikecode.reports.plots import plot_raster
 
-    src = load_source(source, key=key)
+    src = open_source(source, key, data, samples, "plot")
     if not isinstance(src, ActivationSource):
         raise SpikecodeError(
             "a raster needs activations; a stats file holds no spike trains", file=str(source)
@@ -149,14 +152,21 @@ def raster_command(
     "files, layer for activations].",
 )
 def hist_command(
-    source: Path | None, key: str | None, out: Path, dpi: int, k: float | None, by: str | None
+    source: Path | None,
+    key: str | None,
+    data: Path | None,
+    samples: int | None,
+    out: Path,
+    dpi: int,
+    k: float | None,
+    by: str | None,
 ) -> None:
     """Spike-count distribution per layer family, log scale (report figure 9)."""
     _prepare(out)
-    from spikecode.reports import ActivationSource, count_histograms, load_source
+    from spikecode.reports import ActivationSource, count_histograms
     from spikecode.reports.plots import plot_hist
 
-    src = load_source(source, key=key)
+    src = open_source(source, key, data, samples, "plot")
     if by is None:
         # An activation file holds a few layers, often of one family (the sample: six
         # query projections): one line each says more than one summed line.
@@ -174,6 +184,8 @@ def hist_command(
 def tradeoff_command(
     source: Path | None,
     key: str | None,
+    data: Path | None,
+    samples: int | None,
     out: Path,
     dpi: int,
     k_values: tuple[str, ...],
@@ -181,11 +193,13 @@ def tradeoff_command(
 ) -> None:
     """Sparsity (plain, windowed) and error against k (the report's table 11)."""
     _prepare(out)
-    from spikecode.reports import load_source, tradeoff_report
+    from spikecode.reports import tradeoff_report
     from spikecode.reports.plots import plot_tradeoff
 
     values = parse_k(k_values) if k_values else None
-    fig = plot_tradeoff(tradeoff_report(load_source(source, key=key), values, scheme))
+    fig = plot_tradeoff(
+        tradeoff_report(open_source(source, key, data, samples, "plot"), values, scheme)
+    )
     _save(fig, out, dpi)
 
 
@@ -207,6 +221,8 @@ def tradeoff_command(
 def energy_command(
     source: Path | None,
     key: str | None,
+    data: Path | None,
+    samples: int | None,
     out: Path,
     dpi: int,
     k: float | None,
@@ -219,11 +235,11 @@ def energy_command(
 ) -> None:
     """Energy per token and layer: FP16 vs INT8 vs spike arithmetic (+ weight fetch)."""
     _prepare(out)
-    from spikecode.reports import energy_report, load_source
+    from spikecode.reports import energy_report
     from spikecode.reports.plots import plot_energy
 
     report = energy_report(
-        load_source(source, key=key),
+        open_source(source, key, data, samples, "plot"),
         k,
         scheme,
         table=table,

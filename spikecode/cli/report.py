@@ -1,7 +1,8 @@
 """``spikecode report``: sparsity, energy and k trade-off tables of a source.
 
-A SOURCE is a calibration stats file (``spikecode calibrate --out stats.json``) or an
-activation file (``--key`` picks the array); without SOURCE the bundled sample is used.
+A SOURCE is a calibration stats file (``spikecode calibrate --out stats.json``), an
+activation file (``--key`` picks one array; without it each array is a layer) or a
+checkpoint folder (run on ``--data``); without SOURCE the bundled sample is used.
 The tables are built by :mod:`spikecode.reports`; this module parses options and prints
 or writes (atomically) the rendered text.
 """
@@ -27,7 +28,7 @@ from spikecode.errors import SpikecodeError
 #: The report formats (spikecode.reports.FORMATS; a test checks they agree).
 FORMATS = ("table", "json", "csv", "markdown")
 
-__all__ = ["parse_ints", "report_group", "source_options"]
+__all__ = ["open_source", "parse_ints", "report_group", "source_options"]
 
 
 def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -44,11 +45,41 @@ def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
 
 
 def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """SOURCE argument and ``--key``, shared by the report and plot commands."""
-    func = click.option("--key", default=None, help="Array to use when SOURCE holds several.")(func)
+    """SOURCE argument, ``--key``, ``--data`` and ``--samples``, shared by report and plot."""
+    func = click.option(
+        "--samples",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Checkpoint folder: how many samples of --data to run [default: 8].",
+    )(func)
+    func = click.option(
+        "--data",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Checkpoint folder: text file (one sample per line) or JSONL, as for calibrate "
+        "[default: the bundled corpus].",
+    )(func)
+    func = click.option(
+        "--key",
+        default=None,
+        help="Array to use when SOURCE holds several [default: each array is a layer].",
+    )(func)
     return click.argument(
         "source", metavar="[SOURCE]", required=False, type=click.Path(path_type=Path)
     )(func)
+
+
+def open_source(
+    source: Path | None, key: str | None, data: Path | None, samples: int | None, desc: str
+) -> Any:
+    """:func:`spikecode.reports.load_source`, with progress lines for a checkpoint folder."""
+    from spikecode.cli._common import progress
+    from spikecode.reports import load_source
+
+    with progress(desc) as shown:
+        if source is not None and source.is_dir():
+            shown.stage(f"running {source} on {samples or 8} samples")
+        return load_source(source, key=key, data=data, samples=samples)
 
 
 def _format_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -84,9 +115,11 @@ def _emit(report: Any, fmt: str, out: Path | None) -> None:
 def report_group() -> None:
     """Sparsity, energy and k trade-off reports of a stats file or activations.
 
-    SOURCE is a calibration stats file (.json from spikecode calibrate) or an
-    activation file (.npy, .npz, .safetensors, .pt; a 3-D array is read as [layer,
-    token, feature]). Without SOURCE the bundled MiniLM sample is used.
+    SOURCE is a calibration stats file (.json from spikecode calibrate), an activation
+    file (.npy, .npz, .safetensors, .pt; a 3-D array is read as [layer, token,
+    feature]; a file of several arrays, such as numpy.savez of collect_linear_inputs,
+    is one layer per array unless --key picks one), or a checkpoint folder, run on the
+    first --samples texts of --data. Without SOURCE the bundled MiniLM sample is used.
     """
 
 
@@ -99,16 +132,18 @@ def report_group() -> None:
 def sparsity_command(
     source: Path | None,
     key: str | None,
+    data: Path | None,
+    samples: int | None,
     k: float | None,
     scheme: str | None,
     fmt: str,
     out: Path | None,
 ) -> None:
     """Per-layer and total spike statistics (SPEC §5)."""
-    from spikecode.reports import check_format, load_source, sparsity_report
+    from spikecode.reports import check_format, sparsity_report
 
     check_format(fmt)
-    _emit(sparsity_report(load_source(source, key=key), k, scheme), fmt, out)
+    _emit(sparsity_report(open_source(source, key, data, samples, "report"), k, scheme), fmt, out)
 
 
 @report_group.command("energy")
@@ -146,6 +181,8 @@ def sparsity_command(
 def energy_command(
     source: Path | None,
     key: str | None,
+    data: Path | None,
+    samples: int | None,
     k: float | None,
     scheme: str | None,
     avg_spikes: float | None,
@@ -162,7 +199,7 @@ def energy_command(
     and block skipping. With --avg-spikes, the report's equation 24 for that many
     spikes per element, without any data.
     """
-    from spikecode.reports import check_format, energy_report, equation24_report, load_source
+    from spikecode.reports import check_format, energy_report, equation24_report
 
     check_format(fmt)
     sizes = parse_ints(block_sizes, "--block-sizes")
@@ -170,6 +207,8 @@ def energy_command(
         given = {
             "SOURCE": source,
             "--key": key,
+            "--data": data,
+            "--samples": samples,
             "--k": k,
             "--scheme": scheme,
             "--memory": memory,
@@ -185,7 +224,7 @@ def energy_command(
         _emit(equation24_report(avg_spikes, table), fmt, out)
         return
     report = energy_report(
-        load_source(source, key=key),
+        open_source(source, key, data, samples, "report"),
         k,
         scheme,
         table=table,
@@ -205,14 +244,18 @@ def energy_command(
 def tradeoff_command(
     source: Path | None,
     key: str | None,
+    data: Path | None,
+    samples: int | None,
     k_values: tuple[str, ...],
     scheme: str | None,
     fmt: str,
     out: Path | None,
 ) -> None:
     """Sparsity and error against k (the report's table 11)."""
-    from spikecode.reports import check_format, load_source, tradeoff_report
+    from spikecode.reports import check_format, tradeoff_report
 
     check_format(fmt)
     values = parse_k(k_values) if k_values else None
-    _emit(tradeoff_report(load_source(source, key=key), values, scheme), fmt, out)
+    _emit(
+        tradeoff_report(open_source(source, key, data, samples, "report"), values, scheme), fmt, out
+    )

@@ -372,3 +372,33 @@ def test_hub_ids_say_nothing_downloads(tmp_path, monkeypatch):
     assert f"a copy is in your Hugging Face cache: pass {snapshot}" in line
     # A real folder of that name is a folder, and a plain missing path gets no Hub note.
     assert "Hub" not in one_line_error(run("calibrate", "missing"))
+
+
+def test_advise_and_evaluate_say_why_their_sparsity_differs(tmp_path, checkpoint):
+    from spikecode.cli._common import format_value
+
+    stats, advice = tmp_path / "stats.json", tmp_path / "advice.json"
+    calibrated = run("calibrate", checkpoint, "--samples", "3", "-k", "2", "3", "-o", stats)
+    assert calibrated.exit_code == 0, calibrated.output
+    advised = run("advise", stats, "--max-error", "10", "-o", advice)
+    assert advised.exit_code == 0, advised.output
+    assert "evaluate --k-map measures the spiked model" in " ".join(advised.stdout.split())
+    predicted = json.loads(advice.read_text())["totals"]
+    table = run("evaluate", checkpoint, "--k-map", advice, "--samples", "2")
+    assert table.exit_code == 0, table.output
+    text = " ".join(table.stdout.split())
+    assert (
+        f"k-map: spikecode advise predicted sparsity {format_value(predicted['sparsity'])} "
+        "(bitwise-bidirectional) from the stats file" in text
+    )
+    assert "this row measures the spiked model on 2 samples" in text
+    as_json = run("evaluate", checkpoint, "--k-map", advice, "--samples", "2", "--format", "json")
+    assert json.loads(as_json.stdout)["advice_predicted"] == {
+        **predicted,
+        "scheme": "bitwise-bidirectional",
+    }
+    # A plain {layer: k} map predicts nothing, so nothing is said.
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(json.loads(advice.read_text())["k"]))
+    result = run("evaluate", checkpoint, "--k-map", plain, "--samples", "2")
+    assert result.exit_code == 0 and "advise predicted" not in result.stdout

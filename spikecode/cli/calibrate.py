@@ -462,8 +462,10 @@ def evaluate_command(
             recipe=recipe,
             **_selection(include, exclude),
         )
+    predicted = None if k_map is None else _advised_totals(k_map)
     if fmt == "json":
-        echo_json({"checkpoint": str(checkpoint_dir), **report.to_dict()})
+        extra = {} if predicted is None else {"advice_predicted": predicted}
+        echo_json({"checkpoint": str(checkpoint_dir), **report.to_dict(), **extra})
         return
     metric = "perplexity" if report.task == "perplexity" else "cosine"
     click.echo(f"spikecode evaluate  {checkpoint_dir}  — {TASKS[report.task]}")
@@ -499,6 +501,14 @@ def evaluate_command(
     _table(header, rows)
     click.echo("  sparsity = 1 - firing rate (spikes / (elements x T)), on the spiked model")
     click.echo(f"  {_WINDOW_NOTE}")
+    if predicted is not None:
+        click.echo(
+            f"  k-map: spikecode advise predicted sparsity {format_value(predicted['sparsity'])}"
+            f" ({predicted['scheme']}) from the stats file, i.e. the float model's "
+            f"activations on the calibration set; this row measures the spiked model on "
+            f"{plural(report.samples, 'sample')}: every spiked layer changes the inputs of "
+            "the layers after it, and the samples differ, so the two need not agree"
+        )
     if not full:
         click.echo(
             f"  a quick look; --full runs the report's setting ({_DEFAULT_SAMPLES} samples, "
@@ -575,5 +585,24 @@ def advise_command(
         f"{format_value(advice.max_layer_error)}), spikes/elem "
         f"{format_value(t['spikes_per_element'])}"
     )
+    click.echo(
+        "  from the calibration (the float model's activations); evaluate --k-map measures "
+        "the spiked model, whose later layers see the spiked earlier ones, so its sparsity "
+        "differs by a little"
+    )
     if out is not None:
         click.echo(f"  written: {out} (use: spikecode evaluate CHECKPOINT --k-map {out})")
+
+
+def _advised_totals(path: Path) -> dict[str, Any] | None:
+    """The totals an advice file predicted (None for a plain {layer: k} map)."""
+    from spikecode.calibration.advisor import ADVICE_FORMAT
+    from spikecode.io import read_json
+
+    raw = read_json(path, "the k map file")
+    if not isinstance(raw, dict) or raw.get("format") != ADVICE_FORMAT:
+        return None
+    totals = raw.get("totals")
+    if not isinstance(totals, dict) or not isinstance(totals.get("sparsity"), int | float):
+        return None
+    return {**totals, "scheme": raw.get("scheme")}

@@ -20,6 +20,7 @@ DOCS = ROOT / "docs"
 SPEC = DOCS / "spec.rst"
 PAGES = [
     "index",
+    "walkthrough",
     "quickstart",
     "codes",
     "calibration",

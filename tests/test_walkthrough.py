@@ -54,7 +54,8 @@ def test_the_walkthrough_runs_as_written(tmp_path):
         assert done.returncode == 0, (line, done.stderr[-2000:])
         assert "Traceback" not in done.stderr, line
     written = ["raster.png", "tradeoff.png", "down-raster.png", "down.onnx", "events.npz",
-               "stats.json", "stats.csv", "minilm-nir/index.json", "tiny-nir/index.json"]  # fmt: skip
+               "stats.json", "stats.csv", "minilm-nir/index.json",
+               "tiny-nir/index.json"]  # fmt: skip
     for name in written:
         assert (tmp_path / name).is_file(), name
     done = subprocess.run([sys.executable, "-c", consumer], cwd=tmp_path, env=env,

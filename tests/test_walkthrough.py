@@ -21,9 +21,7 @@ def _readme_blocks() -> list[tuple[str, str]]:
 def _page_blocks() -> list[tuple[str, str]]:
     text = (ROOT / "docs" / "walkthrough.rst").read_text(encoding="utf-8")
     blocks = []
-    for language, body in re.findall(
-        r"\.\. code-block:: (bash|python)\n\n((?:   .*\n|\n)+)", text
-    ):
+    for language, body in re.findall(r"\.\. code-block:: (bash|python)\n\n((?:   .*\n|\n)+)", text):
         lines = [line[3:] for line in body.rstrip("\n").split("\n")]
         blocks.append((language, "\n".join(lines).strip("\n") + "\n"))
     return blocks

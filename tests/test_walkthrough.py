@@ -43,7 +43,7 @@ def test_the_walkthrough_runs_as_written(tmp_path):
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]),
         "MPLBACKEND": "Agg",
     }
-    (commands, _), (_, consumer) = _readme_blocks()
+    (_, commands), (_, consumer) = _readme_blocks()
     lines = [line for line in commands.splitlines() if line.strip()]
     assert len(lines) == 12
     for line in lines:

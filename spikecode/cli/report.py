@@ -76,9 +76,10 @@ def open_source(
     from spikecode.cli._common import progress
     from spikecode.reports import load_source
 
+    if source is None or not source.is_dir():  # files load in seconds: no progress
+        return load_source(source, key=key, data=data, samples=samples)
     with progress(desc) as shown:
-        if source is not None and source.is_dir():
-            shown.stage(f"running {source} on {samples or 8} samples")
+        shown.stage(f"running {source} on {samples or 8} samples")
         return load_source(source, key=key, data=data, samples=samples)
 
 

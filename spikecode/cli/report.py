@@ -73,13 +73,13 @@ def open_source(
     source: Path | None, key: str | None, data: Path | None, samples: int | None, desc: str
 ) -> Any:
     """:func:`spikecode.reports.load_source`, with progress lines for a checkpoint folder."""
-    from spikecode.cli._common import progress
+    from spikecode.cli._common import plural, progress
     from spikecode.reports import load_source
 
     if source is None or not source.is_dir():  # files load in seconds: no progress
         return load_source(source, key=key, data=data, samples=samples)
     with progress(desc) as shown:
-        shown.stage(f"running {source} on {samples or 8} samples")
+        shown.stage(f"running {source} on {plural(samples or 8, 'sample')}")
         return load_source(source, key=key, data=data, samples=samples)
 
 

@@ -116,6 +116,15 @@ def test_import_spikecode_is_light_and_names_load_on_use():
 def test_lazy_package_attributes():
     import spikecode.encoders
 
+    done = subprocess.run(
+        [sys.executable, "-c", "import spikecode; print(spikecode.encoders.codec.encode)"],
+        env={**os.environ, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "function encode" in done.stdout, done.stderr
+
     assert spikecode.SCHEMES is spikecode.encoders.schemes.SCHEMES
     assert spikecode.calibration.calibrate is not None  # a submodule on first access
     with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):

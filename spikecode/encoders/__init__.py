@@ -17,7 +17,9 @@ _EXPORTS = {
     **dict.fromkeys(["SCHEMES", "Scheme", "get_scheme"], "spikecode.encoders.schemes"),
     **dict.fromkeys(["LAYOUTS", "SpikeTrain"], "spikecode.encoders.train"),
 }
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(
+    __name__, _EXPORTS, ("codec", "fused", "limits", "plan", "schemes", "train")
+)
 
 if TYPE_CHECKING:
     from spikecode.encoders.codec import EncodingPlan, decode, encode, encode_dense, min_steps

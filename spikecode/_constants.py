@@ -11,8 +11,8 @@ VTH_MAX = 1e4
 #: Input columns per weight scale in the released W8ASpike checkpoints (SPEC §4).
 RELEASE_GROUP_SIZE = 128
 
-#: The integrator nodes a NIR graph can use; the first is the default (here so that the
-#: CLI's option choices need not import NIR).
+#: The integrator nodes a NIR graph can use, the first the default, and its weight forms:
+#: copies of spikecode.exporters.nir.INTEGRATORS and WEIGHTS for the CLI's option choices,
+#: which must not import NIR (tests/test_cli_light.py checks that the copies agree).
 NIR_INTEGRATORS: tuple[str, ...] = ("IF", "I")
-#: The weight forms of a NIR graph; the first is the default.
 NIR_WEIGHTS: tuple[str, ...] = ("int", "float")

@@ -113,6 +113,15 @@ def test_import_spikecode_is_light_and_names_load_on_use():
     assert "numba" in loaded and "torch" not in loaded
 
 
+def test_light_copies_of_option_choices_agree():
+    # The CLI takes its choices from light copies; the exporter's own lists are the truth.
+    from spikecode import _constants
+    from spikecode.exporters import nir
+
+    assert _constants.NIR_INTEGRATORS == nir.INTEGRATORS
+    assert _constants.NIR_WEIGHTS == nir.WEIGHTS
+
+
 def test_lazy_package_attributes():
     import spikecode.encoders
 

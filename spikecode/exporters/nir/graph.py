@@ -14,8 +14,6 @@ from typing import Any, Literal
 import nir
 import numpy as np
 
-from spikecode._constants import NIR_INTEGRATORS as INTEGRATORS
-from spikecode._constants import NIR_WEIGHTS as WEIGHTS
 from spikecode._validate import to_numpy
 from spikecode.encoders.schemes import check_bit_order, get_scheme
 from spikecode.errors import Remedy, SpikecodeError
@@ -43,6 +41,10 @@ NIR_FORMAT_VERSION = 2
 INDEX_FORMAT = "spikecode.nir-index"
 #: The index a folder export holds beside its ``<projection>.nir`` files.
 INDEX_FILE = "index.json"
+#: The integrator nodes a graph can use; the first is the default.
+INTEGRATORS: tuple[str, ...] = ("IF", "I")
+#: The weight forms; the first is the default.
+WEIGHTS: tuple[str, ...] = ("int", "float")
 #: Name given to a projection passed on its own (not in a dict).
 DEFAULT_NAME = "projection"
 ROLES = ("input", "synapse", "integrator", "output")

@@ -108,7 +108,9 @@ def test_activation_file_with_key_and_out_features(tmp_path, rng):
     counts, _ = spikecode.adaptive_counts(x, k=3.0)
     spikes = spikecode.spike_stats(counts, "bitwise-bidirectional").spikes
     assert layer["energy_pj"]["spike"] == pytest.approx(spikes * 100 * 0.03)
-    fails("report", "sparsity", tmp_path / "acts.npz", match="choose one with key")
+    # Without --key, every array is a layer (issue 20: collect_linear_inputs' .npz).
+    both = run("report", "sparsity", tmp_path / "acts.npz", "--format", "json")
+    assert [layer["name"] for layer in json.loads(both.stdout)["layers"]] == ["a", "b"]
 
 
 def test_out_writes_atomically(tmp_path):

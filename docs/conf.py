@@ -39,6 +39,9 @@ extensions = [
 ]
 
 root_doc = "index"
+# Smart quotes only: docutils would turn "--" into an en dash, so a flag such as --k-map
+# rendered from --help (sphinx-click) would read "–k-map" and break copy and paste.
+smartquotes_action = "qe"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 templates_path: list[str] = []
 

@@ -20,23 +20,72 @@ Quick start::
     train, vth = spikecode.encode_activations(x, k=3.0)   # the same, fused from floats
 """
 
+from typing import TYPE_CHECKING
+
+from spikecode._lazy import lazy_exports
 from spikecode._version import __version__
-from spikecode.encoders import (
-    LAYOUTS,
-    SCHEMES,
-    SpikeTrain,
-    decode,
-    encode,
-    encode_activations,
-    encode_dense,
-    min_steps,
+
+# Public names and the module each comes from. They are imported on first use, so that
+# `import spikecode` and the CLI's --help stay fast (docs/developing.rst, "Imports").
+_EXPORTS = {
+    **dict.fromkeys(
+        [
+            "LAYOUTS",
+            "SCHEMES",
+            "SpikeTrain",
+            "decode",
+            "encode",
+            "encode_activations",
+            "encode_dense",
+            "min_steps",
+        ],
+        "spikecode.encoders",
+    ),
+    **dict.fromkeys(["Remedy", "SpikecodeError"], "spikecode.errors"),
+    **dict.fromkeys(
+        ["Encoded", "load_activations", "load_encoded", "save_encoded"], "spikecode.io"
+    ),
+    **dict.fromkeys(["SpikeLinearResult", "spike_linear"], "spikecode.linear"),
+    "integrate_and_fire": "spikecode.neuron",
+    **dict.fromkeys(["SpikeStats", "spike_stats", "train_stats"], "spikecode.stats"),
+    **dict.fromkeys(["adaptive_counts", "clip_counts", "fixed_counts"], "spikecode.threshold"),
+}
+_SUBMODULES = (
+    "calibration",
+    "data",
+    "encoders",
+    "energy",
+    "errors",
+    "exporters",
+    "io",
+    "linear",
+    "models",
+    "neuron",
+    "nn",
+    "reports",
+    "stats",
+    "testing",
+    "threshold",
 )
-from spikecode.errors import Remedy, SpikecodeError
-from spikecode.io import Encoded, load_activations, load_encoded, save_encoded
-from spikecode.linear import SpikeLinearResult, spike_linear
-from spikecode.neuron import integrate_and_fire
-from spikecode.stats import SpikeStats, spike_stats, train_stats
-from spikecode.threshold import adaptive_counts, clip_counts, fixed_counts
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run time
+    from spikecode.encoders import (
+        LAYOUTS,
+        SCHEMES,
+        SpikeTrain,
+        decode,
+        encode,
+        encode_activations,
+        encode_dense,
+        min_steps,
+    )
+    from spikecode.errors import Remedy, SpikecodeError
+    from spikecode.io import Encoded, load_activations, load_encoded, save_encoded
+    from spikecode.linear import SpikeLinearResult, spike_linear
+    from spikecode.neuron import integrate_and_fire
+    from spikecode.stats import SpikeStats, spike_stats, train_stats
+    from spikecode.threshold import adaptive_counts, clip_counts, fixed_counts
 
 __all__ = [
     "LAYOUTS",

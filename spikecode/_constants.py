@@ -10,3 +10,9 @@ VTH_MIN = 1e-5
 VTH_MAX = 1e4
 #: Input columns per weight scale in the released W8ASpike checkpoints (SPEC §4).
 RELEASE_GROUP_SIZE = 128
+
+#: The integrator nodes a NIR graph can use, the first the default, and its weight forms:
+#: copies of spikecode.exporters.nir.INTEGRATORS and WEIGHTS for the CLI's option choices,
+#: which must not import NIR (tests/test_cli_light.py checks that the copies agree).
+NIR_INTEGRATORS: tuple[str, ...] = ("IF", "LI")
+NIR_WEIGHTS: tuple[str, ...] = ("int", "float")

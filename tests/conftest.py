@@ -9,6 +9,9 @@ from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Progress lines in logs (stderr not a terminal) would land in CliRunner's mixed output
+# on a slow machine; the tests of those lines set the delay themselves.
+os.environ.setdefault("SPIKECODE_PROGRESS_DELAY", "inf")
 # samna on PyPI is an installer stub that runs pip against another index when imported
 # (sinabs 2.x requires it, so an environment may hold it although the extras no longer
 # install it; rockpool imports it to probe for hardware). Nothing may download at run

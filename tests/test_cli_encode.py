@@ -126,4 +126,4 @@ def test_python_dash_m_entry_point():
         text=True,
         check=True,
     )
-    assert json.loads(proc.stdout)["scheme"] == "ternary"
+    assert json.loads(proc.stdout)["scheme"] == "bitwise-bidirectional"  # every command's default

@@ -42,7 +42,7 @@ def files(tmp_path_factory):
 
 # (arguments, text the one-line error must contain); {d} is the fixture folder.
 REFUSALS = [
-    (["encode", "--k", "1e300", "--out", "{d}/x.npz"], "max_spikes"),
+    (["encode", "--k", "1e300", "--scheme", "ternary", "--out", "{d}/x.npz"], "max_spikes"),
     (["encode", "--T", "100", "--scheme", "bitwise"], "at most T=62"),
     (["encode", "--k", "nan"], "k must be finite"),
     (["encode", "--k", "-1"], "k must be finite"),
@@ -122,7 +122,7 @@ def test_usage_errors_are_one_error_line(args):
 
 def test_absurd_k_summary_needs_no_train():
     # k = 1e300 clamps Vth: billions of spikes. The summary comes from the counts alone.
-    result = _invoke(["encode", "--k", "1e300", "--format", "json"])
+    result = _invoke(["encode", "--k", "1e300", "--scheme", "ternary", "--format", "json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["spikes"] > 10**10

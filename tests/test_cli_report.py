@@ -108,7 +108,9 @@ def test_activation_file_with_key_and_out_features(tmp_path, rng):
     counts, _ = spikecode.adaptive_counts(x, k=3.0)
     spikes = spikecode.spike_stats(counts, "bitwise-bidirectional").spikes
     assert layer["energy_pj"]["spike"] == pytest.approx(spikes * 100 * 0.03)
-    fails("report", "sparsity", tmp_path / "acts.npz", match="choose one with key")
+    # Without --key, every array is a layer (issue 20: collect_linear_inputs' .npz).
+    both = run("report", "sparsity", tmp_path / "acts.npz", "--format", "json")
+    assert [layer["name"] for layer in json.loads(both.stdout)["layers"]] == ["a", "b"]
 
 
 def test_out_writes_atomically(tmp_path):
@@ -166,12 +168,17 @@ def test_bad_energy_tables(tmp_path):
         (("--avg-spikes", "-1"), ">= 0"),
         (("--block-sizes", "16,x"), "comma-separated integers"),
         (("--block-sizes", "16,16", "--memory", "dram"), "repeat"),
-        (("--scheme", "morse"), "unknown scheme"),
         (("--k", "0"), "k must be"),
     ],
 )
 def test_bad_energy_options(args, match):
     fails("report", "energy", *args, match=match)
+
+
+def test_unknown_scheme_is_a_usage_error_listing_the_codes():
+    # Every command's --scheme is the same choice (spikecode.cli._common.scheme_option).
+    result = run("report", "energy", "--scheme", "morse")
+    assert result.exit_code == 2 and "bitwise-bidirectional" in result.output
 
 
 def test_bad_sources(tmp_path):

@@ -186,8 +186,8 @@ def test_wrong_kinds_of_file(tmp_path, content, message):
 def test_missing_file_folder_and_corrupt_activations(tmp_path):
     with pytest.raises(SpikecodeError, match="no such file"):
         load_source(tmp_path / "absent.json")
-    with pytest.raises(SpikecodeError, match="not a folder"):
-        load_source(tmp_path)
+    with pytest.raises(SpikecodeError, match="config.json not found"):
+        load_source(tmp_path)  # a folder is a checkpoint folder (issue 20)
     (tmp_path / "bad.npy").write_bytes(b"garbage")
     with pytest.raises(SpikecodeError, match="cannot read"):
         load_source(tmp_path / "bad.npy")

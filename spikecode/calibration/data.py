@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_SAMPLES",
     "CalibrationData",
     "TokenizedData",
+    "collect_checkpoint_inputs",
     "load_calibration_data",
     "model_max_length",
     "padded_batches",
@@ -394,3 +395,59 @@ def as_data(data: CalibrationData | Sequence[str] | None, samples: int | None) -
     if isinstance(data, str | os.PathLike):
         return load_calibration_data(data, samples)
     return CalibrationData.from_texts(data)
+
+
+def collect_checkpoint_inputs(
+    checkpoint: LoadedModel | nn.Module,
+    data: CalibrationData | Sequence[str] | str | os.PathLike[str] | None = None,
+    samples: int | None = 4,
+    *,
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_length: int | None = None,
+    truncate: bool = False,
+) -> dict[str, np.ndarray]:
+    """The input rows of a checkpoint's linear projections on a text set (small captures).
+
+    The texts (or token ids) are tokenized and batched as for calibration
+    (:func:`tokenize_data`, :func:`padded_batches`: longest samples first) and run through
+    the model in eval mode; padding rows are dropped. What ``spikecode report``,
+    ``spikecode plot`` and ``spikecode export events`` read from a checkpoint folder.
+
+    Parameters
+    ----------
+    checkpoint
+        A loaded checkpoint or a module.
+    data, samples
+        As for :func:`spikecode.calibration.calibrate`: a :class:`CalibrationData`, a
+        text/JSONL file, texts, or None for the bundled corpus; the first ``samples``.
+    include, exclude
+        Projection selection (fnmatch patterns; default every linear layer but lm_head).
+    batch_size, max_length, truncate
+        As for calibration.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Per projection, in model order, its input rows ``[tokens, in_features]`` (float32;
+        float64 models stay float64), the same rows in the same order for every layer.
+    """
+    from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, collect_linear_inputs
+
+    loaded = as_loaded(checkpoint)
+    tokenized = tokenize_data(
+        as_data(data, samples), loaded, max_length=max_length, truncate=truncate
+    )
+    model = loaded.model.eval()
+    pieces: dict[str, list[np.ndarray]] = {}
+    for ids, mask in padded_batches(tokenized, batch_size, model_device(model), pad_id(loaded)):
+        captured = collect_linear_inputs(
+            model,
+            {"input_ids": ids, "attention_mask": mask},
+            DEFAULT_INCLUDE if include is None else include,
+            DEFAULT_EXCLUDE if exclude is None else exclude,
+        )
+        for name, rows in captured.items():
+            pieces.setdefault(name, []).append(rows)
+    return {name: np.concatenate(parts) for name, parts in pieces.items()}

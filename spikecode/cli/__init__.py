@@ -9,12 +9,13 @@ Python arguments (:func:`spikecode.cli._common.flag_remedy`).
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from spikecode.cli._common import flag_remedy
+from spikecode.cli._common import _is_number_list, flag_remedy
 from spikecode.errors import SpikecodeError
 
 #: Longest error message the CLI prints; longer ones (echoing hostile input) are cut.
@@ -43,6 +44,23 @@ def _with_flags(command: click.Command) -> None:
     command.callback = run
 
 
+_EXTRA = re.compile(r"Got unexpected extra arguments? \((?P<values>[^)]*)\)")
+
+
+def _k_hint(message: str) -> str:
+    """Click's "unexpected extra argument" for stray numbers, told where numbers go."""
+    found = _EXTRA.search(message)
+    if found is None:
+        return message
+    values = found["values"].split()
+    if not values or not all(_is_number_list(v) for v in values):
+        return message
+    return (
+        f"{message}; numbers are k values only right after --k (several: --k 2 3 4, "
+        "where the command takes several)"
+    )
+
+
 class _Group(click.Group):
     """A click group that reports SpikecodeError as a clean CLI error."""
 
@@ -55,7 +73,7 @@ class _Group(click.Group):
             where = f" [file={err.filename}]" if err.filename else ""
             raise click.ClickException(one_line(f"{err.strerror or err}{where}")) from None
         except click.ClickException as err:  # usage errors echo what was typed
-            err.message = one_line(err.message, MAX_MESSAGE - 100)  # room for click's prefix
+            err.message = one_line(_k_hint(err.message), MAX_MESSAGE - 100)  # room for prefix
             raise
         except MemoryError:
             raise click.ClickException(
@@ -72,6 +90,7 @@ def main() -> None:
 def _register() -> None:
     from spikecode.cli.calibrate import advise_command, calibrate_command, evaluate_command
     from spikecode.cli.encode import encode_command
+    from spikecode.cli.env import env_command
     from spikecode.cli.export import export_group
     from spikecode.cli.merge import merge_stats_command
     from spikecode.cli.plan import plan_command
@@ -87,6 +106,7 @@ def _register() -> None:
     main.add_command(report_group)
     main.add_command(plot_group)
     main.add_command(plan_command)
+    main.add_command(env_command)
     pending: list[click.Command] = list(main.commands.values())
     while pending:
         command = pending.pop()

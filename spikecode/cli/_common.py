@@ -1,20 +1,39 @@
-"""Small helpers shared by the CLI commands (private)."""
+"""Small helpers shared by the CLI commands (private).
+
+Light by rule: this module and every command module import at their top only the
+standard library, click, this module and light spikecode modules (errors, constants,
+the scheme table); numpy, torch, transformers, onnx, nir, matplotlib and the Numba
+kernels are imported inside the command functions that use them, so ``--help`` and
+option errors answer at once (tests/test_cli_light.py; docs/developing.rst, "Imports").
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import sys
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
-from tqdm import tqdm
 
 from spikecode.encoders.limits import DEFAULT_MAX_SPIKES
-from spikecode.encoders.schemes import MAX_UNARY_T
+from spikecode.encoders.schemes import MAX_UNARY_T, SCHEMES
 from spikecode.errors import LARGER, Remedy, SpikecodeError
+
+#: The code every command uses unless --scheme says otherwise: the report's
+#: (SpikingBrain's released Int2Spike code, SPEC §3).
+DEFAULT_SCHEME = "bitwise-bidirectional"
+#: --scheme of the report and plot commands: a stats file may lack the default code.
+REPORT_SCHEME_HELP = (
+    f"Spike code [default: {DEFAULT_SCHEME}, every command's; a stats file without it: "
+    "the file's first]."
+)
 
 
 def flag(argument: str) -> str:
@@ -49,10 +68,11 @@ def flag_remedy(remedy: Remedy, flags: Collection[str] | None = None) -> str | N
 #: ``--T``: a fixed number of steps, bounded before anything is allocated.
 T_OPTION = click.option(
     "--T",
+    "--t",
     "T",
     type=click.IntRange(1, MAX_UNARY_T),
     default=None,
-    help="Fixed number of steps [default: minimal].",
+    help="Fixed number of steps [default: minimal]. --t is the same option.",
 )
 #: ``--max-spikes``: the size bound of a train that is built (see spikecode.encode).
 MAX_SPIKES_OPTION = click.option(
@@ -64,20 +84,145 @@ MAX_SPIKES_OPTION = click.option(
 )
 
 
-@contextmanager
-def stages(names: Sequence[str], *, desc: str) -> Iterator[Any]:
-    """A progress bar over named stages of a long command, on stderr.
+def scheme_option(
+    *, default: str | None = DEFAULT_SCHEME, help: str = "Spike code (SPEC §3)."
+) -> Callable[..., Any]:
+    """``-s/--scheme``: one of the five codes; every command's default is the report's."""
+    return click.option(
+        "-s",
+        "--scheme",
+        type=click.Choice(list(SCHEMES)),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
 
-    Yields a function ``advance(name)`` to call as each stage starts. The bar is shown
-    only on a terminal (tqdm's ``disable=None``), so pipes and tests stay clean.
+
+def out_option(*, help: str, required: bool = False, dir_okay: bool = False) -> Callable[..., Any]:
+    """``-o/--out``: the file (or folder) a command writes."""
+    return click.option(
+        "-o",
+        "--out",
+        type=click.Path(path_type=Path, dir_okay=dir_okay),
+        required=required,
+        help=help,
+    )
+
+
+# -- progress ---------------------------------------------------------------------------
+
+#: Seconds a command runs before progress lines appear in a log (so quick runs and
+#: tests stay silent), and seconds between two count lines. Override with the
+#: environment variables SPIKECODE_PROGRESS_DELAY and SPIKECODE_PROGRESS_INTERVAL.
+#: ``SPIKECODE_PROGRESS_DELAY=inf`` turns the lines off.
+PROGRESS_DELAY = 5.0
+PROGRESS_INTERVAL = 30.0
+
+
+def _seconds(variable: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(variable, default))
+    except ValueError:
+        return default
+    return value if value >= 0 else default  # NaN and negatives: the default
+
+
+class _LogProgress:
+    """Progress as plain lines on stderr, for logs, CI and nohup (stderr not a terminal).
+
+    A line when a stage starts and a count line at most every PROGRESS_INTERVAL seconds
+    (and at the end of the count), all only once the command has run PROGRESS_DELAY
+    seconds; the first line also names the stage already under way.
     """
-    with tqdm(total=len(names), desc=desc, unit="step", disable=None, leave=False) as bar:
 
-        def advance(name: str) -> None:
-            bar.set_postfix_str(name)
-            bar.update(1)
+    def __init__(self, desc: str, total: int | None, unit: str) -> None:
+        self.desc, self.total, self.unit = desc, total, unit
+        self.delay = _seconds("SPIKECODE_PROGRESS_DELAY", PROGRESS_DELAY)
+        self.interval = _seconds("SPIKECODE_PROGRESS_INTERVAL", PROGRESS_INTERVAL)
+        self.start = time.monotonic()
+        self.done = 0
+        self.stage_name: str | None = None
+        self.stage_said = True
+        self.last_count = -math.inf
 
-        yield advance
+    def _say(self, text: str) -> None:
+        elapsed = time.monotonic() - self.start
+        click.echo(f"spikecode {self.desc}: {text} [{elapsed:.0f} s]", err=True)
+
+    def _due(self) -> bool:
+        return time.monotonic() - self.start >= self.delay
+
+    def stage(self, name: str) -> None:
+        self.stage_name, self.stage_said = name, False
+        if self._due():
+            self._say(name)
+            self.stage_said = True
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        final = self.total is not None and self.done >= self.total
+        if not self._due() or (now - self.last_count < self.interval and not final):
+            return
+        if not self.stage_said and self.stage_name is not None:
+            self._say(self.stage_name)
+            self.stage_said = True
+        of = f"/{self.total:,}" if self.total is not None else ""
+        share = f" ({self.done / self.total:.0%})" if self.total else ""
+        self._say(f"{self.done:,}{of} {self.unit}s{share}")
+        self.last_count = now
+
+
+class _BarProgress:
+    """Progress as a tqdm bar on a terminal (erased when done)."""
+
+    def __init__(self, desc: str, total: int | None, unit: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
+
+    def stage(self, name: str) -> None:
+        self.bar.set_postfix_str(name)
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+
+class _NoProgress:
+    """No progress at all (the other ranks of a distributed run)."""
+
+    def stage(self, name: str) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+@contextmanager
+def progress(
+    desc: str, total: int | None = None, unit: str = "step", *, shown: bool = True
+) -> Iterator[Any]:
+    """Progress of a long command on stderr; yields an object with ``stage`` and ``update``.
+
+    ``stage(name)`` as each stage starts, ``update(n)`` as ``n`` more of ``total``
+    ``unit``s are done. On a terminal: a tqdm bar. Elsewhere (logs, CI, nohup): plain
+    lines, see :class:`_LogProgress`. ``shown=False``: nothing. Standard output is
+    never touched.
+    """
+    kind: Any = _BarProgress if sys.stderr.isatty() else _LogProgress
+    reporter = kind(desc, total, unit) if shown else _NoProgress()
+    try:
+        yield reporter
+    finally:
+        if isinstance(reporter, _BarProgress):
+            reporter.bar.close()
+
+
+@contextmanager
+def stages(names: Sequence[str], *, desc: str) -> Iterator[Callable[[str], None]]:
+    """Progress over named stages of a command; yields ``advance(name)`` (see progress)."""
+    with progress(desc, total=None) as shown:
+        yield shown.stage
 
 
 class ZeroPointType(click.ParamType):
@@ -207,7 +352,8 @@ class NumberListOption(click.Option):
         # click has no public hook for a variable number of values; the parser's option
         # records (``_long_opt``, click >= 8.0) are the narrowest place to add one.
         for name in self.opts:
-            record = parser._long_opt[name]
+            records = parser._long_opt if name.startswith("--") else parser._short_opt
+            record = records[name]
             take_one = record.process
 
             def take_all(value: Any, state: Any, take_one: Callable[..., Any] = take_one) -> None:
@@ -228,11 +374,12 @@ class NumberListOption(click.Option):
 
 
 def k_values_option(*, default: str | None, help: str) -> Callable[..., Any]:
-    """``--k`` with several values (:class:`NumberListOption`), into ``k_values``.
+    """``-k/--k`` with several values (:class:`NumberListOption`), into ``k_values``.
 
     ``--ks`` (the old name on ``report tradeoff`` and ``plot tradeoff``) is a hidden alias.
     """
     return click.option(
+        "-k",
         "--k",
         "--ks",
         "k_values",
@@ -242,4 +389,47 @@ def k_values_option(*, default: str | None, help: str) -> Callable[..., Any]:
         show_default=default is not None,
         metavar="K...",
         help=help + " Several values: --k 2 2.5 3, --k 2,2.5,3 or --k 2 --k 2.5.",
+    )
+
+
+class OneKOption(NumberListOption):
+    """``-k/--k`` of a command that uses one k: the list grammar, exactly one value.
+
+    The same parser as :func:`k_values_option` (so ``--k 2 3`` means the same everywhere);
+    several values are refused naming --k and the commands that take several, rather
+    than taking the extra numbers as positional arguments.
+    """
+
+    def process_value(self, ctx: click.Context, value: Any) -> Any:
+        values = super().process_value(ctx, value)
+        if not values:
+            return None
+        ks = parse_k(values)
+        if len(ks) > 1:
+            given = " ".join(f"{v:g}" for v in ks)
+            names, here = [], ctx
+            while here.parent is not None:  # the command's path below the program name
+                names.append(here.info_name or "")
+                here = here.parent
+            raise SpikecodeError(
+                f"--k takes one value in 'spikecode {' '.join(reversed(names))}', "
+                f"got {given}; several k at once: spikecode report tradeoff --k {given} "
+                "(or calibrate, evaluate, plot tradeoff)"
+            )
+        return ks[0]
+
+
+def k_option(
+    *, default: float | None, help: str = "Threshold divisor k > 0."
+) -> Callable[..., Any]:
+    """``-k/--k`` taking one value (:class:`OneKOption`), into ``k``."""
+    return click.option(
+        "-k",
+        "--k",
+        "k",
+        cls=OneKOption,
+        default=() if default is None else (str(default),),
+        show_default=default is not None,
+        metavar="K",
+        help=help,
     )

@@ -17,15 +17,23 @@ forms combine (:class:`spikecode.cli._common.NumberListOption`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
-from tqdm import tqdm
 
-from spikecode.cli._common import echo_json, format_value, k_values_option, parse_k, plural
+from spikecode.cli._common import (
+    DEFAULT_SCHEME,
+    echo_json,
+    format_value,
+    k_values_option,
+    out_option,
+    parse_k,
+    plural,
+    progress,
+    scheme_option,
+)
 from spikecode.encoders.schemes import SCHEMES
 from spikecode.errors import SpikecodeError
 
@@ -78,14 +86,7 @@ def _parse_schemes(values: Sequence[str]) -> tuple[str, ...]:
     for name in names:
         if name not in SCHEMES:
             raise SpikecodeError(f"unknown scheme {name!r}; choose from {', '.join(SCHEMES)}")
-    return tuple(dict.fromkeys(names)) or ("bitwise-bidirectional",)
-
-
-@contextmanager
-def _progress(total: int, desc: str) -> Iterator[Callable[[int], None]]:
-    """A progress bar over samples on stderr (shown only on a terminal)."""
-    with tqdm(total=total, desc=desc, unit="sample", disable=None, leave=False) as bar:
-        yield bar.update
+    return tuple(dict.fromkeys(names)) or (DEFAULT_SCHEME,)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -216,10 +217,11 @@ def _check_out(out: Path | None, suffix: str) -> None:
 @_model_options(f"Samples used [default: {_DEFAULT_SAMPLES}].")
 @k_values_option(default=_DEFAULT_K, help="Threshold divisors.")
 @click.option(
+    "-s",
     "--scheme",
     "schemes",
     multiple=True,
-    default=("bitwise-bidirectional",),
+    default=(DEFAULT_SCHEME,),
     show_default=True,
     help="Code(s) whose statistics are recorded (repeatable); the summary uses the first.",
 )
@@ -236,12 +238,7 @@ def _check_out(out: Path | None, suffix: str) -> None:
     show_default=True,
     help="The output error uses one row in this many per batch and layer (at least one).",
 )
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Write the stats file (.json) and a CSV beside it.",
-)
+@out_option(help="Write the stats file (.json) and a CSV beside it.")
 @click.option(
     "--generate",
     type=int,
@@ -279,7 +276,7 @@ def calibrate_command(
     chooses which inputs are spike-driven; --generate N measures N decode steps per
     sample instead of the prompts.
     """
-    from spikecode.calibration import save_stats
+    from spikecode.calibration import calibrate, save_stats
     from spikecode.calibration.distributed import init_from_env
 
     ks = parse_k(k_values)
@@ -289,43 +286,39 @@ def calibrate_command(
     texts = _data(data, _DEFAULT_SAMPLES if samples is None else samples)
     # Under torchrun: join the process group; rank 0 reports and writes the file.
     group, device = init_from_env(device)
+    rank0 = group is None or group[0] == 0
+    share = len(texts) if group is None else -(-len(texts) // group[1])  # this rank's
     try:
-        stats = _calibrate_ranks(
-            group,
-            len(texts),
-            _load(checkpoint_dir, device, dtype, trust_remote_code),
-            texts,
-            k=ks,
-            schemes=scheme_names,
-            batch_size=batch_size,
-            max_length=max_length,
-            truncate=truncate,
-            error_rows=rows_cap,
-            error_stride=error_stride,
-            recipe=recipe,
-            generate=generate,
-            **_selection(include, exclude),
-        )
+        with progress("calibrate", share, "sample", shown=rank0) as shown:
+            shown.stage(f"loading {checkpoint_dir}")
+            loaded = _load(checkpoint_dir, device, dtype, trust_remote_code)
+            shown.stage(f"running {plural(share, 'sample')}, k {' '.join(map(str, ks))}")
+            stats = calibrate(
+                loaded,
+                texts,
+                k=ks,
+                schemes=scheme_names,
+                batch_size=batch_size,
+                max_length=max_length,
+                truncate=truncate,
+                error_rows=rows_cap,
+                error_stride=error_stride,
+                recipe=recipe,
+                generate=generate,
+                progress=shown.update if rank0 else None,
+                **_selection(include, exclude),
+            )
+            if rank0 and out is not None:
+                shown.stage(f"writing {out}")
     finally:
         if group is not None:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-    if group is not None and group[0] != 0:
+    if not rank0:
         return
     written = None if out is None else save_stats(out, stats)
     _report_calibration(checkpoint_dir, stats, scheme_names[0], fmt, written, group)
-
-
-def _calibrate_ranks(group: tuple[int, int] | None, total: int, *args: Any, **kwargs: Any) -> Any:
-    """Run calibration with a progress bar on rank 0 (each rank counts its own shard)."""
-    from spikecode.calibration import calibrate
-
-    if group is not None and group[0] != 0:
-        return calibrate(*args, **kwargs)
-    share = total if group is None else -(-total // group[1])
-    with _progress(share, "calibrate") as advance:
-        return calibrate(*args, progress=advance, **kwargs)
 
 
 def _report_calibration(
@@ -418,13 +411,7 @@ def _report_calibration(
     default=None,
     help="Per-layer k (spikecode advise --out file, or a JSON object {layer: k}).",
 )
-@click.option(
-    "--scheme",
-    type=click.Choice(list(SCHEMES)),
-    default="bitwise-bidirectional",
-    show_default=True,
-    help="Code of the spike statistics in the table.",
-)
+@scheme_option(help="Code of the spike statistics in the table.")
 def evaluate_command(
     checkpoint_dir: Path,
     data: Path | None,
@@ -463,9 +450,11 @@ def evaluate_command(
     ks = parse_k(k_values) if k_values else (None if k_map else parse_k((default_k,)))
     mapping = None if k_map is None else load_k_map(k_map)
     texts = _data(data, default_samples if samples is None else samples)
-    loaded = _load(checkpoint_dir, device, dtype, trust_remote_code)
     passes = 1 + len(ks or ()) + (mapping is not None)
-    with _progress(len(texts) * passes, "evaluate") as advance:
+    with progress("evaluate", len(texts) * passes, "sample") as shown:
+        shown.stage(f"loading {checkpoint_dir}")
+        loaded = _load(checkpoint_dir, device, dtype, trust_remote_code)
+        shown.stage(f"running {plural(passes, 'pass')} over {plural(len(texts), 'sample')}")
         report = evaluate(
             loaded,
             texts,
@@ -475,12 +464,14 @@ def evaluate_command(
             max_length=max_length,
             truncate=truncate,
             scheme=scheme,
-            progress=advance,
+            progress=shown.update,
             recipe=recipe,
             **_selection(include, exclude),
         )
+    predicted = None if k_map is None else _advised_totals(k_map)
     if fmt == "json":
-        echo_json({"checkpoint": str(checkpoint_dir), **report.to_dict()})
+        extra = {} if predicted is None else {"advice_predicted": predicted}
+        echo_json({"checkpoint": str(checkpoint_dir), **report.to_dict(), **extra})
         return
     metric = "perplexity" if report.task == "perplexity" else "cosine"
     click.echo(f"spikecode evaluate  {checkpoint_dir}  — {TASKS[report.task]}")
@@ -516,6 +507,14 @@ def evaluate_command(
     _table(header, rows)
     click.echo("  sparsity = 1 - firing rate (spikes / (elements x T)), on the spiked model")
     click.echo(f"  {_WINDOW_NOTE}")
+    if predicted is not None:
+        click.echo(
+            f"  k-map: spikecode advise predicted sparsity {format_value(predicted['sparsity'])}"
+            f" ({predicted['scheme']}) from the stats file, i.e. the float model's "
+            f"activations on the calibration set; this row measures the spiked model on "
+            f"{plural(report.samples, 'sample')}: every spiked layer changes the inputs of "
+            "the layers after it, and the samples differ, so the two need not agree"
+        )
     if not full:
         click.echo(
             f"  a quick look; --full runs the report's setting ({_DEFAULT_SAMPLES} samples, "
@@ -538,15 +537,12 @@ def evaluate_command(
     default=None,
     help="Keep every layer's output error at or below this, with the most sparsity.",
 )
-@click.option(
-    "--scheme", default=None, help="Code whose sparsity counts [default: the file's first]."
-)
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
+@scheme_option(
     default=None,
-    help="Write the advice (.json) for evaluate --k-map.",
+    help="Code whose sparsity counts [default: the file's first, which is calibrate's "
+    f"first --scheme, {DEFAULT_SCHEME} unless given].",
 )
+@out_option(help="Write the advice (.json) for evaluate --k-map.")
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
@@ -595,5 +591,24 @@ def advise_command(
         f"{format_value(advice.max_layer_error)}), spikes/elem "
         f"{format_value(t['spikes_per_element'])}"
     )
+    click.echo(
+        "  from the calibration (the float model's activations); evaluate --k-map measures "
+        "the spiked model, whose later layers see the spiked earlier ones, so its sparsity "
+        "differs by a little"
+    )
     if out is not None:
         click.echo(f"  written: {out} (use: spikecode evaluate CHECKPOINT --k-map {out})")
+
+
+def _advised_totals(path: Path) -> dict[str, Any] | None:
+    """The totals an advice file predicted (None for a plain {layer: k} map)."""
+    from spikecode.calibration.advisor import ADVICE_FORMAT
+    from spikecode.io import read_json
+
+    raw = read_json(path, "the k map file")
+    if not isinstance(raw, dict) or raw.get("format") != ADVICE_FORMAT:
+        return None
+    totals = raw.get("totals")
+    if not isinstance(totals, dict) or not isinstance(totals.get("sparsity"), int | float):
+        return None
+    return {**totals, "scheme": raw.get("scheme")}

@@ -5,26 +5,26 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 
-from spikecode._validate import read_bounded
 from spikecode.cli._common import (
     MAX_SPIKES_OPTION,
     T_OPTION,
     ZERO_POINT,
     echo_json,
     echo_table,
+    k_option,
+    out_option,
+    scheme_option,
     stages,
     warn_saturation,
 )
-from spikecode.encoders import SCHEMES, encode, plan_encoding
 from spikecode.errors import SpikecodeError
-from spikecode.io import load_activations, save_encoded
-from spikecode.stats import spike_stats
-from spikecode.threshold import adaptive_counts
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Leading bytes that tell the format of activations read from standard input: a ``.npy``
 #: file starts with NumPy's magic string, an ``.npz`` with a zip record (local file header,
@@ -39,6 +39,9 @@ def _load_stdin(key: str | None) -> np.ndarray:
     a private temporary file read by :func:`spikecode.io.load_activations`, so every
     check of a named file applies (no pickles, floats only, ``--key`` for several arrays).
     """
+    from spikecode._validate import read_bounded
+    from spikecode.io import load_activations
+
     data = read_bounded(sys.stdin.buffer, "standard input")
     if not data:
         raise SpikecodeError("standard input is empty; pipe .npy or .npz bytes into '-'")
@@ -81,6 +84,12 @@ def encode_summary(
         spikes_per_element, firing_rate, sparsity, silent_fraction, within_7_fraction,
         window3_sparsity`` plus details).
     """
+    import numpy as np
+
+    from spikecode.encoders import plan_encoding
+    from spikecode.stats import spike_stats
+    from spikecode.threshold import adaptive_counts
+
     counts, vth = adaptive_counts(x, k=k)
     plan = plan_encoding(counts, scheme, T, saturate=saturate, zero_point=zero_point)
     stats = spike_stats(
@@ -114,26 +123,15 @@ def encode_summary(
 
 @click.command("encode")
 @click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(path_type=Path))
-@click.option(
-    "--scheme",
-    type=click.Choice(list(SCHEMES)),
-    default="ternary",
-    show_default=True,
-    help="Spike code (SPEC §3).",
-)
-@click.option("--k", type=float, default=3.0, show_default=True, help="Threshold divisor k > 0.")
+@scheme_option(help="Spike code (SPEC §3); the default is every command's.")
+@k_option(default=3.0)
 @T_OPTION
 @click.option("--saturate", is_flag=True, help="Clip counts a fixed --T cannot carry.")
 @click.option("--bit-order", type=click.Choice(["msb", "lsb"]), default="msb", show_default=True)
 @ZERO_POINT
 @click.option("--key", default=None, help="Array to use when INPUT holds several.")
 @MAX_SPIKES_OPTION
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Write counts, Vth and events to this .npz.",
-)
+@out_option(help="Write counts, Vth and events to this .npz.")
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
@@ -157,6 +155,9 @@ def encode_command(
     from the leading bytes). Without INPUT, a bundled sample of real all-MiniLM-L6-v2
     activations is used.
     """
+    from spikecode.encoders import encode
+    from spikecode.io import load_activations, save_encoded
+
     if out is not None and out.suffix.lower() != ".npz":
         raise SpikecodeError("--out must name an .npz file", file=str(out))
     if saturate and T is None:

@@ -22,32 +22,34 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 
+from spikecode._constants import NIR_INTEGRATORS as INTEGRATORS
+from spikecode._constants import NIR_WEIGHTS as WEIGHTS
 from spikecode.cli._common import (
     MAX_SPIKES_OPTION,
     T_OPTION,
     ZERO_POINT,
     echo_json,
     echo_table,
+    k_option,
+    out_option,
+    scheme_option,
     stages,
     warn_saturation,
 )
-from spikecode.encoders import SCHEMES, encode, min_steps
 from spikecode.errors import SpikecodeError
-from spikecode.exporters.nir import INTEGRATORS, WEIGHTS
-from spikecode.io import path_kind
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _SOURCE = click.argument(
     "source", metavar="[SOURCE]", required=False, type=click.Path(path_type=Path)
 )
-_OUT = click.option(
-    "--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Output file."
-)
-_K = click.option("--k", type=float, default=3.0, show_default=True, help="Threshold divisor k.")
+_OUT = out_option(required=True, help="Output file.")
+_K = k_option(default=3.0, help="Threshold divisor k.")
 _FORMAT = click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
@@ -59,12 +61,6 @@ _EXCLUDE = click.option(
 )
 
 
-def _scheme_option(default: str) -> Any:
-    return click.option(
-        "--scheme", type=click.Choice(list(SCHEMES)), default=default, show_default=True
-    )
-
-
 _T = T_OPTION
 _BIT_ORDER = click.option(
     "--bit-order", type=click.Choice(["msb", "lsb"]), default="msb", show_default=True
@@ -73,9 +69,7 @@ _BIT_ORDER = click.option(
 
 def _spike_options(command: Any) -> Any:
     """SOURCE, --out and the coding options shared by the nir and events exports."""
-    for option in reversed(
-        (_SOURCE, _OUT, _scheme_option("bitwise-bidirectional"), _K, _T, _BIT_ORDER)
-    ):
+    for option in reversed((_SOURCE, _OUT, scheme_option(), _K, _T, _BIT_ORDER)):
         command = option(command)
     return command
 
@@ -151,39 +145,49 @@ def _checkpoint_projections(
 
 
 def _checkpoint_activations(
-    source: Path, samples: int, include: tuple[str, ...], exclude: tuple[str, ...]
+    source: Path,
+    data: Path | None,
+    samples: int,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
 ) -> list[tuple[str, np.ndarray]]:
-    """Inputs of a checkpoint's spiked projections for the first texts of the corpus."""
-    from spikecode.data import load_corpus
-    from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, collect_linear_inputs
+    """Inputs of a checkpoint's spiked projections for the first texts of ``data``."""
+    from spikecode.calibration import collect_checkpoint_inputs
     from spikecode.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(source, dtype="float32")
-    if loaded.tokenizer is None:
-        raise SpikecodeError(
-            "the checkpoint has no tokenizer files, so text cannot be run through it",
-            file=str(source),
-        )
-    inputs = loaded.tokenizer(load_corpus(samples), padding=True, return_tensors="pt")
-    captured = collect_linear_inputs(
-        loaded.model.eval(),
-        dict(inputs),
-        include or DEFAULT_INCLUDE,
-        exclude or DEFAULT_EXCLUDE,
+    captured = collect_checkpoint_inputs(
+        loaded, data, samples, include=include or None, exclude=exclude or None
     )
     return list(captured.items())
 
 
+def _names(names: Any, shown: int = 8) -> str:
+    """The first ``shown`` names, and how many more (a 7B model has hundreds)."""
+    names = list(names)
+    more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def _is_checkpoint(source: Path | None) -> bool:
+    from spikecode.io import path_kind
+
     if source is None:
         return False
     kind = path_kind(source)
     if kind is None:
-        raise SpikecodeError("no such file or directory", file=str(source))
+        from spikecode._hub import hub_id_note
+
+        note = hub_id_note(source)
+        raise SpikecodeError(
+            "no such file or directory" + (f": {note}" if note else ""), file=str(source)
+        )
     return kind == "dir"
 
 
 def _is_stats(source: Path | None) -> bool:
+    from spikecode.io import path_kind
+
     return source is not None and path_kind(source) == "file" and source.suffix.lower() == ".json"
 
 
@@ -218,6 +222,8 @@ def _calibrated_T(stats: Any, k: float, scheme: str, source: Path) -> int:
 
 def _shared_T(counts: list[np.ndarray], scheme: str, zero_point: int | str = "auto") -> int:
     """The one T every layer of an export uses: the largest minimal T of the layers."""
+    from spikecode.encoders import min_steps
+
     return max(min_steps(c, scheme, zero_point=zero_point) for c in counts)
 
 
@@ -235,13 +241,12 @@ def _summary_out(out: Path, fmt: str, rows: dict[str, Any], title: str) -> None:
 
 @export_group.command("nir")
 @_SOURCE
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
+@out_option(
     required=True,
+    dir_okay=True,
     help="Output folder (one .nir per projection plus index.json), or FILE.nir for one.",
 )
-@_scheme_option("bitwise-bidirectional")
+@scheme_option()
 @_K
 @_T
 @_BIT_ORDER
@@ -476,7 +481,12 @@ def export_lava_command(
 @_SOURCE
 @_OUT
 @_K
-@click.option("--layer", default=None, help="Bundled sample: which projection (default first).")
+@click.option(
+    "--layer",
+    default=None,
+    help="Export this one projection (its module name) as a layer graph, input x "
+    "[batch, sequence, in] [default: the bundled sample's first; a checkpoint's whole model].",
+)
 @click.option("--opset", type=int, default=None, help="ONNX opset (default: spikecode's).")
 @_INCLUDE
 @_EXCLUDE
@@ -494,8 +504,9 @@ def export_onnx_command(
     """Write the W8ASpike computation as ONNX (threshold -> counts -> INT8 matmul -> rescale).
 
     From a checkpoint: the whole model with every spiked projection swapped, inputs
-    ``input_ids`` and ``attention_mask`` with dynamic batch and sequence axes. From the
-    bundled sample: one projection (``--layer``), input ``x`` [batch, sequence, in].
+    ``input_ids`` and ``attention_mask`` with dynamic batch and sequence axes; with
+    ``--layer NAME`` only that projection. From the bundled sample: one projection
+    (``--layer``, default the first). A layer graph has input ``x`` [batch, sequence, in].
     """
     import onnx
     import torch
@@ -510,25 +521,35 @@ def export_onnx_command(
             source, _ = _stats_checkpoint(source)
         if _is_checkpoint(source):
             loaded, projections = _checkpoint_projections(source, k, include, exclude)
-            vocab = int(getattr(loaded.config, "vocab_size", 2))
-            generator = torch.Generator().manual_seed(0)
-            example = {
-                "input_ids": torch.randint(0, vocab, (1, 8), generator=generator),
-                "attention_mask": torch.ones(1, 8, dtype=torch.int64),
-            }
             advance("export")
-            # Tracing warns about Python-level shape logic in the model code; the tests
-            # check the exported graphs at other batch and sequence sizes instead.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                onnx_export.export_onnx_model(loaded.model, out, example, **kwargs)
-            what = f"model ({len(projections)} spiked projections)"
+            if layer is not None:
+                if layer not in projections:
+                    raise SpikecodeError(
+                        f"no spiked projection {layer!r} in the checkpoint; choose one of: "
+                        + _names(projections),
+                        file=str(source),
+                    )
+                onnx_export.export_onnx_layer(projections[layer], out, **kwargs)
+                what = f"layer {layer}"
+            else:
+                vocab = int(getattr(loaded.config, "vocab_size", 2))
+                generator = torch.Generator().manual_seed(0)
+                example = {
+                    "input_ids": torch.randint(0, vocab, (1, 8), generator=generator),
+                    "attention_mask": torch.ones(1, 8, dtype=torch.int64),
+                }
+                # Tracing warns about Python-level shape logic in the model code; the
+                # tests check the exported graphs at other batch and sequence sizes.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                    onnx_export.export_onnx_model(loaded.model, out, example, **kwargs)
+                what = f"model ({len(projections)} spiked projections)"
         elif source is None:
             layers = {name: w for name, _, _, w in _sample_layers(k, include, exclude)}
             name = layer or next(iter(layers))
             if name not in layers:
                 raise SpikecodeError(
-                    f"no projection {name!r} in the sample; choose one of: {', '.join(layers)}"
+                    f"no projection {name!r} in the sample; choose one of: {_names(layers)}"
                 )
             w = layers[name]
             module = W8ASpikeLinear(
@@ -575,11 +596,18 @@ def export_onnx_command(
 @click.option("--saturate", is_flag=True, help="Clip counts a fixed --T cannot carry.")
 @click.option("--key", default=None, help="Array to use when an activation file holds several.")
 @click.option(
+    "--data",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Checkpoint: text file (one sample per line) or JSONL with 'text' or "
+    "'input_ids', as for calibrate [default: the bundled corpus].",
+)
+@click.option(
     "--samples",
     type=click.IntRange(min=1),
     default=4,
     show_default=True,
-    help="Checkpoint: texts of the bundled calibration corpus to run.",
+    help="Checkpoint: the first this many samples of --data to run.",
 )
 @_INCLUDE
 @_EXCLUDE
@@ -595,6 +623,7 @@ def export_events_command(
     zero_point: int | str,
     saturate: bool,
     key: str | None,
+    data: Path | None,
     samples: int,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
@@ -608,16 +637,25 @@ def export_events_command(
 
     From the bundled sample: one layer per query projection. From an activation file:
     one layer named after the array. From a checkpoint: the input of every spiked
-    projection for the first --samples texts of the bundled corpus (non-padding tokens).
+    projection for the first --samples texts of --data (default: the bundled corpus;
+    non-padding tokens, longest samples first).
     Loading the file back reproduces the trains exactly
     (``spikecode.exporters.events.load_events``).
     """
+    import numpy as np
+
+    from spikecode.encoders import encode
     from spikecode.exporters.events import save_events
     from spikecode.io import load_activations
     from spikecode.threshold import adaptive_counts
 
     if saturate and T is None:
         raise SpikecodeError("--saturate needs a fixed --T")
+    if data is not None and not (_is_checkpoint(source) or _is_stats(source)):
+        raise SpikecodeError(
+            "--data is the text run through a checkpoint; give a checkpoint folder or a "
+            "stats file as SOURCE"
+        )
     with stages(["load", "encode", "write", "done"], desc="export events") as advance:
         advance("load")
         if _is_stats(source):
@@ -632,7 +670,7 @@ def export_events_command(
         elif _is_checkpoint(source):
             layers = [
                 (name, *adaptive_counts(rows, k=k))
-                for name, rows in _checkpoint_activations(source, samples, include, exclude)
+                for name, rows in _checkpoint_activations(source, data, samples, include, exclude)
             ]
         else:
             counts, vth = adaptive_counts(load_activations(source, key=key), k=k)

@@ -13,8 +13,15 @@ from typing import Any
 
 import click
 
-from spikecode.cli._common import k_values_option, parse_k
-from spikecode.cli.report import parse_ints, source_options
+from spikecode.cli._common import (
+    REPORT_SCHEME_HELP,
+    k_option,
+    k_values_option,
+    out_option,
+    parse_k,
+    scheme_option,
+)
+from spikecode.cli.report import open_source, parse_ints, source_options
 from spikecode.errors import SpikecodeError
 
 __all__ = ["parse_indices", "plot_group"]
@@ -46,12 +53,7 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--dpi", type=int, default=150, show_default=True, help="PNG resolution.")(
         func
     )
-    func = click.option(
-        "--out",
-        required=True,
-        type=click.Path(path_type=Path, dir_okay=False),
-        help="Figure file: .png, .svg or .pdf.",
-    )(func)
+    func = out_option(required=True, help="Figure file: .png, .svg or .pdf.")(func)
     return source_options(func)
 
 
@@ -83,14 +85,15 @@ def _prepare(out: Path) -> None:
 def plot_group() -> None:
     """Figures of a stats file or activations: raster, hist, tradeoff, energy.
 
-    SOURCE is as for spikecode report (a stats .json or an activation file; none = the
-    bundled sample). The file type follows --out: .png, .svg or .pdf.
+    SOURCE is as for spikecode report (a stats .json, an activation file, or a
+    checkpoint folder with --data; none = the bundled sample). The file type follows
+    --out: .png, .svg or .pdf.
     """
 
 
 @plot_group.command("raster")
 @_common
-@click.option("--k", type=float, default=3.0, show_default=True, help="Threshold divisor.")
+@k_option(default=3.0, help="Threshold divisor.")
 @click.option(
     "--layer",
     default="0",
@@ -102,6 +105,8 @@ def plot_group() -> None:
 def raster_command(
     source: Path | None,
     key: str | None,
+    data: Path | None,
+    samples: int | None,
     out: Path,
     dpi: int,
     k: float,
@@ -111,10 +116,10 @@ def raster_command(
 ) -> None:
     """Time-neuron raster of a few tokens x channels under each of the five codes."""
     _prepare(out)
-    from spikecode.reports import ActivationSource, load_source, raster_data
+    from spikecode.reports import ActivationSource, raster_data
     from spikecode.reports.plots import plot_raster
 
-    src = load_source(source, key=key)
+    src = open_source(source, key, data, samples, "plot")
     if not isinstance(src, ActivationSource):
         raise SpikecodeError(
             "a raster needs activations; a stats file holds no spike trains", file=str(source)
@@ -142,7 +147,7 @@ def raster_command(
 
 @plot_group.command("hist")
 @_common
-@click.option("--k", type=float, default=None, help="Threshold divisor [default: 3].")
+@k_option(default=None, help="Threshold divisor [default: 3; a stats file's k closest to 3].")
 @click.option(
     "--by",
     default=None,
@@ -151,14 +156,21 @@ def raster_command(
     "files, layer for activations].",
 )
 def hist_command(
-    source: Path | None, key: str | None, out: Path, dpi: int, k: float | None, by: str | None
+    source: Path | None,
+    key: str | None,
+    data: Path | None,
+    samples: int | None,
+    out: Path,
+    dpi: int,
+    k: float | None,
+    by: str | None,
 ) -> None:
     """Spike-count distribution per layer family, log scale (report figure 9)."""
     _prepare(out)
-    from spikecode.reports import ActivationSource, count_histograms, load_source
+    from spikecode.reports import ActivationSource, count_histograms
     from spikecode.reports.plots import plot_hist
 
-    src = load_source(source, key=key)
+    src = open_source(source, key, data, samples, "plot")
     if by is None:
         # An activation file holds a few layers, often of one family (the sample: six
         # query projections): one line each says more than one summed line.
@@ -172,10 +184,12 @@ def hist_command(
 @plot_group.command("tradeoff")
 @_common
 @k_values_option(default=None, help="k values [default: 2 2.5 3 3.5 4; a stats file's].")
-@click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@scheme_option(default=None, help=REPORT_SCHEME_HELP)
 def tradeoff_command(
     source: Path | None,
     key: str | None,
+    data: Path | None,
+    samples: int | None,
     out: Path,
     dpi: int,
     k_values: tuple[str, ...],
@@ -183,18 +197,20 @@ def tradeoff_command(
 ) -> None:
     """Sparsity (plain, windowed) and error against k (the report's table 11)."""
     _prepare(out)
-    from spikecode.reports import load_source, tradeoff_report
+    from spikecode.reports import tradeoff_report
     from spikecode.reports.plots import plot_tradeoff
 
     values = parse_k(k_values) if k_values else None
-    fig = plot_tradeoff(tradeoff_report(load_source(source, key=key), values, scheme))
+    fig = plot_tradeoff(
+        tradeoff_report(open_source(source, key, data, samples, "plot"), values, scheme)
+    )
     _save(fig, out, dpi)
 
 
 @plot_group.command("energy")
 @_common
-@click.option("--k", type=float, default=None, help="Threshold divisor [default: 3].")
-@click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@k_option(default=None, help="Threshold divisor [default: 3; a stats file's k closest to 3].")
+@scheme_option(default=None, help=REPORT_SCHEME_HELP)
 @click.option("--table", default=None, help="Energy table: a JSON file or a shipped name.")
 @click.option("--memory", default=None, help="Add weight-fetch energy at this memory level.")
 @click.option("--block-sizes", default=None, help="Block sizes [default: 16,64,256].")
@@ -209,6 +225,8 @@ def tradeoff_command(
 def energy_command(
     source: Path | None,
     key: str | None,
+    data: Path | None,
+    samples: int | None,
     out: Path,
     dpi: int,
     k: float | None,
@@ -221,11 +239,11 @@ def energy_command(
 ) -> None:
     """Energy per token and layer: FP16 vs INT8 vs spike arithmetic (+ weight fetch)."""
     _prepare(out)
-    from spikecode.reports import energy_report, load_source
+    from spikecode.reports import energy_report
     from spikecode.reports.plots import plot_energy
 
     report = energy_report(
-        load_source(source, key=key),
+        open_source(source, key, data, samples, "plot"),
         k,
         scheme,
         table=table,

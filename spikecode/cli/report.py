@@ -1,7 +1,8 @@
 """``spikecode report``: sparsity, energy and k trade-off tables of a source.
 
-A SOURCE is a calibration stats file (``spikecode calibrate --out stats.json``) or an
-activation file (``--key`` picks the array); without SOURCE the bundled sample is used.
+A SOURCE is a calibration stats file (``spikecode calibrate --out stats.json``), an
+activation file (``--key`` picks one array; without it each array is a layer) or a
+checkpoint folder (run on ``--data``); without SOURCE the bundled sample is used.
 The tables are built by :mod:`spikecode.reports`; this module parses options and prints
 or writes (atomically) the rendered text.
 """
@@ -14,22 +15,20 @@ from typing import Any
 
 import click
 
-from spikecode.cli._common import k_values_option, parse_k
-from spikecode.errors import SpikecodeError
-from spikecode.io import atomic_write
-from spikecode.reports import (
-    FORMATS,
-    Report,
-    check_format,
-    energy_report,
-    equation24_report,
-    experts_report,
-    load_source,
-    sparsity_report,
-    tradeoff_report,
+from spikecode.cli._common import (
+    REPORT_SCHEME_HELP,
+    k_option,
+    k_values_option,
+    out_option,
+    parse_k,
+    scheme_option,
 )
+from spikecode.errors import SpikecodeError
 
-__all__ = ["parse_ints", "report_group", "source_options"]
+#: The report formats (spikecode.reports.FORMATS; a test checks they agree).
+FORMATS = ("table", "json", "csv", "markdown")
+
+__all__ = ["open_source", "parse_ints", "report_group", "source_options"]
 
 
 def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -46,11 +45,42 @@ def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
 
 
 def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """SOURCE argument and ``--key``, shared by the report and plot commands."""
-    func = click.option("--key", default=None, help="Array to use when SOURCE holds several.")(func)
+    """SOURCE argument, ``--key``, ``--data`` and ``--samples``, shared by report and plot."""
+    func = click.option(
+        "--samples",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Checkpoint folder: how many samples of --data to run [default: 8].",
+    )(func)
+    func = click.option(
+        "--data",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Checkpoint folder: text file (one sample per line) or JSONL, as for calibrate "
+        "[default: the bundled corpus].",
+    )(func)
+    func = click.option(
+        "--key",
+        default=None,
+        help="Array to use when SOURCE holds several [default: each array is a layer].",
+    )(func)
     return click.argument(
         "source", metavar="[SOURCE]", required=False, type=click.Path(path_type=Path)
     )(func)
+
+
+def open_source(
+    source: Path | None, key: str | None, data: Path | None, samples: int | None, desc: str
+) -> Any:
+    """:func:`spikecode.reports.load_source`, with progress lines for a checkpoint folder."""
+    from spikecode.cli._common import plural, progress
+    from spikecode.reports import load_source
+
+    if source is None or not source.is_dir():  # files load in seconds: no progress
+        return load_source(source, key=key, data=data, samples=samples)
+    with progress(desc) as shown:
+        shown.stage(f"running {source} on {plural(samples or 8, 'sample')}")
+        return load_source(source, key=key, data=data, samples=samples)
 
 
 def _format_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -67,15 +97,12 @@ def _format_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _out_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--out",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        help="Write to this file (atomically) instead of printing.",
-    )(func)
+    return out_option(help="Write to this file (atomically) instead of printing.")(func)
 
 
-def _emit(report: Report, fmt: str, out: Path | None) -> None:
+def _emit(report: Any, fmt: str, out: Path | None) -> None:
+    from spikecode.io import atomic_write
+
     text = report.render(fmt)
     if out is None:
         click.echo(text, nl=False)
@@ -89,35 +116,41 @@ def _emit(report: Report, fmt: str, out: Path | None) -> None:
 def report_group() -> None:
     """Sparsity, energy and k trade-off reports of a stats file or activations.
 
-    SOURCE is a calibration stats file (.json from spikecode calibrate) or an
-    activation file (.npy, .npz, .safetensors, .pt; a 3-D array is read as [layer,
-    token, feature]). Without SOURCE the bundled MiniLM sample is used.
+    SOURCE is a calibration stats file (.json from spikecode calibrate), an activation
+    file (.npy, .npz, .safetensors, .pt; a 3-D array is read as [layer, token,
+    feature]; a file of several arrays, such as numpy.savez of collect_linear_inputs,
+    is one layer per array unless --key picks one), or a checkpoint folder, run on the
+    first --samples texts of --data. Without SOURCE the bundled MiniLM sample is used.
     """
 
 
 @report_group.command("sparsity")
 @source_options
-@click.option("--k", type=float, default=None, help="Threshold divisor [default: 3].")
-@click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@k_option(default=None, help="Threshold divisor [default: 3; a stats file's k closest to 3].")
+@scheme_option(default=None, help=REPORT_SCHEME_HELP)
 @_format_option
 @_out_option
 def sparsity_command(
     source: Path | None,
     key: str | None,
+    data: Path | None,
+    samples: int | None,
     k: float | None,
     scheme: str | None,
     fmt: str,
     out: Path | None,
 ) -> None:
     """Per-layer and total spike statistics (SPEC §5)."""
+    from spikecode.reports import check_format, sparsity_report
+
     check_format(fmt)
-    _emit(sparsity_report(load_source(source, key=key), k, scheme), fmt, out)
+    _emit(sparsity_report(open_source(source, key, data, samples, "report"), k, scheme), fmt, out)
 
 
 @report_group.command("energy")
 @source_options
-@click.option("--k", type=float, default=None, help="Threshold divisor [default: 3].")
-@click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@k_option(default=None, help="Threshold divisor [default: 3; a stats file's k closest to 3].")
+@scheme_option(default=None, help=REPORT_SCHEME_HELP)
 @click.option(
     "--avg-spikes",
     type=float,
@@ -149,6 +182,8 @@ def sparsity_command(
 def energy_command(
     source: Path | None,
     key: str | None,
+    data: Path | None,
+    samples: int | None,
     k: float | None,
     scheme: str | None,
     avg_spikes: float | None,
@@ -165,12 +200,16 @@ def energy_command(
     and block skipping. With --avg-spikes, the report's equation 24 for that many
     spikes per element, without any data.
     """
+    from spikecode.reports import check_format, energy_report, equation24_report
+
     check_format(fmt)
     sizes = parse_ints(block_sizes, "--block-sizes")
     if avg_spikes is not None:
         given = {
             "SOURCE": source,
             "--key": key,
+            "--data": data,
+            "--samples": samples,
             "--k": k,
             "--scheme": scheme,
             "--memory": memory,
@@ -186,7 +225,7 @@ def energy_command(
         _emit(equation24_report(avg_spikes, table), fmt, out)
         return
     report = energy_report(
-        load_source(source, key=key),
+        open_source(source, key, data, samples, "report"),
         k,
         scheme,
         table=table,
@@ -200,27 +239,33 @@ def energy_command(
 @report_group.command("tradeoff")
 @source_options
 @k_values_option(default=None, help="k values [default: 2 2.5 3 3.5 4; a stats file's own].")
-@click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@scheme_option(default=None, help=REPORT_SCHEME_HELP)
 @_format_option
 @_out_option
 def tradeoff_command(
     source: Path | None,
     key: str | None,
+    data: Path | None,
+    samples: int | None,
     k_values: tuple[str, ...],
     scheme: str | None,
     fmt: str,
     out: Path | None,
 ) -> None:
     """Sparsity and error against k (the report's table 11)."""
+    from spikecode.reports import check_format, tradeoff_report
+
     check_format(fmt)
     values = parse_k(k_values) if k_values else None
-    _emit(tradeoff_report(load_source(source, key=key), values, scheme), fmt, out)
+    _emit(
+        tradeoff_report(open_source(source, key, data, samples, "report"), values, scheme), fmt, out
+    )
 
 
 @report_group.command("experts")
 @source_options
-@click.option("--k", type=float, default=None, help="Threshold divisor [default: 3].")
-@click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@k_option(default=None, help="Threshold divisor [default: 3; a stats file's k closest to 3].")
+@scheme_option(default=None, help=REPORT_SCHEME_HELP)
 @click.option(
     "--table",
     "table",
@@ -232,6 +277,8 @@ def tradeoff_command(
 def experts_command(
     source: Path | None,
     key: str | None,
+    data: Path | None,
+    samples: int | None,
     k: float | None,
     scheme: str | None,
     table: str | None,
@@ -241,9 +288,14 @@ def experts_command(
     """Routing and spikes per expert of a MoE model's stats file (SPEC §8).
 
     Tokens and load per routed expert, its spikes per element, sparsity and energy per
-    token; per MoE layer the load imbalance and the macro (routing), micro (spiking)
-    and combined densities; for the model the energy against dense FP16 of the same
-    active size and of all experts.
+    token; per MoE layer the load imbalance, the macro (routing) and micro (spiking)
+    sparsity and the two combined; for the model the energy against dense FP16 of the
+    same active size and of all experts.
     """
+    from spikecode.reports import check_format, experts_report
+
     check_format(fmt)
-    _emit(experts_report(load_source(source, key=key), k, scheme, table=table), fmt, out)
+    report = experts_report(
+        open_source(source, key, data, samples, "report"), k, scheme, table=table
+    )
+    _emit(report, fmt, out)

@@ -217,7 +217,11 @@ def load_checkpoint(
     """
     folder = as_path(path)
     if path_kind(folder) != "dir":
-        raise SpikecodeError("checkpoint folder not found", path=str(folder))
+        from spikecode._hub import hub_id_note
+
+        note = hub_id_note(path)
+        message = "checkpoint folder not found" + (f": {note}" if note else "")
+        raise SpikecodeError(message, path=str(folder))
     config_file = folder / "config.json"
     if not config_file.exists():
         raise SpikecodeError("config.json not found in the checkpoint folder", path=str(folder))

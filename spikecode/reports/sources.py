@@ -52,7 +52,7 @@ from spikecode.energy import (
 )
 from spikecode.energy._validate import check_block_sizes, positive_int
 from spikecode.errors import SpikecodeError
-from spikecode.io import ACTIVATION_SUFFIXES, load_activations, path_kind
+from spikecode.io import ACTIVATION_SUFFIXES, list_arrays, load_activations, path_kind
 from spikecode.stats import SpikeStats, spike_stats
 from spikecode.threshold import adaptive_counts
 
@@ -324,20 +324,58 @@ class ActivationSource(Source):
             stem = Path(self.path).stem if self.path else "activations"
             self.names = [name or key or stem]
         self._counts: dict[float, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._layers: list[np.ndarray] | None = None
+
+    @classmethod
+    def from_layers(
+        cls, layers: Any, *, path: str | os.PathLike[str] | None = None
+    ) -> ActivationSource:
+        """A source of named layers of any widths: ``{name: [tokens, in_features]}``.
+
+        What :func:`~spikecode.models.capture.collect_linear_inputs` returns (and what
+        ``numpy.savez(path, **captured)`` stores): one array per projection, of different
+        widths (q_proj and down_proj inputs differ), so not one stacked array. Any leading
+        axes of an array are tokens.
+        """
+        from spikecode._validate import to_numpy
+
+        if not hasattr(layers, "items") or not layers:
+            raise SpikecodeError("layers must be a non-empty mapping of name to activations")
+        arrays = []
+        for name, x in layers.items():
+            a = to_numpy(x, str(name))
+            if a.dtype.kind != "f" or a.ndim < 1 or a.size == 0:
+                raise SpikecodeError(
+                    f"layer {name!r} must hold floating-point activations with a feature "
+                    f"axis, not {a.dtype} of shape {a.shape}"
+                )
+            arrays.append(a.reshape(-1, a.shape[-1]))
+        source = cls(arrays[0], path=path)
+        source.names = [str(name) for name in layers]
+        source.layered = True
+        source._layers = arrays
+        return source
 
     def layer_arrays(self) -> list[np.ndarray]:
         """The ``[tokens, in_features]`` activations of each layer (views)."""
+        if self._layers is not None:
+            return list(self._layers)
         if self.layered:
             return [self.x[i] for i in range(self.x.shape[0])]
         return [self.x.reshape(-1, self.x.shape[-1])]
 
     def describe(self) -> dict[str, Any]:
-        """``kind``, ``path``, ``key``, ``shape``, ``dtype``, ``layers``, ``layer_axis``."""
+        """``kind``, ``path``, ``key``, ``shape``, ``dtype``, ``layers``, ``layer_axis``.
+
+        ``shape`` is a list of per-layer shapes for a source of named layers
+        (:meth:`from_layers`).
+        """
+        arrays = self._layers
         return {
             "kind": self.kind,
             "path": self.path,
             "key": self.key,
-            "shape": list(self.x.shape),
+            "shape": list(self.x.shape) if arrays is None else [list(a.shape) for a in arrays],
             "dtype": str(self.x.dtype),
             "layers": len(self.names),
             "layer_axis": self.layered,
@@ -627,17 +665,30 @@ def _looks_like_json(path: Path) -> bool:
     return head.startswith(b"{")
 
 
-def load_source(path: str | os.PathLike[str] | None = None, *, key: str | None = None) -> Source:
-    """Open a report source: a calibration stats file or an activation file.
+def load_source(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    key: str | None = None,
+    data: str | os.PathLike[str] | None = None,
+    samples: int | None = None,
+) -> Source:
+    """Open a report source: a stats file, activations, or a checkpoint folder.
 
     Parameters
     ----------
     path
         A stats file (``.json``, or any file whose content is a JSON object), an
-        activation file (``.npy``, ``.npz``, ``.safetensors``, ``.pt``, ``.pth``), or
-        None for the bundled sample (``[6, 291, 384]`` MiniLM activations).
+        activation file (``.npy``, ``.npz``, ``.safetensors``, ``.pt``, ``.pth``), a
+        checkpoint folder, or None for the bundled sample (``[6, 291, 384]`` MiniLM
+        activations). A file of several arrays without ``key`` is one layer per array
+        (the ``.npz`` of :func:`~spikecode.models.capture.collect_linear_inputs`). A
+        checkpoint folder is run on ``data`` and its projections' inputs are the layers
+        (:func:`~spikecode.calibration.collect_checkpoint_inputs`).
     key
         Array to use in an activation file holding several (refused for stats files).
+    data, samples
+        Checkpoint folders only: the text or JSONL file to run (default: the bundled
+        corpus) and how many of its samples (default :data:`CHECKPOINT_SAMPLES`).
 
     Returns
     -------
@@ -647,11 +698,20 @@ def load_source(path: str | os.PathLike[str] | None = None, *, key: str | None =
     Raises
     ------
     SpikecodeError
-        Missing file, a folder, an unknown kind of file, invalid JSON, a JSON file that
-        is not a stats file, a stats file of another version or with missing or
-        malformed fields (:func:`~spikecode.calibration.load_stats` names the field), an
-        unreadable or non-float activation file. The message names the file.
+        Missing file, an unknown kind of file, invalid JSON, a JSON file that is not a
+        stats file, a stats file of another version or with missing or malformed fields
+        (:func:`~spikecode.calibration.load_stats` names the field), an unreadable or
+        non-float activation file, ``data`` without a checkpoint folder, any refusal of
+        :func:`~spikecode.models.checkpoint.load_checkpoint`. The message names the file.
     """
+    path = None if path is None else as_path(path)
+    kind = None if path is None else path_kind(path)
+    if (data is not None or samples is not None) and kind != "dir":
+        raise SpikecodeError(
+            "data (--data) and samples (--samples) are the texts run through a checkpoint; "
+            "the source must be a checkpoint folder",
+            **({} if path is None else {"file": str(path)}),
+        )
     if path is None:
         from spikecode.data import sample_layer_names, sample_path
 
@@ -662,14 +722,23 @@ def load_source(path: str | os.PathLike[str] | None = None, *, key: str | None =
             key="activations",
             names=sample_layer_names(),
         )
-    path = as_path(path)
-    kind = path_kind(path)
     if kind is None:
-        raise SpikecodeError("no such file", file=str(path))
+        from spikecode._hub import hub_id_note
+
+        note = hub_id_note(path)
+        raise SpikecodeError("no such file" + (f": {note}" if note else ""), file=str(path))
+    if kind == "dir":
+        if key is not None:
+            raise SpikecodeError("key (--key) applies to activation files", file=str(path))
+        return checkpoint_source(path, data, CHECKPOINT_SAMPLES if samples is None else samples)
     if kind != "file":
-        raise SpikecodeError("the source must be a file, not a folder", file=str(path))
+        raise SpikecodeError("the source must be a file or a checkpoint folder", file=str(path))
     suffix = path.suffix.lower()
     if suffix in ACTIVATION_SUFFIXES:
+        if key is None and len(names := list(list_arrays(path))) > 1:
+            return ActivationSource.from_layers(
+                {name: load_activations(path, key=name) for name in names}, path=path
+            )
         return ActivationSource(load_activations(path, key=key), path=path, key=key)
     if suffix == ".json" or _looks_like_json(path):
         if key is not None:
@@ -677,9 +746,33 @@ def load_source(path: str | os.PathLike[str] | None = None, *, key: str | None =
         return StatsSource(load_stats(path), path)
     raise SpikecodeError(
         f"cannot tell what {path.name} is: a source is a calibration stats file (.json, "
-        f"written by spikecode calibrate) or activations ({', '.join(ACTIVATION_SUFFIXES)})",
+        f"written by spikecode calibrate), activations ({', '.join(ACTIVATION_SUFFIXES)}) "
+        "or a checkpoint folder",
         file=str(path),
     )
+
+
+#: Samples of the text set a checkpoint folder runs by default (a report's first look;
+#: the activations of every projection are kept in memory).
+CHECKPOINT_SAMPLES = 8
+
+
+def checkpoint_source(
+    path: str | os.PathLike[str],
+    data: str | os.PathLike[str] | None = None,
+    samples: int = CHECKPOINT_SAMPLES,
+) -> ActivationSource:
+    """The inputs of a checkpoint's projections on a text set, as a report source.
+
+    The checkpoint is loaded in float32 on the CPU and run on the first ``samples`` of
+    ``data`` (None: the bundled corpus); every linear projection but ``lm_head`` is a
+    layer, named by its module name (:func:`~spikecode.calibration.collect_checkpoint_inputs`).
+    """
+    from spikecode.calibration.data import collect_checkpoint_inputs
+    from spikecode.models.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(path, dtype="float32")
+    return ActivationSource.from_layers(collect_checkpoint_inputs(loaded, data, samples), path=path)
 
 
 # -- reports ------------------------------------------------------------------------------

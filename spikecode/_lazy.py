@@ -1,0 +1,57 @@
+"""Lazy package attributes: ``import spikecode`` costs milliseconds, not Numba's start-up.
+
+A package ``__init__`` that re-exports names from its modules would import all of them
+(and Numba, torch, ...) the moment anything under it is imported, the CLI's ``--help``
+included. Instead it declares where each public name lives and installs
+:func:`lazy_exports`; the module is imported on first access of one of its names
+(PEP 562 module ``__getattr__``), then the value is cached in the package's namespace.
+``from spikecode import encode`` and ``spikecode.encode`` work as before.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+__all__ = ["lazy_exports"]
+
+
+def lazy_exports(
+    package: str, exports: Mapping[str, str], submodules: Iterable[str] = ()
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """Module ``__getattr__`` and ``__dir__`` for a package with lazily imported names.
+
+    Parameters
+    ----------
+    package
+        The package's ``__name__``.
+    exports
+        Public name -> the module that defines it (absolute, e.g. ``"spikecode.stats"``).
+    submodules
+        Submodule names that ``package.<name>`` imports on first access (so that
+        ``import spikecode; spikecode.calibration`` works without its own import).
+
+    Returns
+    -------
+    (__getattr__, __dir__)
+        To assign at the package's top level.
+    """
+    exports = dict(exports)
+    subs = frozenset(submodules)
+
+    def __getattr__(name: str) -> Any:
+        if name in exports:
+            value = getattr(importlib.import_module(exports[name]), name)
+        elif name in subs:
+            value = importlib.import_module(f"{package}.{name}")
+        else:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        setattr(sys.modules[package], name, value)  # later look-ups skip this function
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*vars(sys.modules[package]), *exports, *subs})
+
+    return __getattr__, __dir__

@@ -227,6 +227,46 @@ def _shared_T(counts: list[np.ndarray], scheme: str, zero_point: int | str = "au
     return max(min_steps(c, scheme, zero_point=zero_point) for c in counts)
 
 
+def _weighted_projections(
+    source: Path | None,
+    k: float,
+    T: int | None,
+    scheme: str,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    what: str,
+) -> tuple[dict[str, Any], int]:
+    """The projections (INT8 weights, scales, bias) of a source that has weights, and T.
+
+    A checkpoint folder (``--T`` required), a stats file (its checkpoint; T from the
+    calibration unless ``--T``) or the bundled sample (its shared T unless ``--T``).
+    """
+    if _is_stats(source):
+        stats_path = source
+        source, stats = _stats_checkpoint(stats_path)
+        if T is None:
+            T = _calibrated_T(stats, k, scheme, stats_path)
+    if _is_checkpoint(source):
+        if T is None:
+            raise SpikecodeError(
+                f"--T is required to export {scheme} from a checkpoint (the bundled "
+                "sample and stats files supply their own T)"
+            )
+        _, projections = _checkpoint_projections(source, k, include, exclude)
+        return projections, T
+    if source is None:
+        layers = _sample_layers(k, include, exclude)
+        projections = {name: (w["weight_q"], w["scales"], w["bias"]) for name, _, _, w in layers}
+        if T is None:
+            T = _shared_T([counts for _, counts, _, _ in layers], scheme)
+        return projections, T
+    raise SpikecodeError(
+        f"{what} needs weights: export from a checkpoint directory or from the bundled "
+        "sample (no SOURCE)",
+        file=str(source),
+    )
+
+
 def _summary_out(out: Path, fmt: str, rows: dict[str, Any], title: str) -> None:
     size = sum(p.stat().st_size for p in out.iterdir()) if out.is_dir() else out.stat().st_size
     rows = {**rows, "written": str(out), "bytes": size}
@@ -300,31 +340,9 @@ def export_nir_command(
 
     with stages(["load", "export", "done"], desc="export nir") as advance:
         advance("load")
-        if _is_stats(source):
-            stats_path = source
-            source, stats = _stats_checkpoint(stats_path)
-            if T is None:
-                T = _calibrated_T(stats, k, scheme, stats_path)
-        if _is_checkpoint(source):
-            if T is None:
-                raise SpikecodeError(
-                    f"--T is required to export {scheme} from a checkpoint (the bundled "
-                    "sample and stats files supply their own T)"
-                )
-            _, projections = _checkpoint_projections(source, k, include, exclude)
-        elif source is None:
-            layers = _sample_layers(k, include, exclude)
-            projections = {
-                name: (w["weight_q"], w["scales"], w["bias"]) for name, _, _, w in layers
-            }
-            if T is None:
-                T = _shared_T([counts for _, counts, _, _ in layers], scheme)
-        else:
-            raise SpikecodeError(
-                "a NIR graph needs weights: export from a checkpoint directory or from the "
-                "bundled sample (no SOURCE)",
-                file=str(source),
-            )
+        projections, T = _weighted_projections(
+            source, k, T, scheme, include, exclude, "a NIR graph"
+        )
         advance("export")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Float32Warning)
@@ -373,13 +391,12 @@ def export_nir_command(
 
 @export_group.command("lava")
 @_SOURCE
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
+@out_option(
     required=True,
+    dir_okay=True,
     help="Output folder (one .npz per projection, index.json, the runner), or FILE.npz for one.",
 )
-@_scheme_option("bitwise-bidirectional")
+@scheme_option()
 @_K
 @_T
 @_BIT_ORDER
@@ -418,31 +435,9 @@ def export_lava_command(
 
     with stages(["load", "export", "done"], desc="export lava") as advance:
         advance("load")
-        if _is_stats(source):
-            stats_path = source
-            source, stats = _stats_checkpoint(stats_path)
-            if T is None:
-                T = _calibrated_T(stats, k, scheme, stats_path)
-        if _is_checkpoint(source):
-            if T is None:
-                raise SpikecodeError(
-                    f"--T is required to export {scheme} from a checkpoint (the bundled "
-                    "sample and stats files supply their own T)"
-                )
-            _, projections = _checkpoint_projections(source, k, include, exclude)
-        elif source is None:
-            layers = _sample_layers(k, include, exclude)
-            projections = {
-                name: (w["weight_q"], w["scales"], w["bias"]) for name, _, _, w in layers
-            }
-            if T is None:
-                T = _shared_T([counts for _, counts, _, _ in layers], scheme)
-        else:
-            raise SpikecodeError(
-                "a Lava network needs weights: export from a checkpoint directory or from "
-                "the bundled sample (no SOURCE)",
-                file=str(source),
-            )
+        projections, T = _weighted_projections(
+            source, k, T, scheme, include, exclude, "a Lava network"
+        )
         advance("export")
         export_lava(
             projections,

@@ -38,7 +38,16 @@ def _load_stdin(key: str | None) -> np.ndarray:
     a private temporary file read by :func:`spikecode.io.load_activations`, so every
     check of a named file applies (no pickles, floats only, ``--key`` for several arrays).
     """
-    data = sys.stdin.buffer.read()
+    # A closed standard input (``<&-``) is None, a replaced one may lack a byte buffer.
+    stream = getattr(sys.stdin, "buffer", sys.stdin)
+    if stream is None:
+        raise SpikecodeError("standard input is closed; pipe .npy or .npz bytes into '-'")
+    try:
+        data = stream.read()
+    except (OSError, ValueError) as err:  # e.g. a stream closed by the program
+        raise SpikecodeError(f"cannot read standard input: {err}") from None
+    if isinstance(data, str):
+        raise SpikecodeError("standard input gives text; pipe .npy or .npz bytes into '-'")
     if not data:
         raise SpikecodeError("standard input is empty; pipe .npy or .npz bytes into '-'")
     suffix = next((s for magic, s in _STDIN_MAGIC.items() if data.startswith(magic)), None)

@@ -487,7 +487,8 @@ def _index(graphs: Mapping[str, nir.NIRGraph], files: Mapping[str, str]) -> dict
 def _export_listing(path: Path) -> set[str] | None:
     """The files an earlier folder export at ``path`` wrote, by its own index; None if none.
 
-    Only plain names count (no folders, no ``..``): the index names files beside it.
+    Only plain ``.nir`` names count (no folders, no ``..``): the index names the graph
+    files it wrote beside it, and nothing else may be taken for one of them.
     """
     try:
         index = read_json(path / INDEX_FILE, INDEX_FILE)
@@ -504,7 +505,7 @@ def _export_listing(path: Path) -> set[str] | None:
     return {INDEX_FILE} | {
         name
         for name in files
-        if isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+        if isinstance(name, str) and name.endswith(".nir") and Path(name).name == name
     }
 
 

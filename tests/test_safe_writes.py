@@ -562,16 +562,20 @@ def full_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=False)
 
 
-def _fill(folder: Path) -> None:
-    with contextlib.suppress(OSError), open(folder / "filler", "wb", buffering=0) as handle:
+def _fill(folder: Path, leave: int) -> None:
+    """Fill the file system, then free ``leave`` bytes: a write starts and fails midway."""
+    filler = folder / "filler"
+    with contextlib.suppress(OSError), open(filler, "wb", buffering=0) as handle:
         while True:  # until the file system says it is full
             handle.write(b"\0" * 4096)
+    os.truncate(filler, max(0, filler.stat().st_size - leave))
 
 
 @pytest.mark.slow
-def test_hdf5_exports_on_a_full_disk(full_disk, rng, acts):
+@pytest.mark.parametrize("leave", [0, 64 * 1024])
+def test_hdf5_exports_on_a_full_disk(full_disk, rng, acts, leave):
     _old_outputs(full_disk, rng)
-    _fill(full_disk)
+    _fill(full_disk, leave)
     before = _listing(full_disk)
     results = _run_full(_export_commands(full_disk, acts))
     _assert_refused(results, "No space left on device")

@@ -185,12 +185,12 @@ def _commit(pairs: Sequence[tuple[Path, Path]]) -> None:
             aside = _link_aside(target) if several else None
             try:
                 os.replace(tmp, target)
-            except OSError:
+            except BaseException:
                 if aside is not None:
                     aside.unlink(missing_ok=True)
                 raise
             done.append((target, aside))
-    except OSError:
+    except BaseException:  # an OSError, or an interrupt the held signals did not catch
         for target, aside in reversed(done):
             with contextlib.suppress(OSError):
                 if aside is None:

@@ -3,31 +3,27 @@
 Nothing here executes code from a file: ``.npy``/``.npz`` load with
 ``allow_pickle=False``, ``.pt`` with ``torch.load(weights_only=True)``, and
 ``.safetensors`` through safetensors. Every file spikecode writes goes to a temporary
-file in the target folder first and is renamed into place (:func:`atomic_write`), so an
-interrupted or failed write never leaves a partial file.
+file in the target folder first and is renamed into place (:func:`atomic_write`,
+:func:`atomic_files`, :func:`atomic_folder`), so an interrupted or failed write (an error,
+a full disk, Ctrl-C or SIGTERM) never leaves a partial file or a temporary behind.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
 import pickle
 import re
-import secrets
-import shutil
 import stat
-import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from spikecode._atomic import atomic_files, atomic_folder, atomic_write, os_cause
 from spikecode._validate import (
     array_bytes,
     as_path,
@@ -42,6 +38,7 @@ from spikecode.errors import SpikecodeError
 __all__ = [
     "ACTIVATION_SUFFIXES",
     "Encoded",
+    "atomic_files",
     "atomic_folder",
     "atomic_write",
     "list_arrays",
@@ -67,11 +64,6 @@ _LAYOUT_FIELDS = {
 
 #: How deeply nested a JSON file spikecode reads may be (its own files need fewer than 10).
 MAX_JSON_DEPTH = 100
-
-
-def os_cause(err: OSError) -> str:
-    """The cause of an operating-system error in plain words ("No space left on device")."""
-    return err.strerror or str(err) or type(err).__name__
 
 
 def path_kind(path: str | os.PathLike[str]) -> str | None:
@@ -207,139 +199,6 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
             f"cannot read {what}: not UTF-8 text (byte {err.start})", file=str(path)
         ) from None
     return parse_json(text, what, str(path))
-
-
-def _new_file_mode(target: Path) -> int:
-    """The permission bits ``open(target, "w")`` would leave: kept when it exists."""
-    try:
-        existing = target.stat()
-    except OSError:
-        return -1
-    return stat.S_IMODE(existing.st_mode) if stat.S_ISREG(existing.st_mode) else -1
-
-
-def _create_temporary(folder: Path, name: str) -> Path:
-    # Created with os.open(..., 0o666) so that the umask applies exactly as for a plain
-    # open(); mkstemp would make every file 0600. The name is cut so that a target name
-    # at the system's length limit still leaves room for the temporary one.
-    for _ in range(100):
-        tmp = folder / f".{name[:64]}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return tmp
-    raise FileExistsError(errno.EEXIST, "cannot create a temporary file", str(folder))
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], *, what: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
-
-    On any exception the temporary file is removed and ``path`` is left untouched. The
-    written file gets the permissions a plain ``open(path, "w")`` gives: those of the
-    file it replaces, or ``0666`` less the umask for a new file.
-
-    Parameters
-    ----------
-    path
-        The file to write.
-    what
-        How error messages name the file (default: the path itself).
-
-    Raises
-    ------
-    SpikecodeError
-        The target folder does not exist or is not writable, the name is too long, the
-        write itself fails (a full disk: the message names the file and the cause), or
-        the final rename fails (for example a directory of that name is in the way).
-    """
-    target = as_path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    label = what or str(target)
-    try:
-        if len(os.fsencode(target.name)) > _name_max(folder):
-            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
-        keep_mode = _new_file_mode(target)
-        tmp = _create_temporary(folder, target.name)
-        if keep_mode >= 0:
-            os.chmod(tmp, keep_mode)
-    except OSError as err:
-        raise SpikecodeError(f"cannot write {label}: {os_cause(err)}", file=str(target)) from None
-    try:
-        yield tmp
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise SpikecodeError(f"cannot write {label}: {os_cause(err)}", file=str(target)) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:
-        os.replace(tmp, target)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise SpikecodeError(f"cannot write {label}: {os_cause(err)}", file=str(target)) from None
-
-
-def _name_max(folder: Path) -> int:
-    try:
-        return os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        return 255
-
-
-@contextlib.contextmanager
-def atomic_folder(
-    path: str | os.PathLike[str], *, replaceable: Callable[[Path], bool] | None = None
-) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; move it to ``path`` if the block succeeds.
-
-    On any exception the temporary folder is removed and ``path`` is left untouched. An
-    existing ``path`` is replaced only when it is an empty folder or ``replaceable(path)``
-    says so (an earlier output of the same writer); anything else is refused.
-
-    Raises
-    ------
-    SpikecodeError
-        The parent folder does not exist or is not writable, or something that may not
-        be replaced is in the way.
-    """
-    target = as_path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-
-    def in_the_way() -> bool:
-        if not (target.exists() or target.is_symlink()):
-            return False
-        if target.is_dir() and not target.is_symlink():
-            return bool(any(target.iterdir())) and not (replaceable and replaceable(target))
-        return True
-
-    if in_the_way():
-        raise SpikecodeError(
-            f"cannot write {target}: something else is in the way", file=str(target)
-        )
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder))
-    except OSError as err:
-        raise SpikecodeError(f"cannot write {target}: {os_cause(err)}", file=str(target)) from None
-    try:
-        yield tmp
-        if in_the_way():
-            raise SpikecodeError(
-                f"cannot write {target}: something else is in the way", file=str(target)
-            )
-        old = None
-        if target.exists():  # an empty folder or an earlier output: set it aside first
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=folder))
-            os.replace(target, old / "old")
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as err:
-        raise SpikecodeError(f"cannot write {target}: {os_cause(err)}", file=str(target)) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # -- activations -------------------------------------------------------------------------

@@ -67,7 +67,10 @@ Design decisions
   new tokens plus the one the prompt yields: end-of-sequence is suppressed); the hooks
   ignore the prompt's forward pass and count only the N decode steps, whose inputs are
   one newly generated token per sample. Per-token figures (a report's energy per token)
-  are then per generated token. The stats file records N (``recipe.generate``).
+  are then per generated token. The stats file records N (``recipe.generate``). N is
+  bounded by the model's context: the longest prompt plus the N + 1 generated tokens must
+  fit ``max_position_embeddings`` (a model that states none: at most
+  65,536 steps), checked before anything runs.
 """
 
 from __future__ import annotations
@@ -94,9 +97,11 @@ from spikecode.calibration.data import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SAMPLES,
     CalibrationData,
+    TokenizedData,
     as_data,
     as_loaded,
     model_device,
+    model_max_length,
     pad_id,
     padded_batches,
     tokenize_data,
@@ -132,6 +137,30 @@ __all__ = [
 
 #: The report's k sweep (table 11).
 DEFAULT_K: tuple[float, ...] = (2.0, 2.5, 3.0, 3.5, 4.0)
+#: Most decode steps for a model that states no context length (max_position_embeddings).
+MAX_GENERATE_UNSTATED = 2**16
+
+
+def _check_generate(generate: int, tokenized: TokenizedData, loaded: LoadedModel) -> None:
+    """Refuse more decode steps than the model's context holds after the longest prompt."""
+    context = model_max_length(loaded)
+    longest = max(len(ids) for ids in tokenized.input_ids)
+    if context is None:
+        if generate > MAX_GENERATE_UNSTATED:
+            raise SpikecodeError(
+                f"generate {generate} is more decode steps than spikecode runs for a model "
+                f"that states no context length (max_position_embeddings): at most "
+                f"{MAX_GENERATE_UNSTATED:,}"
+            )
+        return
+    room = context - longest - 1  # the prompt, then N + 1 generated tokens
+    if generate > room:
+        bound = f"at most {room:,} here" if room >= 1 else "shorten the prompts"
+        raise SpikecodeError(
+            f"generate {generate} does not fit the model's context: the longest prompt "
+            f"({longest:,} tokens) plus {generate + 1:,} generated tokens exceed "
+            f"{context:,} positions (max_position_embeddings); {bound}"
+        )
 
 
 def _trunk(model: nn.Module, names: Sequence[str]) -> nn.Module:
@@ -469,7 +498,8 @@ def calibrate(
         ``"release"`` (see the module docstring).
     generate
         None: measure the prompts. N >= 1: generate per sample and measure only the N
-        decode steps (see the module docstring).
+        decode steps (see the module docstring); the longest prompt plus N + 1 tokens
+        must fit the model's context.
 
     Returns
     -------
@@ -499,6 +529,8 @@ def calibrate(
         raise SpikecodeError("give at least one code (scheme)")
     calibration = as_data(data, samples)
     tokenized = tokenize_data(calibration, loaded, max_length=max_length, truncate=truncate)
+    if generate is not None:
+        _check_generate(generate, tokenized, loaded)
     model = loaded.model
     accumulator: StatsAccumulator | None = None
 

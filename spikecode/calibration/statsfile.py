@@ -4,15 +4,18 @@ The layout is ``docs/statsfile.rst`` (format ``"spikecode.stats"``, version 2; v
 files are read too): one JSON object, the records of :mod:`spikecode.calibration.records`.
 A flat CSV beside it (same stem, ``.csv``) holds one row per layer × k × code.
 
-:func:`save_stats` is atomic: both files are written to temporary files in the target
-folder and renamed into place. :func:`load_stats` validates the format, the version and
-every field and raises :class:`~spikecode.errors.SpikecodeError` naming the file and the
-field.
+:func:`save_stats` writes the pair as one unit: both files go to temporary files in the
+target folder and are renamed into place together (or neither is), and the JSON records
+the SHA-256 of its CSV. :func:`load_stats` validates the format, the version, every
+field and that hash, and raises :class:`~spikecode.errors.SpikecodeError` naming the file
+and the field.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import itertools
 import json
 import math
@@ -48,7 +51,7 @@ from spikecode.calibration.records import (
 from spikecode.encoders.schemes import SCHEMES
 from spikecode.energy import ChannelActivity
 from spikecode.errors import SpikecodeError
-from spikecode.io import atomic_write, read_json
+from spikecode.io import atomic_files, os_cause, read_json
 from spikecode.stats import SpikeStats
 
 __all__ = ["load_stats", "save_stats"]
@@ -58,6 +61,9 @@ _MAX_EXPERTS = 1 << 16
 
 
 # --------------------------------------------------------------------------- saving
+
+#: The field of the JSON holding the SHA-256 (hex) of the CSV written with it.
+CSV_HASH_FIELD = "csv_sha256"
 
 
 _CSV_COLUMNS = (
@@ -134,7 +140,12 @@ def _csv_rows(stats: CalibrationStats) -> tuple[list[str], list[list[Any]]]:
 
 
 def save_stats(path: str | os.PathLike[str], stats: CalibrationStats) -> tuple[Path, Path]:
-    """Write a stats file and the CSV beside it, atomically.
+    """Write a stats file and the CSV beside it, atomically and as one unit.
+
+    Both files are renamed into place together, the JSON first: if a rename fails the
+    other is undone, and Ctrl-C or SIGTERM wait until both are done, so readers see the
+    old pair or the new one. The JSON records the CSV's SHA-256 (``csv_sha256``), which
+    :func:`load_stats` checks.
 
     Parameters
     ----------
@@ -173,14 +184,20 @@ def save_stats(path: str | os.PathLike[str], stats: CalibrationStats) -> tuple[P
                 raise SpikecodeError(
                     f"layer {layer.name!r} has no output error at k = {key}; a stats file needs it"
                 )
-    text = json.dumps(stats.to_dict(), indent=1, allow_nan=False) + "\n"
     header, rows = _csv_rows(stats)
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(header)
+    writer.writerows(rows)
+    csv_bytes = table.getvalue().encode("utf-8")
+    # The JSON names the CSV it was written with, so that a reader can tell a pair that
+    # does not belong together (see load_stats).
+    fields = {**stats.to_dict(), CSV_HASH_FIELD: hashlib.sha256(csv_bytes).hexdigest()}
+    text = json.dumps(fields, indent=1, allow_nan=False) + "\n"
     csv_target = target.with_suffix(".csv")
-    with atomic_write(target) as tmp_json, atomic_write(csv_target) as tmp_csv:
-        with open(tmp_csv, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows(rows)
+    # One unit: both renamed together (the JSON first), or neither.
+    with atomic_files([target, csv_target]) as (tmp_json, tmp_csv):
+        tmp_csv.write_bytes(csv_bytes)
         tmp_json.write_text(text, encoding="utf-8")
     return target, csv_target
 
@@ -266,11 +283,50 @@ def load_stats(path: str | os.PathLike[str]) -> CalibrationStats:
     SpikecodeError
         An unreadable or non-JSON file, another format or version, or a missing or
         malformed field; the message names the file and the field
-        (``layers[2].by_k.3.vth.mean``).
+        (``layers[2].by_k.3.vth.mean``). A CSV beside the file that is not the one
+        written with it (its SHA-256 differs from ``csv_sha256``: edited since, or left
+        by a write cut short by a crash).
     """
     file = as_path(path)
     raw = read_json(file, "the stats file")
-    return _parse(raw, _Reader(str(file)))
+    stats = _parse(raw, _Reader(str(file)))
+    _check_csv(file, raw.get(CSV_HASH_FIELD))
+    return stats
+
+
+def _check_csv(file: Path, recorded: Any) -> None:
+    """Refuse a stats file whose CSV beside it is not the one written with it.
+
+    Only files that record the CSV's hash are checked (older ones do not); a missing CSV
+    is fine (the JSON alone is complete).
+    """
+    if recorded is None:
+        return
+    if not isinstance(recorded, str) or len(recorded) != 64:
+        raise SpikecodeError(
+            f"stats file field {CSV_HASH_FIELD!r} must be a SHA-256 in hex",
+            file=str(file),
+            field=CSV_HASH_FIELD,
+        )
+    table = file.with_suffix(".csv")
+    digest = hashlib.sha256()
+    try:
+        if not table.is_file():
+            return
+        with open(table, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as err:
+        raise SpikecodeError(
+            f"cannot read {table.name} beside the stats file: {os_cause(err)}", file=str(file)
+        ) from None
+    if digest.hexdigest() != recorded.lower():
+        raise SpikecodeError(
+            f"{table.name} beside the stats file is not the CSV written with it (changed "
+            "since, or left by an interrupted write); write the stats again, or remove "
+            f"{table.name}",
+            file=str(file),
+        )
 
 
 def _parse(raw: Any, r: _Reader) -> CalibrationStats:

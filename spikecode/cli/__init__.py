@@ -3,7 +3,8 @@
 Every command raises :class:`~spikecode.errors.SpikecodeError` for user errors; the group
 turns it into a one-line message on stderr and exit status 1, never a traceback. The
 error's remedies are named as command-line flags (``--saturate``, ``leaving out --T``), never as
-Python arguments (:func:`spikecode.cli._common.flag_remedy`).
+Python arguments (:func:`spikecode.cli._common.flag_remedy`). SIGTERM is handled like
+Ctrl-C: no temporary is left and old outputs survive.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import click
 
+from spikecode._atomic import terminate_as_interrupt
 from spikecode.cli._common import _is_number_list, flag_remedy
 from spikecode.errors import SpikecodeError
 
@@ -65,8 +67,11 @@ class _Group(click.Group):
     """A click group that reports SpikecodeError as a clean CLI error."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        # SIGTERM unwinds like Ctrl-C (temporaries removed, old outputs kept), then still
+        # ends the process by SIGTERM.
         try:
-            return super().invoke(ctx)
+            with terminate_as_interrupt():
+                return super().invoke(ctx)
         except SpikecodeError as err:
             raise click.ClickException(one_line(err.render(flag_remedy, lead="try"))) from None
         except OSError as err:  # a file problem no reader named: still one line

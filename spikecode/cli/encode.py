@@ -42,7 +42,18 @@ def _load_stdin(key: str | None) -> np.ndarray:
     from spikecode._validate import read_bounded
     from spikecode.io import load_activations
 
-    data = read_bounded(sys.stdin.buffer, "standard input")
+    # A closed standard input (``<&-``) is None, a replaced one may lack a byte buffer.
+    stream = getattr(sys.stdin, "buffer", sys.stdin)
+    if stream is None:
+        raise SpikecodeError("standard input is closed; pipe .npy or .npz bytes into '-'")
+    try:
+        data = read_bounded(stream, "standard input")
+    except (OSError, ValueError) as err:  # e.g. a stream closed by the program
+        raise SpikecodeError(f"cannot read standard input: {err}") from None
+    except TypeError:  # a text stream's str chunks do not join as bytes
+        raise SpikecodeError(
+            "standard input gives text; pipe .npy or .npz bytes into '-'"
+        ) from None
     if not data:
         raise SpikecodeError("standard input is empty; pipe .npy or .npz bytes into '-'")
     suffix = next((s for magic, s in _STDIN_MAGIC.items() if data.startswith(magic)), None)

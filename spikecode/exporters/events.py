@@ -43,6 +43,7 @@ optional h5py; the events are a compound dataset ``events`` and each layer a gro
 
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 import zlib
@@ -327,7 +328,10 @@ def _write_hdf5(
     thresholds: list[np.ndarray],
     h5py: Any,
 ) -> None:
-    with h5py.File(tmp, "w") as f:
+    # Built in memory and written by Python: h5py's C library handles a failed write (a
+    # full disk) badly, up to crashing the interpreter.
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
         f.attrs.update(header)
         # gzip needs chunks, and an empty dataset cannot be chunked.
         f.create_dataset("events", data=events, compression="gzip" if len(events) else None)
@@ -338,6 +342,7 @@ def _write_hdf5(
             group.attrs.update(_layer_fields(train))
             group.create_dataset("shape", data=np.array(train.shape, dtype=np.int64))
             group.create_dataset("vth", data=v)
+    tmp.write_bytes(buffer.getbuffer())
 
 
 @register_exporter("events")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -571,12 +572,41 @@ def _index(graphs: Mapping[str, nir.NIRGraph], files: Mapping[str, str]) -> dict
     }
 
 
-def _is_our_folder(path: Path) -> bool:
-    index = path / INDEX_FILE
+def _export_listing(path: Path) -> set[str] | None:
+    """The files an earlier folder export at ``path`` wrote, by its own index; None if none.
+
+    Only plain ``.nir`` names count (no folders, no ``..``): the index names the graph
+    files it wrote beside it, and nothing else may be taken for one of them.
+    """
     try:
-        return read_json(index, INDEX_FILE).get("format") == INDEX_FORMAT
-    except (SpikecodeError, AttributeError):
-        return False
+        index = read_json(path / INDEX_FILE, INDEX_FILE)
+    except SpikecodeError:
+        return None
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
+        return None
+    listed = index.get("projections")
+    files = (
+        [entry.get("file") for entry in listed if isinstance(entry, dict)]
+        if isinstance(listed, list)
+        else []
+    )
+    return {INDEX_FILE} | {
+        name
+        for name in files
+        if isinstance(name, str) and name.endswith(".nir") and Path(name).name == name
+    }
+
+
+def _hdf5_image(graph: nir.NIRGraph) -> memoryview:
+    """The bytes of ``nir.write(graph)``, built in memory.
+
+    HDF5 is never written to disk directly: h5py's C library handles a failed write (a
+    full disk) badly, up to crashing the interpreter; a plain Python write of the
+    finished image fails cleanly instead.
+    """
+    buffer = io.BytesIO()
+    nir.write(buffer, graph)
+    return buffer.getbuffer()
 
 
 @register_exporter("nir")
@@ -595,8 +625,11 @@ def export_nir(projections: Any, path: str | os.PathLike[str], **options: Any) -
       ``discretisation``, ``readout``) and ``projections``: a list, in export order, of
       ``{name, file, in_features, out_features, scale_groups, group_size, neurons,
       input_channels, accumulator_bound, accumulator_bits, float32_exact,
-      synapse_dtype}``. The folder appears only once complete; an earlier export in
-      the same folder is replaced, anything else in the way is refused.
+      synapse_dtype}``. The folder appears only once complete (with the permissions
+      ``mkdir`` gives). It replaces an earlier export only when that folder holds
+      nothing but the files its index lists; a folder with other files (the user's),
+      links or subfolders, or a file at ``path``, is refused, naming what is there:
+      nothing spikecode did not write is removed.
 
     Returns
     -------
@@ -618,13 +651,14 @@ def export_nir(projections: Any, path: str | os.PathLike[str], **options: Any) -
                 f"{INDEX_FILE}); pass a path without the .nir suffix",
                 file=str(path),
             )
+        image = _hdf5_image(next(iter(graphs.values())))
         with atomic_write(path) as tmp:
-            nir.write(tmp, next(iter(graphs.values())))
+            tmp.write_bytes(image)
         return path
     files = {name: f"{name}.nir" for name in graphs}
-    with atomic_folder(path, replaceable=_is_our_folder) as tmp:
+    with atomic_folder(path, listing=_export_listing) as tmp:
         for name, graph in graphs.items():
-            nir.write(tmp / files[name], graph)
+            (tmp / files[name]).write_bytes(_hdf5_image(graph))
         text = json.dumps(_index(graphs, files), indent=1)
         (tmp / INDEX_FILE).write_text(text + "\n", encoding="utf8")
     return path

@@ -821,8 +821,14 @@ def _load_gla_swa(
     if on_disk:
         assert offload.folder is not None
         dispatch_offloaded(model, placement, offload.folder, index)
+    return _finish(model, raw, folder, "gla_swa", config)
+
+
+def _finish(
+    model: nn.Module, raw: Mapping[str, Any], folder: Path, kind: Kind, config: Any
+) -> LoadedModel:
+    """Eval mode, config.json's special tokens for generate(), tokenizer and scales."""
     model.eval()
-    # generate() reads the special tokens from the generation config (config.json's).
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if isinstance(raw.get(name), int | list):
             setattr(model.config, name, raw[name])
@@ -830,7 +836,7 @@ def _load_gla_swa(
     return LoadedModel(
         model=model,
         tokenizer=_load_tokenizer(folder, trust_remote_code=False, gla_swa=True),
-        kind="gla_swa",
+        kind=kind,
         config=config,
         path=folder,
         quant_scales=_collect_scales(model),

@@ -119,84 +119,24 @@ class GLASwaConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attn_layers", tuple(self.attn_layers))
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "num_key_value_heads",
-            "sliding_window",
-            "gate_low_rank_dim",
-            "gla_chunk_size",
-        ):
-            value = getattr(self, name)
-            limit = _MAX_LAYERS if name == "num_hidden_layers" else _MAX_SIZE
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
-                raise SpikecodeError(
-                    f"{name} must be a positive integer up to {limit}, not {short_repr(value)}",
-                    field=name,
-                )
-        for name in ("rope_theta", "norm_eps", "gate_logit_normalizer"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise SpikecodeError(
-                    f"{name} must be a number > 0, not {short_repr(value)}", field=name
-                )
-        if self.hidden_size % self.num_attention_heads:
-            raise SpikecodeError(
-                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
-                f"{self.num_attention_heads}",
-                field="hidden_size",
-            )
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise SpikecodeError(
-                f"num_attention_heads {self.num_attention_heads} is not divisible by "
-                f"num_key_value_heads {self.num_key_value_heads}",
-                field="num_key_value_heads",
-            )
-        if self.head_dim % 2:
-            raise SpikecodeError(
-                f"head_dim {self.head_dim} (hidden_size / num_attention_heads) must be even "
-                "for rotate-half rotary embedding",
-                field="hidden_size",
-            )
-        layers = self.attn_layers
-        if any(isinstance(i, bool) or not isinstance(i, int) for i in layers) or any(
-            not 0 <= i < self.num_hidden_layers for i in layers
-        ):
-            raise SpikecodeError(
-                f"attn_layers must hold layer indices in [0, {self.num_hidden_layers}), "
-                f"not {short_repr(list(layers))}",
-                field="attn_layers",
-            )
-        if len(set(layers)) != len(layers):
-            raise SpikecodeError(
-                f"attn_layers repeats a layer: {list(layers)}", field="attn_layers"
-            )
-        if not isinstance(self.hidden_act, str) or self.hidden_act not in _SWISH:
-            raise SpikecodeError(
-                f"hidden_act {short_repr(self.hidden_act)} is not supported (only swish/silu)",
-                field="hidden_act",
-            )
-        if not isinstance(self.tie_word_embeddings, bool):
-            raise SpikecodeError(
-                "tie_word_embeddings must be true or false, not "
-                f"{short_repr(self.tie_word_embeddings)}",
-                field="tie_word_embeddings",
-            )
-        if self.torch_dtype is not None and (
-            not isinstance(self.torch_dtype, str) or self.torch_dtype not in _CONFIG_DTYPES
-        ):
-            raise SpikecodeError(
-                f"torch_dtype {short_repr(self.torch_dtype)} is not one of {list(_CONFIG_DTYPES)}",
-                field="torch_dtype",
-            )
+        check_sizes(
+            self,
+            (
+                "vocab_size",
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "sliding_window",
+                "gate_low_rank_dim",
+                "gla_chunk_size",
+            ),
+        )
+        check_positive_numbers(self, ("rope_theta", "norm_eps", "gate_logit_normalizer"))
+        check_heads(self)
+        check_layer_list(self, "attn_layers")
+        check_common(self)
         if not isinstance(self.gate, str) or self.gate not in GATE_VARIANTS:
             raise SpikecodeError(
                 f"gate must be one of {list(GATE_VARIANTS)}, not {short_repr(self.gate)}",
@@ -346,3 +286,94 @@ class GLASwaConfig:
         if self.gate_logit_normalizer != 16:
             out["gate_logit_normalizer"] = self.gate_logit_normalizer
         return out
+
+
+# ---------------------------------------------------------------------------------------
+# checks shared by the architectures' configs (GLA-SWA here, the hybrid MoE of SPEC §8)
+# ---------------------------------------------------------------------------------------
+
+
+def check_sizes(config: Any, names: tuple[str, ...]) -> None:
+    """Each named field is a positive int (layers up to 65536, sizes up to int32)."""
+    for name in names:
+        value = getattr(config, name)
+        limit = _MAX_LAYERS if name == "num_hidden_layers" else _MAX_SIZE
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
+            raise SpikecodeError(
+                f"{name} must be a positive integer up to {limit}, not {short_repr(value)}",
+                field=name,
+            )
+
+
+def check_positive_numbers(config: Any, names: tuple[str, ...]) -> None:
+    """Each named field is a finite number > 0."""
+    for name in names:
+        value = getattr(config, name)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise SpikecodeError(
+                f"{name} must be a number > 0, not {short_repr(value)}", field=name
+            )
+
+
+def check_heads(config: Any) -> None:
+    """Heads divide the width, key/value heads divide the heads, head_dim is even."""
+    if config.hidden_size % config.num_attention_heads:
+        raise SpikecodeError(
+            f"hidden_size {config.hidden_size} is not divisible by num_attention_heads "
+            f"{config.num_attention_heads}",
+            field="hidden_size",
+        )
+    if config.num_attention_heads % config.num_key_value_heads:
+        raise SpikecodeError(
+            f"num_attention_heads {config.num_attention_heads} is not divisible by "
+            f"num_key_value_heads {config.num_key_value_heads}",
+            field="num_key_value_heads",
+        )
+    if (config.hidden_size // config.num_attention_heads) % 2:
+        raise SpikecodeError(
+            f"head_dim {config.hidden_size // config.num_attention_heads} (hidden_size / "
+            "num_attention_heads) must be even for rotate-half rotary embedding",
+            field="hidden_size",
+        )
+
+
+def check_layer_list(config: Any, name: str) -> None:
+    """The named field holds distinct layer indices in ``[0, num_hidden_layers)``."""
+    layers = getattr(config, name)
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in layers) or any(
+        not 0 <= i < config.num_hidden_layers for i in layers
+    ):
+        raise SpikecodeError(
+            f"{name} must hold layer indices in [0, {config.num_hidden_layers}), "
+            f"not {short_repr(list(layers))}",
+            field=name,
+        )
+    if len(set(layers)) != len(layers):
+        raise SpikecodeError(f"{name} repeats a layer: {list(layers)}", field=name)
+
+
+def check_common(config: Any) -> None:
+    """``hidden_act`` (swish/silu), ``tie_word_embeddings`` (bool), ``torch_dtype``."""
+    if not isinstance(config.hidden_act, str) or config.hidden_act not in _SWISH:
+        raise SpikecodeError(
+            f"hidden_act {short_repr(config.hidden_act)} is not supported (only swish/silu)",
+            field="hidden_act",
+        )
+    if not isinstance(config.tie_word_embeddings, bool):
+        raise SpikecodeError(
+            "tie_word_embeddings must be true or false, not "
+            f"{short_repr(config.tie_word_embeddings)}",
+            field="tie_word_embeddings",
+        )
+    if config.torch_dtype is not None and (
+        not isinstance(config.torch_dtype, str) or config.torch_dtype not in _CONFIG_DTYPES
+    ):
+        raise SpikecodeError(
+            f"torch_dtype {short_repr(config.torch_dtype)} is not one of {list(_CONFIG_DTYPES)}",
+            field="torch_dtype",
+        )

@@ -75,20 +75,19 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedConfig
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from spikecode.errors import SpikecodeError
 from spikecode.models.cache import GLASwaCache
 from spikecode.models.config import GATE_VARIANTS, GLA_MODES, GLASwaConfig, compute_dtype
 from spikecode.models.inputs import (
-    causal_lm_loss,
-    check_ids,
+    embed,
     full_mask,
-    left_align,
     positions_from_mask,
     rotary_positions,
 )
+from spikecode.models.lm import CausalLMBase
 from spikecode.models.ops import (
     apply_rotary,
     gla_chunked,
@@ -452,26 +451,7 @@ class GLASwaModel(nn.Module):
         torch.Tensor
             ``[batch, seq, hidden_size]`` in the parameter dtype.
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise SpikecodeError("give exactly one of input_ids and inputs_embeds")
-        if input_ids is not None:
-            check_ids(input_ids, self.vocab_size)
-            x = self.embeddings(input_ids)
-        else:
-            width = self.embeddings.weight.shape[1]
-            if (
-                not isinstance(inputs_embeds, torch.Tensor)
-                or inputs_embeds.dim() != 3
-                or not inputs_embeds.dtype.is_floating_point
-                or inputs_embeds.shape[2] != width
-                or inputs_embeds.shape[1] == 0
-            ):
-                raise SpikecodeError(
-                    f"inputs_embeds must be a float tensor [batch, seq, {width}]",
-                    shape=tuple(getattr(inputs_embeds, "shape", ())),
-                )
-            weight = self.embeddings.weight
-            x = inputs_embeds.to(device=weight.device, dtype=weight.dtype)
+        x = embed(self.embeddings, input_ids, inputs_embeds)
         batch, seq = x.shape[:2]
         past = 0 if cache is None else cache.seen_tokens
         mask = full_mask(batch, seq, x.device, attention_mask, cache)
@@ -535,7 +515,7 @@ def _gla_config(config: GLASwaPretrainedConfig) -> GLASwaConfig:
 _CHECKPOINT_LOADER: list[Any] = []
 
 
-class GLASwaForCausalLM(PreTrainedModel, GenerationMixin):
+class GLASwaForCausalLM(CausalLMBase):
     """The SpikingBrain-7B language model in plain PyTorch (SPEC §7), a transformers model.
 
     Parameters
@@ -564,8 +544,7 @@ class GLASwaForCausalLM(PreTrainedModel, GenerationMixin):
     """
 
     config_class = GLASwaPretrainedConfig
-    base_model_prefix = "model"
-    main_input_name = "input_ids"
+    cache_class = GLASwaCache
     _no_split_modules: ClassVar[list[str]] = ["GLASwaBlock"]
 
     def __init__(self, config: GLASwaConfig | GLASwaPretrainedConfig) -> None:
@@ -584,22 +563,8 @@ class GLASwaForCausalLM(PreTrainedModel, GenerationMixin):
             self.lm_head.weight = self.model.embeddings.weight
         self.post_init()
 
-    def _init_weights(self, module: nn.Module) -> None:
-        # Modules keep PyTorch's default initialisation; checkpoints overwrite it.
-        return
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        # generate() must not build a DynamicCache: forward creates a GLASwaCache.
-        return False
-
-    def get_input_embeddings(self) -> nn.Module:
-        """The token embeddings."""
-        return self.model.embeddings
-
-    def get_output_embeddings(self) -> nn.Module:
-        """The LM head."""
-        return self.lm_head
+    def _new_cache(self) -> GLASwaCache:
+        return GLASwaCache(self.gla_config)
 
     def forward(
         self,
@@ -652,52 +617,18 @@ class GLASwaForCausalLM(PreTrainedModel, GenerationMixin):
             ``logits`` ``[batch, seq, vocab_size]`` in the parameter dtype; ``loss``;
             ``cache`` (also readable as ``past_key_values``).
         """
-        for name, value in kwargs.items():
-            if name not in ("cache_position", "output_attentions", "output_hidden_states"):
-                raise SpikecodeError(f"GLASwaForCausalLM.forward got an unknown argument {name!r}")
-            if name != "cache_position" and value:
-                raise SpikecodeError(f"GLASwaForCausalLM does not support {name}=True")
-        if cache is not None and past_key_values is not None:
-            raise SpikecodeError("pass the cache as cache or past_key_values, not both")
-        cache = cache if cache is not None else past_key_values
-        if cache is not None and not isinstance(cache, GLASwaCache):
-            raise SpikecodeError(
-                f"the cache must be a GLASwaCache, not {type(cache).__name__}",
-            )
-        if cache is None and use_cache:
-            cache = GLASwaCache(self.gla_config)
-        hidden = self.model(input_ids, attention_mask, cache, position_ids, inputs_embeds)
-        logits = self.lm_head(hidden)
-        loss = None if labels is None else causal_lm_loss(logits, labels)
-        if return_dict is False:
-            return tuple(item for item in (loss, logits, cache) if item is not None)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache)
-
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
-        """Run transformers' ``generate()``, right-padded prompts moved to the left first.
-
-        New tokens follow the last column, so a right-padded row (the Qwen2 tokenizer's
-        default padding side) would put padding inside the sequence. Such rows are
-        shifted to left padding first (:func:`left_align`); the returned rows then hold
-        the prompt left-padded, followed by the new tokens. Positions come from the mask
-        (``position_ids``), so each row gets what the same prompt gives alone.
-        """
-        key = next((k for k in ("input_ids", "inputs") if k in kwargs), None)
-        ids = kwargs[key] if key is not None else (args[0] if args else None)
-        mask = kwargs.get("attention_mask")
-        if (
-            isinstance(ids, torch.Tensor)
-            and ids.dim() == 2
-            and isinstance(mask, torch.Tensor)
-            and mask.shape == ids.shape
-        ):
-            ids, mask = left_align(ids, mask)
-            kwargs["attention_mask"] = mask
-            if key is not None:
-                kwargs[key] = ids
-            else:
-                args = (ids, *args[1:])
-        return super().generate(*args, **kwargs)
+        return self._lm_forward(
+            input_ids,
+            attention_mask,
+            inputs_embeds,
+            position_ids,
+            past_key_values,
+            labels,
+            use_cache,
+            return_dict,
+            cache,
+            kwargs,
+        )
 
     @classmethod
     def from_pretrained(

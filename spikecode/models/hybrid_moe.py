@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedConfig
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from spikecode.errors import SpikecodeError
@@ -61,11 +61,12 @@ from spikecode.models.gla_swa import (
     _split_heads,
     _through,
 )
-from spikecode.models.inputs import check_ids, full_mask, rotary_positions
+from spikecode.models.inputs import embed, full_mask, rotary_positions
+from spikecode.models.lm import CausalLMBase
 from spikecode.models.moe import ExpertLinears
 from spikecode.models.moe_cache import HybridMoECache
 from spikecode.models.moe_config import HybridMoEConfig
-from spikecode.models.ops import gla_chunked, gla_recurrent, rms_norm
+from spikecode.models.ops import apply_rotary, gla_chunked, gla_recurrent, rms_norm
 from spikecode.models.sites import ActivationSite
 
 __all__ = [
@@ -77,35 +78,8 @@ __all__ = [
     "MoEFeedForward",
     "SpikingBrainMoEForCausalLM",
     "SpikingBrainMoEModel",
-    "rotary_at",
     "sink_attention",
 ]
-
-
-def rotary_at(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotate-half rotary embedding at per-row positions (SPEC §7's formula).
-
-    Parameters
-    ----------
-    x
-        ``[batch, heads, seq, d]``, ``d`` even, in the compute dtype.
-    positions
-        ``[batch, seq]`` integer positions.
-    theta
-        Rotary base.
-
-    Returns
-    -------
-    torch.Tensor
-        Same shape and dtype as ``x``.
-    """
-    d = x.shape[-1]
-    inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, device=x.device, dtype=x.dtype) / d))
-    angles = positions.to(x.dtype)[..., None] * inv_freq
-    angles = torch.cat((angles, angles), dim=-1)[:, None]
-    half = d // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * angles.cos() + rotated * angles.sin()
 
 
 def sink_attention(
@@ -223,8 +197,8 @@ class _SoftmaxBranch(_Projections):
         q = _split_heads(self.q_proj(x), self.num_heads).to(compute)
         k = _split_heads(self.k_proj(x), self.num_kv_heads).to(compute)
         v = _split_heads(self.v_proj(x), self.num_kv_heads).to(compute)
-        q = _through(self.q_act, rotary_at(q, step.positions, self.rope_theta))
-        k = rotary_at(k, step.positions, self.rope_theta)
+        q = _through(self.q_act, apply_rotary(q, step.positions, self.rope_theta))
+        k = apply_rotary(k, step.positions, self.rope_theta)
         cache = step.cache
         if step.sink_pass:
             cache.sink_kv[self.layer_idx] = (k, v)
@@ -453,17 +427,19 @@ class SpikingBrainMoEModel(nn.Module):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None = None,
         cache: HybridMoECache | None = None,
         position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states ``[batch, seq, hidden]`` of the tokens (sinks not included).
 
         Parameters
         ----------
         input_ids
-            ``[batch, seq]`` token ids (only the new ones with a cache).
+            ``[batch, seq]`` token ids (only the new ones with a cache), or None with
+            ``inputs_embeds`` (``[batch, seq, hidden]``).
         attention_mask
             Optional 0/1, ``[batch, seq]`` or ``[batch, past + seq]``; left and right
             padding give each real token its unpadded output, holes are refused.
@@ -474,20 +450,17 @@ class SpikingBrainMoEModel(nn.Module):
             counted from the first token after the sinks); by default each row's real
             tokens counted from 0, as ``generate()`` derives them.
         """
-        check_ids(input_ids, self.config.vocab_size)
-        batch, seq = input_ids.shape
+        x = embed(self.embeddings, input_ids, inputs_embeds)
+        batch, seq = x.shape[:2]
         cache = HybridMoECache(self.config) if cache is None else cache
-        mask = full_mask(batch, seq, input_ids.device, attention_mask, cache)
+        mask = full_mask(batch, seq, x.device, attention_mask, cache)
         if not cache.has_sinks:
             self._run_sinks(cache, batch)
         # Rotary positions count each row's real tokens (left padding shifts nothing, as
         # in the 7B model), after the sinks' positions 0 … S − 1.
-        positions = rotary_positions(
-            position_ids, mask, batch, seq, cache.seen_tokens, input_ids.device
-        )
+        positions = rotary_positions(position_ids, mask, batch, seq, cache.seen_tokens, x.device)
         positions = self.config.num_sink_tokens + positions.expand(batch, seq)
         step = _Step(cache=cache, mask=mask, positions=positions, sink_pass=False)
-        x = self.embeddings(input_ids)
         for layer in self.layers:
             x = layer(x, step)
         cache.seen_tokens += seq
@@ -502,7 +475,7 @@ class SpikingBrainMoEPretrainedConfig(PreTrainedConfig):
     model_type = "spikingbrain_moe"
 
 
-class SpikingBrainMoEForCausalLM(PreTrainedModel, GenerationMixin):
+class SpikingBrainMoEForCausalLM(CausalLMBase):
     """The hybrid-linear MoE language model (SPEC §8), a transformers model.
 
     Parameters
@@ -519,8 +492,7 @@ class SpikingBrainMoEForCausalLM(PreTrainedModel, GenerationMixin):
     """
 
     config_class = SpikingBrainMoEPretrainedConfig
-    base_model_prefix = "model"
-    main_input_name = "input_ids"
+    cache_class = HybridMoECache
     _no_split_modules: ClassVar[list[str]] = ["MoEBlock"]
 
     def __init__(self, config: HybridMoEConfig) -> None:
@@ -540,22 +512,8 @@ class SpikingBrainMoEForCausalLM(PreTrainedModel, GenerationMixin):
             self.lm_head.weight = self.model.embeddings.weight
         self.post_init()
 
-    def _init_weights(self, module: nn.Module) -> None:
-        # Modules keep PyTorch's default initialisation; checkpoints overwrite it.
-        return
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        # generate() must not build a DynamicCache: forward creates a HybridMoECache.
-        return False
-
-    def get_input_embeddings(self) -> nn.Module:
-        """The token embeddings."""
-        return self.model.embeddings
-
-    def get_output_embeddings(self) -> nn.Module:
-        """The LM head."""
-        return self.lm_head
+    def _new_cache(self) -> HybridMoECache:
+        return HybridMoECache(self.moe_config)
 
     def moe_layers(self) -> list[tuple[str, MoEFeedForward]]:
         """``(name, module)`` of every MoE FFN, in layer order."""
@@ -563,37 +521,34 @@ class SpikingBrainMoEForCausalLM(PreTrainedModel, GenerationMixin):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        cache: HybridMoECache | None = None,
-        use_cache: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
         past_key_values: HybridMoECache | None = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
         return_dict: bool | None = None,
+        cache: HybridMoECache | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple[Any, ...]:
-        """Next-token logits ``[batch, seq, vocab_size]``, and the cache when one is used.
+        """Next-token logits ``[batch, seq, vocab_size]``, the loss with ``labels``, the cache.
 
-        ``cache``/``past_key_values`` continue from a :class:`HybridMoECache`;
-        ``use_cache`` returns one. ``position_ids`` (``**kwargs``) default to each row's
-        real tokens counted from the attention mask, as ``generate()`` passes them; the
-        ``output_*`` flags accept only False/None.
+        As :meth:`spikecode.models.GLASwaForCausalLM.forward`: ``input_ids`` or
+        ``inputs_embeds``; ``position_ids`` default to each row's real tokens counted from
+        the attention mask; ``cache``/``past_key_values`` continue from a
+        :class:`HybridMoECache` and ``use_cache`` returns one; ``labels`` give the
+        causal-LM loss; the ``output_*`` flags accept only False/None.
         """
-        position_ids = kwargs.pop("position_ids", None)
-        for name, value in kwargs.items():
-            if name not in ("output_attentions", "output_hidden_states"):
-                raise SpikecodeError(
-                    f"SpikingBrainMoEForCausalLM.forward got an unknown argument {name!r}"
-                )
-            if value:
-                raise SpikecodeError(f"SpikingBrainMoEForCausalLM does not support {name}=True")
-        if cache is not None and past_key_values is not None:
-            raise SpikecodeError("pass the cache as cache or past_key_values, not both")
-        cache = cache if cache is not None else past_key_values
-        if cache is not None and not isinstance(cache, HybridMoECache):
-            raise SpikecodeError(f"the cache must be a HybridMoECache, not {type(cache).__name__}")
-        if cache is None and use_cache:
-            cache = HybridMoECache(self.moe_config)
-        logits = self.lm_head(self.model(input_ids, attention_mask, cache, position_ids))
-        if return_dict is False:
-            return (logits,) if cache is None else (logits, cache)
-        return CausalLMOutputWithPast(logits=logits, cache=cache)
+        return self._lm_forward(
+            input_ids,
+            attention_mask,
+            inputs_embeds,
+            position_ids,
+            past_key_values,
+            labels,
+            use_cache,
+            return_dict,
+            cache,
+            kwargs,
+        )

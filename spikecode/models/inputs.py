@@ -21,6 +21,7 @@ __all__ = [
     "IGNORE_INDEX",
     "causal_lm_loss",
     "check_ids",
+    "embed",
     "full_mask",
     "left_align",
     "positions_from_mask",
@@ -244,3 +245,34 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labels[:, 1:].reshape(-1),
         ignore_index=IGNORE_INDEX,
     )
+
+
+def embed(
+    embeddings: torch.nn.Embedding,
+    input_ids: torch.Tensor | None,
+    inputs_embeds: torch.Tensor | None,
+) -> torch.Tensor:
+    """The layers' input: ``embeddings(input_ids)``, or ``inputs_embeds`` checked and cast.
+
+    Exactly one of the two is given; ``inputs_embeds`` is ``[batch, seq, hidden]`` float,
+    moved to the embeddings' device and dtype.
+    """
+    if (input_ids is None) == (inputs_embeds is None):
+        raise SpikecodeError("give exactly one of input_ids and inputs_embeds")
+    if input_ids is not None:
+        check_ids(input_ids, embeddings.weight.shape[0])
+        return embeddings(input_ids)
+    width = embeddings.weight.shape[1]
+    if (
+        not isinstance(inputs_embeds, torch.Tensor)
+        or inputs_embeds.dim() != 3
+        or not inputs_embeds.dtype.is_floating_point
+        or inputs_embeds.shape[2] != width
+        or inputs_embeds.shape[1] == 0
+    ):
+        raise SpikecodeError(
+            f"inputs_embeds must be a float tensor [batch, seq, {width}]",
+            shape=tuple(getattr(inputs_embeds, "shape", ())),
+        )
+    weight = embeddings.weight
+    return inputs_embeds.to(device=weight.device, dtype=weight.dtype)

@@ -26,10 +26,9 @@ from spikecode.models.checkpoint import (
     QuantizerScales,
     _as_device,
     _check_tensors,
-    _collect_scales,
+    _finish,
     _inspect,
     _iter_tensors,
-    _load_tokenizer,
     _weight_files,
 )
 from spikecode.models.hybrid_moe import SpikingBrainMoEForCausalLM
@@ -88,19 +87,7 @@ def load_moe_checkpoint(
             for name, tensor, _ in _iter_tensors(infos, handles, skip):
                 targets[name].copy_(tensor)
                 del tensor
-    model.eval()
-    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        if isinstance(raw.get(name), int | list):
-            setattr(model.config, name, raw[name])
-            setattr(model.generation_config, name, raw[name])
-    return LoadedModel(
-        model=model,
-        tokenizer=_load_tokenizer(folder, trust_remote_code=False, gla_swa=True),
-        kind="spikingbrain_moe",
-        config=config,
-        path=folder,
-        quant_scales=_collect_scales(model),
-    )
+    return _finish(model, raw, folder, "spikingbrain_moe", config)
 
 
 ARCHITECTURES[MODEL_TYPE] = load_moe_checkpoint

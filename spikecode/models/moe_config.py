@@ -8,7 +8,6 @@ weights or code of that model were released: every field that the report (arXiv
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +17,14 @@ from typing import Any, ClassVar
 from spikecode._validate import short_repr
 from spikecode.errors import SpikecodeError
 from spikecode.io import read_json
-from spikecode.models.config import GLA_MODES
+from spikecode.models.config import (
+    GLA_MODES,
+    check_common,
+    check_heads,
+    check_layer_list,
+    check_positive_numbers,
+    check_sizes,
+)
 
 __all__ = ["LAYER_KINDS", "MODEL_TYPE", "HybridMoEConfig", "default_full_attention_layers"]
 
@@ -28,9 +34,7 @@ MODEL_TYPE = "spikingbrain_moe"
 #: ``"full"``: causal softmax attention over every earlier token.
 LAYER_KINDS = ("hybrid", "full")
 
-_SIZE_LIMIT = (1 << 31) - 1
 _LAYER_LIMIT = 1 << 16
-_CONFIG_DTYPES = ("float32", "float16", "bfloat16", "float64")
 _POSITIVE_INTS = (
     "vocab_size",
     "hidden_size",
@@ -143,14 +147,7 @@ class HybridMoEConfig:
     def __post_init__(self) -> None:
         if self.shared_expert_intermediate_size is None:
             object.__setattr__(self, "shared_expert_intermediate_size", self.moe_intermediate_size)
-        for name in _POSITIVE_INTS:
-            value = getattr(self, name)
-            limit = _LAYER_LIMIT if name == "num_hidden_layers" else _SIZE_LIMIT
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
-                raise SpikecodeError(
-                    f"{name} must be a positive integer up to {limit}, not {short_repr(value)}",
-                    field=name,
-                )
+        check_sizes(self, _POSITIVE_INTS)
         sinks = self.num_sink_tokens
         if isinstance(sinks, bool) or not isinstance(sinks, int) or not 0 <= sinks <= 1 << 16:
             raise SpikecodeError(
@@ -163,61 +160,12 @@ class HybridMoEConfig:
                 f"{self.num_experts}",
                 field="num_experts_per_tok",
             )
-        for name in ("rope_theta", "norm_eps"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise SpikecodeError(
-                    f"{name} must be a number > 0, not {short_repr(value)}", field=name
-                )
-        if self.hidden_size % self.num_attention_heads:
-            raise SpikecodeError(
-                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
-                f"{self.num_attention_heads}",
-                field="hidden_size",
-            )
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise SpikecodeError(
-                f"num_attention_heads {self.num_attention_heads} is not divisible by "
-                f"num_key_value_heads {self.num_key_value_heads}",
-                field="num_key_value_heads",
-            )
-        if self.head_dim % 2:
-            raise SpikecodeError(
-                f"head_dim {self.head_dim} must be even for rotary embedding",
-                field="hidden_size",
-            )
+        check_positive_numbers(self, ("rope_theta", "norm_eps"))
+        check_heads(self)
         for name in ("full_attention_layers", "moe_layers"):
-            layers = tuple(getattr(self, name))
-            object.__setattr__(self, name, layers)
-            if any(isinstance(i, bool) or not isinstance(i, int) for i in layers) or any(
-                not 0 <= i < self.num_hidden_layers for i in layers
-            ):
-                raise SpikecodeError(
-                    f"{name} must hold layer indices in [0, {self.num_hidden_layers}), "
-                    f"not {short_repr(list(layers))}",
-                    field=name,
-                )
-            if len(set(layers)) != len(layers):
-                raise SpikecodeError(f"{name} repeats a layer: {list(layers)}", field=name)
-        if self.hidden_act not in ("swish", "silu"):
-            raise SpikecodeError(
-                f"hidden_act {short_repr(self.hidden_act)} is not supported (only swish/silu)",
-                field="hidden_act",
-            )
-        if not isinstance(self.tie_word_embeddings, bool):
-            raise SpikecodeError(
-                "tie_word_embeddings must be true or false", field="tie_word_embeddings"
-            )
-        if self.torch_dtype is not None and self.torch_dtype not in _CONFIG_DTYPES:
-            raise SpikecodeError(
-                f"torch_dtype {short_repr(self.torch_dtype)} is not one of {list(_CONFIG_DTYPES)}",
-                field="torch_dtype",
-            )
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+            check_layer_list(self, name)
+        check_common(self)
         if self.gla_mode not in GLA_MODES:
             raise SpikecodeError(
                 f"gla_mode must be one of {list(GLA_MODES)}, not {short_repr(self.gla_mode)}",

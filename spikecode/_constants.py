@@ -10,3 +10,7 @@ VTH_MIN = 1e-5
 VTH_MAX = 1e4
 #: Input columns per weight scale in the released W8ASpike checkpoints (SPEC §4).
 RELEASE_GROUP_SIZE = 128
+#: Lanes of the one summation order of ``sum|x|`` (SPEC §2 conventions): lane ``j`` adds
+#: the elements ``i ≡ j (mod SUM_LANES)`` of a row in float64, in order; the lanes are
+#: then folded in halves (lane ``j`` += lane ``j + h`` for h = 32, 16, …, 1).
+SUM_LANES = 64

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from spikecode._constants import SUM_LANES
 from spikecode._numba import kernel, prange
 from spikecode._validate import INT32_MAX, INT32_MIN
 from spikecode.encoders import _kernels
@@ -82,7 +83,8 @@ def _count_rows(
     ``ks`` ascending, exactly 5 (a smaller group repeats its smallest k in front),
     ``ratios[g] = ks[g] / ks[4]`` (4 values) in the compute dtype.
 
-    Per row: ``mean|x|`` in float64 and the maxima of ``|x|`` over blocks of every size;
+    Per row: ``mean|x|`` in float64 (``sum|x|`` in SPEC §2's one order, that of
+    ``adaptive_counts``, so Vth is the same to the last bit) and the maxima of ``|x|`` over blocks of every size;
     per k: ``Vth = clip(mean / k)`` (stored into ``vth[g, row]`` in the compute dtype and
     read back, so that the divisions below run in that dtype), its bin among the
     log-spaced ``edges`` and, in ``moments[chunk, g]``, the count, a shift (the chunk's
@@ -151,20 +153,16 @@ def _count_rows(
         index = np.empty(cols, dtype=np.int32)
         maxima = np.empty(offset[n_sizes], dtype=x.dtype)
         threshold = np.empty(n_k, dtype=np.float64)
+        lanes = np.empty(SUM_LANES, dtype=np.float64)
         table = joint[ch]
         for i in range(ch * per, min(rows, (ch + 1) * per)):
-            # mean|x| in float64, summed block by block (independent chains run side by
-            # side; a summation order changes at most the last float64 bits, as between
-            # the NumPy and torch paths), and the maxima of |x| over the base blocks
-            total = 0.0
+            # mean|x| in float64 in SPEC §2's one order (as adaptive_counts), and the
+            # maxima of |x| over the base blocks
+            total = _kernels._abs_sum(x[i], lanes)
             for blk in range(n_base):
-                block_sum = 0.0
                 m = zero
                 for j in range(blk * base, min(cols, (blk + 1) * base)):
-                    a = abs(x[i, j])
-                    block_sum += np.float64(a)
-                    m = max(m, a)
-                total += block_sum
+                    m = max(m, abs(x[i, j]))
                 maxima[blk] = m
             if not np.isfinite(total):
                 flags[ch, 1] += 1

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from spikecode._constants import SUM_LANES
 from spikecode._numba import inline_helper, kernel, prange
-from spikecode.encoders._kernels import _SET_BIT_COUNT, _SET_BIT_LANES
+from spikecode.encoders._kernels import _SET_BIT_COUNT, _SET_BIT_LANES, _abs_sum
 from spikecode.encoders.schemes import TERNARY, TWOS
 
 
@@ -121,32 +122,101 @@ def counts_planes(counts, code, T, zero_point, msb, planes, sign_plane):  # prag
     "float64[:, ::1](float64[:, ::1], float64, float64, float64, float64[::1])",
 )
 def row_thresholds(x, k, vth_min, vth_max, vth):  # pragma: no cover - jit
-    """Pass 1 of the fused encoding: Vth per row and the row's smallest and largest count.
+    """Pass 1 of the two-pass encoding: Vth per row and the row's smallest and largest count.
 
-    The sum of |x| runs in float64 in the order of ``_kernels.adaptive_counts`` (so Vth is
-    the same to the last bit). Division and rounding are monotonic, so the extreme counts
-    are ``rint(min x / Vth)`` and ``rint(max x / Vth)``. Returns per row
+    ``sum|x|`` in SPEC §2's one order (``_kernels._abs_sum``, as ``adaptive_counts``, so
+    Vth is the same to the last bit). Division and rounding are monotonic, so the extreme
+    counts are ``rint(min x / Vth)`` and ``rint(max x / Vth)``; the extremes are taken
+    in SUM_LANES independent lanes too (the loop vectorizes). Returns per row
     ``[non_finite, min count, max count]``.
     """
     rows, cols = x.shape
     out = np.zeros((rows, 3), dtype=np.float64)
+    full = cols // SUM_LANES
     for i in prange(rows):
-        total = 0.0
-        low = x[i, 0]
-        high = x[i, 0]
-        for j in range(cols):
-            a = x[i, j]
-            total += abs(np.float64(a))
-            low = min(low, a)
-            high = max(high, a)
+        acc = np.empty(SUM_LANES, dtype=np.float64)
+        total = _abs_sum(x[i], acc)
         if not np.isfinite(total):
             out[i, 0] = 1.0
             vth[i] = np.nan
             continue
+        row = x[i]
+        lows = np.empty(SUM_LANES, dtype=x.dtype)
+        highs = np.empty(SUM_LANES, dtype=x.dtype)
+        for lane in range(SUM_LANES):
+            lows[lane] = row[0]
+            highs[lane] = row[0]
+        for b in range(full):
+            base = b * SUM_LANES
+            for lane in range(SUM_LANES):
+                a = row[base + lane]
+                lows[lane] = a if a < lows[lane] else lows[lane]
+                highs[lane] = a if a > highs[lane] else highs[lane]
+        low = lows.min()
+        high = highs.max()
+        for j in range(full * SUM_LANES, cols):
+            low = min(low, row[j])
+            high = max(high, row[j])
         vth[i] = min(max(total / cols / k, vth_min), vth_max)
         v = vth[i]
         out[i, 1] = np.rint(low / v)
         out[i, 2] = np.rint(high / v)
+    return out
+
+
+@kernel(
+    *(
+        f"int64[:, ::1]({dtype}[:, ::1], float64, float64, float64, float64, float64, int64,"
+        f" int64, int64, boolean, uint8[:, :, ::1], uint8[:, ::1], {dtype}[::1])"
+        for dtype in ("float32", "float64")
+    )
+)
+def float_planes_one_pass(
+    x, k, vth_min, vth_max, lo, hi, code, T, zero_point, msb, planes, sign_plane, vth
+):  # pragma: no cover - jit
+    """Both passes row by row: Vth, then ``round(x / Vth)`` straight into planes of T steps.
+
+    The row is read a second time while it is still in cache. Used when T and the zero
+    point need not wait for the other rows: ``T`` here is a capacity (the caller keeps the
+    planes the final T needs, see ``encoders.fused``), counts are clipped into
+    ``[lo, hi]``. Vth and the counts are those of ``_kernels.adaptive_counts`` (same sum
+    order, dtype, division and rounding). Returns per row ``[non_finite, min count, max
+    count, spikes in the T planes, values below 0, clipped values]`` (counts after
+    clipping; a non-finite row writes nothing).
+    """
+    rows, cols = x.shape
+    width = planes.shape[2] * 8
+    out = np.zeros((rows, 6), dtype=np.int64)
+    for i in prange(rows):
+        acc = np.empty(SUM_LANES, dtype=np.float64)
+        total = _abs_sum(x[i], acc)
+        if not np.isfinite(total):
+            out[i, 0] = 1
+            vth[i] = np.nan
+            continue
+        vth[i] = min(max(total / cols / k, vth_min), vth_max)
+        v_row = vth[i]  # read back: the division runs in the compute dtype
+        values = np.empty(cols, dtype=np.int32)
+        lanes = np.zeros(width, dtype=np.uint8)
+        row = x[i]
+        clipped = 0
+        for j in range(cols):
+            q = np.rint(row[j] / v_row)
+            c = min(max(q, lo), hi)
+            clipped += q != c
+            values[j] = np.int32(c)
+        low = values[0]
+        high = values[0]
+        negative = 0
+        for j in range(cols):
+            low = min(low, values[j])
+            high = max(high, values[j])
+            negative += np.int64(values[j]) - zero_point < 0
+        out[i, 1] = low
+        out[i, 2] = high
+        out[i, 3] = _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i)
+        out[i, 4] = negative
+        out[i, 5] = clipped
     return out
 
 

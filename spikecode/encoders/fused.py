@@ -24,7 +24,7 @@ from spikecode.encoders import _arrays, _plane_kernels
 from spikecode.encoders.codec import finish_train
 from spikecode.encoders.limits import DEFAULT_MAX_SPIKES
 from spikecode.encoders.plan import EncodingPlan, resolve_range
-from spikecode.encoders.schemes import check_bit_order, get_scheme
+from spikecode.encoders.schemes import TWOS, check_bit_order, get_scheme
 from spikecode.encoders.train import SpikeTrain, check_layout
 from spikecode.errors import SpikecodeError
 from spikecode.threshold import VTH_MAX, VTH_MIN
@@ -96,6 +96,14 @@ def encode_activations(
                              return_counts, options)  # fmt: skip
 
     rows, shape = float_rows(x)
+    msb = bit_order == "msb"
+    fast = None
+    if not return_counts:
+        fast = _one_pass(rows, shape, k, spec, T, layout, msb, bit_order, vth_min, vth_max,
+                         options)  # fmt: skip
+    if fast is not None:
+        train, vth = fast
+        return train, vth.reshape(shape[:-1])
     n_rows, features = rows.shape
     vth = np.empty(n_rows, dtype=rows.dtype)
     extremes = _plane_kernels.row_thresholds(rows, k, vth_min, vth_max, vth)
@@ -120,7 +128,6 @@ def encode_activations(
     planes = np.zeros((T, n_rows, width), dtype=np.uint8)
     sign_plane = np.zeros((n_rows if spec.signed else 0, width), dtype=np.uint8)
     counts = np.empty((n_rows if return_counts else 0, features), dtype=np.int32)
-    msb = bit_order == "msb"
     totals = _plane_kernels.float_planes(
         rows, vth, float(lo), float(hi), spec.code, T, zp, msb, planes, sign_plane, counts
     ).sum(axis=0)
@@ -128,6 +135,94 @@ def encode_activations(
     train = finish_train(plan, bit_order, layout, planes, sign_plane, int(totals[0]))
     vth = vth.reshape(shape[:-1])
     return (train, vth, counts.reshape(shape)) if return_counts else (train, vth)
+
+
+# Planes the one-pass encoding writes before T is known: one chunk of eight for the
+# bitwise codes (|v| < 256, or -128 <= v < 128), eight chunks for binary/ternary (only
+# the planes a row reaches are ever touched, so the rest stays unfaulted zero pages).
+_BITWISE_CAPACITY = 8
+_UNARY_CAPACITY = 64
+
+
+def _one_pass(
+    rows: np.ndarray,
+    shape: tuple[int, ...],
+    k: float,
+    spec: Any,
+    T: int | None,
+    layout: str,
+    msb: bool,
+    bit_order: str,
+    vth_min: float,
+    vth_max: float,
+    options: dict[str, Any],
+) -> tuple[SpikeTrain, np.ndarray] | None:
+    """The row-by-row encoding (Vth and planes from one read of each row), or None.
+
+    T and the zero point depend on every row's extreme counts, so the planes are written
+    for a *capacity* before they are known, as for a T that large: bit ``b`` of a value
+    (unary: step ``b``) lands in plane ``b``, or ``capacity - 1 - b`` for MSB-first bitwise
+    codes. Planes past the final T are empty (bits of magnitude ``>= 2^T``, steps past
+    ``|v|``), except the two's-complement sign extension, whose spikes are taken off the
+    count. The final planes are therefore the first T planes (the last T, MSB-first) of
+    the buffer: a contiguous view, no copy. None, and the caller runs the two passes,
+    whenever that cannot be exact: an auto zero point of binary/bitwise (it is the lowest
+    count of all rows), T above the capacity, int32 overflow, NaN/Inf (the two-pass path
+    raises the error), a bound ``max_spikes`` below the capacity's planes, or counts asked
+    for.
+    """
+    zero_point = options["zero_point"]
+    if spec.unsigned_counts:
+        if isinstance(zero_point, bool) or not isinstance(zero_point, int | np.integer):
+            return None  # the auto zero point is min(0, lowest count): not known yet
+        zp = int(zero_point)
+    elif zero_point in ("auto", None, 0):
+        zp = 0
+    else:
+        return None  # the two-pass path raises the error
+    n_rows, features = rows.shape
+    width = _arrays.plane_width(features)
+    saturate = options["saturate"] and T is not None
+    if T is not None:
+        try:
+            capacity = spec.check_T(T)
+        except SpikecodeError:
+            return None
+        lo, hi = spec.value_range(capacity) if saturate else (INT32_MIN - zp, INT32_MAX - zp)
+        lo, hi = max(lo + zp, INT32_MIN), min(hi + zp, INT32_MAX)
+    else:
+        capacity = _UNARY_CAPACITY if not spec.bitwise else _BITWISE_CAPACITY
+        lo, hi = INT32_MIN, INT32_MAX
+    try:
+        _arrays.check_planes_size(
+            EncodingPlan(None, shape, spec, capacity, zp, 0), width, options["max_spikes"]
+        )
+    except SpikecodeError:
+        return None
+    planes = np.zeros((capacity, n_rows, width), dtype=np.uint8)
+    sign_plane = np.zeros((n_rows if spec.signed else 0, width), dtype=np.uint8)
+    vth = np.empty(n_rows, dtype=rows.dtype)
+    per_row = _plane_kernels.float_planes_one_pass(
+        rows, k, vth_min, vth_max, float(lo), float(hi), spec.code, capacity, zp, msb,
+        planes, sign_plane, vth,
+    )  # fmt: skip
+    if per_row[:, 0].any() or (per_row[:, 5].any() and not saturate):
+        return None  # NaN/Inf or int32 overflow: the two-pass path names the problem
+    low, high = int(per_row[:, 1].min()), int(per_row[:, 2].max())
+    T, zp_final, _ = resolve_range(
+        spec, low, high, T, shape=shape, saturate=options["saturate"], zero_point=zero_point
+    )
+    if zp_final != zp or T > capacity:
+        return None
+    _arrays.check_planes_size(EncodingPlan(None, shape, spec, T, zp, 0), width,
+                              options["max_spikes"])  # fmt: skip
+    totals = per_row.sum(axis=0)
+    spikes = int(totals[3])
+    if spec.code == TWOS:  # planes T .. capacity-1 hold the sign extension of v < 0
+        spikes -= (capacity - T) * int(totals[4])
+    planes = planes[capacity - T :] if (msb and spec.bitwise) else planes[:T]
+    plan = EncodingPlan(None, shape, spec, T, zp, int(totals[5]))
+    return finish_train(plan, bit_order, layout, planes, sign_plane, spikes), vth
 
 
 def _encode_torch(

@@ -57,10 +57,10 @@ def test_every_path_sums_abs_x_in_the_one_order(x):
     want = np.array([lane_sum_by_definition(row) for row in x])
     np.testing.assert_array_equal(ref.abs_sum(x), want)
     np.testing.assert_array_equal(F.abs_sum(torch.from_numpy(x)).numpy(), want)
-    counts, vth = spikecode.adaptive_counts(x, k=3.0)
+    _, vth = spikecode.adaptive_counts(x, k=3.0)
     want_vth = np.clip(want / x.shape[-1] / 3.0, 1e-5, 1e4)
     np.testing.assert_array_equal(vth, want_vth)
-    train, vth_fused = spikecode.encode_activations(x, 3.0, "ternary", max_spikes=None)
+    _, vth_fused = spikecode.encode_activations(x, 3.0, "ternary", max_spikes=None)
     np.testing.assert_array_equal(vth_fused, want_vth)
 
 
@@ -84,6 +84,28 @@ def test_torch_path_equals_numpy_path(rng, dtype):
     counts_n, vth_n = spikecode.adaptive_counts(x_np, k=3.0)
     np.testing.assert_array_equal(counts_t.numpy(), counts_n)
     assert_same_vth(vth_t.numpy(), vth_n)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_cpu_tensors_take_the_numba_path(monkeypatch, rng, dtype):
+    from spikecode.nn import functional as F
+
+    x = torch.from_numpy(rng.standard_normal((3, 5, 70))).to(dtype)
+    want_t = F.adaptive_counts(x, k=3.0)  # the torch implementation, for the comparison
+    want_e = spikecode.encode_activations(x.to(torch.float64).numpy().astype(
+        np.float64 if dtype == torch.float64 else np.float32), 3.0, "ternary")  # fmt: skip
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a CPU tensor went through the torch path")
+
+    monkeypatch.setattr(F, "adaptive_counts", refuse)
+    counts, vth, clipped = spikecode.adaptive_counts(x, k=3.0, clip=2, return_clipped=True)
+    assert isinstance(counts, torch.Tensor) and counts.dtype == torch.int32
+    assert torch.equal(counts, want_t[0].clamp(-2, 2)) and torch.equal(vth, want_t[1])
+    assert clipped == int((want_t[0].abs() > 2).sum())
+    train, vth_e, counts_e = spikecode.encode_activations(x, 3.0, "ternary", return_counts=True)
+    assert train.equals(want_e[0]) and torch.equal(vth_e, torch.from_numpy(want_e[1]))
+    assert torch.equal(counts_e, want_t[0])
 
 
 def test_worked_example_and_half_to_even():

@@ -84,7 +84,8 @@ def _count_rows(
     ``ratios[g] = ks[g] / ks[4]`` (4 values) in the compute dtype.
 
     Per row: ``mean|x|`` in float64 (``sum|x|`` in SPEC §2's one order, that of
-    ``adaptive_counts``, so Vth is the same to the last bit) and the maxima of ``|x|`` over blocks of every size;
+    ``adaptive_counts``, so Vth is the same to the last bit) and the maxima of ``|x|``
+    over blocks of every size;
     per k: ``Vth = clip(mean / k)`` (stored into ``vth[g, row]`` in the compute dtype and
     read back, so that the divisions below run in that dtype), its bin among the
     log-spaced ``edges`` and, in ``moments[chunk, g]``, the count, a shift (the chunk's

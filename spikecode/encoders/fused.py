@@ -91,19 +91,44 @@ def encode_activations(
     if vth_min > vth_max:
         raise SpikecodeError(f"vth_min {vth_min} is larger than vth_max {vth_max}")
     options = {"saturate": saturate, "zero_point": zero_point, "max_spikes": max_spikes}
-    if is_torch(x):
+    if is_torch(x) and x.device.type != "cpu":
         return _encode_torch(x, k, spec.name, T, layout, bit_order, vth_min, vth_max,
                              return_counts, options)  # fmt: skip
-
+    # A CPU tensor takes the Numba kernels through a NumPy view of its data (no copy for
+    # a contiguous float32/float64 tensor; float16/bfloat16 are upcast to float32 once).
     rows, shape = float_rows(x)
+    train, vth, counts = _encode_rows(rows, shape, k, spec, T, layout, bit_order, vth_min,
+                                      vth_max, return_counts, options)  # fmt: skip
+    if is_torch(x):
+        import torch
+
+        vth = torch.from_numpy(np.asarray(vth))
+        counts = None if counts is None else torch.from_numpy(counts)
+    return (train, vth, counts) if return_counts else (train, vth)
+
+
+def _encode_rows(
+    rows: np.ndarray,
+    shape: tuple[int, ...],
+    k: float,
+    spec: Any,
+    T: int | None,
+    layout: str,
+    bit_order: str,
+    vth_min: float,
+    vth_max: float,
+    return_counts: bool,
+    options: dict[str, Any],
+) -> tuple[SpikeTrain, np.ndarray, np.ndarray | None]:
+    """:func:`encode_activations` of validated ``[rows, F]`` arrays: (train, vth, counts)."""
+    saturate, zero_point = options["saturate"], options["zero_point"]
+    max_spikes = options["max_spikes"]
     msb = bit_order == "msb"
-    fast = None
     if not return_counts:
         fast = _one_pass(rows, shape, k, spec, T, layout, msb, bit_order, vth_min, vth_max,
                          options)  # fmt: skip
-    if fast is not None:
-        train, vth = fast
-        return train, vth.reshape(shape[:-1])
+        if fast is not None:
+            return fast[0], fast[1].reshape(shape[:-1]), None
     n_rows, features = rows.shape
     vth = np.empty(n_rows, dtype=rows.dtype)
     extremes = _plane_kernels.row_thresholds(rows, k, vth_min, vth_max, vth)
@@ -133,8 +158,7 @@ def encode_activations(
     ).sum(axis=0)
     plan = EncodingPlan(None, shape, spec, T, zp, int(totals[1]))
     train = finish_train(plan, bit_order, layout, planes, sign_plane, int(totals[0]))
-    vth = vth.reshape(shape[:-1])
-    return (train, vth, counts.reshape(shape)) if return_counts else (train, vth)
+    return train, vth.reshape(shape[:-1]), counts.reshape(shape) if return_counts else None
 
 
 # Planes the one-pass encoding writes before T is known: one chunk of eight for the
@@ -212,7 +236,7 @@ def _one_pass(
     T, zp_final, _ = resolve_range(
         spec, low, high, T, shape=shape, saturate=options["saturate"], zero_point=zero_point
     )
-    if zp_final != zp or T > capacity:
+    if zp_final != zp or capacity < T:
         return None
     _arrays.check_planes_size(EncodingPlan(None, shape, spec, T, zp, 0), width,
                               options["max_spikes"])  # fmt: skip

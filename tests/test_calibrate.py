@@ -262,6 +262,8 @@ def test_fake_quantized_weights_equal_the_spec_functions(shape, group, dtype):
     torch.manual_seed(4)
     w = (torch.randn(shape) * torch.rand(shape[0], 1) * 5).to(dtype)
     w[0] = 0.0  # an all-zero group gets scale 1
+    w[2, :5] = 1e-44  # subnormal maxima: the kernel decodes max|w| from its bit pattern
+    w[3, 7] = 3.0e38
     expected = F.dequantize_weight_int8(*F.quantize_weight_int8(w, group))
     assert torch.equal(cal.fake_quantize_weight(w, group), expected)
     w[1, 3] = float("inf")

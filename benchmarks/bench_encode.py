@@ -21,9 +21,18 @@ All of these, the copy and the baseline (a) included, run round-robin (median of
 Peak memory is the growth of the process's peak RSS (VmHWM, reset through
 /proc/self/clear_refs) during one spikecode run.
 
+On a GPU (``--device cuda``) the same cases run on a CUDA tensor: the PyTorch path of
+``encode_activations`` (planes built on the device, copied packed to the host) against
+the per-step reference on the same device, timed with CUDA events after a synchronize;
+the card is recorded. Without CUDA the option refuses with one line.
+
+The output is the Markdown table of BENCHMARKS.md, preceded by the machine, its load
+(``/proc/loadavg`` before and after) and the copy bandwidth.
+
 Usage::
 
     python benchmarks/bench_encode.py [--tokens 4096] [--features 3584] [--repeats 5]
+                                      [--device cpu|cuda] [--schemes ...]
 """
 
 from __future__ import annotations
@@ -153,6 +162,60 @@ def peak_growth(fn) -> int:
     return vm_hwm() - before
 
 
+def loadavg() -> str:
+    """The 1-, 5- and 15-minute load averages as /proc/loadavg gives them."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def cuda_interleaved(fns: dict, repeats: int) -> dict:
+    """:func:`interleaved` on a GPU: CUDA events around each call, synchronized."""
+    for fn in fns.values():
+        fn()
+    torch.cuda.synchronize()
+    times: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times[name].append(start.elapsed_time(end) / 1e3)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main_cuda(args: argparse.Namespace) -> None:
+    """The same cases on a CUDA device: torch path of encode_activations against (a)."""
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_encode: --device cuda needs a CUDA device; none is available")
+    x = torch.from_numpy(activations(args.tokens, args.features)).cuda()
+    card = torch.cuda.get_device_name(0)
+    print(f"device: {card}, torch {torch.__version__}, CUDA {torch.version.cuda}; "
+          f"host load average {loadavg()}")  # fmt: skip
+    header = (
+        "| code | T | planes (MiB) | torch CUDA planes (ms) | torch CUDA auto (ms) "
+        "| (a) per-step torch CUDA (ms) | (a) / planes |"
+    )
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for scheme in args.schemes:
+        fns = {
+            "planes": lambda s=scheme: fused(x, s, "planes"),
+            "auto": lambda s=scheme: fused(x, s, "auto"),
+        }
+        if not args.no_reference:
+            fns["reference"] = lambda s=scheme: reference_step_by_step(x, s)
+        t = cuda_interleaved(fns, args.repeats)
+        t_ref = t.get("reference", float("nan"))
+        planes = fused(x, scheme, "planes")
+        print(
+            f"| {scheme} | {planes.T} | {planes.nbytes / 2**20:.1f} | {t['planes'] * 1e3:.2f} "
+            f"| {t['auto'] * 1e3:.2f} | {t_ref * 1e3:.2f} | {t_ref / t['planes']:.1f}× |"
+        )
+    print(f"host load average after: {loadavg()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=4096)
@@ -160,8 +223,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--schemes", nargs="*", default=SCHEMES)
     parser.add_argument("--no-reference", action="store_true", help="skip baseline (a)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
+    if args.device == "cuda":
+        main_cuda(args)
+        return
 
+    print(f"load average before: {loadavg()}")
     x = activations(args.tokens, args.features)
     xt = torch.from_numpy(x)
     bandwidth = copy_bandwidth(args.repeats)
@@ -210,7 +278,7 @@ def main() -> None:
             f"| {t_ref * 1e3:.0f} | {t_ref / t['planes']:.0f}× | {t['planes'] / floor:.2f} "
             f"| {t['torch'] / t['planes']:.2f} | {growth / 2**20:.0f} |"
         )
-    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    print(f"load average after: {loadavg()}")
 
 
 if __name__ == "__main__":

@@ -63,13 +63,18 @@ def activations(tokens: int, features: int, seed: int = 0) -> np.ndarray:
     return rng.standard_normal((tokens, features), dtype=np.float32)
 
 
+#: What the timings read: wall-clock seconds, or process CPU seconds (``--clock cpu``),
+#: which a loaded machine disturbs far less when every library runs one thread.
+CLOCK = time.perf_counter
+
+
 def median_time(fn, repeats: int) -> float:
     fn()  # warm-up: JIT caches, page faults
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = CLOCK()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(CLOCK() - start)
     return statistics.median(times)
 
 
@@ -137,9 +142,9 @@ def interleaved(fns: dict, repeats: int) -> dict:
     times: dict = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = CLOCK()
             fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(CLOCK() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -224,7 +229,19 @@ def main() -> None:
     parser.add_argument("--schemes", nargs="*", default=SCHEMES)
     parser.add_argument("--no-reference", action="store_true", help="skip baseline (a)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: process CPU time (use with --threads 1 on a loaded machine)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="Numba and torch threads")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.threads is not None:
+        numba.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
     if args.device == "cuda":
         main_cuda(args)
         return
@@ -235,7 +252,7 @@ def main() -> None:
     bandwidth = copy_bandwidth(args.repeats)
     threads = f"numba threads {numba.get_num_threads()}, torch threads {torch.get_num_threads()}"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {threads}, "
-          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+          f"clock {args.clock}")  # fmt: skip
     print(f"input {x.shape} float32, {x.nbytes / 2**20:.0f} MiB; "
           f"copy bandwidth {bandwidth / 1e9:.2f} GB/s (read+write)")  # fmt: skip
     header = (

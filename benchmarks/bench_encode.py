@@ -33,6 +33,7 @@ Usage::
 
     python benchmarks/bench_encode.py [--tokens 4096] [--features 3584] [--repeats 5]
                                       [--device cpu|cuda] [--schemes ...]
+                                      [--clock wall|cpu] [--threads N] [--growth]
 """
 
 from __future__ import annotations
@@ -221,6 +222,28 @@ def main_cuda(args: argparse.Namespace) -> None:
     print(f"host load average after: {loadavg()}")
 
 
+def token_growth(args: argparse.Namespace) -> None:
+    """Fused planes time against the number of tokens: the cost should stay linear."""
+    scheme = args.schemes[0] if len(args.schemes) == 1 else "bitwise-bidirectional"
+    print(f"growth in tokens: {scheme}, {args.features} features, clock {args.clock}")
+    print("| tokens | fused planes (ms) | ns per element | (a) per-step (ms) | (a) / planes |")
+    print("|---|---|---|---|---|")
+    tokens = 512
+    while tokens <= 16384:
+        x = activations(tokens, args.features)
+        fns = {"planes": lambda x=x: fused(x, scheme, "planes")}
+        if not args.no_reference:
+            fns["reference"] = lambda x=x: reference_step_by_step(torch.from_numpy(x), scheme)
+        t = interleaved(fns, args.repeats)
+        t_ref = t.get("reference", float("nan"))
+        print(
+            f"| {tokens:,} | {t['planes'] * 1e3:.1f} | {t['planes'] / x.size * 1e9:.2f} "
+            f"| {t_ref * 1e3:.0f} | {t_ref / t['planes']:.0f}× |"
+        )
+        tokens *= 2
+    print(f"load average after: {loadavg()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=4096)
@@ -236,6 +259,7 @@ def main() -> None:
         help="cpu: process CPU time (use with --threads 1 on a loaded machine)",
     )
     parser.add_argument("--threads", type=int, default=None, help="Numba and torch threads")
+    parser.add_argument("--growth", action="store_true", help="time against 512 … 16384 tokens")
     args = parser.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -247,6 +271,9 @@ def main() -> None:
         return
 
     print(f"load average before: {loadavg()}")
+    if args.growth:
+        token_growth(args)
+        return
     x = activations(args.tokens, args.features)
     xt = torch.from_numpy(x)
     bandwidth = copy_bandwidth(args.repeats)

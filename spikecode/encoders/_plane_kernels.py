@@ -53,6 +53,63 @@ def _popcount(m):
 
 
 @inline_helper
+def _gather_bits(word):
+    """Bit 0 of each byte ``l`` of ``word`` at bit ``l`` of one byte.
+
+    The multiplication adds ``byte_l · 2^(56 - 7 l)`` for every pair of bytes and
+    factors; only ``l = m`` lands in bits 56..63 (at ``56 + l``), and no two terms share
+    a bit, so nothing carries into them.
+    """
+    return ((word * 0x0102040810204080) >> 56) & 255
+
+
+@inline_helper
+def _emit_bitwise(values, zero_point, lanes, code, T, msb, planes, i):
+    """:func:`_emit_row` for the bitwise codes: plane by plane, only up to the row's bits.
+
+    Each group's word holds eight bytes of magnitude bits; plane ``b``'s byte is bit
+    ``b - 8c`` of each, gathered with one multiplication. Planes past the row's largest
+    magnitude (except the two's-complement sign extension) are left as they are: zero.
+    """
+    groups = planes.shape[2]
+    n = values.shape[0]
+    words = lanes.view(np.int64)
+    if code == TWOS:
+        mask = (np.int64(1) << T) - 1
+        bits = T
+    else:
+        mask = np.int64(-1)
+        top = np.int64(0)
+        for j in range(n):
+            top |= abs(np.int64(values[j]) - zero_point)
+        bits = 0
+        while top:
+            top >>= 1
+            bits += 1
+    total = 0
+    for c in range((bits + 7) // 8):
+        shift = 8 * c
+        if code == TWOS:  # bits 8c .. 8c+7 of the T-bit two's complement
+            for j in range(n):
+                lanes[j] = ((np.int64(values[j]) & mask) >> shift) & 255
+        else:  # bits 8c .. 8c+7 of |v|
+            for j in range(n):
+                lanes[j] = (abs(np.int64(values[j]) - zero_point) >> shift) & 255
+        steps = min(8, bits - shift, T - shift)
+        keep = np.int64(-1) if steps == 8 else ((np.int64(1) << steps) - 1) * 0x0101010101010101
+        for g in range(groups):
+            w = words[g]
+            if w == 0:
+                continue
+            total += _popcount(w & keep)
+            for kk in range(steps):
+                b = shift + kk
+                byte = _gather_bits((w >> kk) & 0x0101010101010101)
+                planes[T - 1 - b if msb else b, i, g] = byte
+    return total
+
+
+@inline_helper
 def _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i):
     """Write row ``i``'s planes and sign bytes from its int32 counts; return its spikes.
 
@@ -70,28 +127,18 @@ def _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i):
         for j in range(n):
             lanes[j] = np.int64(values[j]) - zero_point < 0
         for g in range(groups):
-            sign_plane[i, g] = _transpose8(words[g]) & 255
-    if unary:
-        top = np.int64(0)
-        for j in range(n):
-            top = max(top, abs(np.int64(values[j]) - zero_point))
-        chunks = (top + 7) // 8
-    else:
-        chunks = (T + 7) // 8
-    mask = (np.int64(1) << T) - 1 if code == TWOS else np.int64(-1)
+            sign_plane[i, g] = _gather_bits(words[g])
+    if not unary:
+        return _emit_bitwise(values, zero_point, lanes, code, T, msb, planes, i)
+    top = np.int64(0)
+    for j in range(n):
+        top = max(top, abs(np.int64(values[j]) - zero_point))
     total = 0
-    for c in range(chunks):
+    for c in range((top + 7) // 8):
         shift = 8 * c
-        if unary:  # the thermometer of |v| over steps 8c .. 8c+7
-            for j in range(n):
-                m = abs(np.int64(values[j]) - zero_point)
-                lanes[j] = (np.int64(1) << min(max(m - shift, 0), 8)) - 1
-        elif code == TWOS:  # bits 8c .. 8c+7 of the T-bit two's complement
-            for j in range(n):
-                lanes[j] = ((np.int64(values[j]) & mask) >> shift) & 255
-        else:  # bits 8c .. 8c+7 of |v|
-            for j in range(n):
-                lanes[j] = (abs(np.int64(values[j]) - zero_point) >> shift) & 255
+        for j in range(n):  # the thermometer of |v| over steps 8c .. 8c+7
+            m = abs(np.int64(values[j]) - zero_point)
+            lanes[j] = (np.int64(1) << min(max(m - shift, 0), 8)) - 1
         steps = min(8, T - shift)
         keep = np.int64(-1) if steps == 8 else (np.int64(1) << (8 * steps)) - 1
         for g in range(groups):
@@ -100,8 +147,7 @@ def _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i):
             x = _transpose8(words[g]) & keep
             total += _popcount(x)
             for kk in range(steps):
-                b = shift + kk
-                planes[T - 1 - b if (msb and not unary) else b, i, g] = (x >> (8 * kk)) & 255
+                planes[shift + kk, i, g] = (x >> (8 * kk)) & 255
     return total
 
 

@@ -9,8 +9,11 @@ the same at every step under both signed codes) and 0 elsewhere, silent elements
 
 Encoding works on groups of eight features: the eight values' bytes (their bits 8c..8c+7
 for the bitwise codes, the thermometer ``min(max(|v| - 8c, 0), 8)`` ones for
-binary/ternary) are packed into one 64-bit word and transposed as an 8 x 8 bit matrix
-(three shift-and-mask rounds), which yields the eight steps' plane bytes at once. Every
+binary/ternary) are packed into one 64-bit word. For binary/ternary the word is
+transposed as an 8 x 8 bit matrix (three shift-and-mask rounds), which yields the eight
+steps' plane bytes at once; for the bitwise codes and the sign plane one multiplication
+gathers one plane's byte, and only the planes the row's largest value reaches are
+visited. Every
 kernel also counts the spikes of each (row, step) from the bytes it writes, so the event
 offsets and the size of either layout are known without another pass.
 

@@ -1,16 +1,18 @@
-"""Float activations straight to a spike train: Step 1 and Step 2 in one fused pass.
+"""Float activations straight to a spike train: Step 1 and Step 2 fused.
 
 :func:`encode_activations` equals ``adaptive_counts(x, k)`` followed by
 ``encode(counts, scheme, ...)`` bit for bit — the same thresholds, counts, T, zero point
-and spikes — without writing the int32 count array. For NumPy input it runs two Numba
-passes over the rows: the first sums ``|x|`` (float64, in the order of
-:func:`spikecode.adaptive_counts`, so ``Vth`` is identical) and takes each row's extreme
-values, whose counts give the minimal T and the zero point; the second divides, rounds
-and writes the packed bit-planes directly, counting each step's spikes as it goes. The
-events layout (when asked for, or chosen by ``auto``) is then compacted from the planes.
-torch tensors stay on their device: :func:`spikecode.nn.functional.adaptive_counts` and
-the PyTorch planes of ``spikecode.encoders._torch``; only the packed planes travel to
-the host.
+and spikes — without writing the int32 count array. NumPy input and CPU tensors run
+through Numba. Where T and the zero point need not wait for the other rows (signed codes,
+an explicit zero point) one pass encodes each row while it is in cache (see
+:func:`_one_pass`); otherwise two passes run over the rows: the first sums ``|x|``
+(float64, in SPEC §2's one order, so ``Vth`` is identical to
+:func:`spikecode.adaptive_counts`) and takes each row's extreme values, whose counts give
+the minimal T and the zero point; the second divides, rounds and writes the packed
+bit-planes directly, counting the spikes as it goes. The events layout (when asked for, or
+chosen by ``auto``) is then compacted from the planes. Tensors on other devices stay there:
+:func:`spikecode.nn.functional.adaptive_counts` and the PyTorch planes of
+``spikecode.encoders._torch``; only the packed planes travel to the host.
 """
 
 from __future__ import annotations

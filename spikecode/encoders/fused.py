@@ -208,17 +208,18 @@ def _one_pass(
         return None  # the two-pass path raises the error
     n_rows, features = rows.shape
     width = _arrays.plane_width(features)
-    saturate = options["saturate"] and T is not None
+    lo, hi = INT32_MIN, INT32_MAX  # clipping there means int32 overflow: two passes
+    saturate = False
     if T is not None:
         try:
             capacity = spec.check_T(T)
         except SpikecodeError:
             return None
-        lo, hi = spec.value_range(capacity) if saturate else (INT32_MIN - zp, INT32_MAX - zp)
-        lo, hi = max(lo + zp, INT32_MIN), min(hi + zp, INT32_MAX)
+        low_v, high_v = spec.value_range(capacity)
+        if options["saturate"] and low_v + zp >= INT32_MIN and high_v + zp <= INT32_MAX:
+            lo, hi, saturate = low_v + zp, high_v + zp, True  # resolve_range's bounds
     else:
         capacity = _UNARY_CAPACITY if not spec.bitwise else _BITWISE_CAPACITY
-        lo, hi = INT32_MIN, INT32_MAX
     try:
         _arrays.check_planes_size(
             EncodingPlan(None, shape, spec, capacity, zp, 0), width, options["max_spikes"]

@@ -397,3 +397,12 @@ def test_event_exporter_takes_planes(rng):
     a, _ = to_events(planes)
     b, _ = to_events(events)
     np.testing.assert_array_equal(a, b)
+
+
+def test_one_pass_leaves_int32_overflow_to_the_two_pass_error():
+    # T = 40 saturates only beyond int32: counts of 1e10 are an overflow, not a saturation.
+    x = np.full((2, 16), 1e5, dtype=np.float32)
+    with pytest.raises(spikecode.SpikecodeError, match="overflow int32"):
+        spikecode.encode_activations(
+            x, 1e12, "bitwise-twos-complement", T=40, saturate=True, layout="planes"
+        )

@@ -25,10 +25,15 @@ holds random weights written in the released layout (bf16 safetensors) by
 Besides wall-clock time the overhead table gives the ratio of process CPU time (all
 threads), which moves less than wall-clock time on a shared machine.
 
+``--device cuda`` measures the overhead table on a GPU (the model and batches on the
+device, a synchronize around every timed region, the card named in the machine line);
+without CUDA it refuses with one line. The output is Markdown, with the load averages
+at the start and the end.
+
 Usage::
 
     python benchmarks/bench_calibrate.py [--repeats 7] [--models tiny,minilm,7b]
-        [--overhead-only] [--out TABLE.md]
+        [--overhead-only] [--device cpu|cuda] [--out TABLE.md]
 
 The measured tables are kept in BENCHMARKS.md.
 """
@@ -181,21 +186,34 @@ class PartTimer:
 
 
 def overhead(
-    path: str, repeats: int, *, dtype=None, data=None, options=None, separate: bool = True
+    path: str,
+    repeats: int,
+    *,
+    dtype=None,
+    data=None,
+    options=None,
+    separate: bool = True,
+    device: str = "cpu",
 ) -> dict:
-    """Paired forward / calibrate timings; ``separate`` adds the passes of each part alone."""
+    """Paired forward / calibrate timings; ``separate`` adds the passes of each part alone.
+
+    On ``device="cuda"`` the model is moved to the GPU (calibration then counts with
+    torch operations there) and every timed region ends with a synchronize.
+    """
     loaded = load_checkpoint(path, dtype=dtype)
-    model = loaded.model
+    model = loaded.model.to(device)
     if data is None:
         data = cal.load_calibration_data(None, cal.DEFAULT_SAMPLES)
     options = options or {}
     tokenized = cal.tokenize_data(data, loaded)
     names = [name for name, _, _ in list_linear_layers(model)]
     trunk = _trunk(model, names)
-    batches = list(cal.padded_batches(tokenized, cal.DEFAULT_BATCH_SIZE, torch.device("cpu")))
+    batches = list(cal.padded_batches(tokenized, cal.DEFAULT_BATCH_SIZE, torch.device(device)))
     layers = LinearInputHooks(model, lambda name, rows: None).layers
 
     def clocks() -> tuple[float, float]:
+        if device == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter(), time.process_time()
 
     def forward(callback=None, accumulator=None) -> tuple[float, float]:
@@ -211,7 +229,8 @@ def overhead(
                         if accumulator is not None:
                             accumulator.begin_batch()
                         trunk(input_ids=ids, attention_mask=mask)
-        return time.perf_counter() - wall, time.process_time() - cpu
+        end_wall, end_cpu = clocks()
+        return end_wall - wall, end_cpu - cpu
 
     parts = PartTimer()
 
@@ -222,7 +241,8 @@ def overhead(
         else:
             with timer:
                 cal.calibrate(loaded, data, **options)
-        return time.perf_counter() - wall, time.process_time() - cpu
+        end_wall, end_cpu = clocks()
+        return end_wall - wall, end_cpu - cpu
 
     forward()
     calibrate()  # warm-up: kernels compiled and cached, allocator warm
@@ -254,9 +274,9 @@ def overhead(
         times["counting"].append(forward(acc, acc)[0])
         acc = cal.StatsAccumulator(model, layers, cal.DEFAULT_K, scales=loaded.quant_scales)
         times["with_error"].append(forward(acc, acc)[0])
-        start = time.perf_counter()
+        start = clocks()[0]
         acc.results()
-        times["final"].append(time.perf_counter() - start)
+        times["final"].append(clocks()[0] - start)
     ratios = [c / f - 1 for f, c in zip(times["forward"], times["calibrate"], strict=True)]
     cpu_ratios = [
         c / f - 1 for f, c in zip(times["forward_cpu"], times["calibrate_cpu"], strict=True)
@@ -416,7 +436,12 @@ def memory(path: str) -> dict:
     return result
 
 
-def machine() -> str:
+def loadavg() -> str:
+    """The 1-, 5- and 15-minute load averages as /proc/loadavg gives them."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def machine(device: str = "cpu") -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -430,14 +455,24 @@ def machine() -> str:
         f"({torch.get_num_threads()} threads), numba {numba.__version__} "
         f"({numba.get_num_threads()} threads, {numba.threading_layer()} layer), "
         f"Python {platform.python_version()}, spikecode {spikecode.__version__}"
+        + (f"; GPU {torch.cuda.get_device_name(0)}" if device == "cuda" else "")
     )
 
 
-def report(results: dict, variants: dict, accuracy: dict, memory_use: dict, repeats: int) -> str:
+def report(
+    results: dict,
+    variants: dict,
+    accuracy: dict,
+    memory_use: dict,
+    repeats: int,
+    device: str = "cpu",
+    load_before: str = "",
+) -> str:
     lines = [
         "# Calibration benchmark (`benchmarks/bench_calibrate.py`)",
         "",
-        f"Machine: {machine()}; load average at the end {os.getloadavg()[0]:.1f}.",
+        f"Machine: {machine(device)}; device {device}; load average (1, 5, 15 min) "
+        f"{load_before} at the start, {loadavg()} at the end.",
         "The machine is shared with other engineers' test runs: timings are taken in one "
         f"process, plain forward and calibration alternating, {repeats} times; the table "
         "gives the median of the paired ratios (wall-clock and process CPU time) and the "
@@ -541,10 +576,19 @@ def main() -> None:
     parser.add_argument("--overhead-only", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "SAMPLES"))
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: the overhead table on a GPU (the other tables are CPU-only)",
+    )
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child[0], int(args.memory_child[1]))
         return
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench_calibrate: --device cuda needs a CUDA device; none is available")
+    load_before = loadavg()
     chosen = args.models.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         models = {}
@@ -552,16 +596,19 @@ def main() -> None:
             models["tiny GLA-SWA"] = tiny_path(Path(tmp))
         if "minilm" in chosen:
             models["all-MiniLM-L6-v2"] = minilm_path()
-        results = {name: overhead(path, args.repeats) for name, path in models.items()}
+        results = {
+            name: overhead(path, args.repeats, device=args.device) for name, path in models.items()
+        }
         if "7b" in chosen:
             path = sevenb_path(Path(tmp))
             data = corpus_sequences(load_checkpoint(path), args.seqs_7b, args.tokens_7b)
             label = f"GLA-SWA, 7B widths, 2 layers ({args.seqs_7b} x {args.tokens_7b} tokens)"
             results[label] = overhead(
-                path, args.repeats, dtype=torch.float32, data=data, separate=False
-            )
+                path, args.repeats, dtype=torch.float32, data=data, separate=False,
+                device=args.device,
+            )  # fmt: skip
         variants, accuracy, memory_use = {}, {}, {}
-        if not args.overhead_only:
+        if not args.overhead_only and args.device == "cpu":
             variants = {
                 f"{name}, {label}": variant(path, args.repeats, **options)
                 for name, path in models.items()
@@ -573,7 +620,7 @@ def main() -> None:
             }
             accuracy = {name: error_accuracy(path) for name, path in models.items()}
             memory_use = {name: memory(path) for name, path in models.items()}
-    text = report(results, variants, accuracy, memory_use, args.repeats)
+    text = report(results, variants, accuracy, memory_use, args.repeats, args.device, load_before)
     print(text)
     if args.out is not None:
         args.out.write_text(text, encoding="utf-8")

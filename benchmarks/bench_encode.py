@@ -21,9 +21,19 @@ All of these, the copy and the baseline (a) included, run round-robin (median of
 Peak memory is the growth of the process's peak RSS (VmHWM, reset through
 /proc/self/clear_refs) during one spikecode run.
 
+On a GPU (``--device cuda``) the same cases run on a CUDA tensor: the PyTorch path of
+``encode_activations`` (planes built on the device, copied packed to the host) against
+the per-step reference on the same device, timed with CUDA events after a synchronize;
+the card is recorded. Without CUDA the option refuses with one line.
+
+The output is the Markdown table of BENCHMARKS.md, preceded by the machine, its load
+(``/proc/loadavg`` before and after) and the copy bandwidth.
+
 Usage::
 
     python benchmarks/bench_encode.py [--tokens 4096] [--features 3584] [--repeats 5]
+                                      [--device cpu|cuda] [--schemes ...]
+                                      [--clock wall|cpu] [--threads N] [--growth]
 """
 
 from __future__ import annotations
@@ -54,13 +64,18 @@ def activations(tokens: int, features: int, seed: int = 0) -> np.ndarray:
     return rng.standard_normal((tokens, features), dtype=np.float32)
 
 
+#: What the timings read: wall-clock seconds, or process CPU seconds (``--clock cpu``),
+#: which a loaded machine disturbs far less when every library runs one thread.
+CLOCK = time.perf_counter
+
+
 def median_time(fn, repeats: int) -> float:
     fn()  # warm-up: JIT caches, page faults
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = CLOCK()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(CLOCK() - start)
     return statistics.median(times)
 
 
@@ -128,9 +143,9 @@ def interleaved(fns: dict, repeats: int) -> dict:
     times: dict = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = CLOCK()
             fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(CLOCK() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -153,6 +168,82 @@ def peak_growth(fn) -> int:
     return vm_hwm() - before
 
 
+def loadavg() -> str:
+    """The 1-, 5- and 15-minute load averages as /proc/loadavg gives them."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def cuda_interleaved(fns: dict, repeats: int) -> dict:
+    """:func:`interleaved` on a GPU: CUDA events around each call, synchronized."""
+    for fn in fns.values():
+        fn()
+    torch.cuda.synchronize()
+    times: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times[name].append(start.elapsed_time(end) / 1e3)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main_cuda(args: argparse.Namespace) -> None:
+    """The same cases on a CUDA device: torch path of encode_activations against (a)."""
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_encode: --device cuda needs a CUDA device; none is available")
+    x = torch.from_numpy(activations(args.tokens, args.features)).cuda()
+    card = torch.cuda.get_device_name(0)
+    print(f"device: {card}, torch {torch.__version__}, CUDA {torch.version.cuda}; "
+          f"host load average {loadavg()}")  # fmt: skip
+    header = (
+        "| code | T | planes (MiB) | torch CUDA planes (ms) | torch CUDA auto (ms) "
+        "| (a) per-step torch CUDA (ms) | (a) / planes |"
+    )
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for scheme in args.schemes:
+        fns = {
+            "planes": lambda s=scheme: fused(x, s, "planes"),
+            "auto": lambda s=scheme: fused(x, s, "auto"),
+        }
+        if not args.no_reference:
+            fns["reference"] = lambda s=scheme: reference_step_by_step(x, s)
+        t = cuda_interleaved(fns, args.repeats)
+        t_ref = t.get("reference", float("nan"))
+        planes = fused(x, scheme, "planes")
+        print(
+            f"| {scheme} | {planes.T} | {planes.nbytes / 2**20:.1f} | {t['planes'] * 1e3:.2f} "
+            f"| {t['auto'] * 1e3:.2f} | {t_ref * 1e3:.2f} | {t_ref / t['planes']:.1f}× |"
+        )
+    print(f"host load average after: {loadavg()}")
+
+
+def token_growth(args: argparse.Namespace) -> None:
+    """Fused planes time against the number of tokens: the cost should stay linear."""
+    scheme = args.schemes[0] if len(args.schemes) == 1 else "bitwise-bidirectional"
+    print(f"growth in tokens: {scheme}, {args.features} features, clock {args.clock}")
+    print("| tokens | fused planes (ms) | ns per element | (a) per-step (ms) | (a) / planes |")
+    print("|---|---|---|---|---|")
+    tokens = 512
+    while tokens <= 16384:
+        x = activations(tokens, args.features)
+        fns = {"planes": lambda x=x: fused(x, scheme, "planes")}
+        if not args.no_reference:
+            fns["reference"] = lambda x=x: reference_step_by_step(torch.from_numpy(x), scheme)
+        t = interleaved(fns, args.repeats)
+        t_ref = t.get("reference", float("nan"))
+        print(
+            f"| {tokens:,} | {t['planes'] * 1e3:.1f} | {t['planes'] / x.size * 1e9:.2f} "
+            f"| {t_ref * 1e3:.0f} | {t_ref / t['planes']:.0f}× |"
+        )
+        tokens *= 2
+    print(f"load average after: {loadavg()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=4096)
@@ -160,14 +251,35 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--schemes", nargs="*", default=SCHEMES)
     parser.add_argument("--no-reference", action="store_true", help="skip baseline (a)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: process CPU time (use with --threads 1 on a loaded machine)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="Numba and torch threads")
+    parser.add_argument("--growth", action="store_true", help="time against 512 … 16384 tokens")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.threads is not None:
+        numba.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        main_cuda(args)
+        return
 
+    print(f"load average before: {loadavg()}")
+    if args.growth:
+        token_growth(args)
+        return
     x = activations(args.tokens, args.features)
     xt = torch.from_numpy(x)
     bandwidth = copy_bandwidth(args.repeats)
     threads = f"numba threads {numba.get_num_threads()}, torch threads {torch.get_num_threads()}"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {threads}, "
-          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+          f"clock {args.clock}")  # fmt: skip
     print(f"input {x.shape} float32, {x.nbytes / 2**20:.0f} MiB; "
           f"copy bandwidth {bandwidth / 1e9:.2f} GB/s (read+write)")  # fmt: skip
     header = (
@@ -210,7 +322,7 @@ def main() -> None:
             f"| {t_ref * 1e3:.0f} | {t_ref / t['planes']:.0f}× | {t['planes'] / floor:.2f} "
             f"| {t['torch'] / t['planes']:.2f} | {growth / 2**20:.0f} |"
         )
-    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    print(f"load average after: {loadavg()}")
 
 
 if __name__ == "__main__":

@@ -16,3 +16,8 @@ RELEASE_GROUP_SIZE = 128
 #: which must not import NIR (tests/test_cli_light.py checks that the copies agree).
 NIR_INTEGRATORS: tuple[str, ...] = ("IF", "LI")
 NIR_WEIGHTS: tuple[str, ...] = ("int", "float")
+
+#: Lanes of the one summation order of ``sum|x|`` (SPEC §2 conventions): lane ``j`` adds
+#: the elements ``i ≡ j (mod SUM_LANES)`` of a row in float64, in order; the lanes are
+#: then folded in halves (lane ``j`` += lane ``j + h`` for h = 32, 16, …, 1).
+SUM_LANES = 64

@@ -10,12 +10,14 @@ the compute dtype is float64 for float64 input and float32 otherwise (float16 an
 bfloat16 are upcast exactly); ``mean(|x|)`` is accumulated in float64 and ``Vth`` is
 computed in float64, then cast to the compute dtype; the division and the rounding
 (half to even) run in the compute dtype; counts are int32. For float32/16/bfloat16
-input the threshold is the same to the last bit on every path; for float64 input the
-paths sum in different orders (sequential in Numba, pairwise in NumPy/PyTorch) and the
-threshold may differ in its last few units of precision.
+input the threshold is the same to the last bit on every path, float64 input included: every path
+forms ``sum|x|`` in one order (64 float64 lanes, folded in halves; SPEC §2).
 
-NumPy input runs through a fused Numba kernel; torch tensors stay on their device and
-run through :func:`spikecode.nn.functional.adaptive_counts`.
+NumPy input and CPU torch tensors run through a fused Numba kernel (a contiguous
+float32/float64 tensor without a copy; float16/bfloat16 are upcast to float32 once);
+tensors on other devices stay there and run through
+:func:`spikecode.nn.functional.adaptive_counts`, whose sum of ``|x|`` follows the same
+order (SPEC §2), so every path gives the same counts and thresholds bit for bit.
 """
 
 from __future__ import annotations
@@ -112,8 +114,23 @@ def adaptive_counts(
         raise SpikecodeError(f"vth_min {vth_min} is larger than vth_max {vth_max}")
     bounds = _clip_bounds(clip)
     if is_torch(x):
-        return _adaptive_counts_torch(x, k, bounds, vth_min, vth_max, return_clipped)
+        if x.device.type != "cpu":
+            return _adaptive_counts_torch(x, k, bounds, vth_min, vth_max, return_clipped)
+        # A CPU tensor takes the Numba kernel: float32/float64 through a zero-copy NumPy
+        # view, float16/bfloat16 upcast once (exactly) to float32; results wrap back.
+        import torch
 
+        counts, vth, clipped = _adaptive_counts_numpy(x, k, bounds, vth_min, vth_max)
+        counts, vth = torch.from_numpy(counts), torch.from_numpy(np.asarray(vth))
+        return (counts, vth, clipped) if return_clipped else (counts, vth)
+    counts, vth, clipped = _adaptive_counts_numpy(x, k, bounds, vth_min, vth_max)
+    return (counts, vth, clipped) if return_clipped else (counts, vth)
+
+
+def _adaptive_counts_numpy(
+    x: Any, k: float, bounds: tuple[int, int] | None, vth_min: float, vth_max: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The Numba path of :func:`adaptive_counts`: ``(counts, vth, clipped)``."""
     from spikecode.encoders import _kernels
 
     rows, shape = float_rows(x)
@@ -136,9 +153,7 @@ def adaptive_counts(
             f"{clipped} count(s) overflow int32 (k={k} is too large for these activations)",
             shape=shape,
         )
-    counts = counts.reshape(shape)
-    vth = vth.reshape(shape[:-1])
-    return (counts, vth, clipped) if return_clipped else (counts, vth)
+    return counts.reshape(shape), vth.reshape(shape[:-1]), clipped
 
 
 def _adaptive_counts_torch(

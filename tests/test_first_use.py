@@ -170,6 +170,50 @@ def test_compiling_kernels_is_announced_once_and_only_when_cold(tmp_path):
     assert COMPILING_NOTE not in warm
 
 
+def test_kernels_compile_only_the_signature_a_call_needs(tmp_path):
+    from spikecode._numba import COMPILING_NOTE
+
+    (tmp_path / "two_kernels.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+            import numpy as np
+            from spikecode._numba import kernel
+
+            @kernel("float64(float64[::1], float64)", "float32(float32[::1], float64)",
+                    parallel=False)
+            def scaled_sum(x, k):
+                return x.sum() * k
+
+            dtype = np.float32 if sys.argv[1] == "float32" else np.float64
+            assert scaled_sum(np.ones(3, dtype), 2) == 6  # an int k converts to float64
+            assert len(scaled_sum.dispatcher.signatures) == 1
+            try:
+                scaled_sum(np.ones(3, np.int64), 2.0)  # no declared signature: refused
+            except TypeError:
+                pass
+            else:
+                raise AssertionError("int64 input compiled")
+            assert len(scaled_sum.dispatcher.signatures) == 1
+            """
+        )
+    )
+    root = os.path.dirname(os.path.dirname(spikecode.__file__))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), root])}
+    env.pop("NUMBA_CACHE_DIR", None)
+
+    def stderr_of(dtype):
+        done = subprocess.run([sys.executable, str(tmp_path / "two_kernels.py"), dtype],
+                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    assert stderr_of("float64").count(COMPILING_NOTE) == 1
+    assert COMPILING_NOTE not in stderr_of("float64")  # cached
+    assert stderr_of("float32").count(COMPILING_NOTE) == 1  # not compiled by the first run
+    assert COMPILING_NOTE not in stderr_of("float32")
+
+
 # -- 24: '-' reads standard input ---------------------------------------------------------
 
 

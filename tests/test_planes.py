@@ -168,7 +168,62 @@ def assert_fused_equals_two_steps(x, scheme, **kwargs):
         np.testing.assert_array_equal(c, counts)
         np.testing.assert_array_equal(v, vth)
         assert v.dtype == vth.dtype and c.dtype == np.int32
+        # Without counts asked for, the one-pass encoding runs where it can (else two).
+        train, v = spikecode.encode_activations(x, k, scheme, layout=layout, **kwargs)
+        assert train.equals(want)
+        assert train.clipped == want.clipped and train.n_spikes == want.n_spikes
+        assert train.layout == (want.layout if layout == "auto" else layout)
+        np.testing.assert_array_equal(v, vth)
     return want
+
+
+@pytest.mark.parametrize("scheme", ALL)
+@pytest.mark.parametrize("bit_order", ["msb", "lsb"])
+@pytest.mark.parametrize("kwargs", [{}, {"T": 3, "saturate": True}])
+def test_one_pass_encoding_runs_and_equals_two_steps(rng, monkeypatch, scheme, bit_order, kwargs):
+    # Signed codes (zero point 0) and an explicit zero point need no second pass: the
+    # two-pass kernels must not run at all.
+    from spikecode.encoders import _plane_kernels
+
+    def refuse(*args):
+        raise AssertionError("the two-pass path ran")
+
+    x = rng.standard_normal((33, 70)).astype(np.float32)
+    x[4, 7] = 9.0  # an outlier: T of ternary in the thirties, of the bitwise codes 6
+    unsigned = get_scheme(scheme).unsigned_counts
+    options = {"zero_point": -20, **kwargs} if unsigned else kwargs
+    counts, vth = spikecode.adaptive_counts(x, k=3.0)
+    want = spikecode.encode(counts, scheme, bit_order=bit_order, layout="planes", **options)
+    with monkeypatch.context() as patch:
+        patch.setattr(_plane_kernels, "row_thresholds", refuse)
+        patch.setattr(_plane_kernels, "float_planes", refuse)
+        got, v = spikecode.encode_activations(
+            x, 3.0, scheme, bit_order=bit_order, layout="planes", **options
+        )
+    assert got.equals(want) and got.n_spikes == want.n_spikes and got.clipped == want.clipped
+    np.testing.assert_array_equal(v, vth)
+    assert got.planes.flags.c_contiguous
+
+
+def test_one_pass_falls_back_when_t_exceeds_its_capacity(rng):
+    # bitwise-bidirectional writes 8 planes before T is known; one outlier among 256
+    # values reaches |c| = 3 · 256 / (1 + small), which needs 10.
+    x = rng.standard_normal((5, 256)).astype(np.float32)
+    x[2, 3] = 1e4
+    counts, _ = spikecode.adaptive_counts(x, k=3.0)
+    assert np.abs(counts).max() > 255
+    want = spikecode.encode(counts, "bitwise-bidirectional", layout="planes")
+    got, _ = spikecode.encode_activations(x, 3.0, "bitwise-bidirectional", layout="planes")
+    assert got.T == want.T > 8 and got.equals(want)
+
+
+def test_one_pass_two_complement_sign_extension_is_not_counted(rng):
+    x = rng.standard_normal((7, 40)).astype(np.float32)
+    counts, _ = spikecode.adaptive_counts(x, k=3.0)
+    want = spikecode.encode(counts, "bitwise-twos-complement", layout="planes")
+    got, _ = spikecode.encode_activations(x, 3.0, "bitwise-twos-complement", layout="planes")
+    assert want.T < 8 and (counts < 0).any()
+    assert got.n_spikes == want.n_spikes and got.equals(want)
 
 
 @FEWER
@@ -342,3 +397,12 @@ def test_event_exporter_takes_planes(rng):
     a, _ = to_events(planes)
     b, _ = to_events(events)
     np.testing.assert_array_equal(a, b)
+
+
+def test_one_pass_leaves_int32_overflow_to_the_two_pass_error():
+    # T = 40 saturates only beyond int32: counts of 1e10 are an overflow, not a saturation.
+    x = np.full((2, 16), 1e5, dtype=np.float32)
+    with pytest.raises(spikecode.SpikecodeError, match="overflow int32"):
+        spikecode.encode_activations(
+            x, 1e12, "bitwise-twos-complement", T=40, saturate=True, layout="planes"
+        )

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import spikecode
+from spikecode._constants import SUM_LANES
 from spikecode.encoders import _reference as ref
 
 
@@ -26,12 +27,52 @@ def test_kernel_matches_oracle(rng, dtype, shape, k):
 
 
 def assert_same_vth(got, want):
-    # float32 thresholds agree bit for bit; float64 ones may differ in the last ulps,
-    # because the kernel sums |x| sequentially and NumPy/PyTorch pairwise.
-    if got.dtype == np.float64:
-        np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
-    else:
-        np.testing.assert_array_equal(got, want)
+    # Every path sums |x| in SPEC §2's one order: thresholds agree bit for bit, float64 too.
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+def lane_sum_by_definition(row):
+    """SPEC §2's order spelled out with Python floats: 64 running lanes, folded in halves."""
+    lanes = [0.0] * SUM_LANES
+    for j, value in enumerate(row):
+        lanes[j % SUM_LANES] += abs(float(value))
+    h = SUM_LANES // 2
+    while h >= 1:
+        lanes = [lanes[i] + lanes[i + h] for i in range(h)]
+        h //= 2
+    return lanes[0]
+
+
+@given(
+    hnp.arrays(
+        np.float64,
+        st.tuples(st.integers(1, 3), st.integers(1, 300)),
+        elements=st.floats(-1e6, 1e6, allow_nan=False, width=64),
+    )
+)
+def test_every_path_sums_abs_x_in_the_one_order(x):
+    from spikecode.nn import functional as F
+
+    want = np.array([lane_sum_by_definition(row) for row in x])
+    np.testing.assert_array_equal(ref.abs_sum(x), want)
+    np.testing.assert_array_equal(F.abs_sum(torch.from_numpy(x)).numpy(), want)
+    _, vth = spikecode.adaptive_counts(x, k=3.0)
+    want_vth = np.clip(want / x.shape[-1] / 3.0, 1e-5, 1e4)
+    np.testing.assert_array_equal(vth, want_vth)
+    _, vth_fused = spikecode.encode_activations(x, 3.0, "ternary", max_spikes=None)
+    np.testing.assert_array_equal(vth_fused, want_vth)
+
+
+def test_the_order_is_not_sequential_summation():
+    # 1 + 2^-53 + 2^-53 ... sequentially stays 1; lanes 1.. collect the small terms first.
+    x = np.full((1, 65), 2.0**-53)
+    x[0, 0] = 1.0
+    sequential = 0.0
+    for value in x[0]:
+        sequential += value
+    assert sequential == 1.0
+    assert ref.abs_sum(x)[0] == lane_sum_by_definition(x[0]) > 1.0
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
@@ -43,6 +84,28 @@ def test_torch_path_equals_numpy_path(rng, dtype):
     counts_n, vth_n = spikecode.adaptive_counts(x_np, k=3.0)
     np.testing.assert_array_equal(counts_t.numpy(), counts_n)
     assert_same_vth(vth_t.numpy(), vth_n)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_cpu_tensors_take_the_numba_path(monkeypatch, rng, dtype):
+    from spikecode.nn import functional as F
+
+    x = torch.from_numpy(rng.standard_normal((3, 5, 70))).to(dtype)
+    want_t = F.adaptive_counts(x, k=3.0)  # the torch implementation, for the comparison
+    want_e = spikecode.encode_activations(x.to(torch.float64).numpy().astype(
+        np.float64 if dtype == torch.float64 else np.float32), 3.0, "ternary")  # fmt: skip
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a CPU tensor went through the torch path")
+
+    monkeypatch.setattr(F, "adaptive_counts", refuse)
+    counts, vth, clipped = spikecode.adaptive_counts(x, k=3.0, clip=2, return_clipped=True)
+    assert isinstance(counts, torch.Tensor) and counts.dtype == torch.int32
+    assert torch.equal(counts, want_t[0].clamp(-2, 2)) and torch.equal(vth, want_t[1])
+    assert clipped == int((want_t[0].abs() > 2).sum())
+    train, vth_e, counts_e = spikecode.encode_activations(x, 3.0, "ternary", return_counts=True)
+    assert train.equals(want_e[0]) and torch.equal(vth_e, torch.from_numpy(want_e[1]))
+    assert torch.equal(counts_e, want_t[0])
 
 
 def test_worked_example_and_half_to_even():

@@ -458,7 +458,7 @@ class LayerAccumulator:
         state = self._state_for("torch", rows)
         x = rows.to(state["dtype"])
         n_k = len(self.ks)
-        mean = torch.mean(x.abs(), dim=-1, dtype=torch.float64)
+        mean = F.abs_sum(x) / x.shape[-1]  # SPEC §2's one order, as the CPU kernel
         if not bool(torch.isfinite(mean).all()):
             raise self._non_finite(int((~torch.isfinite(mean)).sum()))
         vth = counting._vth_table(mean, state["ks"], state["dtype"])
@@ -582,7 +582,7 @@ class LayerAccumulator:
             bias = None if bias is None else bias.detach().to(device=device, dtype=dtype)
             w_fq = self._quantized_weight(dtype).to(device)
         ks = torch.tensor(self.ks, dtype=torch.float64, device=device)
-        vth = counting._vth_table(torch.mean(x.abs(), dim=-1, dtype=torch.float64), ks, dtype)
+        vth = counting._vth_table(F.abs_sum(x) / x.shape[-1], ks, dtype)
         spiked = torch.round(x.unsqueeze(0) / vth.unsqueeze(2)) * vth.unsqueeze(2)
         y_float = torch.nn.functional.linear(x, weight, bias).to(torch.float64)
         y_spike = torch.nn.functional.linear(spiked, w_fq, bias).to(torch.float64)

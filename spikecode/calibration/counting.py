@@ -12,11 +12,13 @@ quantities with tensor operations), and the tests compare the two.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from spikecode._constants import SUM_LANES
 from spikecode._numba import kernel, prange
 from spikecode._validate import INT32_MAX, INT32_MIN
 from spikecode.encoders import _kernels
@@ -82,7 +84,9 @@ def _count_rows(
     ``ks`` ascending, exactly 5 (a smaller group repeats its smallest k in front),
     ``ratios[g] = ks[g] / ks[4]`` (4 values) in the compute dtype.
 
-    Per row: ``mean|x|`` in float64 and the maxima of ``|x|`` over blocks of every size;
+    Per row: ``mean|x|`` in float64 (``sum|x|`` in SPEC §2's one order, that of
+    ``adaptive_counts``, so Vth is the same to the last bit) and the maxima of ``|x|``
+    over blocks of every size;
     per k: ``Vth = clip(mean / k)`` (stored into ``vth[g, row]`` in the compute dtype and
     read back, so that the divisions below run in that dtype), its bin among the
     log-spaced ``edges`` and, in ``moments[chunk, g]``, the count, a shift (the chunk's
@@ -151,20 +155,16 @@ def _count_rows(
         index = np.empty(cols, dtype=np.int32)
         maxima = np.empty(offset[n_sizes], dtype=x.dtype)
         threshold = np.empty(n_k, dtype=np.float64)
+        lanes = np.empty(SUM_LANES, dtype=np.float64)
         table = joint[ch]
         for i in range(ch * per, min(rows, (ch + 1) * per)):
-            # mean|x| in float64, summed block by block (independent chains run side by
-            # side; a summation order changes at most the last float64 bits, as between
-            # the NumPy and torch paths), and the maxima of |x| over the base blocks
-            total = 0.0
+            # mean|x| in float64 in SPEC §2's one order (as adaptive_counts), and the
+            # maxima of |x| over the base blocks
+            total = _kernels._abs_sum(x[i], lanes)
             for blk in range(n_base):
-                block_sum = 0.0
                 m = zero
                 for j in range(blk * base, min(cols, (blk + 1) * base)):
-                    a = abs(x[i, j])
-                    block_sum += np.float64(a)
-                    m = max(m, a)
-                total += block_sum
+                    m = max(m, abs(x[i, j]))
                 maxima[blk] = m
             if not np.isfinite(total):
                 flags[ch, 1] += 1
@@ -343,29 +343,39 @@ def stats_from_histograms(
 weight_group_size = F.auto_group_size
 
 
-@kernel("int64(float32[:, ::1], int64, float32[:, ::1])")
-def _fake_quant_rows(w, group, out):  # pragma: no cover - jit
+@kernel("int64(float32[:, ::1], uint32[:, ::1], int64, float32[:, ::1])")
+def _fake_quant_rows(w, bits, group, out):  # pragma: no cover - jit
     """``round(w / σ) · σ`` with ``σ = fl32(max|w| / 127)`` per row and group (SPEC §4).
 
     The arithmetic of :func:`spikecode.nn.functional.quantize_weight_int8` followed by
     :func:`~spikecode.nn.functional.dequantize_weight_int8`, element by element: ``max|w|``
     and ``max|w| / 127`` in float64 (1 for an all-zero group), the scale rounded once to
     float32, ``w / σ`` formed in float64 and rounded half to even, the product ``q · σ``
-    exact in float64 and rounded once to float32. Returns the number of non-finite
-    weights (nothing is written for their groups).
+    exact in float64 and rounded once to float32. Returns the number of groups holding a
+    non-finite weight (nothing is written for them).
+
+    ``bits`` is ``w`` viewed as uint32: with the sign bit cleared, the order of the bit
+    patterns is the order of ``|w|`` (infinities and NaN above every finite value), so
+    the group maximum is an integer maximum, which vectorizes (a float ``max`` with its
+    NaN rules does not); both loops then run branch-free.
     """
     rows, cols = w.shape
     bad = np.zeros(rows, dtype=np.int64)
     for r in prange(rows):
         for start in range(0, cols, group):
-            amax = 0.0
+            top = np.uint32(0)
             for j in range(start, start + group):
-                a = abs(np.float64(w[r, j]))
-                if not np.isfinite(a):
-                    bad[r] += 1
-                amax = max(amax, a)
-            if bad[r]:
+                top = max(top, bits[r, j] & np.uint32(0x7FFFFFFF))
+            if top >= np.uint32(0x7F800000):  # Inf or NaN
+                bad[r] += 1
                 continue
+            # max|w| from its float32 bit pattern: exponent field and mantissa, exactly
+            exponent = np.int64(top >> np.uint32(23))
+            mantissa = np.float64(top & np.uint32(0x7FFFFF))
+            if exponent > 0:
+                amax = math.ldexp(mantissa + 8388608.0, exponent - 150)
+            else:  # zero or subnormal
+                amax = math.ldexp(mantissa, -149)
             sigma = np.float64(np.float32(amax / 127.0)) if amax > 0 else 1.0
             for j in range(start, start + group):
                 out[r, j] = np.float32(np.rint(np.float64(w[r, j]) / sigma) * sigma)
@@ -395,7 +405,7 @@ def fake_quantize_weight(weight: torch.Tensor, group_size: int | None) -> torch.
         )
     w = weight.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
     out = np.empty_like(w)
-    if _fake_quant_rows(w, group, out):
+    if _fake_quant_rows(w, w.view(np.uint32), group, out):
         raise SpikecodeError("weight holds non-finite values", shape=tuple(weight.shape))
     return torch.from_numpy(out)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from spikecode._constants import SUM_LANES
 from spikecode._numba import inline_helper, kernel, prange
 from spikecode.encoders.schemes import TERNARY, TWOS
 
@@ -30,6 +31,38 @@ for _byte in range(256):
     _lanes = [lane for lane in range(8) if _byte >> lane & 1]
     _SET_BIT_LANES[_byte, : len(_lanes)] = _lanes
 del _byte, _lanes
+
+
+@inline_helper
+def _abs_sum(row, acc):
+    """``sum|row|`` in float64 in the one order of SPEC §2 (``acc``: SUM_LANES scratch).
+
+    Lane ``l`` adds ``|row[j]|`` for ``j ≡ l (mod SUM_LANES)`` in increasing ``j``; then
+    the lanes are folded in halves, ``acc[l] += acc[l + h]`` for ``h = SUM_LANES/2, …, 1``.
+    Every lane is an independent chain, so the loop vectorizes (the one sequential chain
+    this replaces bounded the fused pass). Folds whose upper lanes lie past the row's
+    end only add +0.0 and are skipped (exact). The NumPy and PyTorch twins are
+    ``_reference.abs_sum`` and ``spikecode.nn.functional.abs_sum``.
+    """
+    n = row.shape[0]
+    full = n // SUM_LANES
+    for lane in range(SUM_LANES):
+        acc[lane] = 0.0
+    for b in range(full):
+        base = b * SUM_LANES
+        for lane in range(SUM_LANES):
+            acc[lane] += abs(np.float64(row[base + lane]))
+    base = full * SUM_LANES
+    for lane in range(n - base):
+        acc[lane] += abs(np.float64(row[base + lane]))
+    h = SUM_LANES // 2
+    while h >= n and h > 1:  # acc[l + h] is +0.0 for every l: nothing to add
+        h //= 2
+    while h >= 1:
+        for lane in range(h):
+            acc[lane] += acc[lane + h]
+        h //= 2
+    return acc[0]
 
 
 @inline_helper
@@ -89,15 +122,15 @@ def _spike_total(v, code, T):
 def adaptive_counts(x, k, vth_min, vth_max, lo, hi, counts, vth):  # pragma: no cover - jit
     """Fused float -> (counts, Vth) per row; SPEC §2 eq. 19/21.
 
-    Returns per row ``[clipped, non_finite]``: how many counts were clipped into
-    ``[lo, hi]`` and whether the row's float64 sum of |x| was not finite.
+    ``sum|x|`` is formed in float64 in the order of :func:`_abs_sum` (SPEC §2). Returns per
+    row ``[clipped, non_finite]``: how many counts were clipped into ``[lo, hi]`` and
+    whether the row's float64 sum of |x| was not finite.
     """
     rows, cols = x.shape
     flags = np.zeros((rows, 2), dtype=np.int64)
     for i in prange(rows):
-        total = 0.0
-        for j in range(cols):
-            total += abs(np.float64(x[i, j]))
+        acc = np.empty(SUM_LANES, dtype=np.float64)
+        total = _abs_sum(x[i], acc)
         if not np.isfinite(total):
             flags[i, 1] = 1
             vth[i] = np.nan

@@ -9,8 +9,11 @@ the same at every step under both signed codes) and 0 elsewhere, silent elements
 
 Encoding works on groups of eight features: the eight values' bytes (their bits 8c..8c+7
 for the bitwise codes, the thermometer ``min(max(|v| - 8c, 0), 8)`` ones for
-binary/ternary) are packed into one 64-bit word and transposed as an 8 x 8 bit matrix
-(three shift-and-mask rounds), which yields the eight steps' plane bytes at once. Every
+binary/ternary) are packed into one 64-bit word. For binary/ternary the word is
+transposed as an 8 x 8 bit matrix (three shift-and-mask rounds), which yields the eight
+steps' plane bytes at once; for the bitwise codes and the sign plane one multiplication
+gathers one plane's byte, and only the planes the row's largest value reaches are
+visited. Every
 kernel also counts the spikes of each (row, step) from the bytes it writes, so the event
 offsets and the size of either layout are known without another pass.
 
@@ -22,8 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from spikecode._constants import SUM_LANES
 from spikecode._numba import inline_helper, kernel, prange
-from spikecode.encoders._kernels import _SET_BIT_COUNT, _SET_BIT_LANES
+from spikecode.encoders._kernels import _SET_BIT_COUNT, _SET_BIT_LANES, _abs_sum
 from spikecode.encoders.schemes import TERNARY, TWOS
 
 
@@ -52,6 +56,63 @@ def _popcount(m):
 
 
 @inline_helper
+def _gather_bits(word):
+    """Bit 0 of each byte ``l`` of ``word`` at bit ``l`` of one byte.
+
+    The multiplication adds ``byte_l · 2^(56 - 7 l)`` for every pair of bytes and
+    factors; only ``l = m`` lands in bits 56..63 (at ``56 + l``), and no two terms share
+    a bit, so nothing carries into them.
+    """
+    return ((word * 0x0102040810204080) >> 56) & 255
+
+
+@inline_helper
+def _emit_bitwise(values, zero_point, lanes, code, T, msb, planes, i):
+    """:func:`_emit_row` for the bitwise codes: plane by plane, only up to the row's bits.
+
+    Each group's word holds eight bytes of magnitude bits; plane ``b``'s byte is bit
+    ``b - 8c`` of each, gathered with one multiplication. Planes past the row's largest
+    magnitude (except the two's-complement sign extension) are left as they are: zero.
+    """
+    groups = planes.shape[2]
+    n = values.shape[0]
+    words = lanes.view(np.int64)
+    if code == TWOS:
+        mask = (np.int64(1) << T) - 1
+        bits = T
+    else:
+        mask = np.int64(-1)
+        top = np.int64(0)
+        for j in range(n):
+            top |= abs(np.int64(values[j]) - zero_point)
+        bits = 0
+        while top:
+            top >>= 1
+            bits += 1
+    total = 0
+    for c in range((bits + 7) // 8):
+        shift = 8 * c
+        if code == TWOS:  # bits 8c .. 8c+7 of the T-bit two's complement
+            for j in range(n):
+                lanes[j] = ((np.int64(values[j]) & mask) >> shift) & 255
+        else:  # bits 8c .. 8c+7 of |v|
+            for j in range(n):
+                lanes[j] = (abs(np.int64(values[j]) - zero_point) >> shift) & 255
+        steps = min(8, bits - shift, T - shift)
+        keep = np.int64(-1) if steps == 8 else ((np.int64(1) << steps) - 1) * 0x0101010101010101
+        for g in range(groups):
+            w = words[g]
+            if w == 0:
+                continue
+            total += _popcount(w & keep)
+            for kk in range(steps):
+                b = shift + kk
+                byte = _gather_bits((w >> kk) & 0x0101010101010101)
+                planes[T - 1 - b if msb else b, i, g] = byte
+    return total
+
+
+@inline_helper
 def _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i):
     """Write row ``i``'s planes and sign bytes from its int32 counts; return its spikes.
 
@@ -69,28 +130,18 @@ def _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i):
         for j in range(n):
             lanes[j] = np.int64(values[j]) - zero_point < 0
         for g in range(groups):
-            sign_plane[i, g] = _transpose8(words[g]) & 255
-    if unary:
-        top = np.int64(0)
-        for j in range(n):
-            top = max(top, abs(np.int64(values[j]) - zero_point))
-        chunks = (top + 7) // 8
-    else:
-        chunks = (T + 7) // 8
-    mask = (np.int64(1) << T) - 1 if code == TWOS else np.int64(-1)
+            sign_plane[i, g] = _gather_bits(words[g])
+    if not unary:
+        return _emit_bitwise(values, zero_point, lanes, code, T, msb, planes, i)
+    top = np.int64(0)
+    for j in range(n):
+        top = max(top, abs(np.int64(values[j]) - zero_point))
     total = 0
-    for c in range(chunks):
+    for c in range((top + 7) // 8):
         shift = 8 * c
-        if unary:  # the thermometer of |v| over steps 8c .. 8c+7
-            for j in range(n):
-                m = abs(np.int64(values[j]) - zero_point)
-                lanes[j] = (np.int64(1) << min(max(m - shift, 0), 8)) - 1
-        elif code == TWOS:  # bits 8c .. 8c+7 of the T-bit two's complement
-            for j in range(n):
-                lanes[j] = ((np.int64(values[j]) & mask) >> shift) & 255
-        else:  # bits 8c .. 8c+7 of |v|
-            for j in range(n):
-                lanes[j] = (abs(np.int64(values[j]) - zero_point) >> shift) & 255
+        for j in range(n):  # the thermometer of |v| over steps 8c .. 8c+7
+            m = abs(np.int64(values[j]) - zero_point)
+            lanes[j] = (np.int64(1) << min(max(m - shift, 0), 8)) - 1
         steps = min(8, T - shift)
         keep = np.int64(-1) if steps == 8 else (np.int64(1) << (8 * steps)) - 1
         for g in range(groups):
@@ -99,8 +150,7 @@ def _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i):
             x = _transpose8(words[g]) & keep
             total += _popcount(x)
             for kk in range(steps):
-                b = shift + kk
-                planes[T - 1 - b if (msb and not unary) else b, i, g] = (x >> (8 * kk)) & 255
+                planes[shift + kk, i, g] = (x >> (8 * kk)) & 255
     return total
 
 
@@ -121,32 +171,101 @@ def counts_planes(counts, code, T, zero_point, msb, planes, sign_plane):  # prag
     "float64[:, ::1](float64[:, ::1], float64, float64, float64, float64[::1])",
 )
 def row_thresholds(x, k, vth_min, vth_max, vth):  # pragma: no cover - jit
-    """Pass 1 of the fused encoding: Vth per row and the row's smallest and largest count.
+    """Pass 1 of the two-pass encoding: Vth per row and the row's smallest and largest count.
 
-    The sum of |x| runs in float64 in the order of ``_kernels.adaptive_counts`` (so Vth is
-    the same to the last bit). Division and rounding are monotonic, so the extreme counts
-    are ``rint(min x / Vth)`` and ``rint(max x / Vth)``. Returns per row
+    ``sum|x|`` in SPEC §2's one order (``_kernels._abs_sum``, as ``adaptive_counts``, so
+    Vth is the same to the last bit). Division and rounding are monotonic, so the extreme
+    counts are ``rint(min x / Vth)`` and ``rint(max x / Vth)``; the extremes are taken
+    in SUM_LANES independent lanes too (the loop vectorizes). Returns per row
     ``[non_finite, min count, max count]``.
     """
     rows, cols = x.shape
     out = np.zeros((rows, 3), dtype=np.float64)
+    full = cols // SUM_LANES
     for i in prange(rows):
-        total = 0.0
-        low = x[i, 0]
-        high = x[i, 0]
-        for j in range(cols):
-            a = x[i, j]
-            total += abs(np.float64(a))
-            low = min(low, a)
-            high = max(high, a)
+        acc = np.empty(SUM_LANES, dtype=np.float64)
+        total = _abs_sum(x[i], acc)
         if not np.isfinite(total):
             out[i, 0] = 1.0
             vth[i] = np.nan
             continue
+        row = x[i]
+        lows = np.empty(SUM_LANES, dtype=x.dtype)
+        highs = np.empty(SUM_LANES, dtype=x.dtype)
+        for lane in range(SUM_LANES):
+            lows[lane] = row[0]
+            highs[lane] = row[0]
+        for b in range(full):
+            base = b * SUM_LANES
+            for lane in range(SUM_LANES):
+                a = row[base + lane]
+                lows[lane] = a if a < lows[lane] else lows[lane]
+                highs[lane] = a if a > highs[lane] else highs[lane]
+        low = lows.min()
+        high = highs.max()
+        for j in range(full * SUM_LANES, cols):
+            low = min(low, row[j])
+            high = max(high, row[j])
         vth[i] = min(max(total / cols / k, vth_min), vth_max)
         v = vth[i]
         out[i, 1] = np.rint(low / v)
         out[i, 2] = np.rint(high / v)
+    return out
+
+
+@kernel(
+    *(
+        f"int64[:, ::1]({dtype}[:, ::1], float64, float64, float64, float64, float64, int64,"
+        f" int64, int64, boolean, uint8[:, :, ::1], uint8[:, ::1], {dtype}[::1])"
+        for dtype in ("float32", "float64")
+    )
+)
+def float_planes_one_pass(
+    x, k, vth_min, vth_max, lo, hi, code, T, zero_point, msb, planes, sign_plane, vth
+):  # pragma: no cover - jit
+    """Both passes row by row: Vth, then ``round(x / Vth)`` straight into planes of T steps.
+
+    The row is read a second time while it is still in cache. Used when T and the zero
+    point need not wait for the other rows: ``T`` here is a capacity (the caller keeps the
+    planes the final T needs, see ``encoders.fused``), counts are clipped into
+    ``[lo, hi]``. Vth and the counts are those of ``_kernels.adaptive_counts`` (same sum
+    order, dtype, division and rounding). Returns per row ``[non_finite, min count, max
+    count, spikes in the T planes, values below 0, clipped values]`` (counts after
+    clipping; a non-finite row writes nothing).
+    """
+    rows, cols = x.shape
+    width = planes.shape[2] * 8
+    out = np.zeros((rows, 6), dtype=np.int64)
+    for i in prange(rows):
+        acc = np.empty(SUM_LANES, dtype=np.float64)
+        total = _abs_sum(x[i], acc)
+        if not np.isfinite(total):
+            out[i, 0] = 1
+            vth[i] = np.nan
+            continue
+        vth[i] = min(max(total / cols / k, vth_min), vth_max)
+        v_row = vth[i]  # read back: the division runs in the compute dtype
+        values = np.empty(cols, dtype=np.int32)
+        lanes = np.zeros(width, dtype=np.uint8)
+        row = x[i]
+        clipped = 0
+        for j in range(cols):
+            q = np.rint(row[j] / v_row)
+            c = min(max(q, lo), hi)
+            clipped += q != c
+            values[j] = np.int32(c)
+        low = values[0]
+        high = values[0]
+        negative = 0
+        for j in range(cols):
+            low = min(low, values[j])
+            high = max(high, values[j])
+            negative += np.int64(values[j]) - zero_point < 0
+        out[i, 1] = low
+        out[i, 2] = high
+        out[i, 3] = _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i)
+        out[i, 4] = negative
+        out[i, 5] = clipped
     return out
 
 

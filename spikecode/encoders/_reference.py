@@ -10,7 +10,30 @@ from __future__ import annotations
 
 import numpy as np
 
+from spikecode._constants import SUM_LANES
 from spikecode.encoders.schemes import Scheme
+
+
+def abs_sum(x: np.ndarray) -> np.ndarray:
+    """SPEC §2's ``sum|x|`` over the last axis in float64, in its one order.
+
+    Zero-pad the row to whole blocks of ``SUM_LANES``; lane ``l`` is the running sum,
+    block after block, of the blocks' element ``l``; the lanes are then folded in halves
+    (``lane[:h] + lane[h:2h]``, h = SUM_LANES/2, …, 1). Padding adds +0.0 (exact).
+    """
+    a = np.abs(np.asarray(x, dtype=np.float64))
+    blocks = -(-a.shape[-1] // SUM_LANES)
+    padded = np.zeros((*a.shape[:-1], blocks * SUM_LANES))
+    padded[..., : a.shape[-1]] = a
+    padded = padded.reshape(*a.shape[:-1], blocks, SUM_LANES)
+    lanes = np.zeros((*a.shape[:-1], SUM_LANES))
+    for b in range(blocks):
+        lanes = lanes + padded[..., b, :]
+    h = SUM_LANES // 2
+    while h >= 1:
+        lanes = lanes[..., :h] + lanes[..., h : 2 * h]
+        h //= 2
+    return lanes[..., 0]
 
 
 def adaptive_counts(
@@ -19,7 +42,7 @@ def adaptive_counts(
     """SPEC §2: ``Vth = clip(mean|x| / k)``, ``c = round(x / Vth)`` (float64 mean)."""
     compute = np.float64 if x.dtype == np.float64 else np.float32
     xc = x.astype(compute)
-    mean = np.abs(x.astype(np.float64)).mean(axis=-1)
+    mean = abs_sum(x) / x.shape[-1]
     vth = np.clip(mean / k, vth_min, vth_max).astype(compute)
     counts = np.rint(xc / vth[..., None]).astype(np.int32)
     return counts, vth

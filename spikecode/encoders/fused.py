@@ -1,16 +1,18 @@
-"""Float activations straight to a spike train: Step 1 and Step 2 in one fused pass.
+"""Float activations straight to a spike train: Step 1 and Step 2 fused.
 
 :func:`encode_activations` equals ``adaptive_counts(x, k)`` followed by
 ``encode(counts, scheme, ...)`` bit for bit — the same thresholds, counts, T, zero point
-and spikes — without writing the int32 count array. For NumPy input it runs two Numba
-passes over the rows: the first sums ``|x|`` (float64, in the order of
-:func:`spikecode.adaptive_counts`, so ``Vth`` is identical) and takes each row's extreme
-values, whose counts give the minimal T and the zero point; the second divides, rounds
-and writes the packed bit-planes directly, counting each step's spikes as it goes. The
-events layout (when asked for, or chosen by ``auto``) is then compacted from the planes.
-torch tensors stay on their device: :func:`spikecode.nn.functional.adaptive_counts` and
-the PyTorch planes of ``spikecode.encoders._torch``; only the packed planes travel to
-the host.
+and spikes — without writing the int32 count array. NumPy input and CPU tensors run
+through Numba. Where T and the zero point need not wait for the other rows (signed codes,
+an explicit zero point) one pass encodes each row while it is in cache (see
+:func:`_one_pass`); otherwise two passes run over the rows: the first sums ``|x|``
+(float64, in SPEC §2's one order, so ``Vth`` is identical to
+:func:`spikecode.adaptive_counts`) and takes each row's extreme values, whose counts give
+the minimal T and the zero point; the second divides, rounds and writes the packed
+bit-planes directly, counting the spikes as it goes. The events layout (when asked for, or
+chosen by ``auto``) is then compacted from the planes. Tensors on other devices stay there:
+:func:`spikecode.nn.functional.adaptive_counts` and the PyTorch planes of
+``spikecode.encoders._torch``; only the packed planes travel to the host.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from spikecode.encoders import _arrays, _plane_kernels
 from spikecode.encoders.codec import finish_train
 from spikecode.encoders.limits import DEFAULT_MAX_SPIKES
 from spikecode.encoders.plan import EncodingPlan, resolve_range
-from spikecode.encoders.schemes import check_bit_order, get_scheme
+from spikecode.encoders.schemes import TWOS, check_bit_order, get_scheme
 from spikecode.encoders.train import SpikeTrain, check_layout
 from spikecode.errors import SpikecodeError
 from spikecode.threshold import VTH_MAX, VTH_MIN
@@ -91,11 +93,44 @@ def encode_activations(
     if vth_min > vth_max:
         raise SpikecodeError(f"vth_min {vth_min} is larger than vth_max {vth_max}")
     options = {"saturate": saturate, "zero_point": zero_point, "max_spikes": max_spikes}
-    if is_torch(x):
+    if is_torch(x) and x.device.type != "cpu":
         return _encode_torch(x, k, spec.name, T, layout, bit_order, vth_min, vth_max,
                              return_counts, options)  # fmt: skip
-
+    # A CPU tensor takes the Numba kernels through a NumPy view of its data (no copy for
+    # a contiguous float32/float64 tensor; float16/bfloat16 are upcast to float32 once).
     rows, shape = float_rows(x)
+    train, vth, counts = _encode_rows(rows, shape, k, spec, T, layout, bit_order, vth_min,
+                                      vth_max, return_counts, options)  # fmt: skip
+    if is_torch(x):
+        import torch
+
+        vth = torch.from_numpy(np.asarray(vth))
+        counts = None if counts is None else torch.from_numpy(counts)
+    return (train, vth, counts) if return_counts else (train, vth)
+
+
+def _encode_rows(
+    rows: np.ndarray,
+    shape: tuple[int, ...],
+    k: float,
+    spec: Any,
+    T: int | None,
+    layout: str,
+    bit_order: str,
+    vth_min: float,
+    vth_max: float,
+    return_counts: bool,
+    options: dict[str, Any],
+) -> tuple[SpikeTrain, np.ndarray, np.ndarray | None]:
+    """:func:`encode_activations` of validated ``[rows, F]`` arrays: (train, vth, counts)."""
+    saturate, zero_point = options["saturate"], options["zero_point"]
+    max_spikes = options["max_spikes"]
+    msb = bit_order == "msb"
+    if not return_counts:
+        fast = _one_pass(rows, shape, k, spec, T, layout, msb, bit_order, vth_min, vth_max,
+                         options)  # fmt: skip
+        if fast is not None:
+            return fast[0], fast[1].reshape(shape[:-1]), None
     n_rows, features = rows.shape
     vth = np.empty(n_rows, dtype=rows.dtype)
     extremes = _plane_kernels.row_thresholds(rows, k, vth_min, vth_max, vth)
@@ -120,14 +155,101 @@ def encode_activations(
     planes = np.zeros((T, n_rows, width), dtype=np.uint8)
     sign_plane = np.zeros((n_rows if spec.signed else 0, width), dtype=np.uint8)
     counts = np.empty((n_rows if return_counts else 0, features), dtype=np.int32)
-    msb = bit_order == "msb"
     totals = _plane_kernels.float_planes(
         rows, vth, float(lo), float(hi), spec.code, T, zp, msb, planes, sign_plane, counts
     ).sum(axis=0)
     plan = EncodingPlan(None, shape, spec, T, zp, int(totals[1]))
     train = finish_train(plan, bit_order, layout, planes, sign_plane, int(totals[0]))
-    vth = vth.reshape(shape[:-1])
-    return (train, vth, counts.reshape(shape)) if return_counts else (train, vth)
+    return train, vth.reshape(shape[:-1]), counts.reshape(shape) if return_counts else None
+
+
+# Planes the one-pass encoding writes before T is known: one chunk of eight for the
+# bitwise codes (|v| < 256, or -128 <= v < 128), eight chunks for binary/ternary (only
+# the planes a row reaches are ever touched, so the rest stays unfaulted zero pages).
+_BITWISE_CAPACITY = 8
+_UNARY_CAPACITY = 64
+
+
+def _one_pass(
+    rows: np.ndarray,
+    shape: tuple[int, ...],
+    k: float,
+    spec: Any,
+    T: int | None,
+    layout: str,
+    msb: bool,
+    bit_order: str,
+    vth_min: float,
+    vth_max: float,
+    options: dict[str, Any],
+) -> tuple[SpikeTrain, np.ndarray] | None:
+    """The row-by-row encoding (Vth and planes from one read of each row), or None.
+
+    T and the zero point depend on every row's extreme counts, so the planes are written
+    for a *capacity* before they are known, as for a T that large: bit ``b`` of a value
+    (unary: step ``b``) lands in plane ``b``, or ``capacity - 1 - b`` for MSB-first bitwise
+    codes. Planes past the final T are empty (bits of magnitude ``>= 2^T``, steps past
+    ``|v|``), except the two's-complement sign extension, whose spikes are taken off the
+    count. The final planes are therefore the first T planes (the last T, MSB-first) of
+    the buffer: a contiguous view, no copy. None, and the caller runs the two passes,
+    whenever that cannot be exact: an auto zero point of binary/bitwise (it is the lowest
+    count of all rows), T above the capacity, int32 overflow, NaN/Inf (the two-pass path
+    raises the error), a bound ``max_spikes`` below the capacity's planes, or counts asked
+    for.
+    """
+    zero_point = options["zero_point"]
+    if spec.unsigned_counts:
+        if isinstance(zero_point, bool) or not isinstance(zero_point, int | np.integer):
+            return None  # the auto zero point is min(0, lowest count): not known yet
+        zp = int(zero_point)
+    elif zero_point in ("auto", None, 0):
+        zp = 0
+    else:
+        return None  # the two-pass path raises the error
+    n_rows, features = rows.shape
+    width = _arrays.plane_width(features)
+    lo, hi = INT32_MIN, INT32_MAX  # clipping there means int32 overflow: two passes
+    saturate = False
+    if T is not None:
+        try:
+            capacity = spec.check_T(T)
+        except SpikecodeError:
+            return None
+        low_v, high_v = spec.value_range(capacity)
+        if options["saturate"] and low_v + zp >= INT32_MIN and high_v + zp <= INT32_MAX:
+            lo, hi, saturate = low_v + zp, high_v + zp, True  # resolve_range's bounds
+    else:
+        capacity = _UNARY_CAPACITY if not spec.bitwise else _BITWISE_CAPACITY
+    try:
+        _arrays.check_planes_size(
+            EncodingPlan(None, shape, spec, capacity, zp, 0), width, options["max_spikes"]
+        )
+    except SpikecodeError:
+        return None
+    planes = np.zeros((capacity, n_rows, width), dtype=np.uint8)
+    sign_plane = np.zeros((n_rows if spec.signed else 0, width), dtype=np.uint8)
+    vth = np.empty(n_rows, dtype=rows.dtype)
+    per_row = _plane_kernels.float_planes_one_pass(
+        rows, k, vth_min, vth_max, float(lo), float(hi), spec.code, capacity, zp, msb,
+        planes, sign_plane, vth,
+    )  # fmt: skip
+    if per_row[:, 0].any() or (per_row[:, 5].any() and not saturate):
+        return None  # NaN/Inf or int32 overflow: the two-pass path names the problem
+    low, high = int(per_row[:, 1].min()), int(per_row[:, 2].max())
+    T, zp_final, _ = resolve_range(
+        spec, low, high, T, shape=shape, saturate=options["saturate"], zero_point=zero_point
+    )
+    if zp_final != zp or capacity < T:
+        return None
+    _arrays.check_planes_size(EncodingPlan(None, shape, spec, T, zp, 0), width,
+                              options["max_spikes"])  # fmt: skip
+    totals = per_row.sum(axis=0)
+    spikes = int(totals[3])
+    if spec.code == TWOS:  # planes T .. capacity-1 hold the sign extension of v < 0
+        spikes -= (capacity - T) * int(totals[4])
+    planes = planes[capacity - T :] if (msb and spec.bitwise) else planes[:T]
+    plan = EncodingPlan(None, shape, spec, T, zp, int(totals[5]))
+    return finish_train(plan, bit_order, layout, planes, sign_plane, spikes), vth
 
 
 def _encode_torch(

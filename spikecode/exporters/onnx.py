@@ -74,7 +74,12 @@ class _SpikeGraph(nn.Module):
 
     def spikes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return float counts ``round(x / Vth)`` and ``Vth[..., None]`` (SPEC §2)."""
-        vth = F._threshold(x, self.k, self.vth_min, self.vth_max).unsqueeze(-1)
+        # The graph's ReduceMean sums in the runtime's own order, not SPEC §2's 64 lanes
+        # (whose Python-level loop does not trace): Vth may differ from spikecode's in the
+        # last float64 bits, i.e. only where the mean lies an ulp from a float32 tie.
+        mean = torch.mean(x.abs(), dim=-1, dtype=torch.float64)
+        vth = torch.clamp(mean / F._scalar(self.k, mean, torch.float64), self.vth_min,
+                          self.vth_max).to(F._compute_dtype(x.dtype)).unsqueeze(-1)  # fmt: skip
         return torch.round(x.to(vth.dtype) / vth), vth
 
 

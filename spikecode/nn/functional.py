@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from spikecode._constants import RELEASE_GROUP_SIZE, VTH_MAX, VTH_MIN
+from spikecode._constants import RELEASE_GROUP_SIZE, SUM_LANES, VTH_MAX, VTH_MIN
 from spikecode._validate import (
     INT32_MAX,
     INT32_MIN,
@@ -36,6 +36,7 @@ from spikecode.errors import SpikecodeError
 __all__ = [
     "VTH_MAX",
     "VTH_MIN",
+    "abs_sum",
     "adaptive_counts",
     "adaptive_threshold",
     "auto_group_size",
@@ -151,9 +152,45 @@ def _int32_range_max(r: torch.Tensor, what: str) -> float:
 # --------------------------------------------------------------------------- Step 1 core
 
 
+def abs_sum(x: torch.Tensor) -> torch.Tensor:
+    """``sum|x|`` over the last axis in float64, in SPEC §2's one summation order.
+
+    The same float64 value, to the last bit, as the Numba kernels and the NumPy path:
+    lane ``l`` (of ``SUM_LANES = 64``) adds the elements ``j ≡ l (mod 64)`` in increasing
+    ``j``, then the lanes are folded in halves (``lanes[:h] + lanes[h:2h]``, h = 32, …,
+    1). Each addition is an explicit elementwise tensor operation (``torch.sum`` fixes no
+    order), so the result does not depend on the device; the last block is padded with
+    +0.0, which adds nothing. Differentiable.
+
+    Parameters
+    ----------
+    x
+        Floating tensor ``[..., features]`` (any float dtype and device).
+
+    Returns
+    -------
+    torch.Tensor
+        float64, shape ``x.shape[:-1]``.
+    """
+    a = x.abs().to(torch.float64)
+    features = a.shape[-1]
+    blocks = -(-features // SUM_LANES)
+    if blocks * SUM_LANES != features:
+        a = torch.nn.functional.pad(a, (0, blocks * SUM_LANES - features))
+    a = a.reshape(*a.shape[:-1], blocks, SUM_LANES)
+    lanes = a[..., 0, :]
+    for b in range(1, blocks):
+        lanes = lanes + a[..., b, :]
+    h = SUM_LANES // 2
+    while h >= 1:
+        lanes = lanes[..., :h] + lanes[..., h : 2 * h]
+        h //= 2
+    return lanes[..., 0]
+
+
 def _threshold(x: torch.Tensor, k: float, vth_min: float, vth_max: float) -> torch.Tensor:
     """Vth of validated ``x`` (SPEC §2), differentiable, in the compute dtype."""
-    mean = torch.mean(x.abs(), dim=-1, dtype=torch.float64)
+    mean = abs_sum(x) / _scalar(float(x.shape[-1]), x, torch.float64)
     vth = torch.clamp(mean / _scalar(k, mean, torch.float64), vth_min, vth_max)
     return vth.to(_compute_dtype(x.dtype))
 

@@ -224,12 +224,17 @@ def to_numpy(x: Any, what: str = "input") -> np.ndarray:
         raise SpikecodeError(f"{what} is not an array: {err}") from None
 
 
-def float_rows(x: Any, what: str = "activations") -> tuple[np.ndarray, tuple[int, ...]]:
+def float_rows(
+    x: Any, what: str = "activations", argument: str = "x"
+) -> tuple[np.ndarray, tuple[int, ...]]:
     """Validate float activations and view them as C-contiguous ``[rows, features]``.
 
     Returns the 2-D array in the compute dtype (float64 for float64 input, else float32,
-    see SPEC §2 numerics in the README) and the original shape.
+    see SPEC §2 numerics in the README) and the original shape. A sparse or meta tensor
+    is refused naming ``argument`` (the public function's parameter).
     """
+    if is_torch(x):
+        check_tensor(x, argument)
     a = to_numpy(x, what)
     if a.dtype.kind != "f":
         raise SpikecodeError(

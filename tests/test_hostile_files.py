@@ -106,6 +106,9 @@ def test_no_other_json_loads_in_the_package():
         and "json.loads(" in path.read_text(encoding="utf-8")
         # reports/tables.py round-trips its own data through json to deep-copy it
         and path.name != "tables.py"
+        # the Lava runner runs under Python 3.10 without spikecode (numpy and lava only);
+        # spikecode's load_lava checks the export before the runner sees it
+        and path.relative_to(root).as_posix() != "exporters/lava/runner.py"
     ]
     assert offenders == []
 

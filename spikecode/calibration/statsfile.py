@@ -311,9 +311,10 @@ def _parse(raw: Any, r: _Reader) -> CalibrationStats:
     if error_stride is not None:
         error_stride = r.integer(error_stride, "error_stride", 1)
     recipe = _parse_recipe(r, raw.get("recipe"))
+    # A dense model's file has no "routing" (an empty one is never written).
     routing = tuple(
         _parse_routing(r, entry, f"routing[{i}]")
-        for i, entry in enumerate(r.listing(raw.get("routing", []), "routing"))
+        for i, entry in enumerate(r.listing(raw["routing"], "routing") if "routing" in raw else ())
     )
 
     ck = r.get(raw, "checkpoint", "")

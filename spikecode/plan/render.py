@@ -82,6 +82,16 @@ _DISPLAY = (
 )
 
 
+_MOE_DISPLAY = (
+    Column("layer", "MoE layer", str),
+    Column("num_experts", "experts"),
+    Column("top_k", "top-k"),
+    Column("resident_synapses", "resident synapses"),
+    Column("active_synapses_per_token", "active synapses/tok"),
+    Column("macro_sparsity", "macro sparsity"),
+)
+
+
 def _width(needed: int | None, available: int | None, fits: bool | None) -> str:
     """``"18 bits needed, 24 available: fits"``; n/a parts where unknown."""
     need = "n/a" if needed is None else f"{needed} bits needed"
@@ -148,6 +158,17 @@ def plan_report(plan: Any) -> Report:
             "synaptic memory",
             f"{format_bytes(model['memory_bytes'])} at {target.weight_bits} bits per weight",
         ),
+        *(
+            [
+                (
+                    "active synapses per token",
+                    f"{_fmt_number(model['active_synapses_per_token'])} (routed experts a "
+                    "token skips left out, SPEC §8)",
+                )
+            ]
+            if data["moe_layers"]
+            else []
+        ),
         ("cores", _fmt_number(model["cores"])),
         (
             "chips",
@@ -186,6 +207,16 @@ def plan_report(plan: Any) -> Report:
             f"Does not fit: {len(problems)} projection(s), e.g. {problems[0]['name']}: "
             f"{problems[0]['problem']}"
         )
+    extra = ()
+    if data["moe_layers"]:
+        notes.append(
+            "MoE layers: every routed expert is resident (counted in neurons, synapses, "
+            "cores); per-token figures count each routed expert for its share of the "
+            "layer's tokens (the stats file's routing); active synapses = the layer's other "
+            "projections + sum of expert synapses x share (top_k / E from config.json "
+            "without calibration); macro sparsity = 1 - active / resident."
+        )
+        extra = (("MoE layers: resident vs active synapses", _MOE_DISPLAY, data["moe_layers"]),)
     return Report(
         kind="plan",
         title=f"Deployment plan on {target.name}",
@@ -195,4 +226,5 @@ def plan_report(plan: Any) -> Report:
         display=_DISPLAY,
         header=tuple(header),
         notes=tuple(notes),
+        extra=extra,
     )

@@ -151,6 +151,16 @@ class ProjectionPlan:
         """Whether the projection can be placed (widths aside)."""
         return self.problem is None
 
+    @property
+    def dense_processes(self) -> int:
+        """Lava ``Dense`` processes of the projection: one per scale group (``G``).
+
+        What ``spikecode export lava`` builds when every per-step dendritic sum fits the
+        ``Dense`` output; ``--split`` cuts a group's fan-in into more, which depends on
+        the weights the plan does not read (the export's ``index.json`` gives ``blocks``).
+        """
+        return self.projection.groups
+
     def per_token(self) -> dict[str, float | int | None]:
         """``T``, spikes, synaptic operations and graded events per token (None: unknown)."""
         a = self.activity
@@ -179,6 +189,7 @@ class ProjectionPlan:
             "dtype": p.dtype,
             "neurons": self.neurons,
             "fan_in": self.fan_in,
+            "dense_processes": self.dense_processes,
             "synapses": self.synapses,
             "memory_bits": self.memory_bits,
             "memory_bytes": self.memory_bits / 8,

@@ -25,6 +25,7 @@ _COLUMNS = (
     "groups",
     "neurons",
     "fan_in",
+    "dense_processes",
     "synapses",
     "memory_bytes",
     "neurons_per_core",

@@ -99,6 +99,13 @@ def report_group() -> None:
 @source_options
 @click.option("--k", type=float, default=None, help="Threshold divisor [default: 3].")
 @click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@click.option(
+    "--by",
+    default="layer",
+    show_default=True,
+    metavar="layer|family|expert",
+    help="A row per layer, per layer family, or per routed expert of a MoE stats file.",
+)
 @_format_option
 @_out_option
 def sparsity_command(
@@ -106,12 +113,13 @@ def sparsity_command(
     key: str | None,
     k: float | None,
     scheme: str | None,
+    by: str,
     fmt: str,
     out: Path | None,
 ) -> None:
-    """Per-layer and total spike statistics (SPEC §5)."""
+    """Per-layer (or grouped) and total spike statistics (SPEC §5)."""
     check_format(fmt)
-    _emit(sparsity_report(load_source(source, key=key), k, scheme), fmt, out)
+    _emit(sparsity_report(load_source(source, key=key), k, scheme, by=by), fmt, out)
 
 
 @report_group.command("energy")
@@ -201,6 +209,13 @@ def energy_command(
 @source_options
 @k_values_option(default=None, help="k values [default: 2 2.5 3 3.5 4; a stats file's own].")
 @click.option("--scheme", default=None, help="Spike code [default: bitwise-bidirectional].")
+@click.option(
+    "--by",
+    default=None,
+    metavar="family|expert|layer",
+    help="A row per k and group (layer family, routed expert of a MoE stats file, or "
+    "layer) [default: the network's totals per k].",
+)
 @_format_option
 @_out_option
 def tradeoff_command(
@@ -208,13 +223,14 @@ def tradeoff_command(
     key: str | None,
     k_values: tuple[str, ...],
     scheme: str | None,
+    by: str | None,
     fmt: str,
     out: Path | None,
 ) -> None:
     """Sparsity and error against k (the report's table 11)."""
     check_format(fmt)
     values = parse_k(k_values) if k_values else None
-    _emit(tradeoff_report(load_source(source, key=key), values, scheme), fmt, out)
+    _emit(tradeoff_report(load_source(source, key=key), values, scheme, by=by), fmt, out)
 
 
 @report_group.command("experts")

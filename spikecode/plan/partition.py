@@ -31,7 +31,7 @@ with a worked example):
   synapses and cores are counted like any projection's), but a token runs only the
   experts it is routed to: each routed expert's per-token figures are weighted by its
   share of the MoE layer's tokens (the stats file's ``routing``: ``expert_tokens /
-  tokens``, :attr:`spikecode.reports.LayerResult.token_share`), and per MoE layer the
+  tokens``, ``LayerResult.token_share`` of the reports), and per MoE layer the
   plan gives resident synapses against the synapses a token activates (the shared ones
   plus ``Σ_e S_e · share_e``, which is ``top_k`` experts' synapses: the macro sparsity).
 * **widths**, from calibration's largest ``|c|``: the integrator must hold

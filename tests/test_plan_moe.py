@@ -153,12 +153,25 @@ def test_moe_checkpoint_counts_every_expert_and_weights_activity_by_routing(moe)
     assert both.to_dict()["moe_layers"][0]["resident_synapses"] == 30976
 
 
-def _mixtral(tmp_path, original):
+#: Tiny transformers MoE models: (config class, expert options, routed expert synapses).
+MOE_CONFIGS = {
+    "mixtral": (transformers.MixtralConfig, {"num_local_experts": 4}, 3 * 16 * 24),
+    "qwen2_moe": (
+        transformers.Qwen2MoeConfig,
+        {"num_experts": 4, "moe_intermediate_size": 8, "shared_expert_intermediate_size": 12},
+        3 * 16 * 8,
+    ),
+    "olmoe": (transformers.OlmoeConfig, {"num_experts": 4}, 3 * 16 * 24),
+}
+
+
+def _saved(tmp_path, kind, original):
+    config_class, extra, _ = MOE_CONFIGS[kind]
     torch.manual_seed(0)
-    config = transformers.MixtralConfig(
+    config = config_class(
         vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
-        num_local_experts=4, num_experts_per_tok=2,
+        num_experts_per_tok=2, **extra,
     )  # fmt: skip
     model = transformers.AutoModelForCausalLM.from_config(config)
     folder = tmp_path / ("original" if original else "fused")
@@ -167,10 +180,11 @@ def _mixtral(tmp_path, original):
 
 
 @pytest.mark.parametrize("original", [False, True], ids=["fused", "original-names"])
-def test_mixtral_header_projections_equal_the_loaded_models_linear_layers(tmp_path, original):
+@pytest.mark.parametrize("kind", sorted(MOE_CONFIGS))
+def test_moe_header_projections_equal_the_loaded_models_linear_layers(tmp_path, kind, original):
     from safetensors import safe_open
 
-    folder = _mixtral(tmp_path, original)
+    folder = _saved(tmp_path, kind, original)
     with safe_open(str(folder / "model.safetensors"), "np") as handle:
         fused = "model.layers.0.mlp.experts.gate_up_proj" in handle.keys()  # noqa: SIM118
     assert fused != original  # the two layouts transformers writes
@@ -178,10 +192,14 @@ def test_mixtral_header_projections_equal_the_loaded_models_linear_layers(tmp_pa
     oracle = sorted(list_linear_layers(load_checkpoint(folder).model))
     assert sorted((p.name, p.in_features, p.out_features) for p in shapes.projections) == oracle
     assert shapes.experts_per_token == 2
+    expert = MOE_CONFIGS[kind][2]
     plan = deployment_plan(folder)
-    for layer in plan.model.moe_layers:  # no router among the projections: experts only
-        assert layer.resident_synapses == 4 * 3 * 16 * 24
-        assert layer.active_synapses_per_token == 2 * 3 * 16 * 24
+    assert len(plan.model.moe_layers) == 2
+    for layer in plan.model.moe_layers:  # the router is no projection: experts (+ shared)
+        shared = layer.resident_synapses - layer.routed_synapses
+        assert layer.routed_synapses == 4 * expert
+        assert shared == (3 * 16 * 12 + 16 if kind == "qwen2_moe" else 0)
+        assert layer.active_synapses_per_token == shared + 2 * expert
 
 
 def test_fused_experts_of_another_layout_are_refused(tmp_path):

@@ -220,3 +220,24 @@ def test_fused_experts_of_another_layout_are_refused(tmp_path):
     )
     with pytest.raises(SpikecodeError, match="layout spikecode cannot split"):
         checkpoint_projections(folder)
+
+
+def test_a_pattern_that_plans_some_experts_keeps_the_layers_expert_count(moe):
+    folder, stats = moe
+    routing = stats.routing[0]
+    reached = next(e for e, n in enumerate(routing.expert_tokens) if n)
+    unreached = routing.expert_tokens.index(0)
+    for e in (reached, unreached):
+        chosen = f"{routing.layer}.experts.{e}.*"
+        one = deployment_plan(folder, include=chosen)
+        (layer,) = one.model.moe_layers
+        # 4 experts in the layer (config.json), top-1: the planned one runs on 1/4 of tokens
+        assert (layer.num_experts, layer.top_k) == (4, 1)
+        assert layer.resident_synapses == layer.routed_synapses == 3 * 64 * 32
+        assert layer.active_synapses_per_token == pytest.approx(3 * 64 * 32 / 4)
+        with_stats = deployment_plan(folder, stats=stats, include=chosen)
+        share = routing.expert_tokens[e] / routing.tokens
+        (layer,) = with_stats.model.moe_layers
+        assert layer.num_experts == 4
+        assert layer.active_synapses_per_token == pytest.approx(3 * 64 * 32 * share)
+        assert with_stats.model.per_token()["spikes"] is not None

@@ -179,16 +179,16 @@ def _match(
                 "the stats belong to another model"
             )
         matched[layer.name] = activities[layer.name]
+    # Routed experts no calibration token reached: zero activity (_unreached_experts).
+    matched.update(
+        (name, a) for name, a in activities.items() if name in by_name and name not in matched
+    )
     if not matched:
         names = ", ".join(layer.name for layer in stats.layers[:3])
         raise SpikecodeError(
             f"no layer of the stats file ({names}, ...) is a projection of the checkpoint; "
             "the stats belong to another model"
         )
-    # Routed experts no calibration token reached: zero activity (_unreached_experts).
-    matched.update(
-        (name, a) for name, a in activities.items() if name in by_name and name not in matched
-    )
     missing = [p.name for p in projections if p.name not in matched]
     return matched, missing
 
@@ -273,12 +273,14 @@ def deployment_plan(
     activities: dict[str, Activity] = {}
     used_k = used_scheme = None
     top_k: Any = shapes.experts_per_token if checkpoint is not None else None
+    num_experts: Any = shapes.num_experts if checkpoint is not None else None
     if stats_object is None:
         unknown.append(_PER_TOKEN_UNKNOWN)
     else:
         activities, used_k, used_scheme = _activities(stats_object, k, scheme)
         _unreached_experts(projections, stats_object, activities)
         top_k = {r.layer: r.top_k for r in stats_object.routing} or top_k
+        num_experts = {r.layer: r.num_experts for r in stats_object.routing} or num_experts
         if checkpoint is not None:
             activities, missing = _match(projections, stats_object, activities)
             if missing:
@@ -295,7 +297,9 @@ def deployment_plan(
         )
     if chosen_target.state_bits is None:
         unknown.append(f"{chosen_target.name} publishes no integrator state width")
-    model = plan_model(projections, chosen_target, activities, experts_per_token=top_k)
+    model = plan_model(
+        projections, chosen_target, activities, experts_per_token=top_k, num_experts=num_experts
+    )
     return DeploymentPlan(
         model=model,
         checkpoint=checkpoint,

@@ -301,11 +301,11 @@ class MoELayerPlan:
     layer
         The MoE layer (``model.layers.1.mlp``): its projections are those named under it.
     num_experts
-        Routed experts (resident, every one).
+        Routed experts of the layer (the model's, also those a pattern left out).
     top_k
         Experts per token (from the stats' routing or ``config.json``), or None.
     resident_synapses
-        Synapses of every projection of the layer (router, shared and all routed experts).
+        Synapses of the layer's planned projections (router, shared and routed experts).
     routed_synapses
         Synapses of the routed experts.
     active_synapses_per_token
@@ -341,7 +341,9 @@ class MoELayerPlan:
 
 
 def _moe_layers(
-    plans: Sequence[ProjectionPlan], top_k: int | Mapping[str, int] | None
+    plans: Sequence[ProjectionPlan],
+    top_k: int | Mapping[str, int] | None,
+    num_experts: int | Mapping[str, int] | None,
 ) -> tuple[MoELayerPlan, ...]:
     """The MoE layers of the model, found by their experts' names (SPEC §8)."""
     experts: dict[str, dict[int, list[ProjectionPlan]]] = {}
@@ -352,6 +354,9 @@ def _moe_layers(
     out = []
     for layer, by_expert in experts.items():
         k = top_k.get(layer) if isinstance(top_k, Mapping) else top_k
+        e = num_experts.get(layer) if isinstance(num_experts, Mapping) else num_experts
+        # The layer's experts, also those a pattern left out of the plan.
+        e = max(e or 0, len(by_expert), max(by_expert) + 1)
         routed = [p for ps in by_expert.values() for p in ps]
         others = [
             p
@@ -367,13 +372,14 @@ def _moe_layers(
                 for p in routed
             )
         elif k is not None:
-            active = fixed + routed_synapses * k / len(by_expert)
+            # Each planned expert runs for top_k / E of the tokens on average.
+            active = fixed + routed_synapses * k / e
         else:
             active = None
         out.append(
             MoELayerPlan(
                 layer=layer,
-                num_experts=len(by_expert),
+                num_experts=e,
                 top_k=k,
                 resident_synapses=fixed + routed_synapses,
                 routed_synapses=routed_synapses,
@@ -497,6 +503,7 @@ def plan_model(
     target: Target,
     activities: dict[str, Activity] | None = None,
     experts_per_token: int | Mapping[str, int] | None = None,
+    num_experts: int | Mapping[str, int] | None = None,
 ) -> ModelPlan:
     """Plan every projection and total the model (rule: the module docstring).
 
@@ -512,6 +519,9 @@ def plan_model(
     experts_per_token
         ``top_k`` of the MoE layers (routed experts per token; one for all, or per MoE
         layer name), for their active synapses when calibration gives no shares.
+    num_experts
+        Routed experts of the MoE layers (one for all, or per layer), when the plan may
+        hold only some of them (``include`` patterns); default: the experts planned.
     """
     if not projections:
         raise SpikecodeError("no projection to plan")
@@ -532,5 +542,5 @@ def plan_model(
         projections=plans,
         chips=chips,
         chips_limited_by=limited,
-        moe_layers=_moe_layers(plans, experts_per_token),
+        moe_layers=_moe_layers(plans, experts_per_token, num_experts),
     )

@@ -117,6 +117,7 @@ class CheckpointShapes:
     tensors: int
     files: int
     experts_per_token: int | None = None
+    num_experts: int | None = None
 
 
 def default_groups(in_features: int) -> int:
@@ -327,15 +328,24 @@ def checkpoint_projections(
             )
         )
         projections.append(Projection(module, in_features, out_features, groups, dtype))
-    top_k = config.get("num_experts_per_tok") if isinstance(config, Mapping) else None
+    config = config if isinstance(config, Mapping) else {}
+    top_k = config.get("num_experts_per_tok")
+    # Mixtral names its routed experts num_local_experts; Qwen2-MoE, OLMoE, spikecode's
+    # num_experts.
+    experts = config.get("num_local_experts", config.get("num_experts"))
     return CheckpointShapes(
         path=str(path),
         model_type=model_type,
         projections=tuple(projections),
         tensors=len(headers),
         files=len(files),
-        experts_per_token=top_k if isinstance(top_k, int) and top_k > 0 else None,
+        experts_per_token=top_k if _positive(top_k) else None,
+        num_experts=experts if _positive(experts) else None,
     )
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def stats_projections(stats: Any) -> tuple[Projection, ...]:

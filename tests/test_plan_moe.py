@@ -241,3 +241,25 @@ def test_a_pattern_that_plans_some_experts_keeps_the_layers_expert_count(moe):
         assert layer.num_experts == 4
         assert layer.active_synapses_per_token == pytest.approx(3 * 64 * 32 * share)
         assert with_stats.model.per_token()["spikes"] is not None
+
+
+def test_cli_plans_a_moe_checkpoint_with_its_stats(moe, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from spikecode.calibration import save_stats
+    from spikecode.cli import main
+
+    folder, stats = moe
+    path, _ = save_stats(tmp_path / "stats.json", stats)
+    result = CliRunner().invoke(
+        main, ["plan", str(folder), "--stats", str(path), "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data == json.loads(deployment_plan(folder, stats=path).render("json"))
+    assert [x["layer"] for x in data["moe_layers"]] == [r.layer for r in stats.routing]
+    assert data["model"]["active_synapses_per_token"] < data["model"]["synapses"]
+    result = CliRunner().invoke(main, ["plan", str(folder), "--stats", str(path)])
+    assert "MoE layers: resident vs active synapses" in result.output

@@ -230,7 +230,7 @@ def test_raster_options(tmp_path, rng):
 def test_plot_errors_leave_no_file(tmp_path, stats_file):
     fails("plot", "raster", "--out", tmp_path / "r.jpg", match=".png, .svg, .pdf")
     fails("plot", "raster", stats_file, "--out", tmp_path / "r.png", match="needs activations")
-    fails("plot", "hist", "--by", "type", "--out", tmp_path / "h.png", match="'family' or 'layer'")
+    fails("plot", "hist", "--by", "type", "--out", tmp_path / "h.png", match="family, expert")
     fails("plot", "energy", "--by", "x", "--out", tmp_path / "e.png", match="'auto', 'layer'")
     fails("plot", "energy", "--memory", "tape", "--out", tmp_path / "e.png", match="tape")
     fails("plot", "hist", "--dpi", "0", "--out", tmp_path / "h.png", match="--dpi")

@@ -641,7 +641,7 @@ def test_count_histograms(tmp_path, tiny):
         assert hist.total == merged.size
     by_layer = count_histograms(load_source(write_stats(tmp_path, data)), 3.0, by="layer")
     assert list(by_layer) == [name for name, *_ in layers]
-    with pytest.raises(SpikecodeError, match="'family' or 'layer'"):
+    with pytest.raises(SpikecodeError, match="family, expert, layer"):
         count_histograms(load_source(), by="type")
 
 

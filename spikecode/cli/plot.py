@@ -151,9 +151,10 @@ def raster_command(
 @click.option(
     "--by",
     default=None,
-    metavar="family|layer",
-    help="One line per layer family (q_proj, ...) or per layer [default: family for stats "
-    "files, layer for activations].",
+    metavar="family|expert|layer",
+    help="One line per layer family (q_proj, ...), per routed expert of a MoE stats file "
+    "(its projections summed) or per layer [default: family for stats files, layer for "
+    "activations].",
 )
 def hist_command(
     source: Path | None,
@@ -176,7 +177,7 @@ def hist_command(
         # query projections): one line each says more than one summed line.
         by = "layer" if isinstance(src, ActivationSource) else "family"
     histograms = count_histograms(src, k, by=by)
-    group = "layer" if by == "layer" else "layer family"
+    group = {"layer": "layer", "expert": "routed expert"}.get(by, "layer family")
     ax = plot_hist(histograms, k=src.resolve_k(k), group=group)
     _save(ax.figure, out, dpi)
 

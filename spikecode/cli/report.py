@@ -128,6 +128,13 @@ def report_group() -> None:
 @source_options
 @k_option(default=None, help="Threshold divisor [default: 3; a stats file's k closest to 3].")
 @scheme_option(default=None, help=REPORT_SCHEME_HELP)
+@click.option(
+    "--by",
+    default="layer",
+    show_default=True,
+    metavar="layer|family|expert",
+    help="A row per layer, per layer family, or per routed expert of a MoE stats file.",
+)
 @_format_option
 @_out_option
 def sparsity_command(
@@ -137,14 +144,16 @@ def sparsity_command(
     samples: int | None,
     k: float | None,
     scheme: str | None,
+    by: str,
     fmt: str,
     out: Path | None,
 ) -> None:
-    """Per-layer and total spike statistics (SPEC §5)."""
+    """Per-layer (or grouped) and total spike statistics (SPEC §5)."""
     from spikecode.reports import check_format, sparsity_report
 
     check_format(fmt)
-    _emit(sparsity_report(open_source(source, key, data, samples, "report"), k, scheme), fmt, out)
+    source_ = open_source(source, key, data, samples, "report")
+    _emit(sparsity_report(source_, k, scheme, by=by), fmt, out)
 
 
 @report_group.command("energy")
@@ -240,6 +249,13 @@ def energy_command(
 @source_options
 @k_values_option(default=None, help="k values [default: 2 2.5 3 3.5 4; a stats file's own].")
 @scheme_option(default=None, help=REPORT_SCHEME_HELP)
+@click.option(
+    "--by",
+    default=None,
+    metavar="family|expert|layer",
+    help="A row per k and group (layer family, routed expert of a MoE stats file, or "
+    "layer) [default: the network's totals per k].",
+)
 @_format_option
 @_out_option
 def tradeoff_command(
@@ -249,6 +265,7 @@ def tradeoff_command(
     samples: int | None,
     k_values: tuple[str, ...],
     scheme: str | None,
+    by: str | None,
     fmt: str,
     out: Path | None,
 ) -> None:
@@ -257,9 +274,8 @@ def tradeoff_command(
 
     check_format(fmt)
     values = parse_k(k_values) if k_values else None
-    _emit(
-        tradeoff_report(open_source(source, key, data, samples, "report"), values, scheme), fmt, out
-    )
+    source_ = open_source(source, key, data, samples, "report")
+    _emit(tradeoff_report(source_, values, scheme, by=by), fmt, out)
 
 
 @report_group.command("experts")

@@ -72,7 +72,7 @@ class DeploymentPlan:
         return self.model.target
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form: format, source, target table, model totals, projections."""
+        """The JSON form: format, source, target table, model totals, projections, MoE layers."""
         return {
             "format": PLAN_FORMAT,
             "version": PLAN_VERSION,
@@ -86,6 +86,7 @@ class DeploymentPlan:
             "target": self.target.to_dict(),
             "model": self.model.to_dict(),
             "projections": [p.to_dict() for p in self.model.projections],
+            "moe_layers": [layer.to_dict() for layer in self.model.moe_layers],
             "unknown": list(self.unknown),
         }
 
@@ -117,6 +118,11 @@ def _activities(stats: Any, k: float | None, scheme: str | None) -> tuple[dict, 
         raise SpikecodeError(
             f"the stats file has no code {scheme!r}; it has " + ", ".join(stats.schemes)
         )
+    from spikecode.reports.sources import StatsSource
+
+    # token_share: a routed expert's share of its MoE layer's tokens (SPEC §8), as the
+    # energy report counts it.
+    shares = {r.name: r.token_share for r in StatsSource(stats).layer_results(float(k), scheme)}
     out = {}
     for layer in stats.layers:
         entry = layer.by_k[key]
@@ -127,8 +133,24 @@ def _activities(stats: Any, k: float | None, scheme: str | None) -> tuple[dict, 
             spikes=totals.spikes,
             events=totals.elements - totals.silent,
             max_abs_count=entry.max_abs_count,
+            token_share=shares[layer.name],
         )
     return out, float(k), scheme
+
+
+def _unreached_experts(
+    projections: tuple[Projection, ...], stats: Any, activities: dict[str, Activity]
+) -> None:
+    """Zero activity for the routed experts no calibration token reached (SPEC §8)."""
+    for routing in stats.routing:
+        prefix = routing.layer + ".experts."
+        for p in projections:
+            if p.name in activities or not p.name.startswith(prefix):
+                continue
+            index = p.name[len(prefix) :].partition(".")[0]
+            reached = index.isdigit() and int(index) < routing.num_experts
+            if reached and routing.expert_tokens[int(index)] == 0:
+                activities[p.name] = Activity(0, 0, 0, 0, 0, token_share=0.0)
 
 
 def _load_stats(stats: Any) -> tuple[Any, str | None]:
@@ -157,6 +179,10 @@ def _match(
                 "the stats belong to another model"
             )
         matched[layer.name] = activities[layer.name]
+    # Routed experts no calibration token reached: zero activity (_unreached_experts).
+    matched.update(
+        (name, a) for name, a in activities.items() if name in by_name and name not in matched
+    )
     if not matched:
         names = ", ".join(layer.name for layer in stats.layers[:3])
         raise SpikecodeError(
@@ -240,15 +266,21 @@ def deployment_plan(
                 "stats goes with a checkpoint folder; the source is already a stats file"
             )
         stats_object, stats_path = _load_stats(source)
-        names = select_names([layer.name for layer in stats_object.layers], include, exclude)
-        projections = tuple(p for p in stats_projections(stats_object) if p.name in set(names))
+        every = stats_projections(stats_object)
+        names = set(select_names([p.name for p in every], include, exclude))
+        projections = tuple(p for p in every if p.name in names)
     unknown: list[str] = []
     activities: dict[str, Activity] = {}
     used_k = used_scheme = None
+    top_k: Any = shapes.experts_per_token if checkpoint is not None else None
+    num_experts: Any = shapes.num_experts if checkpoint is not None else None
     if stats_object is None:
         unknown.append(_PER_TOKEN_UNKNOWN)
     else:
         activities, used_k, used_scheme = _activities(stats_object, k, scheme)
+        _unreached_experts(projections, stats_object, activities)
+        top_k = {r.layer: r.top_k for r in stats_object.routing} or top_k
+        num_experts = {r.layer: r.num_experts for r in stats_object.routing} or num_experts
         if checkpoint is not None:
             activities, missing = _match(projections, stats_object, activities)
             if missing:
@@ -265,7 +297,9 @@ def deployment_plan(
         )
     if chosen_target.state_bits is None:
         unknown.append(f"{chosen_target.name} publishes no integrator state width")
-    model = plan_model(projections, chosen_target, activities)
+    model = plan_model(
+        projections, chosen_target, activities, experts_per_token=top_k, num_experts=num_experts
+    )
     return DeploymentPlan(
         model=model,
         checkpoint=checkpoint,

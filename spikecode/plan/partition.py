@@ -27,6 +27,13 @@ with a worked example):
   (every spike crosses ``out`` synapses), graded events (non-zero counts, one event
   each when the count travels as a graded payload in one step) and their synaptic
   operations ``events · out``.
+* **mixtures of experts** (SPEC §8): every routed expert is resident (its neurons,
+  synapses and cores are counted like any projection's), but a token runs only the
+  experts it is routed to: each routed expert's per-token figures are weighted by its
+  share of the MoE layer's tokens (the stats file's ``routing``: ``expert_tokens /
+  tokens``, ``LayerResult.token_share`` of the reports), and per MoE layer the
+  plan gives resident synapses against the synapses a token activates (the shared ones
+  plus ``Σ_e S_e · share_e``, which is ``top_k`` experts' synapses: the macro sparsity).
 * **widths**, from calibration's largest ``|c|``: the integrator must hold
   ``127 · f · max|c|`` (its bit length plus a sign bit, against ``state_bits``) and a
   graded payload ``max|c|`` (plus a sign bit, against ``payload_bits``).
@@ -35,7 +42,8 @@ with a worked example):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +54,7 @@ from spikecode.plan.targets import Target
 __all__ = [
     "MODEL_WEIGHT_BITS",
     "Activity",
+    "MoELayerPlan",
     "ModelPlan",
     "ProjectionPlan",
     "plan_model",
@@ -57,6 +66,8 @@ __all__ = [
 MODEL_WEIGHT_BITS = 8
 #: Largest ``|W_q|`` of the INT8 weights (SPEC §4: -128 is never used).
 _MAX_WEIGHT = 127
+#: A routed expert's projection: ``<layer>.experts.<e>.<projection>`` (SPEC §8).
+_EXPERT = re.compile(r"^(.*)\.experts\.(\d+)\.")
 
 
 def signed_bits(bound: int) -> int:
@@ -75,7 +86,8 @@ class Activity:
     Attributes
     ----------
     tokens
-        Tokens the figures cover (rows of ``in`` elements each).
+        Tokens the figures cover (rows of ``in`` elements each); 0 for a routed expert
+        no calibration token reached (then no spike, event or count either).
     T
         Time steps of the code per token (the minimal T of every count seen).
     spikes
@@ -84,6 +96,9 @@ class Activity:
         Non-zero counts (``elements - silent``): the graded events.
     max_abs_count
         Largest ``|c|`` seen.
+    token_share
+        The projection's tokens per token of the model: 1, or for a routed expert its
+        share of the MoE layer's tokens (SPEC §8); every per-token figure is weighted by it.
     """
 
     tokens: int
@@ -91,14 +106,18 @@ class Activity:
     spikes: int
     events: int
     max_abs_count: int
+    token_share: float = 1.0
 
     def __post_init__(self) -> None:
         for what in ("tokens", "T", "spikes", "events", "max_abs_count"):
             value = getattr(self, what)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise SpikecodeError(f"activity {what} must be an integer >= 0, got {value!r}")
-        if self.tokens == 0:
-            raise SpikecodeError("activity covers no token")
+        share = self.token_share
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+            raise SpikecodeError(f"activity token_share must be in [0, 1], got {share!r}")
+        if self.tokens == 0 and (self.spikes or self.events or self.max_abs_count or share):
+            raise SpikecodeError("activity covers no token but has spikes, counts or a share")
 
 
 @dataclass(frozen=True)
@@ -132,18 +151,31 @@ class ProjectionPlan:
         """Whether the projection can be placed (widths aside)."""
         return self.problem is None
 
+    @property
+    def dense_processes(self) -> int:
+        """Lava ``Dense`` processes of the projection: one per scale group (``G``).
+
+        What ``spikecode export lava`` builds when every per-step dendritic sum fits the
+        ``Dense`` output; ``--split`` cuts a group's fan-in into more, which depends on
+        the weights the plan does not read (the export's ``index.json`` gives ``blocks``).
+        """
+        return self.projection.groups
+
     def per_token(self) -> dict[str, float | int | None]:
         """``T``, spikes, synaptic operations and graded events per token (None: unknown)."""
         a = self.activity
         if a is None:
             return dict.fromkeys(("T", "spikes", "synops", "graded_events", "graded_synops"), None)
         out = self.projection.out_features
+        # Per token of the model: a routed expert runs on its share of the tokens only.
+        share = a.token_share
+        tokens = a.tokens or 1  # no token reached it: no spike or event either
         return {
-            "T": a.T,
-            "spikes": a.spikes / a.tokens,
-            "synops": a.spikes * out / a.tokens,
-            "graded_events": a.events / a.tokens,
-            "graded_synops": a.events * out / a.tokens,
+            "T": a.T if share == 1 else a.T * share,
+            "spikes": a.spikes * share / tokens,
+            "synops": a.spikes * out * share / tokens,
+            "graded_events": a.events * share / tokens,
+            "graded_synops": a.events * out * share / tokens,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,6 +189,7 @@ class ProjectionPlan:
             "dtype": p.dtype,
             "neurons": self.neurons,
             "fan_in": self.fan_in,
+            "dense_processes": self.dense_processes,
             "synapses": self.synapses,
             "memory_bits": self.memory_bits,
             "memory_bytes": self.memory_bits / 8,
@@ -234,7 +267,7 @@ def plan_projection(
     cores = None if n is None or problem is not None else math.ceil(neurons / n)
     accumulator = payload = None
     state_fits = payload_fits = None
-    if activity is not None:
+    if activity is not None and activity.tokens:  # an expert no token reached: unknown
         accumulator = signed_bits(_MAX_WEIGHT * p.group_size * activity.max_abs_count)
         payload = signed_bits(activity.max_abs_count)
         if target.state_bits is not None:
@@ -260,6 +293,103 @@ def plan_projection(
 
 
 @dataclass(frozen=True)
+class MoELayerPlan:
+    """One MoE layer's resident synapses and the synapses a token activates (SPEC §8).
+
+    Attributes
+    ----------
+    layer
+        The MoE layer (``model.layers.1.mlp``): its projections are those named under it.
+    num_experts
+        Routed experts of the layer (the model's, also those a pattern left out).
+    top_k
+        Experts per token (from the stats' routing or ``config.json``), or None.
+    resident_synapses
+        Synapses of the layer's planned projections (router, shared and routed experts).
+    routed_synapses
+        Synapses of the routed experts.
+    active_synapses_per_token
+        Synapses a token activates: the layer's other projections' plus ``Σ_e S_e ·
+        share_e`` over the routed experts (calibration's shares), or ``top_k / E`` of the
+        routed synapses (``config.json``); None when neither is known.
+    """
+
+    layer: str
+    num_experts: int
+    top_k: int | None
+    resident_synapses: int
+    routed_synapses: int
+    active_synapses_per_token: float | None
+
+    @property
+    def macro_sparsity(self) -> float | None:
+        """``1 − active / resident``: the synapses routing leaves idle per token."""
+        active = self.active_synapses_per_token
+        return None if active is None else 1.0 - active / self.resident_synapses
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready figures of the MoE layer."""
+        return {
+            "layer": self.layer,
+            "num_experts": self.num_experts,
+            "top_k": self.top_k,
+            "resident_synapses": self.resident_synapses,
+            "routed_synapses": self.routed_synapses,
+            "active_synapses_per_token": self.active_synapses_per_token,
+            "macro_sparsity": self.macro_sparsity,
+        }
+
+
+def _moe_layers(
+    plans: Sequence[ProjectionPlan],
+    top_k: int | Mapping[str, int] | None,
+    num_experts: int | Mapping[str, int] | None,
+) -> tuple[MoELayerPlan, ...]:
+    """The MoE layers of the model, found by their experts' names (SPEC §8)."""
+    experts: dict[str, dict[int, list[ProjectionPlan]]] = {}
+    for p in plans:
+        found = _EXPERT.match(p.projection.name)
+        if found:
+            experts.setdefault(found[1], {}).setdefault(int(found[2]), []).append(p)
+    out = []
+    for layer, by_expert in experts.items():
+        k = top_k.get(layer) if isinstance(top_k, Mapping) else top_k
+        e = num_experts.get(layer) if isinstance(num_experts, Mapping) else num_experts
+        # The layer's experts, also those a pattern left out of the plan.
+        e = max(e or 0, len(by_expert), max(by_expert) + 1)
+        routed = [p for ps in by_expert.values() for p in ps]
+        others = [
+            p
+            for p in plans
+            if p.projection.name.startswith(layer + ".") and not _EXPERT.match(p.projection.name)
+        ]
+        fixed = sum(p.synapses for p in others)
+        routed_synapses = sum(p.synapses for p in routed)
+        shares = [p.activity.token_share for p in routed if p.activity is not None]
+        if len(shares) == len(routed):
+            active: float | None = fixed + sum(
+                p.synapses * p.activity.token_share  # type: ignore[union-attr]
+                for p in routed
+            )
+        elif k is not None:
+            # Each planned expert runs for top_k / E of the tokens on average.
+            active = fixed + routed_synapses * k / e
+        else:
+            active = None
+        out.append(
+            MoELayerPlan(
+                layer=layer,
+                num_experts=e,
+                top_k=k,
+                resident_synapses=fixed + routed_synapses,
+                routed_synapses=routed_synapses,
+                active_synapses_per_token=active,
+            )
+        )
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class ModelPlan:
     """The whole model: its projections' plans and the totals over them.
 
@@ -273,6 +403,18 @@ class ModelPlan:
     projections: tuple[ProjectionPlan, ...]
     chips: int | None
     chips_limited_by: str | None
+    moe_layers: tuple[MoELayerPlan, ...] = ()
+
+    @property
+    def active_synapses_per_token(self) -> int | float | None:
+        """Synapses a token activates: all but the routed experts a token skips (SPEC §8)."""
+        if any(layer.active_synapses_per_token is None for layer in self.moe_layers):
+            return None
+        idle = sum(
+            layer.resident_synapses - layer.active_synapses_per_token  # type: ignore[operator]
+            for layer in self.moe_layers
+        )
+        return self.synapses - idle if idle else self.synapses
 
     @property
     def neurons(self) -> int:
@@ -317,6 +459,7 @@ class ModelPlan:
             "synapses": self.synapses,
             "memory_bits": self.memory_bits,
             "memory_bytes": self.memory_bits / 8,
+            "active_synapses_per_token": self.active_synapses_per_token,
             "cores": self.cores,
             "chips": self.chips,
             "chips_limited_by": self.chips_limited_by,
@@ -359,6 +502,8 @@ def plan_model(
     projections: Sequence[Projection],
     target: Target,
     activities: dict[str, Activity] | None = None,
+    experts_per_token: int | Mapping[str, int] | None = None,
+    num_experts: int | Mapping[str, int] | None = None,
 ) -> ModelPlan:
     """Plan every projection and total the model (rule: the module docstring).
 
@@ -371,6 +516,12 @@ def plan_model(
     activities
         Projection name → calibration figures; projections without one have unknown
         per-token figures.
+    experts_per_token
+        ``top_k`` of the MoE layers (routed experts per token; one for all, or per MoE
+        layer name), for their active synapses when calibration gives no shares.
+    num_experts
+        Routed experts of the MoE layers (one for all, or per layer), when the plan may
+        hold only some of them (``include`` patterns); default: the experts planned.
     """
     if not projections:
         raise SpikecodeError("no projection to plan")
@@ -386,4 +537,10 @@ def plan_model(
             sum(p.synapses for p in plans),
             sum(p.memory_bits for p in plans),
         )
-    return ModelPlan(target=target, projections=plans, chips=chips, chips_limited_by=limited)
+    return ModelPlan(
+        target=target,
+        projections=plans,
+        chips=chips,
+        chips_limited_by=limited,
+        moe_layers=_moe_layers(plans, experts_per_token, num_experts),
+    )

@@ -25,6 +25,7 @@ _COLUMNS = (
     "groups",
     "neurons",
     "fan_in",
+    "dense_processes",
     "synapses",
     "memory_bytes",
     "neurons_per_core",
@@ -79,6 +80,16 @@ _DISPLAY = (
     Column("synops_per_token", "synops/tok"),
     Column("accumulator_bits", "acc bits"),
     Column("state_fits", "acc fits", _fmt_fits),
+)
+
+
+_MOE_DISPLAY = (
+    Column("layer", "MoE layer", str),
+    Column("num_experts", "experts"),
+    Column("top_k", "top-k"),
+    Column("resident_synapses", "resident synapses"),
+    Column("active_synapses_per_token", "active synapses/tok"),
+    Column("macro_sparsity", "macro sparsity"),
 )
 
 
@@ -148,6 +159,17 @@ def plan_report(plan: Any) -> Report:
             "synaptic memory",
             f"{format_bytes(model['memory_bytes'])} at {target.weight_bits} bits per weight",
         ),
+        *(
+            [
+                (
+                    "active synapses per token",
+                    f"{_fmt_number(model['active_synapses_per_token'])} (routed experts a "
+                    "token skips left out, SPEC §8)",
+                )
+            ]
+            if data["moe_layers"]
+            else []
+        ),
         ("cores", _fmt_number(model["cores"])),
         (
             "chips",
@@ -186,6 +208,16 @@ def plan_report(plan: Any) -> Report:
             f"Does not fit: {len(problems)} projection(s), e.g. {problems[0]['name']}: "
             f"{problems[0]['problem']}"
         )
+    extra = ()
+    if data["moe_layers"]:
+        notes.append(
+            "MoE layers: every routed expert is resident (counted in neurons, synapses, "
+            "cores); per-token figures count each routed expert for its share of the "
+            "layer's tokens (the stats file's routing); active synapses = the layer's other "
+            "projections + sum of expert synapses x share (top_k / E from config.json "
+            "without calibration); macro sparsity = 1 - active / resident."
+        )
+        extra = (("MoE layers: resident vs active synapses", _MOE_DISPLAY, data["moe_layers"]),)
     return Report(
         kind="plan",
         title=f"Deployment plan on {target.name}",
@@ -195,4 +227,5 @@ def plan_report(plan: Any) -> Report:
         display=_DISPLAY,
         header=tuple(header),
         notes=tuple(notes),
+        extra=extra,
     )

@@ -19,11 +19,21 @@ Scale groups (the per-group integrators of the NIR and Lava exports): the W8ASpi
 ``<module>.weight_quantizer.scales`` buffer ``[out, G, 1]`` when the checkpoint has one,
 else spikecode's own rule (``spikecode.nn.functional.auto_group_size``: 128 input
 columns where 128 divides ``in``, else one group per row).
+
+Mixture-of-experts folders (SPEC §8) are read as :func:`spikecode.models.unfuse_experts`
+loads them, so the plan's names are the calibration's: fused experts (transformers 5's
+``<layer>.experts.gate_up_proj [E, 2I, H]`` and ``<layer>.experts.down_proj [E, H, I]``)
+become ``<layer>.experts.<e>.gate_proj``/``up_proj`` ``[I, H]`` and ``down_proj``
+``[H, I]``; Mixtral's original names (``block_sparse_moe.experts.<e>.w1/w3/w2``) become
+``mlp.experts.<e>.gate_proj/up_proj/down_proj``; and a transformers router
+(``<layer>.gate.weight [E, H]`` beside ``<layer>.experts``: a parameter, not an
+``nn.Linear``, so calibration does not code it) is not a projection.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +57,12 @@ _INDEX_FILE = "model.safetensors.index.json"
 _SINGLE_FILE = "model.safetensors"
 _SCALES_SUFFIX = ".weight_quantizer.scales"
 _EMBEDDING_NAMES = ("wte", "wpe")
+#: transformers model types whose original checkpoints use Mixtral's expert names.
+_MIXTRAL_NAMES = ("mixtral", "minimax")
+_MIXTRAL_EXPERT = re.compile(r"^(.*)\.block_sparse_moe\.(experts\.\d+\.)(w[123])$")
+_MIXTRAL_ROLE = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
+_MIXTRAL_MOE = re.compile(r"^(.*)\.block_sparse_moe\.")
+_EXPERT = re.compile(r"^(.*)\.experts\.(\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -100,6 +116,8 @@ class CheckpointShapes:
     projections: tuple[Projection, ...]
     tensors: int
     files: int
+    experts_per_token: int | None = None
+    num_experts: int | None = None
 
 
 def default_groups(in_features: int) -> int:
@@ -186,6 +204,62 @@ def _groups_from_scales(
     return shape[1]
 
 
+def _fused_experts(
+    headers: Mapping[str, tuple[tuple[int, ...], str]], file: str
+) -> dict[str, tuple[int, int, str]]:
+    """Per-expert ``[out, in]`` weights of transformers' fused experts (module docstring)."""
+    out: dict[str, tuple[int, int, str]] = {}
+    for name, (shape, dtype) in headers.items():
+        if not name.endswith(".experts.gate_up_proj"):
+            continue
+        experts = name.removesuffix(".gate_up_proj")
+        down = headers.get(experts + ".down_proj")
+        if down is None or len(shape) != 3 or len(down[0]) != 3:
+            raise SpikecodeError(
+                f"{name} is not a fused experts tensor spikecode reads ([E, 2I, H] with "
+                f"{experts}.down_proj [E, H, I])",
+                tensor=name,
+                file=file,
+            )
+        (e, two_i, hidden), (e_down, h_down, inner) = shape, down[0]
+        if (e, hidden, two_i) != (e_down, h_down, 2 * inner):
+            raise SpikecodeError(
+                f"the experts of {experts} use a layout spikecode cannot split into linear "
+                f"layers (gate_up_proj {list(shape)}, down_proj {list(down[0])}; expected "
+                "[E, 2I, H] and [E, H, I])",
+                tensor=name,
+                file=file,
+            )
+        for index in range(e):
+            out[f"{experts}.{index}.gate_proj"] = (hidden, inner, dtype)
+            out[f"{experts}.{index}.up_proj"] = (hidden, inner, dtype)
+            out[f"{experts}.{index}.down_proj"] = (inner, hidden, down[1])
+    return out
+
+
+def _module_name(module: str, model_type: str | None) -> str:
+    """The module name the loaded model uses (Mixtral's original expert names renamed)."""
+    if model_type not in _MIXTRAL_NAMES:
+        return module
+    found = _MIXTRAL_EXPERT.match(module)
+    if found:
+        return f"{found[1]}.mlp.{found[2]}{_MIXTRAL_ROLE[found[3]]}"
+    return _MIXTRAL_MOE.sub(r"\1.mlp.", module)
+
+
+def _drop_routers(weights: dict[str, tuple[int, int, str]]) -> None:
+    """Remove transformers routers: ``<layer>.gate [E, H]`` beside ``<layer>.experts.<e>``."""
+    experts: dict[str, set[int]] = {}
+    for module in weights:
+        found = _EXPERT.match(module)
+        if found:
+            experts.setdefault(found[1], set()).add(int(found[2]))
+    for layer, indices in experts.items():
+        router = weights.get(layer + ".gate")
+        if router is not None and router[1] == len(indices):
+            del weights[layer + ".gate"]
+
+
 def checkpoint_projections(
     folder: str | os.PathLike[str],
     include: str | Iterable[str] = ("*",),
@@ -226,14 +300,16 @@ def checkpoint_projections(
     model_type = config.get("model_type") if isinstance(config, Mapping) else None
     files = _weight_files(path)
     headers = _headers(files)
-    weights: dict[str, tuple[int, int, str]] = {}
+    model_type = model_type if isinstance(model_type, str) else None
+    weights = _fused_experts(headers, str(path))
     for name, (shape, dtype) in headers.items():
         if not name.endswith(".weight") or len(shape) != 2:
             continue
         module = name.removesuffix(".weight")
         if _is_embedding(module) or min(shape) == 0:
             continue
-        weights[module] = (shape[1], shape[0], dtype)
+        weights[_module_name(module, model_type)] = (shape[1], shape[0], dtype)
+    _drop_routers(weights)
     if not weights:
         raise SpikecodeError(
             "the checkpoint holds no 2-D linear weight ([out, in] '<module>.weight')",
@@ -252,20 +328,61 @@ def checkpoint_projections(
             )
         )
         projections.append(Projection(module, in_features, out_features, groups, dtype))
+    config = config if isinstance(config, Mapping) else {}
+    top_k = config.get("num_experts_per_tok")
+    # Mixtral names its routed experts num_local_experts; Qwen2-MoE, OLMoE, spikecode's
+    # num_experts.
+    experts = config.get("num_local_experts", config.get("num_experts"))
     return CheckpointShapes(
         path=str(path),
-        model_type=model_type if isinstance(model_type, str) else None,
+        model_type=model_type,
         projections=tuple(projections),
         tensors=len(headers),
         files=len(files),
+        experts_per_token=top_k if _positive(top_k) else None,
+        num_experts=experts if _positive(experts) else None,
     )
 
 
+def _positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def stats_projections(stats: Any) -> tuple[Projection, ...]:
-    """The projections a :class:`~spikecode.calibration.CalibrationStats` measured."""
-    return tuple(
+    """The projections of the model a :class:`~spikecode.calibration.CalibrationStats` measured.
+
+    Its layers, plus the routed experts no calibration token reached (a stats file has no
+    layer for them, SPEC §8): they are resident on the chip all the same, with the shapes
+    of their MoE layer's other experts (the experts of one layer have one shape), listed
+    after the layer's last measured expert.
+    """
+    out = [
         Projection(
             layer.name, layer.in_features, layer.out_features, default_groups(layer.in_features)
         )
         for layer in stats.layers
-    )
+    ]
+    for routing in stats.routing:
+        prefix = routing.layer + ".experts."
+        seen: dict[int, list[Projection]] = {}
+        for p in out:
+            found = _EXPERT.match(p.name)
+            if found and found[1] == routing.layer:
+                seen.setdefault(int(found[2]), []).append(p)
+        if not seen:
+            continue
+        model = seen[min(seen)]
+        last = max(i for i, p in enumerate(out) if p.name.startswith(prefix))
+        missing = [
+            Projection(
+                f"{prefix}{e}." + p.name[len(prefix) :].partition(".")[2],
+                p.in_features,
+                p.out_features,
+                p.groups,
+            )
+            for e in range(routing.num_experts)
+            if e not in seen
+            for p in model
+        ]
+        out[last + 1 : last + 1] = missing
+    return tuple(out)

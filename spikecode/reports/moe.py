@@ -25,10 +25,57 @@ from collections.abc import Sequence
 from typing import Any
 
 from spikecode.energy import load_table
+from spikecode.errors import SpikecodeError
 from spikecode.reports.sources import LayerResult, Source, StatsSource
 from spikecode.stats import SpikeStats
 
-__all__ = ["moe_summary"]
+__all__ = ["GROUPINGS", "group_of", "moe_summary"]
+
+#: How reports and plots group layers: by role, by routed expert, or not at all.
+GROUPINGS = ("family", "expert", "layer")
+
+
+def group_of(result: LayerResult, by: str) -> str | None:
+    """The group of a layer: its family, its routed expert, or its own name.
+
+    ``by="expert"`` groups the projections of one routed expert (SPEC §8:
+    ``<layer>.experts.<e>.<projection>`` → ``<layer>.experts.<e>``); a layer that is
+    not a routed expert's has no group then (None).
+
+    >>> from types import SimpleNamespace as R
+    >>> group_of(R(name="m.layers.1.mlp.experts.3.up_proj", family="up_proj"), "expert")
+    'm.layers.1.mlp.experts.3'
+    """
+    if by == "family":
+        return result.family
+    if by == "layer":
+        return result.name
+    if by == "expert":
+        head, sep, tail = result.name.rpartition(".experts.")
+        index = tail.partition(".")[0]
+        return f"{head}.experts.{index}" if sep and index.isdigit() else None
+    raise SpikecodeError(f"group by one of {', '.join(GROUPINGS)}, not {by!r}")
+
+
+def grouped(results: Sequence[LayerResult], by: str) -> dict[str, list[LayerResult]]:
+    """Layers by :func:`group_of`, in order of first appearance (ungrouped ones left out).
+
+    Raises
+    ------
+    SpikecodeError
+        ``by="expert"`` and no layer is a routed expert's (not a MoE model's source).
+    """
+    out: dict[str, list[LayerResult]] = {}
+    for r in results:
+        group = group_of(r, by)
+        if group is not None:
+            out.setdefault(group, []).append(r)
+    if not out and by == "expert":
+        raise SpikecodeError(
+            "no layer is a routed expert's (<layer>.experts.<e>.<projection>): grouping by "
+            "expert needs the stats file of a MoE model"
+        )
+    return out
 
 
 def _expert_of(name: str, prefix: str) -> tuple[int, str] | None:

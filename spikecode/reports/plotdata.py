@@ -17,6 +17,7 @@ import numpy as np
 from spikecode.calibration.records import CountHistogram
 from spikecode.encoders.schemes import SCHEMES, get_scheme
 from spikecode.errors import SpikecodeError
+from spikecode.reports.moe import grouped
 from spikecode.reports.sources import (
     DEFAULT_K,
     Source,
@@ -44,8 +45,9 @@ def count_histograms(
     k
         As in :func:`sparsity_report`.
     by
-        ``"family"`` (q_proj, k_proj, ... by role, summed over the network) or
-        ``"layer"``.
+        ``"family"`` (q_proj, k_proj, ... by role, summed over the network),
+        ``"expert"`` (each routed expert's projections of a MoE model, SPEC §8; other
+        layers left out) or ``"layer"``.
 
     Returns
     -------
@@ -53,15 +55,15 @@ def count_histograms(
         Group name → :class:`spikecode.calibration.CountHistogram`, in order of first
         appearance.
     """
-    if by not in ("family", "layer"):
-        raise SpikecodeError(f"group histograms by 'family' or 'layer', not {by!r}")
     out: dict[str, CountHistogram] = {}
     # Counts do not depend on the code: any scheme the source has will do.
-    for r in source.layer_results(k, None):
-        if r.histogram is None:  # pragma: no cover - both sources always carry one
-            continue
-        group = r.family if by == "family" else r.name
-        out[group] = r.histogram if group not in out else merge_histograms(out[group], r.histogram)
+    for group, results in grouped(source.layer_results(k, None), by).items():
+        for r in results:
+            if r.histogram is None:  # pragma: no cover - both sources always carry one
+                continue
+            out[group] = (
+                r.histogram if group not in out else merge_histograms(out[group], r.histogram)
+            )
     return out
 
 

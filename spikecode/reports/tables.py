@@ -36,7 +36,7 @@ from spikecode.energy import (
 from spikecode.energy import energy_report as _energy_report
 from spikecode.energy.formatting import format_energy
 from spikecode.errors import SpikecodeError
-from spikecode.reports.moe import moe_summary
+from spikecode.reports.moe import GROUPINGS, grouped, moe_summary
 from spikecode.reports.sources import (
     ERROR_MEASURES,
     FORMATS,
@@ -291,7 +291,28 @@ _SPARSITY_COLUMNS = (
 )  # fmt: skip
 
 
-def sparsity_report(source: Source, k: float | None = None, scheme: str | None = None) -> Report:
+def _summary(name: str, results: Sequence[LayerResult]) -> dict[str, Any]:
+    """The totals of some layers: spike totals summed, rates and errors element-weighted."""
+    weights = [r.stats.elements for r in results]
+    abs_counts = [r.max_abs_count for r in results]
+    return {
+        "name": name,
+        "layers": len(results),
+        "family": None,
+        "in_features": None,
+        "out_features": None,
+        "tokens": None,
+        **_stats_dict(_total_stats(results)),
+        "max_abs_count": None if None in abs_counts else max(abs_counts),  # type: ignore[type-var]
+        "vth_mean": None,
+        "rel_error": _weighted([(r.rel_error, w) for r, w in zip(results, weights, strict=True)]),
+        "cosine": _weighted([(r.cosine, w) for r, w in zip(results, weights, strict=True)]),
+    }
+
+
+def sparsity_report(
+    source: Source, k: float | None = None, scheme: str | None = None, *, by: str = "layer"
+) -> Report:
     """Per-layer and total SPEC §5 statistics at one k and scheme.
 
     Parameters
@@ -301,11 +322,16 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
     k, scheme
         Defaults: k = 3 (for a stats file: its k closest to 3) and bitwise-bidirectional
         (for a stats file lacking it: its first scheme).
+    by
+        ``"layer"`` (a row per layer), ``"family"`` (a row per layer family) or
+        ``"expert"`` (a row per routed expert of a MoE model, its projections summed,
+        SPEC §8; other layers only in the total): grouped rows are totals as ``total``.
 
     Returns
     -------
     Report
-        ``to_dict()`` keys: ``report`` (``"sparsity"``), ``source``, ``k``, ``scheme``,
+        ``to_dict()`` keys: ``report`` (``"sparsity"``), ``source``, ``k``, ``scheme``, ``by``,
+        ``groups`` (grouped totals; empty for ``by="layer"``),
         ``window``, ``window_definition``, ``error_measure``,
         ``error_measure_definition``, ``layers`` (one dict per layer) and ``total``. A
         layer dict: ``name``, ``family``, ``in_features``, ``out_features``, ``tokens``,
@@ -318,6 +344,8 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
         the largest T, ``layers`` the layer count; ``firing_rate`` is ``Σ spikes / Σ
         (elements · T)``, each layer over its own T, and ``sparsity`` one minus it).
     """
+    if by not in GROUPINGS:
+        raise SpikecodeError(f"group by one of {', '.join(GROUPINGS)}, not {by!r}")
     k = source.resolve_k(k)
     scheme = source.resolve_scheme(scheme)
     results = source.layer_results(k, scheme)
@@ -337,22 +365,10 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
                 "cosine": r.cosine,
             }
         )
-    total_stats = _total_stats(results)
-    weights = [r.stats.elements for r in results]
-    abs_counts = [r.max_abs_count for r in results]
-    total = {
-        "name": "total",
-        "layers": len(results),
-        "family": None,
-        "in_features": None,
-        "out_features": None,
-        "tokens": None,
-        **_stats_dict(total_stats),
-        "max_abs_count": None if None in abs_counts else max(abs_counts),  # type: ignore[type-var]
-        "vth_mean": None,
-        "rel_error": _weighted([(r.rel_error, w) for r, w in zip(results, weights, strict=True)]),
-        "cosine": _weighted([(r.cosine, w) for r, w in zip(results, weights, strict=True)]),
-    }
+    total = _summary("total", results)
+    groups = (
+        [] if by == "layer" else [_summary(name, rs) for name, rs in grouped(results, by).items()]
+    )
     data = {
         "report": "sparsity",
         "source": source.describe(),
@@ -362,16 +378,19 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
         "window_definition": WINDOW_DEFINITION.replace("w)*w", f"{source.window})*{source.window}"),
         "error_measure": source.error_measure,
         "error_measure_definition": ERROR_MEASURES[source.error_measure],
+        "by": by,
         "layers": layers,
+        "groups": groups,
         "total": total,
     }
     rows = tuple(
-        {"layer": d["name"], **{c: d[c] for c in _SPARSITY_COLUMNS[1:]}} for d in [*layers, total]
+        {"layer": d["name"], **{c: d[c] for c in _SPARSITY_COLUMNS[1:]}}
+        for d in [*(groups if by != "layer" else layers), total]
     )
     w = source.window
     error = "output" if source.error_measure == "output" else "recon."
     display = (
-        Column("layer", "layer", _fmt_text),
+        Column("layer", "layer" if by == "layer" else by, _fmt_text),
         Column("T", "T"),
         Column("spikes_per_element", "spikes/elem"),
         Column("sparsity", "sparsity"),
@@ -394,6 +413,7 @@ def sparsity_report(source: Source, k: float | None = None, scheme: str | None =
             *_recipe_header(source),
             ("k", k_key(k)),
             ("scheme", scheme),
+            *((("rows", f"one per {by}, its layers' totals"),) if by != "layer" else ()),
         ),
         notes=(
             f"* window-{w} sparsity: {data['window_definition']}",
@@ -670,7 +690,11 @@ _TRADEOFF_COLUMNS = (
 
 
 def tradeoff_report(
-    source: Source, ks: Sequence[float] | None = None, scheme: str | None = None
+    source: Source,
+    ks: Sequence[float] | None = None,
+    scheme: str | None = None,
+    *,
+    by: str | None = None,
 ) -> Report:
     """Network totals against k: the trade-off of the report's table 11 (SPEC §5).
 
@@ -682,11 +706,15 @@ def tradeoff_report(
         The k values (default 2, 2.5, 3, 3.5, 4; for a stats file, all of its k).
     scheme
         As in :func:`sparsity_report`.
+    by
+        None (the network's totals per k), or ``"family"``, ``"expert"`` or ``"layer"``:
+        a point per k and group (``group`` names it), as :func:`sparsity_report`'s
+        grouped rows.
 
     Returns
     -------
     Report
-        ``to_dict()``: ``report`` (``"tradeoff"``), ``source``, ``scheme``, ``window``,
+        ``to_dict()``: ``report`` (``"tradeoff"``), ``by``, ``source``, ``scheme``, ``window``,
         ``window_definition``, ``error_measure``, ``error_measure_definition`` and
         ``points``: one dict per k with ``k`` and the totals of
         :func:`sparsity_report` (``T``, ``spikes_per_element``, ``sparsity``,
@@ -696,11 +724,19 @@ def tradeoff_report(
     scheme = source.resolve_scheme(scheme)
     points = []
     for k in source.resolve_ks(ks):
-        total = sparsity_report(source, k, scheme).data["total"]
-        points.append({"k": k, **{c: total[c] for c in _TRADEOFF_COLUMNS[1:]}})
+        if by is None:
+            total = sparsity_report(source, k, scheme).data["total"]
+            points.append({"k": k, **{c: total[c] for c in _TRADEOFF_COLUMNS[1:]}})
+            continue
+        grouped_data = sparsity_report(source, k, scheme, by=by).data
+        for row in grouped_data["groups"] if by != "layer" else grouped_data["layers"]:
+            points.append(
+                {"k": k, "group": row["name"], **{c: row[c] for c in _TRADEOFF_COLUMNS[1:]}}
+            )
     w = source.window
     data = {
         "report": "tradeoff",
+        "by": by,
         "source": source.describe(),
         "scheme": scheme,
         "window": w,
@@ -711,6 +747,7 @@ def tradeoff_report(
     }
     display = (
         Column("k", "k", k_key),
+        *((Column("group", by, _fmt_text),) if by is not None else ()),
         Column("T", "T"),
         Column("spikes_per_element", "spikes/elem"),
         Column("sparsity", "sparsity"),
@@ -723,7 +760,7 @@ def tradeoff_report(
         kind="tradeoff",
         title="spikecode report tradeoff",
         data=data,
-        columns=_TRADEOFF_COLUMNS,
+        columns=_TRADEOFF_COLUMNS if by is None else ("k", "group", *_TRADEOFF_COLUMNS[1:]),
         row_data=tuple(points),
         display=display,
         header=(("source", _source_label(source)), ("scheme", scheme)),

@@ -701,3 +701,33 @@ def _check_decodes(path: Path, train: SpikeTrain, counts: np.ndarray) -> None:
     expected = np.clip(wide, lo, hi) if outside else wide
     if not np.array_equal(train.decode(), expected):
         raise SpikecodeError(f"{train.layout} do not decode to the stored counts", file=str(path))
+
+
+def export_listing(
+    path: Path, index_file: str, index_format: str, suffix: str, always: tuple[str, ...] = ()
+) -> set[str] | None:
+    """The files an earlier folder export at ``path`` wrote, by its own index; None if none.
+
+    For :func:`atomic_folder`'s ``listing``: the index (``index_file``, whose ``format``
+    is ``index_format``) names its files in ``projections[i].file``; only plain names
+    ending in ``suffix`` count (no folders, no ``..``), plus the index itself and the
+    ``always`` files the export writes beside it. Nothing else may be taken for one of
+    them, so a folder export never removes what it did not write.
+    """
+    try:
+        index = read_json(path / index_file, index_file)
+    except SpikecodeError:
+        return None
+    if not isinstance(index, dict) or index.get("format") != index_format:
+        return None
+    listed = index.get("projections")
+    files = (
+        [entry.get("file") for entry in listed if isinstance(entry, dict)]
+        if isinstance(listed, list)
+        else []
+    )
+    return {index_file, *always} | {
+        name
+        for name in files
+        if isinstance(name, str) and name.endswith(suffix) and Path(name).name == name
+    }

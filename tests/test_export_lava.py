@@ -282,6 +282,18 @@ def test_folder_and_file_round_trip(tmp_path, rng):
     assert load_lava(single).index["projections"][0]["file"] == "one.npz"
 
 
+def test_an_earlier_export_with_a_user_file_is_refused_and_kept(tmp_path, rng):
+    w, s, _ = _weights(rng)
+    path = export_lava({"a": (w, s)}, tmp_path / "x", scheme="ternary", T=2)
+    (path / "notes.txt").write_text("mine")
+    before = sorted(os.listdir(path))
+    with pytest.raises(sc.SpikecodeError, match="notes.txt"):
+        export_lava({"b": (w, s)}, path, scheme="ternary", T=2)
+    assert sorted(os.listdir(path)) == before
+    assert (path / "notes.txt").read_text() == "mine"
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
 def test_bad_paths_and_foreign_files(tmp_path, rng):
     w, s, _ = _weights(rng)
     with pytest.raises(sc.SpikecodeError, match="go to a folder"):

@@ -18,7 +18,7 @@ from spikecode.errors import Remedy, SpikecodeError
 from spikecode.exporters.lava import runner as _runner
 from spikecode.exporters.nir.graph import _projections
 from spikecode.exporters.registry import register_exporter
-from spikecode.io import atomic_folder, atomic_write, read_json
+from spikecode.io import atomic_folder, atomic_write, export_listing, read_json
 
 __all__ = [
     "A_OUT_BITS",
@@ -322,11 +322,9 @@ def _index(forms: Mapping[str, dict[str, Any]], files: Mapping[str, str]) -> dic
     }
 
 
-def _is_our_folder(path: Path) -> bool:
-    try:
-        return read_json(path / INDEX_FILE, INDEX_FILE).get("format") == INDEX_FORMAT
-    except (SpikecodeError, AttributeError):
-        return False
+def _export_listing(path: Path) -> set[str] | None:
+    """The files an earlier Lava export at ``path`` wrote: index, runner, ``.npz`` files."""
+    return export_listing(path, INDEX_FILE, INDEX_FORMAT, ".npz", always=(RUNNER_FILE,))
 
 
 @register_exporter("lava")
@@ -379,7 +377,7 @@ def export_lava(projections: Any, path: str | os.PathLike[str], **options: Any) 
             _save(tmp, next(iter(forms.values())))
         return path
     files = {name: f"{name}.npz" for name in forms}
-    with atomic_folder(path, replaceable=_is_our_folder) as tmp:
+    with atomic_folder(path, listing=_export_listing) as tmp:
         for name, form in forms.items():
             _save(tmp / files[name], form)
         shutil.copyfile(RUNNER, tmp / RUNNER_FILE)

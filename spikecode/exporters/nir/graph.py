@@ -29,7 +29,7 @@ from spikecode.exporters.nir.reading import (
     meta_text,
 )
 from spikecode.exporters.registry import register_exporter
-from spikecode.io import atomic_folder, atomic_write, path_kind, read_json
+from spikecode.io import atomic_folder, atomic_write, export_listing, path_kind, read_json
 from spikecode.linear import _scales_2d
 
 __all__ = [
@@ -573,28 +573,8 @@ def _index(graphs: Mapping[str, nir.NIRGraph], files: Mapping[str, str]) -> dict
 
 
 def _export_listing(path: Path) -> set[str] | None:
-    """The files an earlier folder export at ``path`` wrote, by its own index; None if none.
-
-    Only plain ``.nir`` names count (no folders, no ``..``): the index names the graph
-    files it wrote beside it, and nothing else may be taken for one of them.
-    """
-    try:
-        index = read_json(path / INDEX_FILE, INDEX_FILE)
-    except SpikecodeError:
-        return None
-    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
-        return None
-    listed = index.get("projections")
-    files = (
-        [entry.get("file") for entry in listed if isinstance(entry, dict)]
-        if isinstance(listed, list)
-        else []
-    )
-    return {INDEX_FILE} | {
-        name
-        for name in files
-        if isinstance(name, str) and name.endswith(".nir") and Path(name).name == name
-    }
+    """The files an earlier folder export at ``path`` wrote (its index and ``.nir`` graphs)."""
+    return export_listing(path, INDEX_FILE, INDEX_FORMAT, ".nir")
 
 
 def _hdf5_image(graph: nir.NIRGraph) -> memoryview:

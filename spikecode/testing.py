@@ -153,12 +153,7 @@ def write_tiny_gla_swa_checkpoint(
         torch_dtype="bfloat16",
         gate=gate,
     )
-    vocab, merges = _tiny_bpe() if with_tokenizer else ({}, [])
-    if with_tokenizer and len(vocab) + len(_SPECIAL_TOKENS) > vocab_size:
-        raise SpikecodeError(
-            f"vocab_size {vocab_size} is smaller than the tiny tokenizer's "
-            f"{len(vocab) + len(_SPECIAL_TOKENS)} tokens"
-        )
+    tokenizer = _tokenizer(with_tokenizer, vocab_size)
     with torch.device("meta"):
         model = GLASwaForCausalLM(config)
     tensors = _tiny_tensors(model, seed=seed, w8aspike=w8aspike)
@@ -167,9 +162,7 @@ def write_tiny_gla_swa_checkpoint(
         "auto_map": _AUTO_MAP,
         "max_position_embeddings": 4096,
     }
-    return _write_folder(
-        path, tensors, raw_config, shards, (vocab, merges) if with_tokenizer else None
-    )
+    return _write_folder(path, tensors, raw_config, shards, tokenizer)
 
 
 def _write_folder(
@@ -357,6 +350,21 @@ def _tiny_tensors(model: nn.Module, *, seed: int, w8aspike: bool) -> dict[str, t
         return order.get(owner, order.get(name, 0)), name.endswith(SCALES_SUFFIX)
 
     return {name: tensors[name] for name in sorted(tensors, key=position)}
+
+
+def _tokenizer(
+    wanted: bool, vocab_size: int
+) -> tuple[dict[str, int], list[tuple[str, str]]] | None:
+    """The tiny tokenizer's vocabulary and merges when ``wanted``, checked to fit ``vocab_size``."""
+    if not wanted:
+        return None
+    vocab, merges = _tiny_bpe()
+    if len(vocab) + len(_SPECIAL_TOKENS) > vocab_size:
+        raise SpikecodeError(
+            f"vocab_size {vocab_size} is smaller than the tiny tokenizer's "
+            f"{len(vocab) + len(_SPECIAL_TOKENS)} tokens"
+        )
+    return vocab, merges
 
 
 def _tiny_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -575,18 +583,11 @@ num_sink_tokens
         num_sink_tokens=num_sink_tokens,
         torch_dtype="bfloat16",
     )
-    vocab, merges = _tiny_bpe() if with_tokenizer else ({}, [])
-    if with_tokenizer and len(vocab) + len(_SPECIAL_TOKENS) > vocab_size:
-        raise SpikecodeError(
-            f"vocab_size {vocab_size} is smaller than the tiny tokenizer's "
-            f"{len(vocab) + len(_SPECIAL_TOKENS)} tokens"
-        )
+    tokenizer = _tokenizer(with_tokenizer, vocab_size)
     with torch.device("meta"):
         model = SpikingBrainMoEForCausalLM(config)
     tensors = _tiny_tensors(model, seed=seed, w8aspike=False)
-    return _write_folder(
-        path, tensors, config.to_dict(), shards, (vocab, merges) if with_tokenizer else None
-    )
+    return _write_folder(path, tensors, config.to_dict(), shards, tokenizer)
 
 
 def rounding_excess(

@@ -544,6 +544,7 @@ class GLASwaForCausalLM(CausalLMBase):
     """
 
     config_class = GLASwaPretrainedConfig
+    architecture_attr = "gla_config"
     cache_class = GLASwaCache
     _no_split_modules: ClassVar[list[str]] = ["GLASwaBlock"]
 
@@ -562,9 +563,6 @@ class GLASwaForCausalLM(CausalLMBase):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embeddings.weight
         self.post_init()
-
-    def _new_cache(self) -> GLASwaCache:
-        return GLASwaCache(self.gla_config)
 
     def forward(
         self,

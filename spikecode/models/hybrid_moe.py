@@ -492,6 +492,7 @@ class SpikingBrainMoEForCausalLM(CausalLMBase):
     """
 
     config_class = SpikingBrainMoEPretrainedConfig
+    architecture_attr = "moe_config"
     cache_class = HybridMoECache
     _no_split_modules: ClassVar[list[str]] = ["MoEBlock"]
 
@@ -511,9 +512,6 @@ class SpikingBrainMoEForCausalLM(CausalLMBase):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embeddings.weight
         self.post_init()
-
-    def _new_cache(self) -> HybridMoECache:
-        return HybridMoECache(self.moe_config)
 
     def moe_layers(self) -> list[tuple[str, MoEFeedForward]]:
         """``(name, module)`` of every MoE FFN, in layer order."""

@@ -5,8 +5,8 @@ of :class:`~spikecode.models.gla_swa.GLASwaForCausalLM` and
 :class:`~spikecode.models.hybrid_moe.SpikingBrainMoEForCausalLM`: the cache argument
 (either name), the causal-LM loss, the output object, and ``generate()`` with
 right-padded prompts moved to the left. A subclass has ``model`` (whose forward takes
-``input_ids, attention_mask, cache, position_ids, inputs_embeds``), ``lm_head`` and the
-cache class it decodes with.
+``input_ids, attention_mask, cache, position_ids, inputs_embeds``), ``lm_head``, the
+cache class it decodes with and the name of its typed architecture attribute.
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ class CausalLMBase(PreTrainedModel, GenerationMixin):
 
     base_model_prefix = "model"
     main_input_name = "input_ids"
-    #: The cache this model decodes with (a ``transformers.Cache`` built from the config).
+    #: The cache this model decodes with: a ``transformers.Cache`` built from the typed
+    #: architecture, the attribute named by ``architecture_attr``.
     cache_class: ClassVar[type[Any]]
+    #: Name of the attribute holding the typed architecture (``gla_config``, ...).
+    architecture_attr: ClassVar[str]
 
     def _init_weights(self, module: nn.Module) -> None:
         # Modules keep PyTorch's default initialisation; checkpoints overwrite it.
@@ -48,9 +51,6 @@ class CausalLMBase(PreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Module:
         """The LM head."""
         return self.lm_head
-
-    def _new_cache(self) -> Any:
-        raise NotImplementedError
 
     def _lm_forward(
         self,
@@ -80,7 +80,7 @@ class CausalLMBase(PreTrainedModel, GenerationMixin):
                 f"the cache must be a {self.cache_class.__name__}, not {type(cache).__name__}"
             )
         if cache is None and use_cache:
-            cache = self._new_cache()
+            cache = self.cache_class(getattr(self, self.architecture_attr))
         hidden = self.model(input_ids, attention_mask, cache, position_ids, inputs_embeds)
         logits = self.lm_head(hidden)
         loss = None if labels is None else causal_lm_loss(logits, labels)

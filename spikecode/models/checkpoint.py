@@ -562,7 +562,8 @@ def _gate_variant(infos: Mapping[str, _TensorInfo], listing: Path) -> str:
     return "single" if single else "lowrank"
 
 
-def _model_dtype(config: GLASwaConfig, infos: Mapping[str, _TensorInfo]) -> torch.dtype:
+def _model_dtype(config: Any, infos: Mapping[str, _TensorInfo]) -> torch.dtype:
+    # config.json's torch_dtype, else the stored embeddings' dtype (any architecture).
     if config.torch_dtype is not None:
         return _DTYPE_NAMES[config.torch_dtype]
     stored = infos.get("model.embeddings.weight")

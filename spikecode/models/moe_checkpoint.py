@@ -18,7 +18,6 @@ import torch
 
 from spikecode.errors import SpikecodeError
 from spikecode.models.checkpoint import (
-    _DTYPE_NAMES,
     _FLOAT_DTYPES,
     ARCHITECTURES,
     SCALES_SUFFIX,
@@ -29,6 +28,7 @@ from spikecode.models.checkpoint import (
     _finish,
     _inspect,
     _iter_tensors,
+    _model_dtype,
     _weight_files,
 )
 from spikecode.models.hybrid_moe import SpikingBrainMoEForCausalLM
@@ -58,14 +58,7 @@ def load_moe_checkpoint(
         with torch.device("meta"):
             model = SpikingBrainMoEForCausalLM(config)
         scale_shapes = _check_tensors(model, infos, listing)
-        if dtype is None:
-            stored = infos.get("model.embeddings.weight")
-            dtype = (
-                _DTYPE_NAMES[config.torch_dtype]
-                if config.torch_dtype is not None
-                else _FLOAT_DTYPES.get(stored.dtype if stored else "", torch.float32)
-            )
-        model.to(dtype=dtype)
+        model.to(dtype=_model_dtype(config, infos) if dtype is None else dtype)
         try:
             model.to_empty(device=target)
         except (RuntimeError, AssertionError) as err:

@@ -287,7 +287,7 @@ class LinearInputHooks:
         self._mask: torch.Tensor | None = None
         # Row indices derived from the mask, computed once per device and reused by every
         # layer (boolean indexing would synchronise a GPU once per layer instead).
-        self._rows_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rows_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def set_mask(self, attention_mask: torch.Tensor | np.ndarray | None) -> None:
         """Set the padding mask of the batch about to run through the model.
@@ -383,10 +383,10 @@ class LinearInputHooks:
             and routed.shape == (activation.shape[0],)
         ):
             # An expert's input: row r is flat token routed[r] of the batch (SPEC §8).
-            real = mask.to(activation.device).reshape(-1).index_select(0, routed)
-            return rows[real]
+            flat = self._indices(mask, activation.device)[2]
+            return rows[flat.index_select(0, routed)]
         leading = tuple(activation.shape[:-1])
-        token_rows, sequence_rows = self._indices(mask, activation.device)
+        token_rows, sequence_rows, _ = self._indices(mask, activation.device)
         if leading == tuple(mask.shape) or leading == (mask.numel(),):
             # [batch, seq, features], or the same tokens flattened to [batch·seq, features]
             # (MoE blocks route flattened tokens; with seq = 1 both readings agree).
@@ -407,12 +407,14 @@ class LinearInputHooks:
 
     def _indices(
         self, mask: torch.Tensor, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # Real-token rows, rows of sequences with a real token, and the flat bool mask.
         if device not in self._rows_cache:
-            mask = mask.to(device)
+            flat = mask.to(device).reshape(-1)
             self._rows_cache[device] = (
-                mask.reshape(-1).nonzero().squeeze(1),
-                mask.any(dim=1).nonzero().squeeze(1),
+                flat.nonzero().squeeze(1),
+                mask.to(device).any(dim=1).nonzero().squeeze(1),
+                flat,
             )
         return self._rows_cache[device]
 

@@ -132,10 +132,20 @@ def moe_summary(
         steps = sum(r.stats.steps / r.tokens * r.token_share for r in rs)
         return 1.0 - spikes / steps if steps else None
 
-    def combined(macro: float | None, spiking: float | None) -> float | None:
-        if macro is None or spiking is None:
-            return None
-        return 1.0 - (1.0 - macro) * (1.0 - spiking)
+    def figures(rs: Sequence[LayerResult], every: float) -> dict[str, float | None]:
+        # MACs, adds and the two sparsities of what runs, against ``every`` MACs.
+        active = sum(macs(r) for r in rs)
+        spike = sum(adds(r) for r in rs)
+        macro, spiking = 1.0 - active / every, micro(rs)
+        return {
+            "active_macs_per_token": active,
+            "all_macs_per_token": every,
+            "spike_adds_per_token": spike,
+            "spikes_per_mac": _density(spike, active),
+            "macro_sparsity": macro,
+            "micro_sparsity": spiking,
+            "combined_sparsity": None if spiking is None else 1.0 - (1.0 - macro) * (1.0 - spiking),
+        }
 
     moe_layers, experts = [], []
     routed_active = routed_all = 0.0
@@ -149,13 +159,10 @@ def moe_summary(
         if not by_expert:
             continue
         size = max(sum(r.in_features * r.out_features for r in rs) for rs in by_expert.values())
-        active = sum(macs(r) for rs in by_expert.values() for r in rs)
-        spike = sum(adds(r) for rs in by_expert.values() for r in rs)
-        every = size * routing.num_experts
-        routed_active += active
-        routed_all += every
         ran = [r for rs in by_expert.values() for r in rs]
-        macro = 1.0 - active / every
+        layer = figures(ran, size * routing.num_experts)
+        routed_active += layer["active_macs_per_token"]
+        routed_all += layer["all_macs_per_token"]
         moe_layers.append(
             {
                 "layer": routing.layer,
@@ -163,13 +170,7 @@ def moe_summary(
                 "top_k": routing.top_k,
                 "tokens": routing.tokens,
                 "imbalance": routing.imbalance,
-                "active_macs_per_token": active,
-                "all_macs_per_token": every,
-                "spike_adds_per_token": spike,
-                "spikes_per_mac": _density(spike, active),
-                "macro_sparsity": macro,
-                "micro_sparsity": micro(ran),
-                "combined_sparsity": combined(macro, micro(ran)),
+                **layer,
             }
         )
         for e in range(routing.num_experts):
@@ -194,16 +195,9 @@ def moe_summary(
         return None
     active = sum(macs(r) for r in results)
     every = active - routed_active + routed_all
-    spike = sum(adds(r) for r in results)
-    macro = 1.0 - active / every
-    model = {
-        "active_macs_per_token": active,
-        "all_macs_per_token": every,
-        "spike_adds_per_token": spike,
-        "spikes_per_mac": _density(spike, active),
-        "macro_sparsity": macro,
-        "micro_sparsity": micro(results),
-        "combined_sparsity": combined(macro, micro(results)),
+    model = figures(results, every)
+    spike = model["spike_adds_per_token"]
+    model |= {
         "spike_pj": spike * add,
         "fp16_active_pj": active * fp16,
         "fp16_all_pj": every * fp16,

@@ -433,3 +433,17 @@ def k_option(
         metavar="K",
         help=help,
     )
+
+
+#: ``-k`` and ``-s`` of the report and plot commands (a stats file's own k and codes).
+REPORT_K = k_option(
+    default=None, help="Threshold divisor [default: 3; a stats file's k closest to 3]."
+)
+REPORT_SCHEME = scheme_option(default=None, help=REPORT_SCHEME_HELP)
+#: ``--table`` of the commands that report energy.
+ENERGY_TABLE = click.option(
+    "--table",
+    "table",
+    default=None,
+    help="Energy table: a JSON file or a shipped name [default: horowitz-45nm].",
+)

@@ -14,12 +14,12 @@ from typing import Any
 import click
 
 from spikecode.cli._common import (
-    REPORT_SCHEME_HELP,
+    REPORT_K,
+    REPORT_SCHEME,
     k_option,
     k_values_option,
     out_option,
     parse_k,
-    scheme_option,
 )
 from spikecode.cli.report import open_source, parse_ints, source_options
 from spikecode.errors import SpikecodeError
@@ -147,7 +147,7 @@ def raster_command(
 
 @plot_group.command("hist")
 @_common
-@k_option(default=None, help="Threshold divisor [default: 3; a stats file's k closest to 3].")
+@REPORT_K
 @click.option(
     "--by",
     default=None,
@@ -185,7 +185,7 @@ def hist_command(
 @plot_group.command("tradeoff")
 @_common
 @k_values_option(default=None, help="k values [default: 2 2.5 3 3.5 4; a stats file's].")
-@scheme_option(default=None, help=REPORT_SCHEME_HELP)
+@REPORT_SCHEME
 def tradeoff_command(
     source: Path | None,
     key: str | None,
@@ -210,8 +210,8 @@ def tradeoff_command(
 
 @plot_group.command("energy")
 @_common
-@k_option(default=None, help="Threshold divisor [default: 3; a stats file's k closest to 3].")
-@scheme_option(default=None, help=REPORT_SCHEME_HELP)
+@REPORT_K
+@REPORT_SCHEME
 @click.option("--table", default=None, help="Energy table: a JSON file or a shipped name.")
 @click.option("--memory", default=None, help="Add weight-fetch energy at this memory level.")
 @click.option("--block-sizes", default=None, help="Block sizes [default: 16,64,256].")

@@ -16,12 +16,12 @@ from typing import Any
 import click
 
 from spikecode.cli._common import (
-    REPORT_SCHEME_HELP,
-    k_option,
+    ENERGY_TABLE,
+    REPORT_K,
+    REPORT_SCHEME,
     k_values_option,
     out_option,
     parse_k,
-    scheme_option,
 )
 from spikecode.errors import SpikecodeError
 
@@ -126,8 +126,8 @@ def report_group() -> None:
 
 @report_group.command("sparsity")
 @source_options
-@k_option(default=None, help="Threshold divisor [default: 3; a stats file's k closest to 3].")
-@scheme_option(default=None, help=REPORT_SCHEME_HELP)
+@REPORT_K
+@REPORT_SCHEME
 @click.option(
     "--by",
     default="layer",
@@ -158,20 +158,15 @@ def sparsity_command(
 
 @report_group.command("energy")
 @source_options
-@k_option(default=None, help="Threshold divisor [default: 3; a stats file's k closest to 3].")
-@scheme_option(default=None, help=REPORT_SCHEME_HELP)
+@REPORT_K
+@REPORT_SCHEME
 @click.option(
     "--avg-spikes",
     type=float,
     default=None,
     help="What-if without data: equation 24 at this many spikes per element.",
 )
-@click.option(
-    "--table",
-    "table",
-    default=None,
-    help="Energy table: a JSON file or a shipped name [default: horowitz-45nm].",
-)
+@ENERGY_TABLE
 @click.option(
     "--memory",
     default=None,
@@ -248,7 +243,7 @@ def energy_command(
 @report_group.command("tradeoff")
 @source_options
 @k_values_option(default=None, help="k values [default: 2 2.5 3 3.5 4; a stats file's own].")
-@scheme_option(default=None, help=REPORT_SCHEME_HELP)
+@REPORT_SCHEME
 @click.option(
     "--by",
     default=None,
@@ -280,14 +275,9 @@ def tradeoff_command(
 
 @report_group.command("experts")
 @source_options
-@k_option(default=None, help="Threshold divisor [default: 3; a stats file's k closest to 3].")
-@scheme_option(default=None, help=REPORT_SCHEME_HELP)
-@click.option(
-    "--table",
-    "table",
-    default=None,
-    help="Energy table: a JSON file or a shipped name [default: horowitz-45nm].",
-)
+@REPORT_K
+@REPORT_SCHEME
+@ENERGY_TABLE
 @_format_option
 @_out_option
 def experts_command(

@@ -233,9 +233,8 @@ def float_rows(
     see SPEC §2 numerics in the README) and the original shape. A sparse or meta tensor
     is refused naming ``argument`` (the public function's parameter).
     """
-    if is_torch(x):
-        check_tensor(x, argument)
-    a = to_numpy(x, what)
+    # A tensor is refused (sparse, meta) under the public parameter's name.
+    a = to_numpy(x, argument if is_torch(x) else what)
     if a.dtype.kind != "f":
         raise SpikecodeError(
             f"{what} must be floating point (float16, bfloat16, float32 or float64), not {a.dtype}",

@@ -731,3 +731,17 @@ def export_listing(
         for name in files
         if isinstance(name, str) and name.endswith(suffix) and Path(name).name == name
     }
+
+
+def shipped_json_names(folder: Any) -> tuple[str, ...]:
+    """Stems of the ``.json`` files in a package data folder (a ``resources`` traversable), sorted.
+
+    The names of the tables spikecode ships (energy tables, deployment targets).
+    """
+    return tuple(
+        sorted(
+            entry.name[: -len(".json")]
+            for entry in folder.iterdir()
+            if entry.name.endswith(".json") and entry.is_file()
+        )
+    )

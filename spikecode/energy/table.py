@@ -40,7 +40,7 @@ from typing import Any
 
 from spikecode._validate import as_path
 from spikecode.errors import SpikecodeError
-from spikecode.io import parse_json, path_kind, read_json
+from spikecode.io import parse_json, path_kind, read_json, shipped_json_names
 
 __all__ = [
     "DEFAULT_TABLE",
@@ -256,12 +256,7 @@ def _table_dir() -> Any:
 
 def available_tables() -> tuple[str, ...]:
     """Names of the tables shipped with spikecode (``"horowitz-45nm"``...), sorted."""
-    names = [
-        entry.name[: -len(".json")]
-        for entry in _table_dir().iterdir()
-        if entry.name.endswith(".json") and entry.is_file()
-    ]
-    return tuple(sorted(names))
+    return shipped_json_names(_table_dir())
 
 
 def _require_mapping(value: Any, field_name: str, origin: str | None) -> Mapping[str, Any]:

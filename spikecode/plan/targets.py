@@ -41,7 +41,7 @@ from types import MappingProxyType
 from typing import Any
 
 from spikecode.errors import SpikecodeError
-from spikecode.io import path_kind, read_json
+from spikecode.io import path_kind, read_json, shipped_json_names
 
 __all__ = [
     "CHIP_LIMITS",
@@ -185,13 +185,7 @@ def _table_dir() -> Any:
 
 def available_targets() -> tuple[str, ...]:
     """Names of the targets shipped with spikecode (``"loihi2"``...), sorted."""
-    return tuple(
-        sorted(
-            entry.name[: -len(".json")]
-            for entry in _table_dir().iterdir()
-            if entry.name.endswith(".json") and entry.is_file()
-        )
-    )
+    return shipped_json_names(_table_dir())
 
 
 def _strings(value: Any, name: str, origin: str | None) -> dict[str, str]:

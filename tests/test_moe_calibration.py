@@ -279,3 +279,34 @@ def test_an_experts_nir_graph_and_the_whole_model_in_onnx(folder, tmp_path):
     assert np.isfinite(got).all()
     close = np.isclose(got, want, rtol=1e-4, atol=1e-4).all(axis=-1)[0]
     assert close[0] and close.mean() >= 0.8, close
+
+
+def test_cli_calibrates_a_transformers_moe_folder_per_expert(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.MixtralConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+        num_local_experts=4, num_experts_per_tok=2,
+    )  # fmt: skip
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "mixtral")
+    data = tmp_path / "ids.jsonl"
+    data.write_text("".join(json.dumps({"input_ids": list(range(3 + i, 14 + i))}) + "\n"
+                            for i in range(4)))  # fmt: skip
+    runner = CliRunner()
+    out = tmp_path / "stats.json"
+    result = runner.invoke(
+        main,
+        ["calibrate", str(tmp_path / "mixtral"), "--data", str(data), "--samples", "4",
+         "--k", "3", "--out", str(out)],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        main, ["report", "experts", str(out), "--format", "json"], catch_exceptions=False
+    )
+    data = json.loads(result.output)
+    assert [x["layer"] for x in data["layers"]] == ["model.layers.0.mlp", "model.layers.1.mlp"]
+    for layer in data["layers"]:
+        assert layer["top_k"] == 2 and layer["tokens"] == 4 * 11
+        assert layer["macro_sparsity"] == pytest.approx(0.5)  # top-2 of 4 equal experts
+    assert sum(x["tokens"] for x in data["experts"]) == 2 * 2 * 4 * 11

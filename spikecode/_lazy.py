@@ -6,12 +6,18 @@ included. Instead it declares where each public name lives and installs
 :func:`lazy_exports`; the module is imported on first access of one of its names
 (PEP 562 module ``__getattr__``), then the value is cached in the package's namespace.
 ``from spikecode import encode`` and ``spikecode.encode`` work as before.
+
+A public name may equal the name of the submodule that defines it
+(``spikecode.calibration.evaluate``, the function, from the module of that name). Importing
+the submodule binds it on the package; the package's class keeps the public name bound to
+the function instead, as an eager ``from .evaluate import evaluate`` did.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -40,6 +46,9 @@ def lazy_exports(
     """
     exports = dict(exports)
     subs = frozenset(submodules)
+    module = sys.modules[package]
+    module.__class__ = _Package
+    module.__lazy_exports__ = exports  # type: ignore[attr-defined]
 
     def __getattr__(name: str) -> Any:
         if name in exports:
@@ -55,3 +64,15 @@ def lazy_exports(
         return sorted({*vars(sys.modules[package]), *exports, *subs})
 
     return __getattr__, __dir__
+
+
+class _Package(types.ModuleType):
+    """A package module whose public names win over submodules of the same name."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # The import system binds ``package.name`` to the submodule after running it; the
+        # public name is the object that submodule defines under the same name.
+        exports = vars(self).get("__lazy_exports__", {})
+        if isinstance(value, types.ModuleType) and exports.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)

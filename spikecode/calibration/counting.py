@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from spikecode._constants import SUM_LANES
+from spikecode._constants import SUM_LANES, VTH_MAX, VTH_MIN, auto_group_size
 from spikecode._numba import kernel, prange
 from spikecode._validate import INT32_MAX, INT32_MIN
 from spikecode.encoders import _kernels
 from spikecode.encoders.codec import plan_encoding
 from spikecode.errors import SpikecodeError
-from spikecode.nn import functional as F
 from spikecode.stats import SpikeStats
+
+if TYPE_CHECKING:  # torch is imported where a tensor is used: merges of stats files need none
+    import torch
 
 __all__ = [
     "fake_quantize_weight",
@@ -340,7 +342,7 @@ def stats_from_histograms(
 
 
 #: Scale groups of the fake-quantized weights (SPEC §4), as :func:`spikecode.nn.swap_linears`.
-weight_group_size = F.auto_group_size
+weight_group_size = auto_group_size
 
 
 @kernel("int64(float32[:, ::1], uint32[:, ::1], int64, float32[:, ::1])")
@@ -396,6 +398,8 @@ def fake_quantize_weight(weight: torch.Tensor, group_size: int | None) -> torch.
     group_size
         Input columns per scale, a divisor of ``in_features``; None for one per row.
     """
+    import torch
+
     if not isinstance(weight, torch.Tensor) or weight.ndim != 2 or weight.numel() == 0:
         raise SpikecodeError("weight must be a non-empty 2-D tensor")
     group = weight.shape[1] if group_size is None else group_size
@@ -412,7 +416,9 @@ def fake_quantize_weight(weight: torch.Tensor, group_size: int | None) -> torch.
 
 def _vth_table(mean: torch.Tensor, ks: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``Vth[k, row] = clip(mean / k)`` in float64, cast to ``dtype`` (SPEC §2 numerics)."""
-    vth = torch.clamp(mean.unsqueeze(0) / ks.unsqueeze(1), F.VTH_MIN, F.VTH_MAX)
+    import torch
+
+    vth = torch.clamp(mean.unsqueeze(0) / ks.unsqueeze(1), VTH_MIN, VTH_MAX)
     return vth.to(dtype)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from spikecode._constants import RECIPES
 from spikecode._validate import INT32_MAX, INT32_MIN, as_path
 from spikecode.calibration.records import (
     CHECKPOINT_KINDS,
@@ -478,8 +479,6 @@ def _parse_runs(r: _Reader, value: Any, samples: int) -> tuple[str, ...]:
 
 def _parse_recipe(r: _Reader, raw: Any) -> RecipeInfo:
     """The optional ``recipe`` field; absent in files written before recipes (all-linear)."""
-    from spikecode.nn.recipes import RECIPES
-
     if raw is None:
         return RecipeInfo()
     name = r.get(raw, "name", "recipe")

@@ -23,6 +23,7 @@ from typing import Any
 
 import click
 
+from spikecode._constants import DEFAULT_RECIPE, RECIPES
 from spikecode.cli._common import (
     DEFAULT_SCHEME,
     echo_json,
@@ -166,8 +167,8 @@ def _options(samples_help: str) -> list[Any]:
         ),
         click.option(
             "--recipe",
-            type=click.Choice(["all-linear", "release"]),
-            default="all-linear",
+            type=click.Choice(RECIPES),
+            default=DEFAULT_RECIPE,
             show_default=True,
             help="What is spiked: every projection (all-linear), or the shipped W8ASpike "
             "model as the release computes it (release: down_proj float, window-attention q "
@@ -183,7 +184,7 @@ def _load(checkpoint_dir: Path, device: str | None, dtype: str | None, trust: bo
 
 
 def _selection(include: Sequence[str], exclude: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
+    from spikecode._select import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
 
     return {
         "include": tuple(include) or DEFAULT_INCLUDE,

@@ -106,8 +106,8 @@ def _sample_layers(
     ``--include``/``--exclude`` select as for checkpoints (a pattern matching nothing is
     refused with the names).
     """
+    from spikecode._select import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, select_names
     from spikecode.data import load_sample, load_sample_weights
-    from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, select_names
     from spikecode.threshold import adaptive_counts
 
     acts, weights = load_sample(), load_sample_weights()

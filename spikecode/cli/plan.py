@@ -79,8 +79,8 @@ def plan_command(
     from calibration, time steps, spikes and synaptic operations per token. The rule and
     the limits' sources: docs/deployment.rst.
     """
+    from spikecode._select import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
     from spikecode.io import atomic_write
-    from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
     from spikecode.plan import deployment_plan
     from spikecode.reports import check_format
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from spikecode._constants import RELEASE_GROUP_SIZE, SUM_LANES, VTH_MAX, VTH_MIN
+from spikecode._constants import SUM_LANES, VTH_MAX, VTH_MIN, auto_group_size
 from spikecode._validate import (
     INT32_MAX,
     INT32_MIN,
@@ -54,14 +54,6 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Largest integer up to which every integer is exactly representable in float32.
 _FLOAT32_EXACT = 2.0**24
 _INT8_MAX = 127
-
-
-def auto_group_size(in_features: int) -> int | None:
-    """Scale groups for a layer (SPEC §4): 128 input columns, or one scale per row.
-
-    128 where it divides ``in_features`` (every projection of the 7B release).
-    """
-    return RELEASE_GROUP_SIZE if in_features % RELEASE_GROUP_SIZE == 0 else None
 
 
 # --------------------------------------------------------------------------- checks

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from spikecode._constants import VTH_MAX, VTH_MIN
+from spikecode._constants import DEFAULT_RECIPE, RECIPES, VTH_MAX, VTH_MIN
 from spikecode.errors import SpikecodeError
 from spikecode.models.capture import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, list_linear_layers
 from spikecode.nn import functional as F
@@ -74,10 +74,6 @@ __all__ = [
     "release_quantize_sym",
 ]
 
-#: The recipes, in the order the CLI lists them.
-RECIPES: tuple[str, ...] = ("all-linear", "release")
-#: The default everywhere: SPEC §1 as written (and spikecode's behaviour before recipes).
-DEFAULT_RECIPE = "all-linear"
 #: The release's projection whose input it leaves float (``swiglu_linear``); in the hybrid
 #: MoE model (SPEC §8) every FFN's down_proj, experts' included, by the same rule.
 _FLOAT_IN_RELEASE = (

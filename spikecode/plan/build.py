@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from spikecode._select import DEFAULT_EXCLUDE
 from spikecode.errors import SpikecodeError
 from spikecode.io import path_kind
-from spikecode.models.capture import DEFAULT_EXCLUDE
 from spikecode.plan.partition import Activity, ModelPlan, plan_model
 from spikecode.plan.shapes import Projection, checkpoint_projections, stats_projections
 from spikecode.plan.targets import Target, load_target
@@ -238,8 +238,8 @@ def deployment_plan(
         An unreadable source or target, a k or code the stats lack, stats of another
         model, or patterns that select nothing.
     """
+    from spikecode._select import select_names
     from spikecode.calibration.records import CalibrationStats
-    from spikecode.models.capture import select_names
 
     chosen_target = load_target(target)
     if stats is None and (k is not None or scheme is not None) and _is_folder(source):

@@ -41,9 +41,10 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
+from spikecode._constants import auto_group_size
+from spikecode._select import DEFAULT_EXCLUDE, select_names
 from spikecode.errors import SpikecodeError
 from spikecode.io import path_kind, read_json
-from spikecode.models.capture import DEFAULT_EXCLUDE, select_names
 
 __all__ = [
     "CheckpointShapes",
@@ -122,8 +123,6 @@ class CheckpointShapes:
 
 def default_groups(in_features: int) -> int:
     """Scale groups of spikecode's W8ASpike layers: ``in / 128``, or 1 (SPEC §4)."""
-    from spikecode.nn.functional import auto_group_size
-
     size = auto_group_size(in_features)
     return 1 if size is None else in_features // size
 

@@ -10,43 +10,104 @@
   behind the figures, and the matplotlib figures themselves.
 """
 
-from spikecode.reports.experts import experts_report
-from spikecode.reports.moe import moe_summary
-from spikecode.reports.plotdata import RasterData, count_histograms, raster_data
-from spikecode.reports.plots import (
-    FIGURE_FORMATS,
-    POLARITY_COLORS,
-    check_figure_path,
-    plot_energy,
-    plot_hist,
-    plot_raster,
-    plot_tradeoff,
-    save_figure,
-)
-from spikecode.reports.sources import (
-    DEFAULT_K,
-    DEFAULT_KS,
-    DEFAULT_SCHEME,
-    FORMATS,
-    ActivationSource,
-    LayerResult,
-    Source,
-    StatsSource,
-    checkpoint_source,
-    count_histogram,
-    load_source,
-    merge_histograms,
-    reconstruction_error,
-)
-from spikecode.reports.tables import (
-    Column,
-    Report,
-    check_format,
-    energy_report,
-    equation24_report,
-    sparsity_report,
-    tradeoff_report,
-)
+from typing import TYPE_CHECKING
+
+from spikecode._lazy import lazy_exports
+
+# Public names and the module each comes from, imported on first use: a report table
+# does not import matplotlib (spikecode.reports.plots), nor a plot the tables it does not
+# draw (docs/developing.rst, "Imports").
+_EXPORTS = {
+    "experts_report": "spikecode.reports.experts",
+    "moe_summary": "spikecode.reports.moe",
+    **dict.fromkeys(
+        ["RasterData", "count_histograms", "raster_data"], "spikecode.reports.plotdata"
+    ),
+    **dict.fromkeys(
+        [
+            "FIGURE_FORMATS",
+            "POLARITY_COLORS",
+            "check_figure_path",
+            "plot_energy",
+            "plot_hist",
+            "plot_raster",
+            "plot_tradeoff",
+            "save_figure",
+        ],
+        "spikecode.reports.plots",
+    ),
+    **dict.fromkeys(
+        [
+            "DEFAULT_K",
+            "DEFAULT_KS",
+            "DEFAULT_SCHEME",
+            "FORMATS",
+            "ActivationSource",
+            "LayerResult",
+            "Source",
+            "StatsSource",
+            "checkpoint_source",
+            "count_histogram",
+            "load_source",
+            "merge_histograms",
+            "reconstruction_error",
+        ],
+        "spikecode.reports.sources",
+    ),
+    **dict.fromkeys(
+        [
+            "Column",
+            "Report",
+            "check_format",
+            "energy_report",
+            "equation24_report",
+            "sparsity_report",
+            "tradeoff_report",
+        ],
+        "spikecode.reports.tables",
+    ),
+}
+_SUBMODULES = ("experts", "moe", "plotdata", "plots", "sources", "tables")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run time
+    from spikecode.reports.experts import experts_report
+    from spikecode.reports.moe import moe_summary
+    from spikecode.reports.plotdata import RasterData, count_histograms, raster_data
+    from spikecode.reports.plots import (
+        FIGURE_FORMATS,
+        POLARITY_COLORS,
+        check_figure_path,
+        plot_energy,
+        plot_hist,
+        plot_raster,
+        plot_tradeoff,
+        save_figure,
+    )
+    from spikecode.reports.sources import (
+        DEFAULT_K,
+        DEFAULT_KS,
+        DEFAULT_SCHEME,
+        FORMATS,
+        ActivationSource,
+        LayerResult,
+        Source,
+        StatsSource,
+        checkpoint_source,
+        count_histogram,
+        load_source,
+        merge_histograms,
+        reconstruction_error,
+    )
+    from spikecode.reports.tables import (
+        Column,
+        Report,
+        check_format,
+        energy_report,
+        equation24_report,
+        sparsity_report,
+        tradeoff_report,
+    )
 
 __all__ = [
     "DEFAULT_K",

@@ -141,6 +141,83 @@ def test_lazy_package_attributes():
     assert set(spikecode.__all__) <= set(dir(spikecode))
 
 
+# -- 1b: commands that read a stats file or the bundled sample import no torch -------------
+
+#: What a command that reads only a stats file or the bundled sample must not import.
+TORCH_SIDE = ("torch", "transformers", "onnx", "onnxruntime", "nir")
+
+
+@pytest.fixture(scope="module")
+def moe_stats(tmp_path_factory):
+    """Two version-2 stats files of one tiny MoE model over disjoint texts (merge-stats)."""
+    from spikecode.calibration import calibrate, save_stats
+    from spikecode.models.checkpoint import load_checkpoint
+    from spikecode.testing import write_tiny_moe_checkpoint
+
+    root = tmp_path_factory.mktemp("moe-light")
+    model = load_checkpoint(write_tiny_moe_checkpoint(root / "tiny", with_tokenizer=True))
+    texts = (["the spiking brain model", "a spike count"], ["token after token", "the end"])
+    return [
+        save_stats(root / f"{i}.json", calibrate(model, part, k=(2.0, 3.0), batch_size=2))[0]
+        for i, part in enumerate(texts)
+    ]
+
+
+def test_commands_on_a_stats_file_or_the_sample_import_no_torch(tmp_path, moe_stats):
+    # One interpreter runs them in turn and notes what each one imported first, so that a
+    # failure names the command. Commands that draw come last: before them, matplotlib
+    # must not be imported either (a report table draws nothing).
+    stats, other = map(str, moe_stats)
+    out = str(tmp_path)
+    tables = [
+        ["encode", "--scheme", "ternary", "--k", "2"],
+        ["encode", "--format", "json"],
+        ["report", "sparsity"],
+        ["report", "sparsity", stats, "--by", "expert"],
+        ["report", "tradeoff", stats],
+        ["report", "energy", stats],
+        ["report", "experts", stats],
+        ["advise", stats, "--max-error", "10", "-o", f"{out}/advice.json"],
+        ["merge-stats", stats, other, "--out", f"{out}/merged.json"],
+        ["report", "tradeoff", f"{out}/merged.json", "--format", "json"],
+        ["plan", stats],
+    ]
+    figures = [
+        ["plot", "tradeoff", stats, "-o", f"{out}/t.png"],
+        ["plot", "raster", "-o", f"{out}/r.png"],
+        ["plot", "hist", stats, "-o", f"{out}/h.png"],
+        ["plot", "energy", stats, "-o", f"{out}/e.png"],
+    ]
+    probe = textwrap.dedent(
+        f"""
+        import json, sys
+        from click.testing import CliRunner
+        from spikecode.cli import main
+
+        watched = {(*TORCH_SIDE, "matplotlib")!r}
+        seen = []
+        for args in {tables + figures!r}:
+            result = CliRunner().invoke(main, args)
+            loaded = [m for m in watched if m in sys.modules]
+            seen.append([" ".join(args[:2]), result.exit_code, result.output[-300:], loaded])
+        print("SEEN", json.dumps(seen))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stdout.splitlines() if x.startswith("SEEN "))
+    seen = json.loads(line.removeprefix("SEEN "))
+    assert len(seen) == len(tables) + len(figures)
+    for i, (command, code, output, loaded) in enumerate(seen):
+        assert code == 0, (command, output)
+        heavy = set(TORCH_SIDE) if i >= len(tables) else {*TORCH_SIDE, "matplotlib"}
+        assert not heavy & set(loaded), f"spikecode {command} imported {sorted(loaded)}"
+    assert (tmp_path / "merged.json").is_file() and (tmp_path / "advice.json").is_file()
+    assert all((tmp_path / f"{name}.png").is_file() for name in "trhe")
+
+
 # -- 4: one flag grammar ------------------------------------------------------------------
 
 

@@ -164,9 +164,10 @@ def moe_stats(tmp_path_factory):
 
 
 def test_commands_on_a_stats_file_or_the_sample_import_no_torch(tmp_path, moe_stats):
-    # One interpreter runs them in turn and notes what each one imported first, so that a
-    # failure names the command. Commands that draw come last: before them, matplotlib
-    # must not be imported either (a report table draws nothing).
+    # One interpreter runs them in turn and notes what is imported after each, so that a
+    # failure names the first command that imported it. Table commands come first and
+    # must not import matplotlib either (a table draws nothing); exports of the sample
+    # come last, NIR and Lava needing nir.
     stats, other = map(str, moe_stats)
     out = str(tmp_path)
     tables = [
@@ -181,6 +182,7 @@ def test_commands_on_a_stats_file_or_the_sample_import_no_torch(tmp_path, moe_st
         ["merge-stats", stats, other, "--out", f"{out}/merged.json"],
         ["report", "tradeoff", f"{out}/merged.json", "--format", "json"],
         ["plan", stats],
+        ["export", "events", "-o", f"{out}/events.npz"],
     ]
     figures = [
         ["plot", "tradeoff", stats, "-o", f"{out}/t.png"],
@@ -188,17 +190,22 @@ def test_commands_on_a_stats_file_or_the_sample_import_no_torch(tmp_path, moe_st
         ["plot", "hist", stats, "-o", f"{out}/h.png"],
         ["plot", "energy", stats, "-o", f"{out}/e.png"],
     ]
+    exports = [["export", "nir", "-o", f"{out}/nir"], ["export", "lava", "-o", f"{out}/lava"]]
+    calls = [
+        *[(args, (*TORCH_SIDE, "matplotlib")) for args in tables],
+        *[(args, TORCH_SIDE) for args in figures],
+        *[(args, tuple(m for m in TORCH_SIDE if m != "nir")) for args in exports],
+    ]
     probe = textwrap.dedent(
         f"""
         import json, sys
         from click.testing import CliRunner
         from spikecode.cli import main
 
-        watched = {(*TORCH_SIDE, "matplotlib")!r}
         seen = []
-        for args in {tables + figures!r}:
+        for args in {[args for args, _ in calls]!r}:
             result = CliRunner().invoke(main, args)
-            loaded = [m for m in watched if m in sys.modules]
+            loaded = [m for m in {(*TORCH_SIDE, "matplotlib")!r} if m in sys.modules]
             seen.append([" ".join(args[:2]), result.exit_code, result.output[-300:], loaded])
         print("SEEN", json.dumps(seen))
         """
@@ -209,13 +216,41 @@ def test_commands_on_a_stats_file_or_the_sample_import_no_torch(tmp_path, moe_st
     assert done.returncode == 0, done.stderr
     line = next(x for x in done.stdout.splitlines() if x.startswith("SEEN "))
     seen = json.loads(line.removeprefix("SEEN "))
-    assert len(seen) == len(tables) + len(figures)
-    for i, (command, code, output, loaded) in enumerate(seen):
+    assert len(seen) == len(calls)
+    for (command, code, output, loaded), (_, forbidden) in zip(seen, calls, strict=True):
         assert code == 0, (command, output)
-        heavy = set(TORCH_SIDE) if i >= len(tables) else {*TORCH_SIDE, "matplotlib"}
-        assert not heavy & set(loaded), f"spikecode {command} imported {sorted(loaded)}"
-    assert (tmp_path / "merged.json").is_file() and (tmp_path / "advice.json").is_file()
-    assert all((tmp_path / f"{name}.png").is_file() for name in "trhe")
+        assert not set(forbidden) & set(loaded), f"spikecode {command} imported {loaded}"
+    names = ["merged.json", "advice.json", "events.npz", "t.png", "r.png", "h.png", "e.png"]
+    assert all((tmp_path / name).is_file() for name in names)
+    assert (tmp_path / "nir" / "index.json").is_file() and (tmp_path / "lava").is_dir()
+
+
+def test_the_exporter_registry_imports_an_exporter_on_first_use(tmp_path):
+    loaded = _loaded_after(
+        """
+        import pytest
+        from spikecode.errors import SpikecodeError
+        from spikecode.exporters import EXPORTERS, get_exporter, register_exporter
+
+        assert sorted(EXPORTERS) == ["events", "lava", "nir", "onnx"]
+        # A built-in's name is taken before its module is imported.
+        with pytest.raises(SpikecodeError, match="'onnx' already has an exporter"):
+            register_exporter("onnx")(lambda model, path: path)
+        from spikecode.exporters.events import export_events
+
+        assert get_exporter("events") is export_events is EXPORTERS["events"]
+        """
+    )
+    assert not {"torch", "onnx", "nir"} & set(loaded)
+    # Calling an entry not imported yet imports it and calls the exporter.
+    from spikecode.exporters import registry
+    from spikecode.exporters.events import load_events
+
+    deferred = registry._Deferred("events", "spikecode.exporters.events")
+    assert "not imported yet" in repr(deferred)
+    train = spikecode.encode(np.array([[1, -2, 0]], dtype=np.int32), "ternary")
+    written = deferred(train, tmp_path / "e.npz", vth=np.ones(1, dtype=np.float32))
+    assert load_events(written)["train"][0].equals(train)
 
 
 # -- 4: one flag grammar ------------------------------------------------------------------

@@ -6,18 +6,17 @@ user code can pick an exporter by name::
     export = get_exporter("onnx")
     export(model, "model.onnx", example_inputs)
 
-Each exporter module registers itself with :func:`register_exporter` when it is imported
-here. Exporters take the object to export and the output path first; their remaining
-arguments are their own.
+Each exporter module registers itself with :func:`register_exporter` when it is imported.
+The registry knows every built-in format from the start and imports its module on first
+use, so that one exporter (events, of the bundled sample) does not import the others'
+libraries (torch and onnx for ONNX, nir for NIR and Lava). Exporters take the object to
+export and the output path first; their remaining arguments are their own.
 """
 
+from spikecode._lazy import lazy_exports
 from spikecode.exporters.registry import EXPORTERS, get_exporter, register_exporter
 
 __all__ = ["EXPORTERS", "get_exporter", "register_exporter"]
 
-# Imported last: the exporter modules register themselves with the registry, so that
-# get_exporter knows every built-in format without the caller importing its module.
-from spikecode.exporters import events as _events  # noqa: F401
-from spikecode.exporters import lava as _lava  # noqa: F401
-from spikecode.exporters import nir as _nir  # noqa: F401
-from spikecode.exporters import onnx as _onnx  # noqa: F401
+# ``spikecode.exporters.nir`` and the like still work after ``import spikecode.exporters``.
+__getattr__, __dir__ = lazy_exports(__name__, {}, ("events", "lava", "nir", "onnx"))

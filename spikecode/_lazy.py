@@ -46,9 +46,10 @@ def lazy_exports(
     """
     exports = dict(exports)
     subs = frozenset(submodules)
-    module = sys.modules[package]
-    module.__class__ = _Package
-    module.__lazy_exports__ = exports  # type: ignore[attr-defined]
+    if any(module == f"{package}.{name}" for name, module in exports.items()):
+        # Only where a name is its submodule's: other packages stay plain modules.
+        sys.modules[package].__class__ = _Package
+        sys.modules[package].__lazy_exports__ = exports  # type: ignore[attr-defined]
 
     def __getattr__(name: str) -> Any:
         if name in exports:

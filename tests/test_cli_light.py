@@ -141,6 +141,24 @@ def test_lazy_package_attributes():
     assert set(spikecode.__all__) <= set(dir(spikecode))
 
 
+def test_a_public_name_stays_bound_over_its_submodule():
+    # spikecode.calibration.evaluate is the function, as with the eager imports, even once
+    # `from spikecode.calibration.evaluate import ...` has imported the module first.
+    probe = """
+        import types
+        from spikecode.calibration.evaluate import TASKS, evaluate
+        import spikecode, spikecode.calibration as calibration
+        from spikecode.calibration import evaluate as public
+        assert calibration.evaluate is public is evaluate and TASKS
+        assert isinstance(calibration, types.ModuleType) and type(spikecode) is types.ModuleType
+        print("OK")
+    """
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(probe)], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.stdout.strip() == "OK", done.stderr
+
+
 # -- 1b: commands that read a stats file or the bundled sample import no torch -------------
 
 #: What a command that reads only a stats file or the bundled sample must not import.

@@ -100,8 +100,9 @@ def test_collector_finds_every_block():
     files = {b.file for b in BLOCKS}
     assert "README.md" in files and "docs/quickstart.rst" in files
     assert len(BLOCKS) == 66
-    assert len(RUN) == 49
-    assert sum(1 for b in RUN if b.skip) == 20
+    assert len(RUN) == 50
+    assert sum(1 for b in RUN if b.skip) == 28
+    assert [b.needs_module for b in RUN if b.needs_module] == ["norse"]
     assert {b.language for b in RUN} == {"bash", "python", "console", "pycon"}
     # Every shell or Python block is a code-block with its language: a "::" literal
     # block is never run, so it must not read as a command or as Python.

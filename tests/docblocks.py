@@ -47,7 +47,7 @@ class MarkerError(ValueError):
 class Block:
     """One code block of a documentation file."""
 
-    file: str  # relative to the repository root, "README.md" or "docs/x.rst"
+    file: str  # relative to the repository root, "README.md" or "docs/<page>.rst"
     line: int  # 1-based line of the fence or directive
     language: str  # "bash", "python", "console", "pycon", "text", ...
     text: str  # the block's content, dedented, ending with a newline
@@ -283,6 +283,7 @@ def run_python(block: Block, namespace: dict) -> None:
         report = io.StringIO()
         runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE, verbose=False)
         runner.run(test, out=report.write, clear_globs=False)
+        namespace.update(test.globs)  # the test ran on a copy; later blocks see its names
         if runner.failures:
             raise AssertionError(report.getvalue())
         return

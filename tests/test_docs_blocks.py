@@ -13,6 +13,7 @@ import importlib.util
 import pytest
 from docblocks import (
     PYTHON,
+    ROOT,
     SHELL,
     Block,
     MarkerError,
@@ -108,6 +109,12 @@ def test_collector_finds_every_block():
     # block is never run, so it must not read as a command or as Python.
     assert not [b.id for b in BLOCKS if literal_looks_like_code(b)]
     assert {b.language for b in BLOCKS} - SHELL - PYTHON == {"text"}
+    # Every ">>>" example of the pages is in a block that runs (as a doctest).
+    for page in ["README.md", *(p.relative_to(ROOT).as_posix() for p in ROOT.glob("docs/*.rst"))]:
+        text = (ROOT / page).read_text(encoding="utf-8")
+        shown = sum(line.lstrip().startswith(">>> ") for line in text.splitlines())
+        run = sum(b.text.count(">>> ") for b in RUN if b.file == page and not b.skip)
+        assert run == shown, page
 
 
 def test_collector_reads_blocks_and_markers():
@@ -142,7 +149,7 @@ A formula::
 
    print(1)
 """
-    blocks = rst_blocks(rst, "docs/x.rst")
+    blocks = rst_blocks(rst, "page.rst")
     assert [(b.line, b.language, b.skip, b.needs_module, b.literal) for b in blocks] == [
         (4, "bash", None, None, False),
         (11, "python", "needs a GPU (CUDA)", None, False),
@@ -175,7 +182,7 @@ A formula::
 )
 def test_collector_refuses_unknown_rst_markers(text):
     with pytest.raises(MarkerError):
-        rst_blocks(text, "docs/x.rst")
+        rst_blocks(text, "page.rst")
 
 
 @pytest.mark.parametrize(
@@ -193,7 +200,22 @@ def test_collector_refuses_unknown_markdown_markers(text):
 
 
 def test_a_literal_block_of_code_is_recognised():
-    block = rst_blocks("Run::\n\n   spikecode encode\n", "docs/x.rst")[0]
+    block = rst_blocks("Run::\n\n   spikecode encode\n", "page.rst")[0]
     assert block.literal and literal_looks_like_code(block)
-    block = rst_blocks("On node 0::\n\n   # comment\n   torchrun x\n", "docs/x.rst")[0]
+    block = rst_blocks("On node 0::\n\n   # comment\n   torchrun x\n", "page.rst")[0]
     assert literal_looks_like_code(block)
+
+
+def test_shown_output_is_compared(tmp_path):
+    env = shell_env(tmp_path)
+    console = Block("page.rst", 1, "console", "$ echo hi  there\nhi there\n$ true\n")
+    run_shell(console, tmp_path, env)
+    with pytest.raises(AssertionError, match="the page shows"):
+        run_shell(Block("page.rst", 1, "console", "$ echo hi\nho\n"), tmp_path, env)
+    with pytest.raises(AssertionError, match="exit status 1"):
+        run_shell(Block("page.rst", 1, "bash", "false | cat\necho never\n"), tmp_path, env)
+    namespace: dict = {}
+    run_python(Block("page.rst", 1, "pycon", ">>> x = 2\n>>> x + 1\n3\n"), namespace)
+    assert namespace["x"] == 2
+    with pytest.raises(AssertionError, match="Expected"):
+        run_python(Block("page.rst", 1, "pycon", ">>> 1 + 1\n3\n"), {})

@@ -33,7 +33,7 @@ PYTHON = {"python", "pycon"}
 RUN_LANGUAGES = SHELL | PYTHON
 MARKER_KINDS = ("skip-test", "needs-module")
 # Only these are markers; anything else near a block mentioning them is a typo.
-_MARKER = re.compile(r"(skip-test|needs-module): (\S.*)")
+_MARKER = re.compile(rf"({'|'.join(MARKER_KINDS)}): (\S.*)")
 _LOOKS_LIKE_MARKER = re.compile(r"skip|test|needs", re.IGNORECASE)
 # A literal "::" block that reads as a command or Python would never be run: refuse it.
 _CODE_START = re.compile(r"(\$ |>>> |spikecode |python|pip |torchrun |import |from \S+ import )")

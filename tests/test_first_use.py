@@ -759,7 +759,8 @@ def test_readme_hooks_example_uses_with_and_runs():
     model = BertModel(config).eval()
     ids = torch.randint(0, 50, (2, 5))
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
-    namespace = {"model": model, "batches": [{"input_ids": ids, "attention_mask": mask}]}
+    # The block reads model and batch from the README's generation example.
+    namespace = {"model": model, "batch": {"input_ids": ids, "attention_mask": mask}}
     with torch.no_grad():
         exec(compile(hooks_block, "README.md", "exec"), namespace)
     assert namespace["seen"]["encoder.layer.0.attention.self.query"] == 8  # real tokens

@@ -1,30 +1,30 @@
-"""The walkthrough (README "Walkthrough", docs/walkthrough.rst) runs as written, start to end."""
+"""The walkthrough (README "Walkthrough", docs/walkthrough.rst) runs as written, start to end.
+
+Its blocks carry a skip-test marker for tests/test_docs_blocks.py, which runs every other
+block: this test runs them and checks what each line writes."""
 
 import os
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from docblocks import collect
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _readme_blocks() -> list[tuple[str, str]]:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("\n## Walkthrough\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```(bash|python)\n(.*?)```", section, flags=re.S)
+    start = text[: text.index("\n## Walkthrough\n")].count("\n") + 1
+    end = start + text.split("\n## Walkthrough\n", 1)[1].split("\n## ", 1)[0].count("\n")
+    blocks = [b for b in collect() if b.file == "README.md" and start < b.line < end]
+    return [(b.language, b.text) for b in blocks]
 
 
 def _page_blocks() -> list[tuple[str, str]]:
-    text = (ROOT / "docs" / "walkthrough.rst").read_text(encoding="utf-8")
-    blocks = []
-    for language, body in re.findall(r"\.\. code-block:: (bash|python)\n\n((?:   .*\n|\n)+)", text):
-        lines = [line[3:] for line in body.rstrip("\n").split("\n")]
-        blocks.append((language, "\n".join(lines).strip("\n") + "\n"))
-    return blocks
+    return [(b.language, b.text) for b in collect() if b.file == "docs/walkthrough.rst"]
 
 
 def test_the_docs_page_and_the_readme_walk_the_same_lines():

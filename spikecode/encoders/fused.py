@@ -156,7 +156,7 @@ def _encode_rows(
     sign_plane = np.zeros((n_rows if spec.signed else 0, width), dtype=np.uint8)
     counts = np.empty((n_rows if return_counts else 0, features), dtype=np.int32)
     totals = _plane_kernels.float_planes(
-        rows, vth, float(lo), float(hi), spec.code, T, zp, msb, planes, sign_plane, counts
+        rows, vth, extremes, float(lo), float(hi), spec.code, T, zp, msb, planes, sign_plane, counts
     ).sum(axis=0)
     plan = EncodingPlan(None, shape, spec, T, zp, int(totals[1]))
     train = finish_train(plan, bit_order, layout, planes, sign_plane, int(totals[0]))

@@ -17,6 +17,13 @@ visited. Every
 kernel also counts the spikes of each (row, step) from the bytes it writes, so the event
 offsets and the size of either layout are known without another pass.
 
+The float kernels know each row's extreme counts before dividing it (taken with the
+row's ``sum|x|``), hence whether one byte per element holds every bit the row sets. Such
+rows (nearly all: |v| <= 128 unary, <= 255 bitwise) are divided, rounded and reduced to
+magnitude and sign bytes in one branch-free int32 loop, and each plane byte is gathered
+from a group's word in loops over the groups without branches (they vectorize); other
+rows go through int32 counts and the chunked path above.
+
 Each kernel has a plain NumPy twin in :mod:`spikecode.encoders._reference` (dense train,
 ``np.packbits``) that the tests compare it with.
 """
@@ -197,7 +204,7 @@ def _quantize_row(row, v, lo, hi, clip, zero_point, code, T, lanes, signs):
 
 
 @inline_helper
-def _bytes_planes(lanes, signs, code, T, msb, top, planes, sign_plane, i):
+def _bytes_planes(lanes, signs, code, T, msb, top, zeroed, planes, sign_plane, i):
     """Planes and sign bytes of row ``i`` from :func:`_quantize_row`'s bytes; spikes.
 
     Needs every bit the row sets to be in its bytes: ``top`` (the row's largest
@@ -206,7 +213,8 @@ def _bytes_planes(lanes, signs, code, T, msb, top, planes, sign_plane, i):
     group and no branch, so it vectorizes. Bitwise: plane ``b``'s byte gathers bit ``b``
     of the group's eight bytes with one multiplication. Unary: step ``t`` fires where
     ``|d| > t``; adding ``127 - t`` to every byte sets its bit 7 exactly then (no byte
-    carries into the next while ``|d| <= 128``), and those bits are gathered.
+    carries into the next while ``|d| <= 128``), and those bits are gathered. Unless
+    ``zeroed``, the row's planes the row does not reach are written 0 as well.
     """
     groups = planes.shape[2]
     words = lanes.view(np.int64)
@@ -221,6 +229,9 @@ def _bytes_planes(lanes, signs, code, T, msb, top, planes, sign_plane, i):
             add = (127 - t) * _BYTE_LSB
             for g in range(groups):
                 out[g] = _gather_bits(((words[g] + add) >> 7) & _BYTE_LSB)
+        if not zeroed:
+            for t in range(min(top, T), T):
+                planes[t, i, :] = 0
         return np.int64(0)
     if code == TWOS:
         steps = T
@@ -237,6 +248,9 @@ def _bytes_planes(lanes, signs, code, T, msb, top, planes, sign_plane, i):
         out = planes[T - 1 - b if msb else b, i]
         for g in range(groups):
             out[g] = _gather_bits((words[g] >> b) & _BYTE_LSB)
+    if not zeroed:
+        for b in range(steps, T):
+            planes[T - 1 - b if msb else b, i, :] = 0
     return total
 
 
@@ -249,7 +263,7 @@ def _byte_sum(w):
 
 @inline_helper
 def _float_row(row, v, qlow, qhigh, lo, hi, zero_point, code, T, msb, lanes, signs,
-               values, bounds, planes, sign_plane, i):  # fmt: skip
+               values, bounds, zeroed, planes, sign_plane, i):  # fmt: skip
     """Row ``i`` of ``round(row / v)`` clipped to ``[lo, hi]`` into the planes.
 
     ``qlow``/``qhigh`` are the row's extreme counts before clipping (``rint`` of its
@@ -260,7 +274,8 @@ def _float_row(row, v, qlow, qhigh, lo, hi, zero_point, code, T, msb, lanes, sig
     the zero point is an int32 and a clipping bound in play is exact in the row's dtype.
     Otherwise (magnitudes of 256 and more, T above 8 for the two's complement, int32
     overflow) the counts go through ``values`` and :func:`_emit_row`. ``bounds`` is
-    scratch of two entries of the row's dtype. Returns
+    scratch of two entries of the row's dtype. ``zeroed``: whether ``planes`` arrive
+    zeroed; otherwise every byte of the row's T planes is written. Returns
     ``(spikes, clipped, negative, low, high)`` with the extremes after clipping.
     """
     low = np.int64(min(max(qlow, lo), hi))
@@ -281,7 +296,7 @@ def _float_row(row, v, qlow, qhigh, lo, hi, zero_point, code, T, msb, lanes, sig
     if fits:
         clipped = _quantize_row(row, v, lo_row, hi_row, clip, zero_point, code, T, lanes,
                                 signs)  # fmt: skip
-        spikes = _bytes_planes(lanes, signs, code, T, msb, top, planes, sign_plane, i)
+        spikes = _bytes_planes(lanes, signs, code, T, msb, top, zeroed, planes, sign_plane, i)
         sign_words = signs.view(np.int64)
         negative = np.int64(0)
         for g in range(groups):
@@ -304,6 +319,8 @@ def _float_row(row, v, qlow, qhigh, lo, hi, zero_point, code, T, msb, lanes, sig
         clipped += q != c
         values[j] = np.int32(c)
         negative += np.int64(values[j]) - zero_point < 0
+    if not zeroed:  # _emit_row writes only the non-zero bytes
+        planes[:, i, :] = 0
     spikes = _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i)
     return spikes, clipped, negative, low, high
 
@@ -327,11 +344,12 @@ def counts_planes(counts, code, T, zero_point, msb, planes, sign_plane):  # prag
 def row_thresholds(x, k, vth_min, vth_max, vth):  # pragma: no cover - jit
     """Pass 1 of the two-pass encoding: Vth per row and the row's smallest and largest count.
 
-    ``sum|x|`` in SPEC §2's one order (``_kernels._abs_sum``, as ``adaptive_counts``, so
-    Vth is the same to the last bit). Division and rounding are monotonic, so the extreme
-    counts are ``rint(min x / Vth)`` and ``rint(max x / Vth)``; the extremes are taken
-    in SUM_LANES independent lanes too (the loop vectorizes). Returns per row
-    ``[non_finite, min count, max count]``.
+    ``sum|x|`` in SPEC §2's one order (``_kernels._abs_sum_extremes``, the order of
+    ``adaptive_counts``, so Vth is the same to the last bit). Division and rounding are
+    monotonic, so the extreme counts are ``rint(min x / Vth)`` and ``rint(max x / Vth)``;
+    the extremes are taken in the sum's loop, in the same SUM_LANES independent lanes
+    (one read of the row; the loop vectorizes). Returns per row ``[non_finite, min
+    count, max count]``.
     """
     rows, cols = x.shape
     out = np.zeros((rows, 3), dtype=np.float64)
@@ -354,12 +372,12 @@ def row_thresholds(x, k, vth_min, vth_max, vth):  # pragma: no cover - jit
 @kernel(
     *(
         f"int64[:, ::1]({dtype}[:, ::1], float64, float64, float64, float64, float64, int64,"
-        f" int64, int64, boolean, uint8[:, :, ::1], uint8[:, ::1], {dtype}[::1])"
+        f" int64, int64, boolean, boolean, uint8[:, :, ::1], uint8[:, ::1], {dtype}[::1])"
         for dtype in ("float32", "float64")
     )
 )
 def float_planes_one_pass(
-    x, k, vth_min, vth_max, lo, hi, code, T, zero_point, msb, planes, sign_plane, vth
+    x, k, vth_min, vth_max, lo, hi, code, T, zero_point, msb, zeroed, planes, sign_plane, vth
 ):  # pragma: no cover - jit
     """Both passes row by row: Vth, then ``round(x / Vth)`` straight into planes of T steps.
 
@@ -367,8 +385,10 @@ def float_planes_one_pass(
     point need not wait for the other rows: ``T`` here is a capacity (the caller keeps the
     planes the final T needs, see ``encoders.fused``), counts are clipped into
     ``[lo, hi]``. Vth and the counts are those of ``_kernels.adaptive_counts`` (same sum
-    order, dtype, division and rounding). Returns per row ``[non_finite, min count, max
-    count, spikes in the T planes, values below 0, clipped values]`` (counts after
+    order, dtype, division and rounding). ``planes`` arrive zeroed when ``zeroed``;
+    otherwise every byte of a finite row's planes and sign bytes is written (the
+    sign plane is always written in full). Returns per row ``[non_finite, min count,
+    max count, spikes in the T planes, values below 0, clipped values]`` (counts after
     clipping; a non-finite row writes nothing).
     """
     rows, cols = x.shape
@@ -393,7 +413,7 @@ def float_planes_one_pass(
             spikes, clipped, negative, low, high = _float_row(
                 x[i], v_row, np.float64(np.rint(low_x / v_row)),
                 np.float64(np.rint(high_x / v_row)), lo, hi, zero_point, code, T, msb,
-                lanes, signs, values, bounds, planes, sign_plane, i,
+                lanes, signs, values, bounds, zeroed, planes, sign_plane, i,
             )  # fmt: skip
             out[i, 1] = low
             out[i, 2] = high
@@ -406,20 +426,21 @@ def float_planes_one_pass(
 @kernel(
     *(
         f"int64[:, ::1]({dtype}[:, ::1], {dtype}[::1], float64[:, ::1], float64, float64, int64,"
-        " int64, int64, boolean, uint8[:, :, ::1], uint8[:, ::1], int32[:, ::1])"
+        " int64, int64, boolean, boolean, uint8[:, :, ::1], uint8[:, ::1], int32[:, ::1])"
         for dtype in ("float32", "float64")
     )
 )
 def float_planes(
-    x, vth, extremes, lo, hi, code, T, zero_point, msb, planes, sign_plane, counts
+    x, vth, extremes, lo, hi, code, T, zero_point, msb, zeroed, planes, sign_plane, counts
 ):  # pragma: no cover - jit
     """Pass 2: ``round(x / Vth)`` clipped to ``[lo, hi]`` straight into planes.
 
     ``extremes`` is :func:`row_thresholds`' result (each row's extreme counts, which
     tell before the row is divided how many bits it needs). The counts are those of
     ``_kernels.adaptive_counts`` (same dtype, division and rounding); they are stored
-    (before saturation) only when ``counts`` has rows.
-    Returns per row ``[spikes, clipped values]``.
+    (before saturation) only when ``counts`` has rows. Unless ``zeroed``, every byte
+    of ``planes`` is written (of ``sign_plane`` always). Returns per row ``[spikes,
+    clipped values]``.
     """
     rows, cols = x.shape
     width = planes.shape[2] * 8
@@ -437,7 +458,7 @@ def float_planes(
                     counts[i, j] = np.int32(np.rint(x[i, j] / v_row))
             spikes, clipped, _, _, _ = _float_row(
                 x[i], v_row, extremes[i, 1], extremes[i, 2], lo, hi, zero_point, code, T,
-                msb, lanes, signs, values, bounds, planes, sign_plane, i,
+                msb, lanes, signs, values, bounds, zeroed, planes, sign_plane, i,
             )  # fmt: skip
             out[i, 0] = spikes
             out[i, 1] = clipped

@@ -293,7 +293,20 @@ def test_fused_rows_on_both_sides_of_the_byte_limits(scheme, dtype, negative):
         if spec.bitwise:  # beyond int32: never the byte packing
             options += [{"zero_point": -(2**31) - 3}]
     for kwargs in options:
-        assert_fused_equals_two_steps(x, scheme, **kwargs)
+        want = assert_fused_equals_two_steps(x, scheme, **kwargs)
+        got, _ = spikecode.encode_activations(x, 3.0, scheme, layout="planes", **kwargs)
+        check_planes_against_oracle(got, want.decode())
+
+
+@FEWER
+@given(float_arrays(), st.sampled_from(ALL), st.sampled_from([40.0, 90.0, 200.0]))
+def test_fused_large_counts_equal_the_oracle(x, scheme, k):
+    # Large k: counts of up to hundreds, rows on either side of the byte limits.
+    want = assert_fused_equals_two_steps(x, scheme, k=k)
+    counts, _ = spikecode.adaptive_counts(x, k=k)
+    got, _ = spikecode.encode_activations(x, k, scheme, layout="planes")
+    check_planes_against_oracle(got, counts)
+    assert got.equals(want)
 
 
 def test_fused_clipping_bound_inexact_in_float32():

@@ -255,6 +255,83 @@ def test_fused_fixed_T_saturation_and_zero_point(rng, scheme):
         assert_fused_equals_two_steps(x, scheme, zero_point=-20)
 
 
+def rows_reaching(targets, dtype, negative, seed=0):
+    """Rows of 96 small values and one outlier whose count is about each target."""
+    rng = np.random.default_rng(seed)
+    n, k = 96, 3.0
+    x = rng.standard_normal((len(targets), n)) * 0.05
+    x[:, 0] = 0.0
+    # count = rint(A / (sum|x| / n / k)) with sum|x| = A + S: A = t S / (n k - t)
+    size = np.asarray(targets) * np.abs(x).sum(axis=1) / (n * k - np.asarray(targets))
+    flip = negative & (np.arange(len(targets)) % 2 == 1)
+    x[:, 0] = np.where(flip, -size, size)
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("scheme", ALL)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("negative", [False, True])
+def test_fused_rows_on_both_sides_of_the_byte_limits(scheme, dtype, negative):
+    # The float kernels pack a row from one byte per element when its magnitudes allow
+    # (binary/ternary up to 128, bitwise up to 255, two's complement for T <= 8, with
+    # clipping bounds exact in the dtype and an int32 zero point) and take the int32
+    # counts otherwise: rows on both sides of every limit, each way, against two steps.
+    x = rows_reaching(list(range(118, 138)) + list(range(230, 266)) + [0, 1, 5], dtype, negative)
+    counts, _ = spikecode.adaptive_counts(x, k=3.0)
+    tops = set(np.abs(counts).max(axis=1).tolist())
+    assert {127, 128, 129, 255, 256} <= tops
+    spec = get_scheme(scheme)
+    options = [{}]
+    if spec.bitwise:
+        options += [{"T": 8, "saturate": True}, {"T": 9, "saturate": True}]
+    else:
+        options += [{"T": 128, "saturate": True}, {"T": 130, "saturate": True}]
+    if spec.unsigned_counts:  # an explicit zero point: the one-pass encoding
+        options += [{"zero_point": int(counts.min())}]
+        T = 8 if spec.bitwise else 128
+        options += [{"zero_point": int(counts.min()) - 1, "T": T, "saturate": True}]
+        if spec.bitwise:  # beyond int32: never the byte packing
+            options += [{"zero_point": -(2**31) - 3}]
+    for kwargs in options:
+        want = assert_fused_equals_two_steps(x, scheme, **kwargs)
+        got, _ = spikecode.encode_activations(x, 3.0, scheme, layout="planes", **kwargs)
+        check_planes_against_oracle(got, want.decode())
+
+
+@FEWER
+@given(float_arrays(), st.sampled_from(ALL), st.sampled_from([40.0, 90.0, 200.0]))
+def test_fused_large_counts_equal_the_oracle(x, scheme, k):
+    # Large k: counts of up to hundreds, rows on either side of the byte limits.
+    want = assert_fused_equals_two_steps(x, scheme, k=k)
+    counts, _ = spikecode.adaptive_counts(x, k=k)
+    got, _ = spikecode.encode_activations(x, k, scheme, layout="planes")
+    check_planes_against_oracle(got, counts)
+    assert got.equals(want)
+
+
+def test_fused_clipping_bound_inexact_in_float32():
+    # Counts around 2^24 (float32 steps of 2 there) saturated into [2^24 - 6, 2^24 + 1]:
+    # the upper bound is no float32, so those rows are clipped through the int32 counts
+    # (rounding the bound to float32 would make the clipped values 2^24, not 2^24 + 1).
+    x = (1 + np.linspace(-2e-6, 2e-6, 48)).astype(np.float32)[None, :].repeat(3, axis=0)
+    k, zp = float(2**24), 2**24 - 6
+    counts, vth = spikecode.adaptive_counts(x, k, vth_min=1e-12)
+    assert (counts > 2**24 + 1).any()
+    want = spikecode.encode(counts, "bitwise", T=3, saturate=True, zero_point=zp)
+    for layout in ("planes", "events"):
+        got, v = spikecode.encode_activations(
+            x, k, "bitwise", T=3, saturate=True, zero_point=zp, layout=layout, vth_min=1e-12
+        )
+        assert got.equals(want) and got.clipped == want.clipped > 0
+        np.testing.assert_array_equal(v, vth)
+        got, _, c = spikecode.encode_activations(  # the two passes
+            x, k, "bitwise", T=3, saturate=True, zero_point=zp, layout=layout,
+            vth_min=1e-12, return_counts=True,
+        )  # fmt: skip
+        assert got.equals(want) and got.clipped == want.clipped
+        np.testing.assert_array_equal(c, counts)
+
+
 def test_fused_returns_no_counts_unless_asked(rng):
     x = rng.standard_normal((4, 24)).astype(np.float32)
     out = spikecode.encode_activations(x)

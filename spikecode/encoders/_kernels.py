@@ -66,6 +66,43 @@ def _abs_sum(row, acc):
 
 
 @inline_helper
+def _abs_sum_extremes(row, acc, lows, highs):
+    """:func:`_abs_sum` of ``row`` (the same order, the same bits) and its extreme values.
+
+    ``lows``/``highs`` are SUM_LANES scratch of the row's dtype; the minimum and maximum
+    are taken in the same independent lanes as the sum, in the same loop, so the row is
+    read once and the loop still vectorizes. Returns ``(sum|row|, min, max)``.
+    """
+    n = row.shape[0]
+    full = n // SUM_LANES
+    for lane in range(SUM_LANES):
+        acc[lane] = 0.0
+        lows[lane] = row[0]
+        highs[lane] = row[0]
+    for b in range(full):
+        base = b * SUM_LANES
+        for lane in range(SUM_LANES):
+            a = row[base + lane]
+            acc[lane] += abs(np.float64(a))
+            lows[lane] = a if a < lows[lane] else lows[lane]
+            highs[lane] = a if a > highs[lane] else highs[lane]
+    base = full * SUM_LANES
+    for lane in range(n - base):
+        a = row[base + lane]
+        acc[lane] += abs(np.float64(a))
+        lows[lane] = a if a < lows[lane] else lows[lane]
+        highs[lane] = a if a > highs[lane] else highs[lane]
+    h = SUM_LANES // 2
+    while h >= n and h > 1:  # acc[l + h] is +0.0 for every l: nothing to add
+        h //= 2
+    while h >= 1:
+        for lane in range(h):
+            acc[lane] += acc[lane + h]
+        h //= 2
+    return acc[0], lows.min(), highs.max()
+
+
+@inline_helper
 def _magnitude(v, code, T):
     """What the code spells out: |v|, or v's T-bit two's-complement pattern."""
     if code == TWOS:

@@ -17,6 +17,13 @@ visited. Every
 kernel also counts the spikes of each (row, step) from the bytes it writes, so the event
 offsets and the size of either layout are known without another pass.
 
+The float kernels know each row's extreme counts before dividing it (taken with the
+row's ``sum|x|``), hence whether one byte per element holds every bit the row sets. Such
+rows (nearly all: |v| <= 128 unary, <= 255 bitwise) are divided, rounded and reduced to
+magnitude and sign bytes in one branch-free int32 loop, and each plane byte is gathered
+from a group's word in loops over the groups without branches (they vectorize); other
+rows go through int32 counts and the chunked path above.
+
 Each kernel has a plain NumPy twin in :mod:`spikecode.encoders._reference` (dense train,
 ``np.packbits``) that the tests compare it with.
 """
@@ -27,7 +34,7 @@ import numpy as np
 
 from spikecode._constants import SUM_LANES
 from spikecode._numba import inline_helper, kernel, prange
-from spikecode.encoders._kernels import _SET_BIT_COUNT, _SET_BIT_LANES, _abs_sum
+from spikecode.encoders._kernels import _SET_BIT_COUNT, _SET_BIT_LANES, _abs_sum_extremes
 from spikecode.encoders.schemes import TERNARY, TWOS
 
 
@@ -154,6 +161,170 @@ def _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i):
     return total
 
 
+#: Bit 0 of every byte of a 64-bit word.
+_BYTE_LSB = 0x0101010101010101
+#: Rows per parallel task of the float kernels: the scratch buffers are allocated once
+#: per tile, not once per row (an allocation inside a prange loop costs about a row's
+#: worth of packing at this width).
+_ROW_TILE = 16
+
+
+@inline_helper
+def _quantize_row(row, v, lo, hi, clip, zero_point, code, T, lanes, signs):
+    """``round(row / v)`` as one byte per element, in 32-bit lanes and without branches.
+
+    With ``c`` the count (clipped into ``[lo, hi]``, bounds of the row's dtype, when
+    ``clip``) and ``d = c - zero_point``: ``lanes[j]`` is the low byte of what the code
+    spells out (``|d|``, or its T-bit two's-complement pattern) and ``signs[j]`` is 1
+    where ``d < 0``. The caller guarantees from the row's extreme counts that ``|d|``
+    is small and ``zero_point`` an int32, so the int32 arithmetic is exact. The division
+    and rounding are those of ``_kernels.adaptive_counts`` (the row's dtype). One loop
+    without branches, so that LLVM vectorizes the division and rounding with the
+    packing. Returns the number of clipped values (0 unless ``clip``).
+    """
+    n = row.shape[0]
+    zp = np.int32(zero_point)
+    twos = code == TWOS
+    mask = np.int32((np.int64(1) << T) - 1) if twos else np.int32(-1)
+    if not clip:
+        for j in range(n):
+            d = np.int32(np.rint(row[j] / v)) - zp
+            lanes[j] = (d & mask) if twos else abs(d)
+            signs[j] = d < 0
+        return 0
+    clipped = 0
+    for j in range(n):
+        q = np.rint(row[j] / v)
+        c = min(max(q, lo), hi)
+        clipped += q != c
+        d = np.int32(c) - zp
+        lanes[j] = (d & mask) if twos else abs(d)
+        signs[j] = d < 0
+    return clipped
+
+
+@inline_helper
+def _bytes_planes(lanes, signs, code, T, msb, top, zeroed, planes, sign_plane, i):
+    """Planes and sign bytes of row ``i`` from :func:`_quantize_row`'s bytes; spikes.
+
+    Needs every bit the row sets to be in its bytes: ``top`` (the row's largest
+    magnitude) below 256 for the bitwise codes, at most 128 for binary/ternary (checked
+    by the caller). Every loop runs over the groups of eight features with one word per
+    group and no branch, so it vectorizes. Bitwise: plane ``b``'s byte gathers bit ``b``
+    of the group's eight bytes with one multiplication. Unary: step ``t`` fires where
+    ``|d| > t``; adding ``127 - t`` to every byte sets its bit 7 exactly then (no byte
+    carries into the next while ``|d| <= 128``), and those bits are gathered. Unless
+    ``zeroed``, the row's planes the row does not reach are written 0 as well.
+    """
+    groups = planes.shape[2]
+    words = lanes.view(np.int64)
+    if sign_plane.shape[0] > 0:
+        sign_words = signs.view(np.int64)
+        out = sign_plane[i]
+        for g in range(groups):
+            out[g] = _gather_bits(sign_words[g])
+    if code <= TERNARY:
+        for t in range(min(top, T)):
+            out = planes[t, i]
+            add = (127 - t) * _BYTE_LSB
+            for g in range(groups):
+                out[g] = _gather_bits(((words[g] + add) >> 7) & _BYTE_LSB)
+        if not zeroed:
+            for t in range(min(top, T), T):
+                planes[t, i, :] = 0
+        return np.int64(0)
+    if code == TWOS:
+        steps = T
+    else:
+        steps = 0
+        while top >> steps:
+            steps += 1
+        steps = min(steps, T)
+    keep = np.int64(-1) if steps >= 8 else ((np.int64(1) << steps) - 1) * _BYTE_LSB
+    total = np.int64(0)
+    for g in range(groups):
+        total += _popcount(words[g] & keep)
+    for b in range(steps):
+        out = planes[T - 1 - b if msb else b, i]
+        for g in range(groups):
+            out[g] = _gather_bits((words[g] >> b) & _BYTE_LSB)
+    if not zeroed:
+        for b in range(steps, T):
+            planes[T - 1 - b if msb else b, i, :] = 0
+    return total
+
+
+@inline_helper
+def _byte_sum(w):
+    """Sum of the eight bytes of an int64 (two SWAR folds; at most 2040)."""
+    s = (w & 0x00FF00FF00FF00FF) + ((w >> 8) & 0x00FF00FF00FF00FF)
+    return ((s * 0x0001000100010001) >> 48) & 0xFFFF
+
+
+@inline_helper
+def _float_row(row, v, qlow, qhigh, lo, hi, zero_point, code, T, msb, lanes, signs,
+               values, bounds, zeroed, planes, sign_plane, i):  # fmt: skip
+    """Row ``i`` of ``round(row / v)`` clipped to ``[lo, hi]`` into the planes.
+
+    ``qlow``/``qhigh`` are the row's extreme counts before clipping (``rint`` of its
+    extreme values over ``v``: division and rounding are monotonic). From them the
+    clipped extremes and the largest magnitude ``top`` are known before the row is
+    divided, and so is whether the fast way fits: :func:`_quantize_row` then
+    :func:`_bytes_planes`, when every bit the row sets lies in one byte per element,
+    the zero point is an int32 and a clipping bound in play is exact in the row's dtype.
+    Otherwise (magnitudes of 256 and more, T above 8 for the two's complement, int32
+    overflow) the counts go through ``values`` and :func:`_emit_row`. ``bounds`` is
+    scratch of two entries of the row's dtype. ``zeroed``: whether ``planes`` arrive
+    zeroed; otherwise every byte of the row's T planes is written. Returns
+    ``(spikes, clipped, negative, low, high)`` with the extremes after clipping.
+    """
+    low = np.int64(min(max(qlow, lo), hi))
+    high = np.int64(min(max(qhigh, lo), hi))
+    top = max(abs(high - zero_point), abs(low - zero_point))
+    clip = qlow < lo or qhigh > hi
+    bounds[0] = low  # the clipped extremes in the row's dtype (rounded when inexact)
+    bounds[1] = high
+    lo_row = bounds[0]
+    hi_row = bounds[1]
+    fits = (
+        np.int64(-(2**31)) <= zero_point < np.int64(2**31)
+        and 0 <= top <= (128 if code <= TERNARY else 255)
+        and (not clip or (lo_row == low and hi_row == high))
+        and (code != TWOS or T <= 8)
+    )
+    groups = planes.shape[2]
+    if fits:
+        clipped = _quantize_row(row, v, lo_row, hi_row, clip, zero_point, code, T, lanes,
+                                signs)  # fmt: skip
+        spikes = _bytes_planes(lanes, signs, code, T, msb, top, zeroed, planes, sign_plane, i)
+        sign_words = signs.view(np.int64)
+        negative = np.int64(0)
+        for g in range(groups):
+            negative += _popcount(sign_words[g])
+        if code <= TERNARY:
+            spikes = np.int64(0)
+            if top <= T:  # min(|d|, T) = |d|
+                words = lanes.view(np.int64)
+                for g in range(groups):
+                    spikes += _byte_sum(words[g])
+            else:
+                for j in range(row.shape[0]):
+                    spikes += min(np.int64(lanes[j]), T)
+        return spikes, clipped, negative, low, high
+    clipped = 0
+    negative = 0
+    for j in range(row.shape[0]):
+        q = np.rint(row[j] / v)
+        c = min(max(q, lo), hi)
+        clipped += q != c
+        values[j] = np.int32(c)
+        negative += np.int64(values[j]) - zero_point < 0
+    if not zeroed:  # _emit_row writes only the non-zero bytes
+        planes[:, i, :] = 0
+    spikes = _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i)
+    return spikes, clipped, negative, low, high
+
+
 @kernel("int64[::1](int32[:, ::1], int64, int64, int64, boolean, uint8[:, :, ::1], uint8[:, ::1])")
 def counts_planes(counts, code, T, zero_point, msb, planes, sign_plane):  # pragma: no cover
     """Counts -> zeroed ``planes`` (and ``sign_plane`` when it has rows); spikes per row."""
@@ -173,39 +344,24 @@ def counts_planes(counts, code, T, zero_point, msb, planes, sign_plane):  # prag
 def row_thresholds(x, k, vth_min, vth_max, vth):  # pragma: no cover - jit
     """Pass 1 of the two-pass encoding: Vth per row and the row's smallest and largest count.
 
-    ``sum|x|`` in SPEC §2's one order (``_kernels._abs_sum``, as ``adaptive_counts``, so
-    Vth is the same to the last bit). Division and rounding are monotonic, so the extreme
-    counts are ``rint(min x / Vth)`` and ``rint(max x / Vth)``; the extremes are taken
-    in SUM_LANES independent lanes too (the loop vectorizes). Returns per row
-    ``[non_finite, min count, max count]``.
+    ``sum|x|`` in SPEC §2's one order (``_kernels._abs_sum_extremes``, the order of
+    ``adaptive_counts``, so Vth is the same to the last bit). Division and rounding are
+    monotonic, so the extreme counts are ``rint(min x / Vth)`` and ``rint(max x / Vth)``;
+    the extremes are taken in the sum's loop, in the same SUM_LANES independent lanes
+    (one read of the row; the loop vectorizes). Returns per row ``[non_finite, min
+    count, max count]``.
     """
     rows, cols = x.shape
     out = np.zeros((rows, 3), dtype=np.float64)
-    full = cols // SUM_LANES
     for i in prange(rows):
         acc = np.empty(SUM_LANES, dtype=np.float64)
-        total = _abs_sum(x[i], acc)
+        lows = np.empty(SUM_LANES, dtype=x.dtype)
+        highs = np.empty(SUM_LANES, dtype=x.dtype)
+        total, low, high = _abs_sum_extremes(x[i], acc, lows, highs)
         if not np.isfinite(total):
             out[i, 0] = 1.0
             vth[i] = np.nan
             continue
-        row = x[i]
-        lows = np.empty(SUM_LANES, dtype=x.dtype)
-        highs = np.empty(SUM_LANES, dtype=x.dtype)
-        for lane in range(SUM_LANES):
-            lows[lane] = row[0]
-            highs[lane] = row[0]
-        for b in range(full):
-            base = b * SUM_LANES
-            for lane in range(SUM_LANES):
-                a = row[base + lane]
-                lows[lane] = a if a < lows[lane] else lows[lane]
-                highs[lane] = a if a > highs[lane] else highs[lane]
-        low = lows.min()
-        high = highs.max()
-        for j in range(full * SUM_LANES, cols):
-            low = min(low, row[j])
-            high = max(high, row[j])
         vth[i] = min(max(total / cols / k, vth_min), vth_max)
         v = vth[i]
         out[i, 1] = np.rint(low / v)
@@ -216,12 +372,12 @@ def row_thresholds(x, k, vth_min, vth_max, vth):  # pragma: no cover - jit
 @kernel(
     *(
         f"int64[:, ::1]({dtype}[:, ::1], float64, float64, float64, float64, float64, int64,"
-        f" int64, int64, boolean, uint8[:, :, ::1], uint8[:, ::1], {dtype}[::1])"
+        f" int64, int64, boolean, boolean, uint8[:, :, ::1], uint8[:, ::1], {dtype}[::1])"
         for dtype in ("float32", "float64")
     )
 )
 def float_planes_one_pass(
-    x, k, vth_min, vth_max, lo, hi, code, T, zero_point, msb, planes, sign_plane, vth
+    x, k, vth_min, vth_max, lo, hi, code, T, zero_point, msb, zeroed, planes, sign_plane, vth
 ):  # pragma: no cover - jit
     """Both passes row by row: Vth, then ``round(x / Vth)`` straight into planes of T steps.
 
@@ -229,87 +385,83 @@ def float_planes_one_pass(
     point need not wait for the other rows: ``T`` here is a capacity (the caller keeps the
     planes the final T needs, see ``encoders.fused``), counts are clipped into
     ``[lo, hi]``. Vth and the counts are those of ``_kernels.adaptive_counts`` (same sum
-    order, dtype, division and rounding). Returns per row ``[non_finite, min count, max
-    count, spikes in the T planes, values below 0, clipped values]`` (counts after
+    order, dtype, division and rounding). ``planes`` arrive zeroed when ``zeroed``;
+    otherwise every byte of a finite row's planes and sign bytes is written (the
+    sign plane is always written in full). Returns per row ``[non_finite, min count,
+    max count, spikes in the T planes, values below 0, clipped values]`` (counts after
     clipping; a non-finite row writes nothing).
     """
     rows, cols = x.shape
     width = planes.shape[2] * 8
     out = np.zeros((rows, 6), dtype=np.int64)
-    for i in prange(rows):
+    for tile in prange((rows + _ROW_TILE - 1) // _ROW_TILE):
         acc = np.empty(SUM_LANES, dtype=np.float64)
-        total = _abs_sum(x[i], acc)
-        if not np.isfinite(total):
-            out[i, 0] = 1
-            vth[i] = np.nan
-            continue
-        vth[i] = min(max(total / cols / k, vth_min), vth_max)
-        v_row = vth[i]  # read back: the division runs in the compute dtype
+        lows = np.empty(SUM_LANES, dtype=x.dtype)
+        highs = np.empty(SUM_LANES, dtype=x.dtype)
+        bounds = np.empty(2, dtype=x.dtype)
         values = np.empty(cols, dtype=np.int32)
-        lanes = np.zeros(width, dtype=np.uint8)
-        row = x[i]
-        clipped = 0
-        for j in range(cols):
-            q = np.rint(row[j] / v_row)
-            c = min(max(q, lo), hi)
-            clipped += q != c
-            values[j] = np.int32(c)
-        low = values[0]
-        high = values[0]
-        negative = 0
-        for j in range(cols):
-            low = min(low, values[j])
-            high = max(high, values[j])
-            negative += np.int64(values[j]) - zero_point < 0
-        out[i, 1] = low
-        out[i, 2] = high
-        out[i, 3] = _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i)
-        out[i, 4] = negative
-        out[i, 5] = clipped
+        lanes = np.zeros(width, dtype=np.uint8)  # the padding bytes stay 0
+        signs = np.zeros(width, dtype=np.uint8)
+        for i in range(tile * _ROW_TILE, min(rows, (tile + 1) * _ROW_TILE)):
+            total, low_x, high_x = _abs_sum_extremes(x[i], acc, lows, highs)
+            if not np.isfinite(total):
+                out[i, 0] = 1
+                vth[i] = np.nan
+                continue
+            vth[i] = min(max(total / cols / k, vth_min), vth_max)
+            v_row = vth[i]  # read back: the division runs in the compute dtype
+            spikes, clipped, negative, low, high = _float_row(
+                x[i], v_row, np.float64(np.rint(low_x / v_row)),
+                np.float64(np.rint(high_x / v_row)), lo, hi, zero_point, code, T, msb,
+                lanes, signs, values, bounds, zeroed, planes, sign_plane, i,
+            )  # fmt: skip
+            out[i, 1] = low
+            out[i, 2] = high
+            out[i, 3] = spikes
+            out[i, 4] = negative
+            out[i, 5] = clipped
     return out
 
 
 @kernel(
     *(
-        f"int64[:, ::1]({dtype}[:, ::1], {dtype}[::1], float64, float64, int64, int64, int64,"
-        " boolean, uint8[:, :, ::1], uint8[:, ::1], int32[:, ::1])"
+        f"int64[:, ::1]({dtype}[:, ::1], {dtype}[::1], float64[:, ::1], float64, float64, int64,"
+        " int64, int64, boolean, boolean, uint8[:, :, ::1], uint8[:, ::1], int32[:, ::1])"
         for dtype in ("float32", "float64")
     )
 )
 def float_planes(
-    x, vth, lo, hi, code, T, zero_point, msb, planes, sign_plane, counts
+    x, vth, extremes, lo, hi, code, T, zero_point, msb, zeroed, planes, sign_plane, counts
 ):  # pragma: no cover - jit
     """Pass 2: ``round(x / Vth)`` clipped to ``[lo, hi]`` straight into planes.
 
-    The counts are those of ``_kernels.adaptive_counts`` (same dtype, division and
-    rounding); they are stored (before saturation) only when ``counts`` has rows.
-    Returns per row ``[spikes, clipped values]``.
+    ``extremes`` is :func:`row_thresholds`' result (each row's extreme counts, which
+    tell before the row is divided how many bits it needs). The counts are those of
+    ``_kernels.adaptive_counts`` (same dtype, division and rounding); they are stored
+    (before saturation) only when ``counts`` has rows. Unless ``zeroed``, every byte
+    of ``planes`` is written (of ``sign_plane`` always). Returns per row ``[spikes,
+    clipped values]``.
     """
     rows, cols = x.shape
     width = planes.shape[2] * 8
     keep = counts.shape[0] > 0
     out = np.zeros((rows, 2), dtype=np.int64)
-    for i in prange(rows):
+    for tile in prange((rows + _ROW_TILE - 1) // _ROW_TILE):
+        bounds = np.empty(2, dtype=x.dtype)
         values = np.empty(cols, dtype=np.int32)
-        lanes = np.zeros(width, dtype=np.uint8)
-        v_row = vth[i]
-        clipped = 0
-        if keep:  # the counts as adaptive_counts returns them, before saturation
-            for j in range(cols):
-                counts[i, j] = np.int32(np.rint(x[i, j] / v_row))
-        # A loop without the optional store above: Numba's cached machine code of a loop
-        # holding that branch ran 5-8x slower than its fresh compile (measured).
-        for j in range(cols):
-            q = np.rint(x[i, j] / v_row)
-            if q > hi:
-                q = hi
-                clipped += 1
-            elif q < lo:
-                q = lo
-                clipped += 1
-            values[j] = np.int32(q)
-        out[i, 0] = _emit_row(values, zero_point, lanes, code, T, msb, planes, sign_plane, i)
-        out[i, 1] = clipped
+        lanes = np.zeros(width, dtype=np.uint8)  # the padding bytes stay 0
+        signs = np.zeros(width, dtype=np.uint8)
+        for i in range(tile * _ROW_TILE, min(rows, (tile + 1) * _ROW_TILE)):
+            v_row = vth[i]
+            if keep:  # the counts as adaptive_counts returns them, before saturation
+                for j in range(cols):
+                    counts[i, j] = np.int32(np.rint(x[i, j] / v_row))
+            spikes, clipped, _, _, _ = _float_row(
+                x[i], v_row, extremes[i, 1], extremes[i, 2], lo, hi, zero_point, code, T,
+                msb, lanes, signs, values, bounds, zeroed, planes, sign_plane, i,
+            )  # fmt: skip
+            out[i, 0] = spikes
+            out[i, 1] = clipped
     return out
 
 

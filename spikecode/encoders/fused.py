@@ -152,12 +152,16 @@ def _encode_rows(
     lo, hi = bounds if bounds is not None else (INT32_MIN, INT32_MAX)
     width = _arrays.plane_width(features)
     _arrays.check_planes_size(EncodingPlan(None, shape, spec, T, zp, 0), width, max_spikes)
-    planes = np.zeros((T, n_rows, width), dtype=np.uint8)
-    sign_plane = np.zeros((n_rows if spec.signed else 0, width), dtype=np.uint8)
+    # The kernel writes every byte of the bitwise planes (a zeroed allocation would be
+    # written twice); unary planes of steps no row reaches stay untouched zero pages.
+    zeroed = not spec.bitwise
+    planes = (np.zeros if zeroed else np.empty)((T, n_rows, width), dtype=np.uint8)
+    sign_plane = np.empty((n_rows if spec.signed else 0, width), dtype=np.uint8)
     counts = np.empty((n_rows if return_counts else 0, features), dtype=np.int32)
     totals = _plane_kernels.float_planes(
-        rows, vth, float(lo), float(hi), spec.code, T, zp, msb, planes, sign_plane, counts
-    ).sum(axis=0)
+        rows, vth, extremes, float(lo), float(hi), spec.code, T, zp, msb, zeroed, planes,
+        sign_plane, counts,
+    ).sum(axis=0)  # fmt: skip
     plan = EncodingPlan(None, shape, spec, T, zp, int(totals[1]))
     train = finish_train(plan, bit_order, layout, planes, sign_plane, int(totals[0]))
     return train, vth.reshape(shape[:-1]), counts.reshape(shape) if return_counts else None
@@ -226,12 +230,15 @@ def _one_pass(
         )
     except SpikecodeError:
         return None
-    planes = np.zeros((capacity, n_rows, width), dtype=np.uint8)
-    sign_plane = np.zeros((n_rows if spec.signed else 0, width), dtype=np.uint8)
+    # As in the two passes: bitwise planes are written in full by the kernel (capacity 8,
+    # or the T asked for); binary/ternary's unreached planes stay untouched zero pages.
+    zeroed = not spec.bitwise
+    planes = (np.zeros if zeroed else np.empty)((capacity, n_rows, width), dtype=np.uint8)
+    sign_plane = np.empty((n_rows if spec.signed else 0, width), dtype=np.uint8)
     vth = np.empty(n_rows, dtype=rows.dtype)
     per_row = _plane_kernels.float_planes_one_pass(
         rows, k, vth_min, vth_max, float(lo), float(hi), spec.code, capacity, zp, msb,
-        planes, sign_plane, vth,
+        zeroed, planes, sign_plane, vth,
     )  # fmt: skip
     if per_row[:, 0].any() or (per_row[:, 5].any() and not saturate):
         return None  # NaN/Inf or int32 overflow: the two-pass path names the problem

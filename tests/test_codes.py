@@ -133,6 +133,33 @@ def test_unsigned_codes_refuse_negative_counts_without_zero_point(scheme):
         spikecode.encode(np.array([-1, 2]), scheme, zero_point=0)
 
 
+@pytest.mark.parametrize("scheme", ["binary", "bitwise"])
+@pytest.mark.parametrize("zero_point", [-(2**63), -(2**62) - 1, 2**62 + 1, 2**63 - 1, 2**70])
+@pytest.mark.parametrize("path", ["counts", "activations"])
+def test_a_zero_point_beyond_64_bit_values_is_refused(scheme, zero_point, path):
+    # count - zero_point must fit in int64; a wrapped value used to loop forever in the
+    # kernels' bit loops (activations) or escape as a bare ValueError (counts).
+    x = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
+    with pytest.raises(spikecode.SpikecodeError, match="zero_point .* out of range"):
+        if path == "counts":
+            spikecode.encode(spikecode.adaptive_counts(x, 3)[0], scheme, zero_point=zero_point)
+        else:
+            spikecode.encode_activations(x, 3, scheme=scheme, zero_point=zero_point)
+
+
+@pytest.mark.parametrize("path", ["counts", "activations"])
+def test_a_zero_point_at_the_limit_still_encodes(path):
+    x = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
+    counts = spikecode.adaptive_counts(x, 3)[0]
+    zp = -(2**62)
+    if path == "counts":
+        train = spikecode.encode(counts, "bitwise", zero_point=zp)
+    else:
+        train, _ = spikecode.encode_activations(x, 3, scheme="bitwise", zero_point=zp)
+    assert train.T == 63
+    np.testing.assert_array_equal(spikecode.decode(train), counts)
+
+
 @pytest.mark.parametrize("scheme", SIGNED)
 def test_signed_codes_refuse_a_zero_point(scheme):
     with pytest.raises(spikecode.SpikecodeError, match="zero_point"):

@@ -83,6 +83,11 @@ def test_cli_errors_name_the_zero_point_flag():
     assert "try leaving out --zero-point" in line
 
 
+def test_cli_refuses_a_zero_point_beyond_64_bit_values_in_one_line():
+    line = one_line_error(run("encode", "--scheme", "bitwise", "--zero-point", str(2**63)))
+    assert "zero_point" in line and "out of range" in line
+
+
 # -- 16: --zero-point, and loud saturation --------------------------------------------------
 
 

@@ -25,7 +25,7 @@ from spikecode._validate import INT32_MAX, INT32_MIN, float_rows, is_torch, posi
 from spikecode.encoders import _arrays, _plane_kernels
 from spikecode.encoders.codec import finish_train
 from spikecode.encoders.limits import DEFAULT_MAX_SPIKES
-from spikecode.encoders.plan import EncodingPlan, resolve_range
+from spikecode.encoders.plan import EncodingPlan, explicit_zero_point, resolve_range
 from spikecode.encoders.schemes import TWOS, check_bit_order, get_scheme
 from spikecode.encoders.train import SpikeTrain, check_layout
 from spikecode.errors import SpikecodeError
@@ -203,9 +203,9 @@ def _one_pass(
     """
     zero_point = options["zero_point"]
     if spec.unsigned_counts:
-        if isinstance(zero_point, bool) or not isinstance(zero_point, int | np.integer):
+        if zero_point in ("auto", None):
             return None  # the auto zero point is min(0, lowest count): not known yet
-        zp = int(zero_point)
+        zp = explicit_zero_point(spec, zero_point)
     elif zero_point in ("auto", None, 0):
         zp = 0
     else:

@@ -60,9 +60,35 @@ def _resolve_zero_point(spec: Scheme, zero_point: Any, low: int) -> int:
         return 0
     if zero_point in ("auto", None):
         return min(0, low)
+    return explicit_zero_point(spec, zero_point)
+
+
+#: The largest magnitude of an explicit zero point: counts are int32, so ``count - zp``
+#: then stays below 2**63 and the kernels' int64 values cannot wrap (a wrapped value
+#: would never shift down to zero in their bit loops).
+ZERO_POINT_LIMIT = 2**62
+
+
+def explicit_zero_point(spec: Scheme, zero_point: Any) -> int:
+    """The integer zero point a caller gave an unsigned code, checked (SPEC §3).
+
+    Raises
+    ------
+    SpikecodeError
+        ``zero_point`` is not an integer, or its magnitude exceeds
+        :data:`ZERO_POINT_LIMIT`.
+    """
     if isinstance(zero_point, bool) or not isinstance(zero_point, int | np.integer):
         raise SpikecodeError(f"zero_point must be 'auto' or an integer, not {zero_point!r}")
-    return int(zero_point)
+    zp = int(zero_point)
+    if abs(zp) > ZERO_POINT_LIMIT:
+        raise SpikecodeError(
+            f"zero_point {zp} is out of range: it must lie within ±2**62, so that counts "
+            "minus it fit in 64-bit integers",
+            remedies=(Remedy("zero_point", "auto"),),
+            scheme=spec.name,
+        )
+    return zp
 
 
 def plan_encoding(

@@ -160,11 +160,16 @@ def _count_rows(
         for i in range(ch * per, min(rows, (ch + 1) * per)):
             # mean|x| in float64 in SPEC §2's one order (as adaptive_counts), and the
             # maxima of |x| over the base blocks
-            total = _kernels._abs_sum(x[i], lanes)
+            row = x[i]
+            total = _kernels._abs_sum(row, lanes)
             for blk in range(n_base):
+                # a slice looped from 0 and a comparison (not ``max``) vectorize; a NaN
+                # is skipped here, and its row below (its sum is not finite)
+                part = row[blk * base : min(cols, (blk + 1) * base)]
                 m = zero
-                for j in range(blk * base, min(cols, (blk + 1) * base)):
-                    m = max(m, abs(x[i, j]))
+                for j in range(part.shape[0]):
+                    a = abs(part[j])
+                    m = a if a > m else m
                 maxima[blk] = m
             if not np.isfinite(total):
                 flags[ch, 1] += 1
@@ -219,7 +224,7 @@ def _count_rows(
             v0, v1, v2, v3, v4 = vth[0, i], vth[1, i], vth[2, i], vth[3, i], vth[4, i]
             r0, r1, r2, r3 = ratios[0], ratios[1], ratios[2], ratios[3]
             for j in range(cols):
-                xj = x[i, j]
+                xj = row[j]
                 c = np.rint(xj / v4)
                 d0 = np.rint(xj / v0) - np.rint(c * r0)
                 d1 = np.rint(xj / v1) - np.rint(c * r1)

@@ -56,8 +56,9 @@ DEFAULT_ERROR_ROWS = 64
 DEFAULT_ERROR_STRIDE = 128
 #: Rows held back for the output error are consumed once a layer holds this many ...
 ERROR_FLUSH_ROWS = 256
-#: ... or this many bytes of them. Each flush quantizes the layer's whole weight, which
-#: costs about as much as a hundred rows of the layer's forward pass: at 1 MiB an
+#: ... or this many bytes of them. Each flush quantizes the layer's whole weight (about
+#: 0.5 ns per weight on one core, as much as some twenty rows of the layer's
+#: forward pass; it was 2 ns plus the page faults of a fresh buffer): at 1 MiB an
 #: 18944-wide input (SpikingBrain-7B's down_proj) flushed every 13 rows, and the weight
 #: quantization cost more than the error matmuls themselves (BENCHMARKS.md).
 ERROR_FLUSH_BYTES = 1 << 24
@@ -544,7 +545,7 @@ class LayerAccumulator:
         cap = n if self.error_rows is None else min(self.error_rows, -(-n // self.error_stride))
         r = min(n, cap)
         # Evenly spaced, centred: row floor((i + 1/2) n / r) for i < r (all distinct).
-        index = torch.tensor([(2 * i + 1) * n // (2 * r) for i in range(r)], device=rows.device)
+        index = torch.arange(1, 2 * r, 2, device=rows.device).mul_(n).floor_divide_(2 * r)
         buffer = self._buffer
         if buffer is None or buffer.dtype != rows.dtype or buffer.device != rows.device:
             self._flush_error()

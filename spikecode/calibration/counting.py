@@ -424,8 +424,8 @@ def fake_quantize_weight(weight: torch.Tensor, group_size: int | None) -> torch.
 def _fake_quantize_into(w: torch.Tensor, group: int, out: torch.Tensor) -> None:
     """:func:`fake_quantize_weight` of a contiguous float32 CPU ``w`` written into ``out``.
 
-    ``out`` is a contiguous float32 tensor of ``w``'s shape (calibration reuses one per
-    layer for the tiles of a weight, see ``LayerAccumulator._flush_error``).
+    ``out`` is a contiguous float32 tensor of ``w``'s shape (calibration reuses one
+    buffer for the weights of all layers, see ``LayerAccumulator._quantized_weight``).
     """
     w_np = w.numpy()
     if _fake_quant_rows(w_np, w_np.view(np.uint32), group, out.numpy()):

@@ -81,7 +81,8 @@ NOTES = (
     "- The output error costs (number of k + 1) matmuls of the layer on one row in 128, "
     "i.e. 6/128 = 4.7 % of the layer's forward FLOP at default settings, at the lower "
     "efficiency of few-row matmuls, plus one INT8 fake-quantization of the whole weight per "
-    "flush of the held rows (about as much as a hundred rows of the layer's forward pass). "
+    "flush of the held rows (about 0.5 ns per weight on one core, into one buffer that all "
+    "layers share, i.e. some twenty rows of the layer's forward pass). "
     "With a few thousand tokens that fixed cost per layer is a visible share; it shrinks "
     "as 1 / tokens.",
     "- all-MiniLM-L6-v2 is the hard case for the counting ratio: short sentences (26 "

@@ -273,6 +273,47 @@ def test_fake_quantized_weights_equal_the_spec_functions(shape, group, dtype):
         cal.fake_quantize_weight(torch.ones(2, 10), 4)
 
 
+def test_layers_share_one_buffer_for_their_quantized_weights():
+    # The larger weight first, then a smaller one over the same buffer, then a float64
+    # model's layer: each layer's error equals that of a layer measured alone.
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(256, 40), nn.Linear(40, 100), nn.Linear(100, 8))
+    layers = [("0", 256, 40), ("1", 40, 100), ("2", 100, 8)]
+    acc = cal.StatsAccumulator(model, layers, [2.0, 3.0], error_rows=None)
+    assert len({id(a._scratch) for a in acc.accumulators.values()}) == 1
+    x = torch.randn(30, 256)
+    inputs = {"0": x, "1": model[0](x).detach(), "2": model[1](model[0](x)).detach()}
+    for part in range(3):
+        for name, rows in inputs.items():
+            acc(name, rows[10 * part : 10 * (part + 1)])
+    for name, result in zip(inputs, acc.results(), strict=True):
+        alone = LayerAccumulator(
+            name, *result_shape(layers, name), [2.0, 3.0], layer=model.get_submodule(name),
+            error_rows=None,
+        )  # fmt: skip
+        alone.update(inputs[name])
+        expected = alone.result()
+        for key in ("2", "3"):
+            assert result.by_k[key].output_sq_error == pytest.approx(
+                expected.by_k[key].output_sq_error, rel=1e-6
+            )
+    scratch = next(iter(acc.accumulators.values()))._scratch
+    assert scratch._data is not None and scratch._data.numel() == 256 * 40
+    wide = torch.nn.Linear(64, 16).double()
+    single = LayerAccumulator("d", 64, 16, [3.0], layer=wide, error_rows=None)
+    single._scratch = scratch
+    alone = LayerAccumulator("d", 64, 16, [3.0], layer=wide, error_rows=None)
+    xd = torch.randn(12, 64, dtype=torch.float64)
+    single.update(xd)
+    alone.update(xd)
+    assert single.result().by_k["3"] == alone.result().by_k["3"]
+    assert scratch._data.numel() == 256 * 40  # large enough: not reallocated
+
+
+def result_shape(layers, name):
+    return next((n_in, n_out) for layer, n_in, n_out in layers if layer == name)
+
+
 # ------------------------------------------------------------------------ memory
 
 

@@ -56,8 +56,9 @@ DEFAULT_ERROR_ROWS = 64
 DEFAULT_ERROR_STRIDE = 128
 #: Rows held back for the output error are consumed once a layer holds this many ...
 ERROR_FLUSH_ROWS = 256
-#: ... or this many bytes of them. Each flush quantizes the layer's whole weight, which
-#: costs about as much as a hundred rows of the layer's forward pass: at 1 MiB an
+#: ... or this many bytes of them. Each flush quantizes the layer's whole weight (about
+#: 0.5 ns per weight on one core, as much as some twenty rows of the layer's
+#: forward pass; it was 2 ns plus the page faults of a fresh buffer): at 1 MiB an
 #: 18944-wide input (SpikingBrain-7B's down_proj) flushed every 13 rows, and the weight
 #: quantization cost more than the error matmuls themselves (BENCHMARKS.md).
 ERROR_FLUSH_BYTES = 1 << 24
@@ -117,6 +118,26 @@ class _ErrorSpec:
         if scales is not None and scales.device.type == "meta":
             scales = getattr(getattr(self.layer, "weight_quantizer", None), "scales", scales)
         return scales
+
+
+class _Scratch:
+    """A float32 CPU buffer reused for the quantized weights of every flush.
+
+    A fresh buffer the size of a SpikingBrain-7B down_proj weight (271 MB) costs more in
+    page faults than its quantization; one buffer, grown to the largest weight and
+    shared by all layers of a calibration (:class:`StatsAccumulator`), is faulted in once.
+    """
+
+    def __init__(self) -> None:
+        self._data: torch.Tensor | None = None
+
+    def get(self, shape: tuple[int, int]) -> torch.Tensor:
+        """A contiguous float32 tensor of ``shape`` over the buffer (its contents: any)."""
+        size = shape[0] * shape[1]
+        if self._data is None or self._data.numel() < size:
+            self._data = None  # release the smaller buffer before allocating
+            self._data = torch.empty(size, dtype=torch.float32)
+        return self._data[:size].view(shape)
 
 
 @dataclass
@@ -242,6 +263,8 @@ class LayerAccumulator:
         self._pending_rows = 0
         self._err: dict[str, Any] | None = None
         self.error_tokens = 0
+        # StatsAccumulator gives all its layers one (flushes never overlap).
+        self._scratch = _Scratch()
 
     # ------------------------------------------------------------------ streaming
 
@@ -522,7 +545,7 @@ class LayerAccumulator:
         cap = n if self.error_rows is None else min(self.error_rows, -(-n // self.error_stride))
         r = min(n, cap)
         # Evenly spaced, centred: row floor((i + 1/2) n / r) for i < r (all distinct).
-        index = torch.tensor([(2 * i + 1) * n // (2 * r) for i in range(r)], device=rows.device)
+        index = torch.arange(1, 2 * r, 2, device=rows.device).mul_(n).floor_divide_(2 * r)
         buffer = self._buffer
         if buffer is None or buffer.dtype != rows.dtype or buffer.device != rows.device:
             self._flush_error()
@@ -559,9 +582,11 @@ class LayerAccumulator:
                     weight, counting.weight_group_size(self.in_features)
                 )
                 return F.dequantize_weight_int8(w_q, scales).to(dtype)
-            return counting.fake_quantize_weight(
-                weight, counting.weight_group_size(self.in_features)
-            ).to(dtype)
+            # auto_group_size gives a divisor of in_features, or None: one group per row
+            group = counting.weight_group_size(self.in_features) or self.in_features
+            out = self._scratch.get(tuple(weight.shape))
+            counting._fake_quantize_into(weight.to(torch.float32).contiguous(), group, out)
+            return out.to(dtype)
         except SpikecodeError as err:
             raise SpikecodeError(err.message, layer=self.name, **err.context) from None
 

@@ -162,11 +162,16 @@ def _count_rows(
         for i in range(ch * per, min(rows, (ch + 1) * per)):
             # mean|x| in float64 in SPEC §2's one order (as adaptive_counts), and the
             # maxima of |x| over the base blocks
-            total = _kernels._abs_sum(x[i], lanes)
+            row = x[i]
+            total = _kernels._abs_sum(row, lanes)
             for blk in range(n_base):
+                # a slice looped from 0 and a comparison (not ``max``) vectorize; a NaN
+                # is skipped here, and its row below (its sum is not finite)
+                part = row[blk * base : min(cols, (blk + 1) * base)]
                 m = zero
-                for j in range(blk * base, min(cols, (blk + 1) * base)):
-                    m = max(m, abs(x[i, j]))
+                for j in range(part.shape[0]):
+                    a = abs(part[j])
+                    m = a if a > m else m
                 maxima[blk] = m
             if not np.isfinite(total):
                 flags[ch, 1] += 1
@@ -221,7 +226,7 @@ def _count_rows(
             v0, v1, v2, v3, v4 = vth[0, i], vth[1, i], vth[2, i], vth[3, i], vth[4, i]
             r0, r1, r2, r3 = ratios[0], ratios[1], ratios[2], ratios[3]
             for j in range(cols):
-                xj = x[i, j]
+                xj = row[j]
                 c = np.rint(xj / v4)
                 d0 = np.rint(xj / v0) - np.rint(c * r0)
                 d1 = np.rint(xj / v1) - np.rint(c * r1)
@@ -363,11 +368,18 @@ def _fake_quant_rows(w, bits, group, out):  # pragma: no cover - jit
     """
     rows, cols = w.shape
     bad = np.zeros(rows, dtype=np.int64)
+    mask = np.uint32(0x7FFFFFFF)
     for r in prange(rows):
         for start in range(0, cols, group):
+            # Loops over one-dimensional slices from 0 and a plain comparison (not
+            # ``max``) vectorize; indexed from ``start`` they ran 3.5 times slower.
+            w_part = w[r, start : start + group]
+            bits_part = bits[r, start : start + group]
+            out_part = out[r, start : start + group]
             top = np.uint32(0)
-            for j in range(start, start + group):
-                top = max(top, bits[r, j] & np.uint32(0x7FFFFFFF))
+            for j in range(group):
+                b = bits_part[j] & mask
+                top = b if b > top else top
             if top >= np.uint32(0x7F800000):  # Inf or NaN
                 bad[r] += 1
                 continue
@@ -379,8 +391,8 @@ def _fake_quant_rows(w, bits, group, out):  # pragma: no cover - jit
             else:  # zero or subnormal
                 amax = math.ldexp(mantissa, -149)
             sigma = np.float64(np.float32(amax / 127.0)) if amax > 0 else 1.0
-            for j in range(start, start + group):
-                out[r, j] = np.float32(np.rint(np.float64(w[r, j]) / sigma) * sigma)
+            for j in range(group):
+                out_part[j] = np.float32(np.rint(np.float64(w_part[j]) / sigma) * sigma)
     return bad.sum()
 
 
@@ -407,11 +419,21 @@ def fake_quantize_weight(weight: torch.Tensor, group_size: int | None) -> torch.
         raise SpikecodeError(
             f"in_features ({weight.shape[1]}) is not divisible by group_size ({group})"
         )
-    w = weight.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
-    out = np.empty_like(w)
-    if _fake_quant_rows(w, w.view(np.uint32), group, out):
-        raise SpikecodeError("weight holds non-finite values", shape=tuple(weight.shape))
-    return torch.from_numpy(out)
+    w = weight.detach().to(device="cpu", dtype=torch.float32).contiguous()
+    out = torch.empty_like(w)
+    _fake_quantize_into(w, group, out)
+    return out
+
+
+def _fake_quantize_into(w: torch.Tensor, group: int, out: torch.Tensor) -> None:
+    """:func:`fake_quantize_weight` of a contiguous float32 CPU ``w`` written into ``out``.
+
+    ``out`` is a contiguous float32 tensor of ``w``'s shape (calibration reuses one
+    buffer for the weights of all layers, see ``LayerAccumulator._quantized_weight``).
+    """
+    w_np = w.numpy()
+    if _fake_quant_rows(w_np, w_np.view(np.uint32), group, out.numpy()):
+        raise SpikecodeError("weight holds non-finite values", shape=tuple(w.shape))
 
 
 def _vth_table(mean: torch.Tensor, ks: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -274,7 +274,7 @@ class CountHistogram:
         bins[values[inside] + limit] = times[inside]
         return cls(
             offset=-limit,
-            counts=tuple(int(v) for v in bins),
+            counts=tuple(bins.tolist()),
             below=int(times[values < -limit].sum()),
             above=int(times[values > limit].sum()),
             outliers=tuple(

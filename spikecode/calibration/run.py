@@ -92,6 +92,7 @@ from spikecode.calibration.accumulator import (
     DEFAULT_ERROR_STRIDE,
     DEFAULT_SCHEMES,
     LayerAccumulator,
+    _Scratch,
 )
 from spikecode.calibration.data import (
     DEFAULT_BATCH_SIZE,
@@ -329,6 +330,10 @@ class StatsAccumulator:
                 **options,
             )
 
+        # One buffer for the quantized weights of every layer's output error.
+        scratch = _Scratch()
+        for acc in self.accumulators.values():
+            acc._scratch = scratch
         # Sharing of identical inputs (q/k/v read one tensor): only between batches
         # announced with begin_batch, and only as long as the input really is the same.
         self._batches = 0

@@ -68,9 +68,9 @@ from spikecode.testing import write_tiny_gla_swa_checkpoint
 NOTES = (
     "Reading the numbers:",
     "",
-    "- Targets: under 15 % of the forward pass at default settings for the tiny GLA-SWA "
-    "model and all-MiniLM-L6-v2 (issue 'calibrate'); at most 10 % for the model with "
-    "SpikingBrain-7B's widths (issue 10, item 6).",
+    "- Targets (issue 16): at most 5 % of the forward pass at default settings for the "
+    "model with SpikingBrain-7B's widths and at most 15 % for all-MiniLM-L6-v2; the tiny "
+    "GLA-SWA model is reported alongside.",
     "- The counting cost is per element of every projection input: the fused Numba kernel "
     "computes Vth, the counts of all five k (one joint-table increment per element for the "
     "five), the Vth moments and bins and the block activity, about 1 ns per element on the "

@@ -34,6 +34,23 @@ del _byte, _lanes
 
 
 @inline_helper
+def _fold_lanes(acc, n):
+    """Fold the SUM_LANES partial sums of an ``n``-element row in halves (SPEC §2).
+
+    ``acc[l] += acc[l + h]`` for ``h = SUM_LANES/2, …, 1``; folds whose upper lanes lie
+    past the row's end only add +0.0 and are skipped (exact). Returns the sum.
+    """
+    h = SUM_LANES // 2
+    while h >= n and h > 1:  # acc[l + h] is +0.0 for every l: nothing to add
+        h //= 2
+    while h >= 1:
+        for lane in range(h):
+            acc[lane] += acc[lane + h]
+        h //= 2
+    return acc[0]
+
+
+@inline_helper
 def _abs_sum(row, acc):
     """``sum|row|`` in float64 in the one order of SPEC §2 (``acc``: SUM_LANES scratch).
 
@@ -55,14 +72,7 @@ def _abs_sum(row, acc):
     base = full * SUM_LANES
     for lane in range(n - base):
         acc[lane] += abs(np.float64(row[base + lane]))
-    h = SUM_LANES // 2
-    while h >= n and h > 1:  # acc[l + h] is +0.0 for every l: nothing to add
-        h //= 2
-    while h >= 1:
-        for lane in range(h):
-            acc[lane] += acc[lane + h]
-        h //= 2
-    return acc[0]
+    return _fold_lanes(acc, n)
 
 
 @inline_helper
@@ -92,14 +102,7 @@ def _abs_sum_extremes(row, acc, lows, highs):
         acc[lane] += abs(np.float64(a))
         lows[lane] = a if a < lows[lane] else lows[lane]
         highs[lane] = a if a > highs[lane] else highs[lane]
-    h = SUM_LANES // 2
-    while h >= n and h > 1:  # acc[l + h] is +0.0 for every l: nothing to add
-        h //= 2
-    while h >= 1:
-        for lane in range(h):
-            acc[lane] += acc[lane + h]
-        h //= 2
-    return acc[0], lows.min(), highs.max()
+    return _fold_lanes(acc, n), lows.min(), highs.max()
 
 
 @inline_helper

@@ -582,11 +582,11 @@ class LayerAccumulator:
                     weight, counting.weight_group_size(self.in_features)
                 )
                 return F.dequantize_weight_int8(w_q, scales).to(dtype)
-            # auto_group_size gives a divisor of in_features, or None: one group per row
-            group = counting.weight_group_size(self.in_features) or self.in_features
-            out = self._scratch.get(tuple(weight.shape))
-            counting._fake_quantize_into(weight.to(torch.float32).contiguous(), group, out)
-            return out.to(dtype)
+            return counting.fake_quantize_weight(
+                weight,
+                counting.weight_group_size(self.in_features),
+                out=self._scratch.get(tuple(weight.shape)),
+            ).to(dtype)
         except SpikecodeError as err:
             raise SpikecodeError(err.message, layer=self.name, **err.context) from None
 

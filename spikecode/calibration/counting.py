@@ -396,7 +396,9 @@ def _fake_quant_rows(w, bits, group, out):  # pragma: no cover - jit
     return bad.sum()
 
 
-def fake_quantize_weight(weight: torch.Tensor, group_size: int | None) -> torch.Tensor:
+def fake_quantize_weight(
+    weight: torch.Tensor, group_size: int | None, *, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """INT8 fake-quantized weights ``round(w / σ) · σ`` (SPEC §4) as float32, on the CPU.
 
     Equal, bit for bit, to ``dequantize_weight_int8(*quantize_weight_int8(weight,
@@ -409,6 +411,14 @@ def fake_quantize_weight(weight: torch.Tensor, group_size: int | None) -> torch.
         ``[out_features, in_features]`` floating weights (any float dtype, CPU).
     group_size
         Input columns per scale, a divisor of ``in_features``; None for one per row.
+    out
+        A contiguous float32 CPU tensor of ``weight``'s shape to write into (calibration
+        reuses one buffer for the weights of all layers); None for a new one.
+
+    Returns
+    -------
+    torch.Tensor
+        ``out``, or the new float32 tensor.
     """
     import torch
 
@@ -419,21 +429,12 @@ def fake_quantize_weight(weight: torch.Tensor, group_size: int | None) -> torch.
         raise SpikecodeError(
             f"in_features ({weight.shape[1]}) is not divisible by group_size ({group})"
         )
-    w = weight.detach().to(device="cpu", dtype=torch.float32).contiguous()
-    out = torch.empty_like(w)
-    _fake_quantize_into(w, group, out)
+    w = weight.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
+    if out is None:
+        out = torch.empty(w.shape, dtype=torch.float32)
+    if _fake_quant_rows(w, w.view(np.uint32), group, out.numpy()):
+        raise SpikecodeError("weight holds non-finite values", shape=tuple(weight.shape))
     return out
-
-
-def _fake_quantize_into(w: torch.Tensor, group: int, out: torch.Tensor) -> None:
-    """:func:`fake_quantize_weight` of a contiguous float32 CPU ``w`` written into ``out``.
-
-    ``out`` is a contiguous float32 tensor of ``w``'s shape (calibration reuses one
-    buffer for the weights of all layers, see ``LayerAccumulator._quantized_weight``).
-    """
-    w_np = w.numpy()
-    if _fake_quant_rows(w_np, w_np.view(np.uint32), group, out.numpy()):
-        raise SpikecodeError("weight holds non-finite values", shape=tuple(w.shape))
 
 
 def _vth_table(mean: torch.Tensor, ks: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

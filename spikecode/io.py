@@ -14,9 +14,11 @@ import json
 import os
 import pickle
 import re
+import shutil
 import stat
 import zipfile
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -731,6 +733,49 @@ def export_listing(
         for name in files
         if isinstance(name, str) and name.endswith(suffix) and Path(name).name == name
     }
+
+
+def write_export(
+    path: Path,
+    items: Mapping[str, Any],
+    suffix: str,
+    index_file: str,
+    *,
+    build: Callable[[Any], Any],
+    save: Callable[[Path, Any], None],
+    index: Callable[[dict[str, str]], dict[str, Any]],
+    listing: Callable[[Path], set[str] | None],
+    copies: Mapping[str, Path] | None = None,
+) -> Path:
+    """Write a projection export: one file for ``path`` ending in ``suffix``, else a folder.
+
+    The rule the NIR and Lava exporters share. A file takes exactly one item, written
+    with :func:`atomic_write`; a folder takes ``<name><suffix>`` per item, the ``copies``
+    (``file name -> source``) and ``index_file`` (``index(files)`` as JSON), written with
+    :func:`atomic_folder` and ``listing``. ``save(target, build(item))`` writes an item:
+    ``build`` runs before the file's temporary copy exists (NIR builds its HDF5 image in
+    memory there, so a failed build leaves nothing to clean up).
+    """
+    if path.suffix.lower() == suffix:
+        if len(items) != 1:
+            raise SpikecodeError(
+                f"{len(items)} projections go to a folder (one {suffix} per projection plus "
+                f"{index_file}); pass a path without the {suffix} suffix",
+                file=str(path),
+            )
+        data = build(next(iter(items.values())))
+        with atomic_write(path) as tmp:
+            save(tmp, data)
+        return path
+    files = {name: f"{name}{suffix}" for name in items}
+    with atomic_folder(path, listing=listing) as tmp:
+        for name, item in items.items():
+            save(tmp / files[name], build(item))
+        for name, source in (copies or {}).items():
+            shutil.copyfile(source, tmp / name)
+        text = json.dumps(index(files), indent=1)
+        (tmp / index_file).write_text(text + "\n", encoding="utf8")
+    return path
 
 
 def shipped_json_names(folder: Any) -> tuple[str, ...]:

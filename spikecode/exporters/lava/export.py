@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from spikecode.errors import Remedy, SpikecodeError
 from spikecode.exporters.lava import runner as _runner
 from spikecode.exporters.nir.graph import _projections
 from spikecode.exporters.registry import register_exporter
-from spikecode.io import atomic_folder, atomic_write, export_listing, read_json
+from spikecode.io import export_listing, read_json, write_export
 
 __all__ = [
     "A_OUT_BITS",
@@ -366,24 +365,17 @@ def export_lava(projections: Any, path: str | os.PathLike[str], **options: Any) 
     """
     forms = lava_projections(projections, **options)
     path = Path(path)
-    if path.suffix.lower() == ".npz":
-        if len(forms) != 1:
-            raise SpikecodeError(
-                f"{len(forms)} projections go to a folder (one .npz per projection plus "
-                f"{INDEX_FILE}); pass a path without the .npz suffix",
-                file=str(path),
-            )
-        with atomic_write(path) as tmp:
-            _save(tmp, next(iter(forms.values())))
-        return path
-    files = {name: f"{name}.npz" for name in forms}
-    with atomic_folder(path, listing=_export_listing) as tmp:
-        for name, form in forms.items():
-            _save(tmp / files[name], form)
-        shutil.copyfile(RUNNER, tmp / RUNNER_FILE)
-        text = json.dumps(_index(forms, files), indent=1)
-        (tmp / INDEX_FILE).write_text(text + "\n", encoding="utf8")
-    return path
+    return write_export(
+        path,
+        forms,
+        ".npz",
+        INDEX_FILE,
+        build=lambda form: form,
+        save=_save,
+        index=lambda files: _index(forms, files),
+        listing=_export_listing,
+        copies={RUNNER_FILE: RUNNER},
+    )
 
 
 # --------------------------------------------------------------------------- reading

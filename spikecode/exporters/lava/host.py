@@ -21,7 +21,7 @@ from spikecode._validate import to_numpy
 from spikecode.encoders.train import SpikeTrain
 from spikecode.errors import SpikecodeError
 from spikecode.exporters.lava.export import RUNNER, LavaExport, load_lava
-from spikecode.exporters.nir.host import _check_train
+from spikecode.exporters.nir.host import _check_train, _select_trains
 
 __all__ = ["lava_frames", "lava_readout", "run_lava", "save_frames", "simulate_lava"]
 
@@ -123,27 +123,7 @@ def _export_and_trains(
     source: Any, train: Any, projection: str | None
 ) -> tuple[LavaExport, dict[str, SpikeTrain]]:
     export = source if isinstance(source, LavaExport) else load_lava(source)
-    names = list(export.projections)
-    if isinstance(train, Mapping):
-        if projection is not None:
-            raise SpikecodeError("pass projection only with a single train")
-        trains = dict(train)
-    else:
-        if projection is None:
-            if len(names) != 1:
-                raise SpikecodeError(
-                    f"the export has {len(names)} projections; choose one with projection= "
-                    f"({', '.join(names)})"
-                )
-            projection = names[0]
-        trains = {projection: train}
-    unknown = [name for name in trains if name not in names]
-    if unknown:
-        raise SpikecodeError(
-            f"no projection {', '.join(map(repr, unknown))} in the export; it has: "
-            f"{', '.join(names)}"
-        )
-    return export, trains
+    return export, _select_trains(list(export.projections), train, projection)
 
 
 def run_lava(

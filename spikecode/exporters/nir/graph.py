@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import sys
@@ -29,7 +28,7 @@ from spikecode.exporters.nir.reading import (
     meta_text,
 )
 from spikecode.exporters.registry import register_exporter
-from spikecode.io import atomic_folder, atomic_write, export_listing, path_kind, read_json
+from spikecode.io import export_listing, path_kind, read_json, write_export
 from spikecode.linear import _scales_2d
 
 __all__ = [
@@ -624,24 +623,16 @@ def export_nir(projections: Any, path: str | os.PathLike[str], **options: Any) -
     """
     graphs = nir_graphs(projections, **options)
     path = as_path(path)
-    if path.suffix.lower() == ".nir":
-        if len(graphs) != 1:
-            raise SpikecodeError(
-                f"{len(graphs)} projections go to a folder (one .nir per projection plus "
-                f"{INDEX_FILE}); pass a path without the .nir suffix",
-                file=str(path),
-            )
-        image = _hdf5_image(next(iter(graphs.values())))
-        with atomic_write(path) as tmp:
-            tmp.write_bytes(image)
-        return path
-    files = {name: f"{name}.nir" for name in graphs}
-    with atomic_folder(path, listing=_export_listing) as tmp:
-        for name, graph in graphs.items():
-            (tmp / files[name]).write_bytes(_hdf5_image(graph))
-        text = json.dumps(_index(graphs, files), indent=1)
-        (tmp / INDEX_FILE).write_text(text + "\n", encoding="utf8")
-    return path
+    return write_export(
+        path,
+        graphs,
+        ".nir",
+        INDEX_FILE,
+        build=_hdf5_image,
+        save=Path.write_bytes,
+        index=lambda files: _index(graphs, files),
+        listing=_export_listing,
+    )
 
 
 # --------------------------------------------------------------------------- reading

@@ -270,39 +270,57 @@ def _one_projection(graph: nir.NIRGraph, train: Any, vth: Any, membrane: Runner)
     return y.reshape((*lead, info["out_features"]))
 
 
+def _select_trains(
+    names: list[str],
+    train: Any,
+    projection: str | None,
+    *,
+    check_vth: bool = False,
+    vth: Any = None,
+) -> dict[str, Any]:
+    """``name -> train`` for the projections a train (or a dict of trains) feeds.
+
+    Shared by the NIR and Lava hosts so both pick and refuse projections alike. With
+    ``check_vth``, a dict of trains also needs a ``vth`` dict with the same keys (checked
+    before the names, as the NIR host always did).
+    """
+    if isinstance(train, Mapping):
+        if projection is not None:
+            raise SpikecodeError("pass projection only with a single train")
+        if check_vth and (not isinstance(vth, Mapping) or set(vth) != set(train)):
+            raise SpikecodeError("with a dict of trains, vth must be a dict with the same keys")
+        trains = dict(train)
+    else:
+        if projection is None:
+            if len(names) != 1:
+                raise SpikecodeError(
+                    f"the export has {len(names)} projections; choose one with projection= "
+                    f"({', '.join(names)})"
+                )
+            projection = names[0]
+        trains = {projection: train}
+    unknown = [name for name in trains if name not in names]
+    if unknown:
+        raise SpikecodeError(
+            f"no projection {', '.join(map(repr, unknown))} in the export; it has: "
+            f"{', '.join(names)}"
+        )
+    return trains
+
+
 def _run_projections(
     source: Any, train: Any, vth: Any, projection: str | None, membrane: Runner
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Pick the graphs a train (or a dict of trains) feeds and run each with ``membrane``."""
     export = source if isinstance(source, NirExport) else load_nir(source)
-    names = list(export.graphs)
+    trains = _select_trains(list(export.graphs), train, projection, check_vth=True, vth=vth)
     if isinstance(train, Mapping):
-        if projection is not None:
-            raise SpikecodeError("pass projection only with a single train")
-        if not isinstance(vth, Mapping) or set(vth) != set(train):
-            raise SpikecodeError("with a dict of trains, vth must be a dict with the same keys")
-        unknown = [name for name in train if name not in names]
-        if unknown:
-            raise SpikecodeError(
-                f"no projection {', '.join(map(repr, unknown))} in the export; it has: "
-                f"{', '.join(names)}"
-            )
         return {
             name: _one_projection(export.graphs[name], t, vth[name], membrane)
-            for name, t in train.items()
+            for name, t in trains.items()
         }
-    if projection is None:
-        if len(names) != 1:
-            raise SpikecodeError(
-                f"the export has {len(names)} projections; choose one with projection= "
-                f"({', '.join(names)})"
-            )
-        projection = names[0]
-    if projection not in names:
-        raise SpikecodeError(
-            f"no projection {projection!r} in the export; it has: {', '.join(names)}"
-        )
-    return _one_projection(export.graphs[projection], train, vth, membrane)
+    ((name, single),) = trains.items()
+    return _one_projection(export.graphs[name], single, vth, membrane)
 
 
 def simulate_nir(

@@ -303,6 +303,23 @@ def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
 
 
+def emit_rendered(report: Any, fmt: str, out: Path | None) -> None:
+    """Print ``report.render(fmt)``, or write it atomically to ``out`` and say so on stderr.
+
+    The output of `spikecode report ...` and `spikecode plan`: one rule, so both print
+    and write alike.
+    """
+    from spikecode.io import atomic_write  # not at the top: this module stays light
+
+    text = report.render(fmt)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    with atomic_write(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out}", err=True)
+
+
 # -- lists of k ----------------------------------------------------------------------------
 
 _NUMBER = re.compile(r"[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")

@@ -220,6 +220,20 @@ def _calibrated_T(stats: Any, k: float, scheme: str, source: Path) -> int:
     return max(layer.by_k[key].schemes[scheme].T for layer in stats.layers)
 
 
+def _stats_source(
+    source: Path | None, T: int | None, k: float, scheme: str
+) -> tuple[Path | None, int | None]:
+    """A stats file's checkpoint and, without ``--T``, its calibrated T; else as given.
+
+    The one rule by which `export nir`, `export lava` and `export events` read a stats
+    file, so the three agree on the T a stats file gives.
+    """
+    if not _is_stats(source):
+        return source, T
+    checkpoint, stats = _stats_checkpoint(source)
+    return checkpoint, _calibrated_T(stats, k, scheme, source) if T is None else T
+
+
 def _shared_T(counts: list[np.ndarray], scheme: str, zero_point: int | str = "auto") -> int:
     """The one T every layer of an export uses: the largest minimal T of the layers."""
     from spikecode.encoders import min_steps
@@ -241,11 +255,7 @@ def _weighted_projections(
     A checkpoint folder (``--T`` required), a stats file (its checkpoint; T from the
     calibration unless ``--T``) or the bundled sample (its shared T unless ``--T``).
     """
-    if _is_stats(source):
-        stats_path = source
-        source, stats = _stats_checkpoint(stats_path)
-        if T is None:
-            T = _calibrated_T(stats, k, scheme, stats_path)
+    source, T = _stats_source(source, T, k, scheme)
     if _is_checkpoint(source):
         if T is None:
             raise SpikecodeError(
@@ -653,11 +663,7 @@ def export_events_command(
         )
     with stages(["load", "encode", "write", "done"], desc="export events") as advance:
         advance("load")
-        if _is_stats(source):
-            stats_path = source
-            source, stats = _stats_checkpoint(stats_path)
-            if T is None:
-                T = _calibrated_T(stats, k, scheme, stats_path)
+        source, T = _stats_source(source, T, k, scheme)
         if source is None:
             layers = [
                 (name, counts, vth) for name, counts, vth, _ in _sample_layers(k, include, exclude)

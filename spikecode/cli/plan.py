@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from spikecode.cli._common import emit_rendered
+
 __all__ = ["plan_command"]
 
 
@@ -80,7 +82,6 @@ def plan_command(
     the limits' sources: docs/deployment.rst.
     """
     from spikecode._select import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
-    from spikecode.io import atomic_write
     from spikecode.plan import deployment_plan
     from spikecode.reports import check_format
 
@@ -94,10 +95,4 @@ def plan_command(
         include=tuple(include) or DEFAULT_INCLUDE,
         exclude=(*DEFAULT_EXCLUDE, *exclude),
     )
-    text = plan.render(fmt)
-    if out is None:
-        click.echo(text, nl=False)
-        return
-    with atomic_write(out) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    click.echo(f"wrote {out}", err=True)
+    emit_rendered(plan, fmt, out)

@@ -19,6 +19,7 @@ from spikecode.cli._common import (
     ENERGY_TABLE,
     REPORT_K,
     REPORT_SCHEME,
+    emit_rendered,
     k_values_option,
     out_option,
     parse_k,
@@ -100,18 +101,6 @@ def _out_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return out_option(help="Write to this file (atomically) instead of printing.")(func)
 
 
-def _emit(report: Any, fmt: str, out: Path | None) -> None:
-    from spikecode.io import atomic_write
-
-    text = report.render(fmt)
-    if out is None:
-        click.echo(text, nl=False)
-        return
-    with atomic_write(out) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    click.echo(f"wrote {out}", err=True)
-
-
 @click.group("report")
 def report_group() -> None:
     """Sparsity, energy and k trade-off reports of a stats file or activations.
@@ -153,7 +142,7 @@ def sparsity_command(
 
     check_format(fmt)
     source_ = open_source(source, key, data, samples, "report")
-    _emit(sparsity_report(source_, k, scheme, by=by), fmt, out)
+    emit_rendered(sparsity_report(source_, k, scheme, by=by), fmt, out)
 
 
 @report_group.command("energy")
@@ -226,7 +215,7 @@ def energy_command(
                 "--avg-spikes is a what-if without data; it does not combine with "
                 + ", ".join(extra)
             )
-        _emit(equation24_report(avg_spikes, table), fmt, out)
+        emit_rendered(equation24_report(avg_spikes, table), fmt, out)
         return
     report = energy_report(
         open_source(source, key, data, samples, "report"),
@@ -237,7 +226,7 @@ def energy_command(
         block_sizes=sizes,
         out_features=out_features,
     )
-    _emit(report, fmt, out)
+    emit_rendered(report, fmt, out)
 
 
 @report_group.command("tradeoff")
@@ -270,7 +259,7 @@ def tradeoff_command(
     check_format(fmt)
     values = parse_k(k_values) if k_values else None
     source_ = open_source(source, key, data, samples, "report")
-    _emit(tradeoff_report(source_, values, scheme, by=by), fmt, out)
+    emit_rendered(tradeoff_report(source_, values, scheme, by=by), fmt, out)
 
 
 @report_group.command("experts")
@@ -304,4 +293,4 @@ def experts_command(
     report = experts_report(
         open_source(source, key, data, samples, "report"), k, scheme, table=table
     )
-    _emit(report, fmt, out)
+    emit_rendered(report, fmt, out)

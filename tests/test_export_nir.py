@@ -506,6 +506,18 @@ def test_simulation_refuses_mismatched_trains(rng):
         nir_readout(np.zeros((2, OUT + 1)), 1.0, graph)
 
 
+def test_a_single_train_for_a_folder_of_several_projections_names_them(tmp_path, rng):
+    projections = {name: _weights(rng, "row") for name in ("a_proj", "b_proj")}
+    train, vth = _train(rng, "bitwise")
+    folder = export_nir(projections, tmp_path / "two", scheme="bitwise", T=train.T)
+    with pytest.raises(sc.SpikecodeError, match=r"2 projections; choose one with projection="):
+        simulate_nir(folder, train, vth)
+    np.testing.assert_array_equal(
+        simulate_nir(folder, train, vth, projection="b_proj"),
+        simulate_nir(folder, {"b_proj": train}, {"b_proj": vth})["b_proj"],
+    )
+
+
 def test_simulation_detects_a_firing_if(rng):
     w, s, _ = _weights(rng, "row")
     train, vth = _train(rng, "ternary")

@@ -35,6 +35,16 @@ _CONFIG_DTYPES = ("float32", "float16", "bfloat16", "float64")
 # Sanity bounds: no tensor dimension beyond int32, no model of more than 65536 layers.
 _MAX_SIZE = (1 << 31) - 1
 _MAX_LAYERS = 1 << 16
+# The size fields config.json must name: required, and checked as positive sizes.
+_REQUIRED_SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "sliding_window",
+)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -106,33 +116,11 @@ class GLASwaConfig:
     gla_chunk_size: int = 64
 
     #: Fields config.json must name; every other field has the release's default.
-    REQUIRED_FIELDS: ClassVar[tuple[str, ...]] = (
-        "vocab_size",
-        "hidden_size",
-        "intermediate_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "num_key_value_heads",
-        "sliding_window",
-        "rope_theta",
-    )
+    REQUIRED_FIELDS: ClassVar[tuple[str, ...]] = (*_REQUIRED_SIZES, "rope_theta")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attn_layers", tuple(self.attn_layers))
-        check_sizes(
-            self,
-            (
-                "vocab_size",
-                "hidden_size",
-                "intermediate_size",
-                "num_hidden_layers",
-                "num_attention_heads",
-                "num_key_value_heads",
-                "sliding_window",
-                "gate_low_rank_dim",
-                "gla_chunk_size",
-            ),
-        )
+        check_sizes(self, (*_REQUIRED_SIZES, "gate_low_rank_dim", "gla_chunk_size"))
         check_positive_numbers(self, ("rope_theta", "norm_eps", "gate_logit_normalizer"))
         check_heads(self)
         check_layer_list(self, "attn_layers")

@@ -10,7 +10,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
@@ -35,6 +35,7 @@ _CONFIG_DTYPES = ("float32", "float16", "bfloat16", "float64")
 # Sanity bounds: no tensor dimension beyond int32, no model of more than 65536 layers.
 _MAX_SIZE = (1 << 31) - 1
 _MAX_LAYERS = 1 << 16
+_Config = TypeVar("_Config")
 # The size fields config.json must name: required, and checked as positive sizes.
 _REQUIRED_SIZES = (
     "vocab_size",
@@ -168,21 +169,7 @@ class GLASwaConfig:
             ``model_type`` is not ``"gla_swa"``, a required field is missing, a field has
             the wrong type or value, or fields disagree (naming the file and the field).
         """
-        if not isinstance(raw, Mapping):
-            raise SpikecodeError(f"{source} must hold a JSON object", file=source)
-        model_type = raw.get("model_type")
-        if model_type != "gla_swa":
-            raise SpikecodeError(
-                f"{source} is not a GLA-SWA config: model_type is {short_repr(model_type)}, "
-                "expected 'gla_swa'",
-                file=source,
-                field="model_type",
-            )
-        for name in cls.REQUIRED_FIELDS:
-            if name not in raw:
-                raise SpikecodeError(
-                    f"{source} is missing the field {name!r}", file=source, field=name
-                )
+        values = required_values(raw, source, "gla_swa", "GLA-SWA", cls.REQUIRED_FIELDS)
         if raw.get("use_short_conv", False) is not False:
             raise SpikecodeError(
                 f"{source} sets use_short_conv={short_repr(raw['use_short_conv'])}; only the "
@@ -197,7 +184,6 @@ class GLASwaConfig:
                 file=source,
                 field="elementwise_affine",
             )
-        values: dict[str, Any] = {name: raw[name] for name in cls.REQUIRED_FIELDS}
         for name in ("norm_eps", "hidden_act", "tie_word_embeddings", "torch_dtype"):
             if name in raw:
                 values[name] = raw[name]
@@ -229,10 +215,7 @@ class GLASwaConfig:
                 )
             values["gla_mode"] = _ATTN_MODES[mode]
         values.update(overrides)
-        try:
-            return cls(**values)
-        except SpikecodeError as err:
-            raise SpikecodeError(f"{source}: {err.message}", file=source, **err.context) from None
+        return build_config(cls, values, source)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str], **overrides: Any) -> GLASwaConfig:
@@ -279,6 +262,41 @@ class GLASwaConfig:
 # ---------------------------------------------------------------------------------------
 # checks shared by the architectures' configs (GLA-SWA here, the hybrid MoE of SPEC §8)
 # ---------------------------------------------------------------------------------------
+
+
+def required_values(
+    raw: Any, source: str, model_type: str, description: str, required: tuple[str, ...]
+) -> dict[str, Any]:
+    """The required fields of a ``config.json`` object, after checking what it is.
+
+    Raises
+    ------
+    SpikecodeError
+        ``raw`` is not a JSON object, its ``model_type`` is not ``model_type`` (the error
+        calls the expected kind ``description``), or a required field is missing.
+    """
+    if not isinstance(raw, Mapping):
+        raise SpikecodeError(f"{source} must hold a JSON object", file=source)
+    found = raw.get("model_type")
+    if found != model_type:
+        raise SpikecodeError(
+            f"{source} is not a {description} config: model_type is {short_repr(found)}, "
+            f"expected {model_type!r}",
+            file=source,
+            field="model_type",
+        )
+    for name in required:
+        if name not in raw:
+            raise SpikecodeError(f"{source} is missing the field {name!r}", file=source, field=name)
+    return {name: raw[name] for name in required}
+
+
+def build_config(cls: type[_Config], values: dict[str, Any], source: str) -> _Config:
+    """``cls(**values)``, its validation errors naming ``source``."""
+    try:
+        return cls(**values)
+    except SpikecodeError as err:
+        raise SpikecodeError(f"{source}: {err.message}", file=source, **err.context) from None
 
 
 def check_sizes(config: Any, names: tuple[str, ...]) -> None:

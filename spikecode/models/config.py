@@ -126,16 +126,8 @@ class GLASwaConfig:
         check_heads(self)
         check_layer_list(self, "attn_layers")
         check_common(self)
-        if not isinstance(self.gate, str) or self.gate not in GATE_VARIANTS:
-            raise SpikecodeError(
-                f"gate must be one of {list(GATE_VARIANTS)}, not {short_repr(self.gate)}",
-                field="gate",
-            )
-        if not isinstance(self.gla_mode, str) or self.gla_mode not in GLA_MODES:
-            raise SpikecodeError(
-                f"gla_mode must be one of {list(GLA_MODES)}, not {short_repr(self.gla_mode)}",
-                field="gla_mode",
-            )
+        check_choice(self, "gate", GATE_VARIANTS)
+        check_choice(self, "gla_mode", GLA_MODES)
 
     @property
     def head_dim(self) -> int:
@@ -324,6 +316,15 @@ def check_positive_numbers(config: Any, names: tuple[str, ...]) -> None:
             raise SpikecodeError(
                 f"{name} must be a number > 0, not {short_repr(value)}", field=name
             )
+
+
+def check_choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
+    """The named field is one of the strings ``choices``."""
+    value = getattr(config, name)
+    if not isinstance(value, str) or value not in choices:
+        raise SpikecodeError(
+            f"{name} must be one of {list(choices)}, not {short_repr(value)}", field=name
+        )
 
 
 def check_heads(config: Any) -> None:

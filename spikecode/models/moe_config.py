@@ -20,6 +20,7 @@ from spikecode.io import read_json
 from spikecode.models.config import (
     GLA_MODES,
     build_config,
+    check_choice,
     check_common,
     check_heads,
     check_layer_list,
@@ -168,11 +169,7 @@ class HybridMoEConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
             check_layer_list(self, name)
         check_common(self)
-        if self.gla_mode not in GLA_MODES:
-            raise SpikecodeError(
-                f"gla_mode must be one of {list(GLA_MODES)}, not {short_repr(self.gla_mode)}",
-                field="gla_mode",
-            )
+        check_choice(self, "gla_mode", GLA_MODES)
 
     @property
     def head_dim(self) -> int:

@@ -10,7 +10,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
@@ -35,6 +35,17 @@ _CONFIG_DTYPES = ("float32", "float16", "bfloat16", "float64")
 # Sanity bounds: no tensor dimension beyond int32, no model of more than 65536 layers.
 _MAX_SIZE = (1 << 31) - 1
 _MAX_LAYERS = 1 << 16
+_Config = TypeVar("_Config")
+# The size fields config.json must name: required, and checked as positive sizes.
+_REQUIRED_SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "sliding_window",
+)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -106,47 +117,17 @@ class GLASwaConfig:
     gla_chunk_size: int = 64
 
     #: Fields config.json must name; every other field has the release's default.
-    REQUIRED_FIELDS: ClassVar[tuple[str, ...]] = (
-        "vocab_size",
-        "hidden_size",
-        "intermediate_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "num_key_value_heads",
-        "sliding_window",
-        "rope_theta",
-    )
+    REQUIRED_FIELDS: ClassVar[tuple[str, ...]] = (*_REQUIRED_SIZES, "rope_theta")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attn_layers", tuple(self.attn_layers))
-        check_sizes(
-            self,
-            (
-                "vocab_size",
-                "hidden_size",
-                "intermediate_size",
-                "num_hidden_layers",
-                "num_attention_heads",
-                "num_key_value_heads",
-                "sliding_window",
-                "gate_low_rank_dim",
-                "gla_chunk_size",
-            ),
-        )
+        check_sizes(self, (*_REQUIRED_SIZES, "gate_low_rank_dim", "gla_chunk_size"))
         check_positive_numbers(self, ("rope_theta", "norm_eps", "gate_logit_normalizer"))
         check_heads(self)
         check_layer_list(self, "attn_layers")
         check_common(self)
-        if not isinstance(self.gate, str) or self.gate not in GATE_VARIANTS:
-            raise SpikecodeError(
-                f"gate must be one of {list(GATE_VARIANTS)}, not {short_repr(self.gate)}",
-                field="gate",
-            )
-        if not isinstance(self.gla_mode, str) or self.gla_mode not in GLA_MODES:
-            raise SpikecodeError(
-                f"gla_mode must be one of {list(GLA_MODES)}, not {short_repr(self.gla_mode)}",
-                field="gla_mode",
-            )
+        check_choice(self, "gate", GATE_VARIANTS)
+        check_choice(self, "gla_mode", GLA_MODES)
 
     @property
     def head_dim(self) -> int:
@@ -180,21 +161,7 @@ class GLASwaConfig:
             ``model_type`` is not ``"gla_swa"``, a required field is missing, a field has
             the wrong type or value, or fields disagree (naming the file and the field).
         """
-        if not isinstance(raw, Mapping):
-            raise SpikecodeError(f"{source} must hold a JSON object", file=source)
-        model_type = raw.get("model_type")
-        if model_type != "gla_swa":
-            raise SpikecodeError(
-                f"{source} is not a GLA-SWA config: model_type is {short_repr(model_type)}, "
-                "expected 'gla_swa'",
-                file=source,
-                field="model_type",
-            )
-        for name in cls.REQUIRED_FIELDS:
-            if name not in raw:
-                raise SpikecodeError(
-                    f"{source} is missing the field {name!r}", file=source, field=name
-                )
+        values = required_values(raw, source, "gla_swa", "GLA-SWA", cls.REQUIRED_FIELDS)
         if raw.get("use_short_conv", False) is not False:
             raise SpikecodeError(
                 f"{source} sets use_short_conv={short_repr(raw['use_short_conv'])}; only the "
@@ -209,7 +176,6 @@ class GLASwaConfig:
                 file=source,
                 field="elementwise_affine",
             )
-        values: dict[str, Any] = {name: raw[name] for name in cls.REQUIRED_FIELDS}
         for name in ("norm_eps", "hidden_act", "tie_word_embeddings", "torch_dtype"):
             if name in raw:
                 values[name] = raw[name]
@@ -241,10 +207,7 @@ class GLASwaConfig:
                 )
             values["gla_mode"] = _ATTN_MODES[mode]
         values.update(overrides)
-        try:
-            return cls(**values)
-        except SpikecodeError as err:
-            raise SpikecodeError(f"{source}: {err.message}", file=source, **err.context) from None
+        return build_config(cls, values, source)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str], **overrides: Any) -> GLASwaConfig:
@@ -293,6 +256,41 @@ class GLASwaConfig:
 # ---------------------------------------------------------------------------------------
 
 
+def required_values(
+    raw: Any, source: str, model_type: str, description: str, required: tuple[str, ...]
+) -> dict[str, Any]:
+    """The required fields of a ``config.json`` object, after checking what it is.
+
+    Raises
+    ------
+    SpikecodeError
+        ``raw`` is not a JSON object, its ``model_type`` is not ``model_type`` (the error
+        calls the expected kind ``description``), or a required field is missing.
+    """
+    if not isinstance(raw, Mapping):
+        raise SpikecodeError(f"{source} must hold a JSON object", file=source)
+    found = raw.get("model_type")
+    if found != model_type:
+        raise SpikecodeError(
+            f"{source} is not a {description} config: model_type is {short_repr(found)}, "
+            f"expected {model_type!r}",
+            file=source,
+            field="model_type",
+        )
+    for name in required:
+        if name not in raw:
+            raise SpikecodeError(f"{source} is missing the field {name!r}", file=source, field=name)
+    return {name: raw[name] for name in required}
+
+
+def build_config(cls: type[_Config], values: dict[str, Any], source: str) -> _Config:
+    """``cls(**values)``, its validation errors naming ``source``."""
+    try:
+        return cls(**values)
+    except SpikecodeError as err:
+        raise SpikecodeError(f"{source}: {err.message}", file=source, **err.context) from None
+
+
 def check_sizes(config: Any, names: tuple[str, ...]) -> None:
     """Each named field is a positive int (layers up to 65536, sizes up to int32)."""
     for name in names:
@@ -318,6 +316,15 @@ def check_positive_numbers(config: Any, names: tuple[str, ...]) -> None:
             raise SpikecodeError(
                 f"{name} must be a number > 0, not {short_repr(value)}", field=name
             )
+
+
+def check_choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
+    """The named field is one of the strings ``choices``."""
+    value = getattr(config, name)
+    if not isinstance(value, str) or value not in choices:
+        raise SpikecodeError(
+            f"{name} must be one of {list(choices)}, not {short_repr(value)}", field=name
+        )
 
 
 def check_heads(config: Any) -> None:

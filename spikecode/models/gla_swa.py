@@ -187,6 +187,36 @@ def _merge_heads(o: torch.Tensor) -> torch.Tensor:
     return o.permute(0, 3, 1, 2, 4).reshape(batch, seq, kv_heads * groups * d)
 
 
+def _gated_linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    state: torch.Tensor | None,
+    mode: str,
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GLA over ``[batch, heads, seq, d]`` q and ``[batch, kv_heads, seq, d]`` k, v, g.
+
+    The chunked form runs in ``"chunked"`` mode for more than one token; a single token
+    (a decoding step) and ``"recurrent"`` mode take the recursion. Returns the output
+    ``[batch, kv_heads, G, seq, d]`` and the final state.
+    """
+    if mode == "chunked" and q.shape[2] > 1:
+        form, kwargs = gla_chunked, {"chunk_size": chunk_size}
+    else:
+        form, kwargs = gla_recurrent, {}
+    return form(
+        _group_queries(q, k.shape[1]),
+        k,
+        v,
+        g,
+        scale=q.shape[-1] ** -0.5,
+        initial_state=state,
+        **kwargs,
+    )
+
+
 class _QKVAttention(nn.Module):
     """What both attention kinds share: head counts and the q/k/v projections (SPEC §7)."""
 
@@ -331,18 +361,14 @@ class GatedLinearAttention(_QKVAttention):
             v = v * keep
             g = g * keep
         state = None if cache is None else cache.recurrent_state(self.layer_idx)
-        if self.mode == "chunked" and x.shape[1] > 1:
-            form, kwargs = gla_chunked, {"chunk_size": self.chunk_size}
-        else:
-            form, kwargs = gla_recurrent, {}
-        o, state = form(
-            _group_queries(q.to(compute), self.num_kv_heads),
+        o, state = _gated_linear_attention(
+            q.to(compute),
             k.to(compute),
             v.to(compute),
             g.to(compute),
-            scale=self.head_dim**-0.5,
-            initial_state=state,
-            **kwargs,
+            state,
+            self.mode,
+            self.chunk_size,
         )
         if cache is not None:
             cache.set_recurrent_state(self.layer_idx, state)

@@ -56,6 +56,7 @@ from spikecode.models.config import compute_dtype
 from spikecode.models.gla_swa import (
     RMSNorm,
     SwiGLU,
+    _gated_linear_attention,
     _group_queries,
     _merge_heads,
     _split_heads,
@@ -66,7 +67,7 @@ from spikecode.models.lm import CausalLMBase
 from spikecode.models.moe import ExpertLinears
 from spikecode.models.moe_cache import HybridMoECache
 from spikecode.models.moe_config import HybridMoEConfig
-from spikecode.models.ops import apply_rotary, gla_chunked, gla_recurrent, rms_norm
+from spikecode.models.ops import apply_rotary, rms_norm
 from spikecode.models.sites import ActivationSite
 
 __all__ = [
@@ -246,19 +247,7 @@ class _TiedGateLinear(_Projections):
             keep = step.mask[:, None, -x.shape[1] :, None]
             k, v, g = k * keep, v * keep, g * keep
         state = step.cache.linear_state.get(self.layer_idx)
-        if self.mode == "chunked" and x.shape[1] > 1:
-            form, kwargs = gla_chunked, {"chunk_size": self.chunk_size}
-        else:
-            form, kwargs = gla_recurrent, {}
-        o, state = form(
-            _group_queries(q, self.num_kv_heads),
-            k,
-            v,
-            g,
-            scale=self.head_dim**-0.5,
-            initial_state=state,
-            **kwargs,
-        )
+        o, state = _gated_linear_attention(q, k, v, g, state, self.mode, self.chunk_size)
         step.cache.linear_state[self.layer_idx] = state
         return o
 

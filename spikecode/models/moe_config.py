@@ -19,11 +19,14 @@ from spikecode.errors import SpikecodeError
 from spikecode.io import read_json
 from spikecode.models.config import (
     GLA_MODES,
+    build_config,
+    check_choice,
     check_common,
     check_heads,
     check_layer_list,
     check_positive_numbers,
     check_sizes,
+    required_values,
 )
 
 __all__ = ["LAYER_KINDS", "MODEL_TYPE", "HybridMoEConfig", "default_full_attention_layers"]
@@ -166,11 +169,7 @@ class HybridMoEConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
             check_layer_list(self, name)
         check_common(self)
-        if self.gla_mode not in GLA_MODES:
-            raise SpikecodeError(
-                f"gla_mode must be one of {list(GLA_MODES)}, not {short_repr(self.gla_mode)}",
-                field="gla_mode",
-            )
+        check_choice(self, "gla_mode", GLA_MODES)
 
     @property
     def head_dim(self) -> int:
@@ -198,21 +197,7 @@ class HybridMoEConfig:
             Wrong ``model_type``, a missing required field or an invalid value (naming the
             file and the field).
         """
-        if not isinstance(raw, Mapping):
-            raise SpikecodeError(f"{source} must hold a JSON object", file=source)
-        if raw.get("model_type") != MODEL_TYPE:
-            raise SpikecodeError(
-                f"{source} is not a hybrid MoE config: model_type is "
-                f"{short_repr(raw.get('model_type'))}, expected {MODEL_TYPE!r}",
-                file=source,
-                field="model_type",
-            )
-        for name in cls.REQUIRED_FIELDS:
-            if name not in raw:
-                raise SpikecodeError(
-                    f"{source} is missing the field {name!r}", file=source, field=name
-                )
-        values: dict[str, Any] = {name: raw[name] for name in cls.REQUIRED_FIELDS}
+        values = required_values(raw, source, MODEL_TYPE, "hybrid MoE", cls.REQUIRED_FIELDS)
         for name in (
             "num_experts",
             "num_experts_per_tok",
@@ -246,11 +231,10 @@ class HybridMoEConfig:
                 values[name] = default(min(layers, _LAYER_LIMIT)) if known else ()
         values.update(overrides)
         try:
-            return cls(**values)
+            return build_config(cls, values, source)
         except TypeError as err:
+            # An override that is not a field of this architecture.
             raise SpikecodeError(f"{source}: {err}", file=source) from None
-        except SpikecodeError as err:
-            raise SpikecodeError(f"{source}: {err.message}", file=source, **err.context) from None
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str], **overrides: Any) -> HybridMoEConfig:

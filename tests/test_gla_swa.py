@@ -619,3 +619,5 @@ def test_config_refuses_non_objects_and_bad_overrides():
         GLASwaConfig.from_dict(RELEASE_CONFIG, gate="diagonal")
     with pytest.raises(SpikecodeError, match="gla_chunk_size"):
         GLASwaConfig.from_dict(RELEASE_CONFIG, gla_chunk_size=0)
+    with pytest.raises(SpikecodeError, match=r"gla_mode must be one of .*'parallel'"):
+        GLASwaConfig.from_dict(RELEASE_CONFIG, gla_mode="parallel")

@@ -357,3 +357,10 @@ def test_config_json_defaults_and_round_trip():
     del raw["moe_intermediate_size"]
     with pytest.raises(SpikecodeError, match="moe_intermediate_size"):
         HybridMoEConfig.from_dict(raw)
+
+
+@pytest.mark.parametrize("value", ["parallel", 3])
+def test_config_refuses_an_unknown_gla_mode(value):
+    with pytest.raises(SpikecodeError, match="gla_mode must be one of") as e:
+        _config(gla_mode=value)
+    assert e.value.context["field"] == "gla_mode"

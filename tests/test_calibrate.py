@@ -201,6 +201,33 @@ def test_output_error_matches_spec_layer(backend, n_in):
     assert result.by_k["4"].output_rel_error < result.by_k["2"].output_rel_error
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_error_sums_kernel_equals_the_device_path(dtype, rng):
+    # The CPU kernel against the tensor operations of other devices, on transposed
+    # outputs, with a zero float row (cosine 0 against spikes, 1 against zero spikes).
+    from spikecode.calibration.accumulator import _error_sums_torch
+
+    rows, cols, n_k = 7, 33, 3
+    y_float = rng.standard_normal((rows, cols)).astype(dtype)
+    y_spike = (y_float + 0.1 * rng.standard_normal((n_k, rows, cols))).astype(dtype)
+    y_float[2] = 0.0
+    y_spike[1, 2] = 0.0
+    y_spike[0, 4] = 0.0
+    diff, cosine = np.zeros(n_k), np.zeros(n_k)
+    reference = counting._error_sums(
+        np.ascontiguousarray(y_float.T),
+        np.ascontiguousarray(y_spike.transpose(2, 0, 1).reshape(cols, n_k * rows)),
+        diff,
+        cosine,
+    )
+    expected = _error_sums_torch(torch.from_numpy(y_float), torch.from_numpy(y_spike))
+    np.testing.assert_allclose(diff, expected[0].numpy(), rtol=1e-12)
+    assert reference == pytest.approx(float(expected[1]), rel=1e-12)
+    np.testing.assert_allclose(cosine, expected[2].numpy(), rtol=1e-12)
+    # row 2: float zero; k 1 spikes zero too (1), k 0 and 2 not (0)
+    assert 0 < cosine[0] < rows - 1 and cosine[1] > cosine[0]
+
+
 def test_output_error_honours_released_scales():
     torch.manual_seed(1)
     linear = nn.Linear(128, 16, bias=False)

@@ -396,6 +396,45 @@ def _fake_quant_rows(w, bits, group, out):  # pragma: no cover - jit
     return bad.sum()
 
 
+@kernel(
+    "float64(float32[:, ::1], float32[:, ::1], float64[::1], float64[::1])",
+    "float64(float64[:, ::1], float64[:, ::1], float64[::1], float64[::1])",
+)
+def _error_sums(y_float, y_spike, diff, cosine):  # pragma: no cover - jit
+    """The output error's sums over rows, in float64, for every k at once.
+
+    Transposed outputs: ``y_float`` ``[out, rows]`` (the float layer), ``y_spike``
+    ``[out, k·rows]`` (column ``g·rows + i``: row i fed the spikes of the g-th k). Adds
+    ``Σ ||y_spike - y_float||²`` into ``diff[g]`` and the sum of the row cosines into
+    ``cosine[g]`` (two zero rows: 1, one zero row: 0); returns ``Σ ||y_float||²``. The
+    oracle is ``accumulator._error_sums_torch`` (the device path).
+    """
+    cols, rows = y_float.shape
+    n_k = diff.shape[0]
+    sums = np.zeros((n_k + 1, 3, rows), dtype=np.float64)  # [k or float, (d², s², dot), row]
+    for g in prange(n_k + 1):
+        for j in range(cols):
+            for i in range(rows):
+                f = np.float64(y_float[j, i])
+                if g == n_k:
+                    sums[g, 0, i] += f * f
+                    continue
+                v = np.float64(y_spike[j, g * rows + i])
+                sums[g, 0, i] += (v - f) * (v - f)
+                sums[g, 1, i] += v * v
+                sums[g, 2, i] += v * f
+    float_sq = sums[n_k, 0]
+    for g in range(n_k):
+        for i in range(rows):
+            s2 = sums[g, 1, i]
+            diff[g] += sums[g, 0, i]
+            if s2 == 0.0 or float_sq[i] == 0.0:
+                cosine[g] += 1.0 if s2 == float_sq[i] else 0.0
+            else:
+                cosine[g] += sums[g, 2, i] / (math.sqrt(s2) * math.sqrt(float_sq[i]))
+    return float_sq.sum()
+
+
 def fake_quantize_weight(
     weight: torch.Tensor, group_size: int | None, *, out: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -470,6 +470,46 @@ def test_layers_reading_one_input_share_counting_exactly(backend):
     assert with_sharing[2].by_k["3"].schemes != with_sharing[0].by_k["3"].schemes
 
 
+class WrittenInPlace(nn.Module):
+    """``a`` reads h; h is then doubled in place, and ``b`` reads the same tensor."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.emb = nn.Embedding(16, 8)
+        self.a, self.b = nn.Linear(8, 4), nn.Linear(8, 4)
+
+    def forward(self, input_ids, attention_mask=None):
+        h = self.emb(input_ids) * 1.0
+        y = self.a(h)
+        h.mul_(2.0)
+        return y + self.b(h)
+
+
+def test_an_input_written_in_place_is_not_shared():
+    # Batches without padding hand over views of the activation: after the in-place
+    # write, b's rows are the same tensor as a's but hold other values.
+    model = WrittenInPlace()
+    data = CalibrationData.from_ids([[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]])
+    tokenized = tokenize_data(data, wrap_module(model))
+    batches = list(padded_batches(tokenized, 2, torch.device("cpu"), 0))
+    assert all(bool(mask.all()) for _, mask in batches)
+    shared, with_sharing = run_accumulator(model, batches, share=True)
+    _, alone = run_accumulator(model, batches, share=False)
+    assert shared.accumulators["b"]._source is None
+    for x, y in zip(with_sharing, alone, strict=True):
+        for key in x.by_k:
+            assert x.by_k[key].count_histogram == y.by_k[key].count_histogram
+            assert x.by_k[key].vth.counts == y.by_k[key].vth.counts
+    assert with_sharing[0].by_k["3"].vth.mean * 2 == pytest.approx(with_sharing[1].by_k["3"].vth.mean)
+    # Under inference mode tensors track no version: nothing is shared, nothing is wrong.
+    with torch.inference_mode():
+        inferred, in_inference = run_accumulator(model, batches, share=True)
+    assert inferred.accumulators["b"]._source is None
+    for x, y in zip(in_inference, alone, strict=True):
+        assert x.by_k["3"].count_histogram == y.by_k["3"].count_histogram
+
+
 def totals(stats):
     return {
         (layer.name, key, scheme): (entry.schemes[scheme], entry.activity, entry.count_histogram)

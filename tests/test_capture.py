@@ -379,6 +379,39 @@ def test_mask_selects_exactly_the_real_tokens(mask: list[list[bool]], as_numpy: 
     assert torch.equal(rec.cat(""), expected)
 
 
+class InPlace(nn.Module):
+    """``a`` reads h, then h is doubled in place and ``b`` reads it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 2), nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = x * 1.0
+        y = self.a(h)
+        h.mul_(2.0)
+        return y + self.b(h)
+
+
+def test_a_mask_without_padding_hands_over_the_input_itself() -> None:
+    x = torch.randn(2, 4, 3)
+    lin = nn.Linear(3, 2)
+    seen = []
+    with LinearInputHooks(lin, lambda name, rows: seen.append(rows)) as hooks:
+        hooks.set_mask(torch.ones(2, 4))
+        lin(x)
+        hooks.set_mask(torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]))
+        lin(x)
+    # no padding: a view of the input (no copy of every activation); padding: a copy
+    assert seen[0].data_ptr() == x.data_ptr() and torch.equal(seen[0], x.reshape(8, 3))
+    assert seen[1].data_ptr() != x.data_ptr() and torch.equal(seen[1], x.reshape(8, 3)[:7])
+    # collected rows are copies: a later in-place write of the model does not reach them
+    model = InPlace()
+    got = collect_linear_inputs(model, {"x": x, "attention_mask": torch.ones(2, 4)})
+    np.testing.assert_array_equal(got["a"], x.reshape(8, 3).numpy())
+    np.testing.assert_array_equal(got["b"], 2 * x.reshape(8, 3).numpy())
+
+
 def test_masked_attention_block_matches_unpadded_runs(block: TinyBlock) -> None:
     sequences, x, mask = padded_batch([5, 2, 3], 8)
     x, sequences = x.double(), [s.double() for s in sequences]

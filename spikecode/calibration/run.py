@@ -260,6 +260,14 @@ def _decode(
 # --------------------------------------------------------------------------- accumulator
 
 
+def _version(rows: torch.Tensor) -> int | None:
+    """The version counter of ``rows`` (bumped by every in-place write), None if untracked.
+
+    Tensors made under ``torch.inference_mode`` track no version: they are never shared.
+    """
+    return None if rows.is_inference() else rows._version
+
+
 def _same_settings(a: LayerAccumulator, b: LayerAccumulator) -> bool:
     return (a.ks, a.schemes, a.window, a.block_sizes, b._source) == (
         b.ks,
@@ -337,7 +345,8 @@ class StatsAccumulator:
         # Sharing of identical inputs (q/k/v read one tensor): only between batches
         # announced with begin_batch, and only as long as the input really is the same.
         self._batches = 0
-        self._last: tuple[LayerAccumulator, torch.Tensor] | None = None
+        # The layer whose stream the last call fed, its rows and their version counter.
+        self._last: tuple[LayerAccumulator, torch.Tensor, int] | None = None
 
     def begin_batch(self) -> None:
         """Announce a new forward pass.
@@ -360,9 +369,13 @@ class StatsAccumulator:
         """Feed one hooked input (the :class:`LinearInputHooks` callback)."""
         acc = self.accumulators[name]
         last = self._last
+        # Rows may be a view of the model's activation (no padding to drop): written in
+        # place since that call, it has a new version and is not compared.
         same = (
             last is not None
             and last[0] is not acc
+            and last[2] is not None
+            and last[2] == _version(last[1])
             and last[1].shape == rows.shape
             and last[1].dtype == rows.dtype
             and last[1].device == rows.device
@@ -376,7 +389,7 @@ class StatsAccumulator:
             acc.unlink()
         acc.update(rows)
         root = acc._source or acc
-        self._last = (root, rows) if self._batches else None
+        self._last = (root, rows, _version(rows)) if self._batches else None
 
     def results(self) -> list[LayerStats]:
         """Per-layer statistics, in layer order."""

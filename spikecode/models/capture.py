@@ -183,7 +183,8 @@ class LinearInputHooks:
         axes flattened in row-major order and, while a mask is set, only the rows of
         non-padding tokens (see :meth:`set_mask`). A layer called twice in one forward
         pass (shared weights) produces two calls. The callback should not modify
-        ``rows`` in place: without a mask it is usually a view of the layer's real input.
+        ``rows`` in place: without a mask, or with a mask that marks no padding in the
+        batch, it is usually a view of the layer's real input.
     include, exclude, module_types
         Layer selection, as in :func:`list_linear_layers`. Errors are raised here, at
         construction, before any forward pass.
@@ -330,7 +331,10 @@ class LinearInputHooks:
         token_rows, sequence_rows, _ = self._indices(mask, activation.device)
         if leading == tuple(mask.shape) or leading == (mask.numel(),):
             # [batch, seq, features], or the same tokens flattened to [batch·seq, features]
-            # (MoE blocks route flattened tokens; with seq = 1 both readings agree).
+            # (MoE blocks route flattened tokens; with seq = 1 both readings agree). No
+            # padding: the rows themselves (a view), not a copy of every input.
+            if token_rows.shape[0] == mask.numel():
+                return rows
             return rows.index_select(0, token_rows)
         if leading[: mask.ndim] == tuple(mask.shape):
             # [batch, seq, heads, d] (attention sites): every head row of a real token.
@@ -415,7 +419,8 @@ def collect_linear_inputs(
             return
         rows = rows[: int(min(room, rows.shape[0]))]
         dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
-        pieces.setdefault(name, []).append(rows.to("cpu", dtype).numpy())
+        # A copy: the rows may be a view of an activation the model still writes to.
+        pieces.setdefault(name, []).append(rows.to("cpu", dtype, copy=True).numpy())
         counts[name] = counts.get(name, 0) + rows.shape[0]
 
     hooks = LinearInputHooks(model, keep, include, exclude, module_types)

@@ -501,7 +501,8 @@ def test_an_input_written_in_place_is_not_shared():
         for key in x.by_k:
             assert x.by_k[key].count_histogram == y.by_k[key].count_histogram
             assert x.by_k[key].vth.counts == y.by_k[key].vth.counts
-    assert with_sharing[0].by_k["3"].vth.mean * 2 == pytest.approx(with_sharing[1].by_k["3"].vth.mean)
+    means = [layer.by_k["3"].vth.mean for layer in with_sharing]
+    assert means[0] * 2 == pytest.approx(means[1])
     # Under inference mode tensors track no version: nothing is shared, nothing is wrong.
     with torch.inference_mode():
         inferred, in_inference = run_accumulator(model, batches, share=True)

@@ -636,26 +636,21 @@ class LayerAccumulator:
         ks = torch.tensor(self.ks, dtype=torch.float64, device=device)
         vth = counting._vth_table(F.abs_sum(x) / x.shape[-1], ks, dtype)
         spiked = torch.round(x.unsqueeze(0) / vth.unsqueeze(2)) * vth.unsqueeze(2)
-        flat = spiked.reshape(-1, x.shape[1])
+        # F.linear, rows as the matmul's M dimension: each row's result then does not
+        # depend on how many rows one product takes (the merge contract, ERROR_RTOL);
+        # weight @ rows.T was 12-35 % faster at 7B widths but moved the sums of another
+        # row grouping by ~1e-6 (BENCHMARKS.md).
+        y_float = torch.nn.functional.linear(x, weight, bias)
+        y_spike = torch.nn.functional.linear(spiked.reshape(-1, x.shape[1]), w_fq, bias)
+        y_spike = y_spike.reshape(len(self.ks), *y_float.shape)
         if device.type == "cpu":
-            # Transposed products (weight @ rows.T): for these few-row products torch's
-            # CPU kernels ran 12-35 % faster this way than F.linear (BENCHMARKS.md).
-            y_float = weight @ x.T
-            y_spike = w_fq @ flat.T
-            if bias is not None:
-                y_float += bias.unsqueeze(1)
-                y_spike += bias.unsqueeze(1)
             diff = np.zeros(len(self.ks))
             cosine = np.zeros(len(self.ks))
             reference = counting._error_sums(y_float.numpy(), y_spike.numpy(), diff, cosine)
             diff, cosine = torch.from_numpy(diff), torch.from_numpy(cosine)
             reference = torch.tensor(reference, dtype=torch.float64)
         else:
-            y_float = torch.nn.functional.linear(x, weight, bias)
-            y_spike = torch.nn.functional.linear(flat, w_fq, bias)
-            diff, reference, cosine = _error_sums_torch(
-                y_float, y_spike.reshape(len(self.ks), *y_float.shape)
-            )
+            diff, reference, cosine = _error_sums_torch(y_float, y_spike)
         if self._err is None:
             self._err = {"diff": diff, "reference": reference, "cosine": cosine}
         else:

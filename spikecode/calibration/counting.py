@@ -397,41 +397,46 @@ def _fake_quant_rows(w, bits, group, out):  # pragma: no cover - jit
 
 
 @kernel(
-    "float64(float32[:, ::1], float32[:, ::1], float64[::1], float64[::1])",
-    "float64(float64[:, ::1], float64[:, ::1], float64[::1], float64[::1])",
+    "float64(float32[:, ::1], float32[:, :, ::1], float64[::1], float64[::1])",
+    "float64(float64[:, ::1], float64[:, :, ::1], float64[::1], float64[::1])",
 )
 def _error_sums(y_float, y_spike, diff, cosine):  # pragma: no cover - jit
     """The output error's sums over rows, in float64, for every k at once.
 
-    Transposed outputs: ``y_float`` ``[out, rows]`` (the float layer), ``y_spike``
-    ``[out, k·rows]`` (column ``g·rows + i``: row i fed the spikes of the g-th k). Adds
-    ``Σ ||y_spike - y_float||²`` into ``diff[g]`` and the sum of the row cosines into
-    ``cosine[g]`` (two zero rows: 1, one zero row: 0); returns ``Σ ||y_float||²``. The
-    oracle is ``accumulator._error_sums_torch`` (the device path).
+    ``y_float`` ``[rows, out]`` (the float layer), ``y_spike`` ``[k, rows, out]`` (the
+    W8ASpike layer fed the spikes of each k). Adds ``Σ ||y_spike - y_float||²`` into
+    ``diff[g]`` and the sum of the row cosines into ``cosine[g]`` (two zero rows: 1, one
+    zero row: 0); returns ``Σ ||y_float||²``. The oracle is
+    ``accumulator._error_sums_torch`` (the device path).
     """
-    cols, rows = y_float.shape
-    n_k = diff.shape[0]
-    sums = np.zeros((n_k + 1, 3, rows), dtype=np.float64)  # [k or float, (d², s², dot), row]
-    for g in prange(n_k + 1):
+    n_k, rows, cols = y_spike.shape
+    float_sq = np.zeros(rows, dtype=np.float64)
+    for i in range(rows):
+        acc = 0.0
         for j in range(cols):
-            for i in range(rows):
-                f = np.float64(y_float[j, i])
-                if g == n_k:
-                    sums[g, 0, i] += f * f
-                    continue
-                v = np.float64(y_spike[j, g * rows + i])
-                sums[g, 0, i] += (v - f) * (v - f)
-                sums[g, 1, i] += v * v
-                sums[g, 2, i] += v * f
-    float_sq = sums[n_k, 0]
-    for g in range(n_k):
+            f = np.float64(y_float[i, j])
+            acc += f * f
+        float_sq[i] = acc
+    sums = np.zeros((n_k, 2), dtype=np.float64)
+    for g in prange(n_k):
         for i in range(rows):
-            s2 = sums[g, 1, i]
-            diff[g] += sums[g, 0, i]
+            d2 = 0.0
+            s2 = 0.0
+            dot = 0.0
+            for j in range(cols):
+                f = np.float64(y_float[i, j])
+                v = np.float64(y_spike[g, i, j])
+                d2 += (v - f) * (v - f)
+                s2 += v * v
+                dot += v * f
+            sums[g, 0] += d2
             if s2 == 0.0 or float_sq[i] == 0.0:
-                cosine[g] += 1.0 if s2 == float_sq[i] else 0.0
+                sums[g, 1] += 1.0 if s2 == float_sq[i] else 0.0
             else:
-                cosine[g] += sums[g, 2, i] / (math.sqrt(s2) * math.sqrt(float_sq[i]))
+                sums[g, 1] += dot / (math.sqrt(s2) * math.sqrt(float_sq[i]))
+    for g in range(n_k):
+        diff[g] += sums[g, 0]
+        cosine[g] += sums[g, 1]
     return float_sq.sum()
 
 

@@ -24,7 +24,11 @@ from spikecode.calibration import distributed as parallel
 from spikecode.cli import main
 from spikecode.errors import SpikecodeError
 from spikecode.models.checkpoint import load_checkpoint
-from spikecode.testing import stats_differences, write_tiny_gla_swa_checkpoint
+from spikecode.testing import (
+    stats_differences,
+    write_tiny_gla_swa_checkpoint,
+    write_tiny_moe_checkpoint,
+)
 
 SETTINGS = {"k": (2.0, 3.0), "schemes": ("bitwise-bidirectional", "bitwise-twos-complement")}
 
@@ -455,3 +459,199 @@ def test_merge_refuses_absurd_offsets_before_allocating(parts, tmp_path):
     assert result.exit_code == 1
     assert "offset' must be -64" in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- MoE parts
+
+# Tiny MoE model (4 experts, top-1): with these texts, one sample per batch, the MoE layer
+# below routes the first shard to experts 1 and 3 and the second to experts 2 and 3;
+# expert 0 gets no token at all (the fixture asserts it).
+MOE_TEXTS = [
+    "hello world the spiking brain model",
+    "spike count token linear attention",
+    "the model the token the count",
+    "hello spike brain",
+    "linear attention spiking model world hello",
+    "count the spikes",
+]
+MOE_SHARDS = ([0, 4], [1, 2, 3, 5])
+MOE = "model.layers.1.mlp"
+
+
+ERROR_FIELDS = ("output_rel_error", "output_cosine", "output_sq_error", "output_sq_norm")
+
+
+def _errors(tree, path=""):
+    """The output-error fields of a ``to_dict()`` tree, by path."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list):
+        items = enumerate(tree)
+    else:
+        return {}
+    found = {}
+    for key, value in items:
+        if key in ERROR_FIELDS:
+            found[f"{path}.{key}"] = value
+        else:
+            found.update(_errors(value, f"{path}.{key}"))
+    return found
+
+
+def assert_same_moe(expected, got, *, skip=("created",)):
+    """:func:`assert_same`, with the output-error fields within 1e-5 instead of 1e-6.
+
+    The tiny MoE model's routers have errors of a few % of their outputs, so the float32
+    rounding of another row grouping moves their error sums by ~1.2e-6 (relative), beyond
+    ``ERROR_RTOL``; any split of these texts does that, also one whose parts reach the
+    same experts, so it is no matter of the experts.
+    """
+    assert stats_differences(expected, got, skip=(*skip, *ERROR_FIELDS)) == []
+    assert _errors(got) == pytest.approx(_errors(expected), rel=1e-5)
+
+
+def reached(stats, moe=MOE):
+    """The experts of ``moe`` that received tokens, from the routing and from the layers."""
+    routing = next(r for r in stats.routing if r.layer == moe)
+    by_routing = {e for e, n in enumerate(routing.expert_tokens) if n}
+    by_layers = {routing.expert_of(x.name) for x in stats.layers} - {None}
+    assert by_routing == by_layers
+    return by_routing
+
+
+@pytest.fixture(scope="module")
+def moe_model(tmp_path_factory):
+    folder = write_tiny_moe_checkpoint(
+        tmp_path_factory.mktemp("moe") / "tiny", with_tokenizer=True, num_experts=4
+    )
+    return load_checkpoint(folder, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def moe_parts(moe_model):
+    """Two shards that reach different experts, and one calibration of their union."""
+
+    def run(texts, source):
+        data = CalibrationData.from_texts(texts, source)
+        return calibrate(moe_model, data, batch_size=1, **SETTINGS)
+
+    a, b = (
+        run([MOE_TEXTS[i] for i in shard], n) for shard, n in zip(MOE_SHARDS, "ab", strict=True)
+    )
+    union = run(MOE_TEXTS, "all")
+    assert reached(a) == {1, 3} and reached(b) == {2, 3} and reached(union) == {1, 2, 3}
+    return a, b, union
+
+
+def test_routed_expert_layers():
+    routing = spikecode.calibration.records.RoutingStats(MOE, 4, 1, 2, (1, 0, 1, 0))
+    assert routing.expert_of(f"{MOE}.experts.2.up_proj") == 2
+    assert routing.expert_of(f"{MOE}.experts.0.gate_proj") == 0
+    for other in (
+        f"{MOE}.experts.4.up_proj",  # no such expert
+        f"{MOE}.experts.02.up_proj",
+        f"{MOE}.experts.+2.up_proj",
+        f"{MOE}.experts.2",
+        f"{MOE}.experts.2.",
+        f"{MOE}.shared_experts.0.up_proj",
+        f"{MOE}.router",
+        "model.layers.11.mlp.experts.2.up_proj",  # another layer's
+    ):
+        assert routing.expert_of(other) is None, other
+
+
+def test_merge_of_parts_that_reach_different_experts_equals_the_union(moe_parts):
+    a, b, union = moe_parts
+    for parts in ([a, b], [b, a]):
+        merged = merge_stats(parts)
+        assert_same_moe(union.to_dict(), merged.to_dict(), skip=("created", "source"))
+    # The union's layers, routing and totals follow: what one process has, the merge has.
+    names = [x.name for x in merged.layers]
+    assert f"{MOE}.experts.1.up_proj" in names and f"{MOE}.experts.2.up_proj" in names
+    assert not any(name.startswith(f"{MOE}.experts.0.") for name in names)  # reached by none
+    for routing in merged.routing:
+        for e, n in enumerate(routing.expert_tokens):
+            layers = [x for x in merged.layers if routing.expert_of(x.name) == e]
+            assert [x.tokens for x in layers] == [n] * (3 if n else 0)
+
+
+def test_merge_stats_cli_of_parts_that_reach_different_experts(moe_parts, tmp_path):
+    a, b, union = moe_parts
+    files = [
+        str(save_stats(tmp_path / f"{n}.json", s)[0]) for n, s in zip("ab", (a, b), strict=True)
+    ]
+    out = tmp_path / "merged.json"
+    result = CliRunner().invoke(main, ["merge-stats", *files, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert_same_moe(union.to_dict(), load_stats(out).to_dict(), skip=("created", "source"))
+
+
+def test_reduce_of_ranks_that_reach_different_experts(monkeypatch, moe_model, moe_parts):
+    a, b, union = moe_parts
+    payloads = [parallel.encode(a), b"", parallel.encode(b)]
+    assert_same_moe(union.to_dict(), parallel.reduce_stats(payloads, union.data).to_dict())
+    # Real shards: three ranks, one sample per batch, each reaching other experts.
+    data = CalibrationData.from_texts(MOE_TEXTS, "all")
+    payloads = simulated_ranks(
+        monkeypatch, 3, lambda: calibrate(moe_model, data, batch_size=1, **SETTINGS)
+    )
+    routed = [
+        next(r["expert_tokens"] for r in json.loads(p)["routing"] if r["layer"] == MOE)
+        for p in payloads
+    ]
+    assert len({tuple(n > 0 for n in counts) for counts in routed}) == 3, routed
+    assert_same_moe(union.to_dict(), parallel.reduce_stats(payloads, union.data).to_dict())
+
+
+def _without(stats, *names):
+    return dataclasses.replace(stats, layers=tuple(x for x in stats.layers if x.name not in names))
+
+
+def _moved(stats, name, before):
+    """``stats`` with layer ``name`` listed just before layer ``before``."""
+    layers = [x for x in stats.layers if x.name != name]
+    at = next(i for i, x in enumerate(layers) if x.name == before)
+    layers.insert(at, stats.layer(name))
+    return dataclasses.replace(stats, layers=tuple(layers))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # Layers that are no routed expert's must be in every part, whatever their name.
+        (
+            lambda s: _without(s, f"{MOE}.shared_experts.0.up_proj"),
+            "different layers: a and b",
+        ),
+        (lambda s: _without(s, f"{MOE}.router"), "different layers: a and b"),
+        (lambda s: _without(s, "model.layers.0.mlp.down_proj"), "different layers: a and b"),
+        # b routed tokens to expert 3 (so did a): its projections cannot be missing from b.
+        (
+            lambda s: _without(s, *(f"{MOE}.experts.3.{p}" for p in ("up_proj", "down_proj"))),
+            rf"cannot merge b: it has no layer '{MOE}.experts.3.up_proj' although its routing "
+            r"sends 15 tokens to expert 3 of 'model.layers.1.mlp' \(a has the layer\)",
+        ),
+        # Expert 3 (in both parts) listed before expert 2, or its projections reordered.
+        (
+            lambda s: _moved(s, f"{MOE}.experts.3.gate_proj", f"{MOE}.experts.2.gate_proj"),
+            "cannot merge b: its routed experts' projections are not in model order",
+        ),
+        (
+            lambda s: _moved(s, f"{MOE}.experts.3.up_proj", f"{MOE}.experts.3.gate_proj"),
+            f"place layer '{MOE}.experts.3.up_proj' differently: a and b",
+        ),
+    ],
+    ids=[
+        "shared expert",
+        "router",
+        "dense layer",
+        "routed expert absent",
+        "experts reordered",
+        "projections reordered",
+    ],
+)
+def test_refused_moe_merges(moe_parts, change, message):
+    a, b, _ = moe_parts
+    merge_stats([a, b], labels=["a", "b"])
+    with pytest.raises(SpikecodeError, match=message):
+        merge_stats([a, change(b)], labels=["a", "b"])

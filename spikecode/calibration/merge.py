@@ -24,6 +24,10 @@ Merging is associative and commutative up to that rounding. What may be merged: 
 of one model (same checkpoint path, kind, ``model_type`` and dtype; same layers and
 shapes), with the same k values, codes, window, block sizes, output-error settings,
 length limit, recipe and spikecode version, each carrying the version 2 merge fields.
+The one difference in layers allowed is that of MoE models (SPEC §8): a routed expert's
+projections are absent from a part that routed no token to that expert (its ``routing``
+says 0), as one calibration leaves them out; the union has them merged from the parts
+that have them, and lacks them only if no part reached the expert.
 The sample sets must be disjoint. Each stats file carries its identity (``runs``: the
 random id of the calibration run, or the ids a merge combined), so parts that share a
 run, the same file twice included, are refused; disjoint samples of different runs stay
@@ -210,9 +214,95 @@ def _settings(stats: CalibrationStats) -> dict[str, Any]:
         "error_rows": stats.error_rows,
         "error_stride": stats.error_stride,
         "max_length": stats.data.max_length,
-        "layers": tuple((x.name, x.in_features, x.out_features) for x in stats.layers),
+        # Before the layers: which layers are routed experts' follows from the routing.
         "MoE layers": tuple((r.layer, r.num_experts, r.top_k) for r in stats.routing),
+        # A routed expert's projections are absent where no token reached it, so parts
+        # may differ in them (_plan_layers); every other layer must be in every part.
+        "layers": tuple(
+            (x.name, x.in_features, x.out_features)
+            for x in stats.layers
+            if _routed_expert(stats.routing, x.name) is None
+        ),
     }
+
+
+def _routed_expert(routing: Sequence[RoutingStats], name: str) -> tuple[int, int] | None:
+    """``(MoE layer index, expert)`` when ``name`` is a routed expert's projection."""
+    for index, moe in enumerate(routing):
+        expert = moe.expert_of(name)
+        if expert is not None:
+            return index, expert
+    return None
+
+
+def _plan_layers(
+    parts: Sequence[CalibrationStats], labels: Sequence[str] | None
+) -> list[list[tuple[int, LayerStats]]]:
+    """The union's layers in model order, each as ``(part index, layer)`` of the parts with it.
+
+    The parts share their layers except routed experts' projections, absent from a part
+    that routed no token to the expert (a single calibration leaves them out too): the
+    union has an expert's projections if any part has them. The parts' common layers
+    (checked by :func:`_settings`) are the frame; an expert's projections go where the
+    parts put them, between the same two common layers, ordered by MoE layer, expert
+    and the parts' order of projections (the modules' order: ``experts`` is a
+    ``ModuleList``), which is the order one calibration over the union lists them in.
+
+    Raises
+    ------
+    SpikecodeError
+        A part lacks a routed expert's projection although its routing gave that expert
+        tokens (it was left out otherwise, e.g. by ``exclude``), or the parts list the
+        routed experts' projections in different places.
+    """
+    routing = parts[0].routing
+    # name -> sort key, set by the first part that has the layer
+    keys: dict[str, tuple[int, ...]] = {}
+    owners: dict[str, list[tuple[int, LayerStats]]] = {}
+    for index, part in enumerate(parts):
+        frame = 0  # common layers before this one
+        seen: dict[tuple[int, int], int] = {}  # projections of each expert so far
+        previous: tuple[int, ...] = ()
+        for layer in part.layers:
+            which = _routed_expert(routing, layer.name)
+            if which is None:
+                key: tuple[int, ...] = (frame, 1)
+                frame += 1
+            else:
+                key = (frame, 0, *which, seen.get(which, 0))
+                seen[which] = seen.get(which, 0) + 1
+            if keys.setdefault(layer.name, key) != key:
+                raise SpikecodeError(
+                    f"cannot merge stats files that place layer {layer.name!r} differently: "
+                    f"{_label(labels, owners[layer.name][0][0])} and {_label(labels, index)}",
+                    field="layers",
+                )
+            if key <= previous:
+                raise SpikecodeError(
+                    f"cannot merge {_label(labels, index)}: its routed experts' projections "
+                    f"are not in model order (layer {layer.name!r})",
+                    field="layers",
+                )
+            previous = key
+            owners.setdefault(layer.name, []).append((index, layer))
+    for name in owners:
+        which = _routed_expert(routing, name)
+        if which is None:
+            continue
+        moe, expert = routing[which[0]], which[1]
+        present = {index for index, _ in owners[name]}
+        for index, part in enumerate(parts):
+            routed = part.routing[which[0]].expert_tokens[expert]
+            if index not in present and routed:
+                raise SpikecodeError(
+                    f"cannot merge {_label(labels, index)}: it has no layer {name!r} although "
+                    f"its routing sends {routed} tokens to expert {expert} of {moe.layer!r} "
+                    f"({_label(labels, owners[name][0][0])} has the layer); only an expert "
+                    "that a part routed no token to may be absent from it",
+                    field="layers",
+                    layer=name,
+                )
+    return [owners[name] for name in sorted(owners, key=keys.__getitem__)]
 
 
 def _label(labels: Sequence[str] | None, index: int) -> str:
@@ -249,26 +339,28 @@ def _check_distinct_runs(
     return tuple(sorted(owner))
 
 
-def _check_bins(parts: Sequence[CalibrationStats], labels: Sequence[str] | None) -> None:
+def _check_bins(
+    plan: Sequence[Sequence[tuple[int, LayerStats]]], labels: Sequence[str] | None
+) -> None:
     """Every binned quantity (Vth and count histograms) must share its bins across parts.
 
-    The count histograms must also cover the stats-file range ``-COUNT_LIMIT …
-    COUNT_LIMIT`` (what :func:`~spikecode.calibration.load_stats` accepts): a merge
-    rebuilds the bins from the offset, so another one would be allocated bin by bin.
+    ``plan`` is :func:`_plan_layers`'s: per layer, the parts that have it. The count
+    histograms must also cover the stats-file range ``-COUNT_LIMIT … COUNT_LIMIT`` (what
+    :func:`~spikecode.calibration.load_stats` accepts): a merge rebuilds the bins from
+    the offset, so another one would be allocated bin by bin.
     """
-    first = parts[0]
-    for layer in first.layers:
-        for key, entry in layer.by_k.items():
+    for owners in plan:
+        first, reference = owners[0]
+        for key, entry in reference.by_k.items():
             hist = entry.count_histogram
             if (hist.offset, len(hist.counts)) != (-COUNT_LIMIT, 2 * COUNT_LIMIT + 1):
                 raise SpikecodeError(
-                    f"{_label(labels, 0)} has a count histogram over {len(hist.counts)} bins "
-                    f"from {hist.offset}, not the stats file's -{COUNT_LIMIT} … {COUNT_LIMIT} "
-                    f"(layer {layer.name!r}, k = {key})",
+                    f"{_label(labels, first)} has a count histogram over {len(hist.counts)} "
+                    f"bins from {hist.offset}, not the stats file's -{COUNT_LIMIT} … "
+                    f"{COUNT_LIMIT} (layer {reference.name!r}, k = {key})",
                     field="count_histogram",
                 )
-    for index, part in enumerate(parts[1:], start=1):
-        for layer, reference in zip(part.layers, first.layers, strict=True):
+        for index, layer in owners[1:]:
             for key, entry in layer.by_k.items():
                 ref = reference.by_k[key]
                 hist, ref_hist = entry.count_histogram, ref.count_histogram
@@ -283,7 +375,7 @@ def _check_bins(parts: Sequence[CalibrationStats], labels: Sequence[str] | None)
                     if ours != theirs:
                         raise SpikecodeError(
                             f"cannot merge stats files with different {what}: "
-                            f"{_label(labels, 0)} and {_label(labels, index)} (layer "
+                            f"{_label(labels, first)} and {_label(labels, index)} (layer "
                             f"{layer.name!r}, k = {key})",
                             field=what,
                         )
@@ -315,7 +407,9 @@ def merge_stats(
         No parts; a part without the version 2 merge fields (a version 1 file); parts
         that differ in checkpoint, k values, codes, window, block sizes, output-error
         settings, length limit, recipe, spikecode version, layers or histogram bins (the
-        message names the field and both parts); parts that share a calibration run
+        message names the field and both parts); a part without a routed expert's
+        projection although its routing gave that expert tokens (only experts a part
+        routed no token to may be absent from it); parts that share a calibration run
         (their ``runs`` overlap: the same samples twice).
     """
     parts = list(parts)
@@ -346,14 +440,15 @@ def merge_stats(
                     f"{_label(labels, index)} ({shown})",
                     field=name,
                 )
-    _check_bins(parts, labels)
+    plan = _plan_layers(parts, labels)
+    _check_bins(plan, labels)
     runs = _check_distinct_runs(parts, labels)
     first = parts[0]
     layers = [
         merge_layer_stats(
-            [part.layers[i] for part in parts], first.schemes, first.window, first.block_sizes
+            [layer for _, layer in owners], first.schemes, first.window, first.block_sizes
         )
-        for i in range(len(first.layers))
+        for owners in plan
     ]
     sources = list(dict.fromkeys(part.data.source for part in parts))
     data = DataInfo(

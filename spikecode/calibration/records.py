@@ -576,6 +576,33 @@ class RoutingStats:
         """Routed experts a token activates, ``top_k / num_experts`` (the macro density)."""
         return self.top_k / self.num_experts
 
+    def expert_of(self, name: str) -> int | None:
+        """The routed expert whose projection the layer ``name`` is, or None.
+
+        A routed expert's projections are ``<layer>.experts.<e>.<projection>`` with
+        ``0 <= e < num_experts`` (the names calibration gives them); anything else, the
+        router and the shared experts included, belongs to no routed expert.
+
+        Parameters
+        ----------
+        name
+            A layer name of the stats file.
+
+        Returns
+        -------
+        int or None
+            ``e``, or None when ``name`` is not a projection of this layer's routed experts.
+        """
+        prefix = f"{self.layer}.experts."
+        if not name.startswith(prefix):
+            return None
+        index, dot, projection = name[len(prefix) :].partition(".")
+        # Only the plain form a ModuleList index takes: not "03", "+3" or other scripts' digits.
+        if not (dot and projection and index.isdecimal()) or index != str(int(index)):
+            return None
+        expert = int(index)
+        return expert if expert < self.num_experts else None
+
     def to_dict(self) -> dict[str, Any]:
         """The stats-file layout."""
         return {

@@ -478,38 +478,6 @@ MOE_SHARDS = ([0, 4], [1, 2, 3, 5])
 MOE = "model.layers.1.mlp"
 
 
-ERROR_FIELDS = ("output_rel_error", "output_cosine", "output_sq_error", "output_sq_norm")
-
-
-def _errors(tree, path=""):
-    """The output-error fields of a ``to_dict()`` tree, by path."""
-    if isinstance(tree, dict):
-        items = tree.items()
-    elif isinstance(tree, list):
-        items = enumerate(tree)
-    else:
-        return {}
-    found = {}
-    for key, value in items:
-        if key in ERROR_FIELDS:
-            found[f"{path}.{key}"] = value
-        else:
-            found.update(_errors(value, f"{path}.{key}"))
-    return found
-
-
-def assert_same_moe(expected, got, *, skip=("created",)):
-    """:func:`assert_same`, with the output-error fields within 1e-5 instead of 1e-6.
-
-    The tiny MoE model's routers have errors of a few % of their outputs, so the float32
-    rounding of another row grouping moves their error sums by ~1.2e-6 (relative), beyond
-    ``ERROR_RTOL``; any split of these texts does that, also one whose parts reach the
-    same experts, so it is no matter of the experts.
-    """
-    assert stats_differences(expected, got, skip=(*skip, *ERROR_FIELDS)) == []
-    assert _errors(got) == pytest.approx(_errors(expected), rel=1e-5)
-
-
 def reached(stats, moe=MOE):
     """The experts of ``moe`` that received tokens, from the routing and from the layers."""
     routing = next(r for r in stats.routing if r.layer == moe)
@@ -564,7 +532,7 @@ def test_merge_of_parts_that_reach_different_experts_equals_the_union(moe_parts)
     a, b, union = moe_parts
     for parts in ([a, b], [b, a]):
         merged = merge_stats(parts)
-        assert_same_moe(union.to_dict(), merged.to_dict(), skip=("created", "source"))
+        assert_same(union.to_dict(), merged.to_dict(), skip=("created", "source"))
     # The union's layers, routing and totals follow: what one process has, the merge has.
     names = [x.name for x in merged.layers]
     assert f"{MOE}.experts.1.up_proj" in names and f"{MOE}.experts.2.up_proj" in names
@@ -583,13 +551,13 @@ def test_merge_stats_cli_of_parts_that_reach_different_experts(moe_parts, tmp_pa
     out = tmp_path / "merged.json"
     result = CliRunner().invoke(main, ["merge-stats", *files, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert_same_moe(union.to_dict(), load_stats(out).to_dict(), skip=("created", "source"))
+    assert_same(union.to_dict(), load_stats(out).to_dict(), skip=("created", "source"))
 
 
 def test_reduce_of_ranks_that_reach_different_experts(monkeypatch, moe_model, moe_parts):
     a, b, union = moe_parts
     payloads = [parallel.encode(a), b"", parallel.encode(b)]
-    assert_same_moe(union.to_dict(), parallel.reduce_stats(payloads, union.data).to_dict())
+    assert_same(union.to_dict(), parallel.reduce_stats(payloads, union.data).to_dict())
     # Real shards: three ranks, one sample per batch, each reaching other experts.
     data = CalibrationData.from_texts(MOE_TEXTS, "all")
     payloads = simulated_ranks(
@@ -600,7 +568,7 @@ def test_reduce_of_ranks_that_reach_different_experts(monkeypatch, moe_model, mo
         for p in payloads
     ]
     assert len({tuple(n > 0 for n in counts) for counts in routed}) == 3, routed
-    assert_same_moe(union.to_dict(), parallel.reduce_stats(payloads, union.data).to_dict())
+    assert_same(union.to_dict(), parallel.reduce_stats(payloads, union.data).to_dict())
 
 
 def _without(stats, *names):

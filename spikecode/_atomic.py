@@ -33,6 +33,7 @@ __all__ = [
     "atomic_folder",
     "atomic_write",
     "held_signals",
+    "name_max",
     "os_cause",
     "terminate_as_interrupt",
 ]
@@ -120,7 +121,8 @@ def held_signals() -> Iterator[None]:
 # --------------------------------------------------------------------------- files
 
 
-def _name_max(folder: Path) -> int:
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that ``folder``'s file system allows (255 if unknown)."""
     try:
         return os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):
@@ -248,7 +250,7 @@ def atomic_files(
             with held_signals():
                 for current in targets:
                     folder = current.parent if str(current.parent) else Path(".")
-                    if len(os.fsencode(current.name)) > _name_max(folder):
+                    if len(os.fsencode(current.name)) > name_max(folder):
                         raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
                     keep_mode = _new_file_mode(current)
                     temporaries.append(_create_temporary(folder, current.name))

@@ -247,6 +247,21 @@ def float_rows(
     return rows, a.shape
 
 
+def refuse_nonfinite_rows(rows: np.ndarray, flagged: np.ndarray, shape: tuple[int, ...]) -> None:
+    """Refuse activations ``rows`` if a kernel ``flagged`` any row as holding NaN or Inf.
+
+    The kernels flag rows while they compute the thresholds; only the flagged rows are
+    counted again here, so that the message says how many values in how many tokens.
+    """
+    bad_rows = np.flatnonzero(flagged)
+    if bad_rows.size:
+        bad = int((~np.isfinite(rows[bad_rows])).sum())
+        raise SpikecodeError(
+            f"activations contain {bad} NaN or Inf value(s) in {bad_rows.size} token(s)",
+            shape=shape,
+        )
+
+
 def check_nonempty(shape: tuple[int, ...], what: str) -> None:
     """Refuse scalars and empty tensors: features must lie on a non-empty last axis."""
     if len(shape) == 0:
@@ -299,6 +314,16 @@ def positive_finite(value: Any, name: str) -> float:
     if not np.isfinite(v) or v <= 0:
         raise SpikecodeError(f"{name} must be finite and > 0, not {short_repr(value)}")
     return v
+
+
+def threshold_options(k: Any, vth_min: Any, vth_max: Any) -> tuple[float, float, float]:
+    """``(k, vth_min, vth_max)`` as floats: each finite and > 0, ``vth_min <= vth_max``."""
+    k = positive_finite(k, "k")
+    vth_min = positive_finite(vth_min, "vth_min")
+    vth_max = positive_finite(vth_max, "vth_max")
+    if vth_min > vth_max:
+        raise SpikecodeError(f"vth_min {vth_min} is larger than vth_max {vth_max}")
+    return k, vth_min, vth_max
 
 
 def check_hdf5_sizes(group: Any, path: Path) -> None:

@@ -34,6 +34,8 @@ from spikecode._validate import (
     float_rows,
     is_torch,
     positive_finite,
+    refuse_nonfinite_rows,
+    threshold_options,
     to_numpy,
 )
 from spikecode.errors import SpikecodeError
@@ -107,11 +109,7 @@ def adaptive_counts(
     >>> counts.tolist(), vth.tolist()
     ([[1, -2, 5, 0]], [0.4375])
     """
-    k = positive_finite(k, "k")
-    vth_min = positive_finite(vth_min, "vth_min")
-    vth_max = positive_finite(vth_max, "vth_max")
-    if vth_min > vth_max:
-        raise SpikecodeError(f"vth_min {vth_min} is larger than vth_max {vth_max}")
+    k, vth_min, vth_max = threshold_options(k, vth_min, vth_max)
     bounds = _clip_bounds(clip)
     if is_torch(x):
         if x.device.type != "cpu":
@@ -140,13 +138,7 @@ def _adaptive_counts_numpy(
     flags = _kernels.adaptive_counts(
         rows, k, vth_min, vth_max, float(low), float(high), counts, vth
     )
-    bad_rows = np.flatnonzero(flags[:, 1])
-    if bad_rows.size:
-        bad = int((~np.isfinite(rows[bad_rows])).sum())
-        raise SpikecodeError(
-            f"activations contain {bad} NaN or Inf value(s) in {bad_rows.size} token(s)",
-            shape=shape,
-        )
+    refuse_nonfinite_rows(rows, flags[:, 1], shape)
     clipped = int(flags[:, 0].sum())
     if bounds is None and clipped:
         raise SpikecodeError(

@@ -3,10 +3,9 @@
 import json
 
 import pytest
-from click.testing import CliRunner
+from clitools import run
 
 from spikecode.calibration import load_stats
-from spikecode.cli import main
 from spikecode.cli.calibrate import parse_k
 from spikecode.data import load_corpus
 from spikecode.errors import SpikecodeError
@@ -18,10 +17,6 @@ TOTAL_KEYS = {
     "spikes_per_element", "firing_rate", "sparsity", "silent_fraction", "within_7_fraction",
     "window3_sparsity", "output_rel_error",
 }  # fmt: skip
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def one_line_error(result, *fragments):

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from clitools import run
 
 import spikecode
 from spikecode.cli import main
@@ -14,10 +15,6 @@ JSON_KEYS = {
     "shape", "k", "scheme", "T", "vth_mean", "spikes_per_element", "firing_rate", "sparsity",
     "silent_fraction", "within_7_fraction", "window3_sparsity",
 }  # fmt: skip
-
-
-def run(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def test_bundled_sample_table():

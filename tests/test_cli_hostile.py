@@ -13,9 +13,8 @@ import os
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from clitools import run
 
-from spikecode.cli import main
 from spikecode.testing import write_tiny_gla_swa_checkpoint
 
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -96,13 +95,9 @@ def _format(args, files):
     return [a.format(**names) if "{" in a else a for a in args]
 
 
-def _invoke(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
-
-
 @pytest.mark.parametrize(("args", "text"), REFUSALS, ids=lambda v: str(v)[:40])
 def test_refusals_are_one_line(files, args, text):
-    result = _invoke(_format(args, files))
+    result = run(*_format(args, files))
     assert result.exit_code == 1, result.output
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
@@ -113,7 +108,7 @@ def test_refusals_are_one_line(files, args, text):
 
 @pytest.mark.parametrize("args", USAGE_ERRORS, ids=lambda v: str(v)[:40])
 def test_usage_errors_are_one_error_line(args):
-    result = _invoke(args)
+    result = run(*args)
     assert result.exit_code == 2, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1
@@ -122,7 +117,7 @@ def test_usage_errors_are_one_error_line(args):
 
 def test_absurd_k_summary_needs_no_train():
     # k = 1e300 clamps Vth: billions of spikes. The summary comes from the counts alone.
-    result = _invoke(["encode", "--k", "1e300", "--scheme", "ternary", "--format", "json"])
+    result = run("encode", "--k", "1e300", "--scheme", "ternary", "--format", "json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["spikes"] > 10**10

@@ -12,7 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from clitools import run
 
 import spikecode
 from spikecode.cli import main
@@ -20,11 +20,6 @@ from spikecode.cli import main
 ROOT = os.path.dirname(os.path.dirname(spikecode.__file__))
 #: What `--help`, option errors and `import spikecode` must never import (seconds each).
 HEAVY = ("torch", "transformers", "onnx", "onnxruntime", "nir", "matplotlib", "numba", "scipy")
-
-
-def run(*args, env=None, input=None):
-    runner = CliRunner(env=env)
-    return runner.invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
 
 
 def one_line_error(result, code=1):

@@ -7,24 +7,11 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
+from clitools import fails, run
 from test_reports import make_stats, tiny_layers, write_stats
 
-from spikecode.cli import main
 from spikecode.plan import deployment_plan
 from spikecode.testing import write_tiny_gla_swa_checkpoint
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def fails(*args, match):
-    result = run(*args)
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    assert match in result.output, result.output
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from click.testing import CliRunner
+from clitools import run
 
 from spikecode.calibration import calibrate, evaluate, load_stats, save_stats
 from spikecode.cli import main
@@ -16,10 +17,6 @@ from spikecode.nn import recipe_targets, swap_linears
 from spikecode.testing import write_tiny_gla_swa_checkpoint
 
 TEXTS = ["hello spiking brain model", "the token count linear attention", "hello world"]
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

@@ -6,28 +6,15 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from clitools import fails, run
 from test_reports import make_stats, tiny_layers, write_stats
 
 import spikecode
-from spikecode.cli import main
 from spikecode.data import load_sample
 from spikecode.reports import energy_report, load_source, sparsity_report, tradeoff_report
 
 EQ24_KEYS = {"spike_mac_pj", "fp16_mac_pj", "int8_mac_pj", "reduction_vs_fp16", "reduction_vs_int8"}
 MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF-", ".svg": b"<"}
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def fails(*args, match):
-    result = run(*args)
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    assert match in result.output, result.output
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,11 @@ import textwrap
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from clitools import run
 
 import spikecode
-from spikecode.cli import main
 from spikecode.data import load_sample
 from spikecode.errors import LARGER, Remedy, SpikecodeError
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
 
 
 def one_line_error(result, code=1):

@@ -169,14 +169,19 @@ def test_cli_calibrate_and_report_experts(folder, tmp_path):
     assert "macro sparsity" in result.output and "micro sparsity" in result.output
 
 
-def test_mixtral_calibrates_per_expert(tmp_path):
+def tiny_mixtral():
+    """A seeded two-layer Mixtral, 4 experts with 2 routed per token."""
     torch.manual_seed(0)
     config = transformers.MixtralConfig(
         vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
         num_local_experts=4, num_experts_per_tok=2,
     )  # fmt: skip
-    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    return transformers.AutoModelForCausalLM.from_config(config).eval()
+
+
+def test_mixtral_calibrates_per_expert(tmp_path):
+    model = tiny_mixtral()
     loaded = wrap_module(model)
     ids = [{"input_ids": list(range(3 + i, 12 + 2 * i))} for i in range(5)]
     data = tmp_path / "ids.jsonl"
@@ -282,13 +287,7 @@ def test_an_experts_nir_graph_and_the_whole_model_in_onnx(folder, tmp_path):
 
 
 def test_cli_calibrates_a_transformers_moe_folder_per_expert(tmp_path):
-    torch.manual_seed(0)
-    config = transformers.MixtralConfig(
-        vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
-        num_local_experts=4, num_experts_per_tok=2,
-    )  # fmt: skip
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "mixtral")
+    tiny_mixtral().save_pretrained(tmp_path / "mixtral")
     data = tmp_path / "ids.jsonl"
     data.write_text("".join(json.dumps({"input_ids": list(range(3 + i, 14 + i))}) + "\n"
                             for i in range(4)))  # fmt: skip

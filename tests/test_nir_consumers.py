@@ -128,19 +128,23 @@ def sample():
     return layers
 
 
-@pytest.fixture(scope="module")
-def default_exports(tmp_path_factory):
-    """`spikecode export nir --scheme S` of the bundled sample, every code."""
-    folder = tmp_path_factory.mktemp("nir")
+def _export_every_code(tmp_path_factory, name, *options):
+    """`spikecode export nir --scheme S --k K *options` of the bundled sample, every code."""
+    folder = tmp_path_factory.mktemp(name)
     out = {}
     for scheme in sc.SCHEMES:
         path = folder / scheme
-        result = CliRunner().invoke(
-            main, ["export", "nir", "--out", str(path), "--scheme", scheme, "--k", str(K)]
-        )
+        args = ["export", "nir", "--out", str(path), "--scheme", scheme, "--k", str(K), *options]
+        result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, result.output
         out[scheme] = load_nir(path)
     return out
+
+
+@pytest.fixture(scope="module")
+def default_exports(tmp_path_factory):
+    """`spikecode export nir --scheme S` of the bundled sample, every code."""
+    return _export_every_code(tmp_path_factory, "nir")
 
 
 def _check(consumer, export, sample, names):
@@ -305,18 +309,9 @@ CONSUMERS["rockpool"] = ("rockpool.nn.modules.torch.nir", run_rockpool)
 @pytest.fixture(scope="module")
 def li_exports(tmp_path_factory):
     """`spikecode export nir --scheme S --integrator LI` of the bundled sample, every code."""
-    folder = tmp_path_factory.mktemp("nir-li")
-    out = {}
-    for scheme in sc.SCHEMES:
-        path = folder / scheme
-        result = CliRunner().invoke(
-            main,
-            ["export", "nir", "--out", str(path), "--scheme", scheme, "--k", str(K),
-             "--integrator", "LI", "--include", "*layer.0.*"],
-        )  # fmt: skip
-        assert result.exit_code == 0, result.output
-        out[scheme] = load_nir(path)
-    return out
+    return _export_every_code(
+        tmp_path_factory, "nir-li", "--integrator", "LI", "--include", "*layer.0.*"
+    )
 
 
 @pytest.mark.parametrize("scheme", list(sc.SCHEMES))

@@ -10,40 +10,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_generation import make_model as generation_model
 
 from spikecode.calibration import calibrate
 from spikecode.errors import SpikecodeError
-from spikecode.models import GLASwaConfig, GLASwaForCausalLM, load_checkpoint
+from spikecode.models import load_checkpoint
 from spikecode.models.inputs import left_align, positions_from_mask
-from spikecode.nn import swap_linears
 from spikecode.testing import stats_differences, write_tiny_gla_swa_checkpoint
 
 RECIPES = [None, "all-linear", "release"]
 
 
 def make_model(recipe=None, seed=0):
-    config = GLASwaConfig(
-        vocab_size=40,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        sliding_window=4,
-        rope_theta=1e4,
-        attn_layers=(1,),
-        gate="single",
-        gla_chunk_size=4,
-    )
-    torch.manual_seed(seed)
-    model = GLASwaForCausalLM(config).double().eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0, 0.2)
-    if recipe is not None:
-        swap_linears(model, recipe=recipe)
-    return model
+    # test_generation's tiny model, cut to one GLA and one window layer
+    return generation_model(recipe, seed, num_hidden_layers=2, sliding_window=4, attn_layers=(1,))
 
 
 PROMPTS = [[5, 9, 3, 7, 1, 2, 8], [4, 6, 11], [12, 13, 14, 15, 16]]

@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from spikecode._validate import INT32_MAX, INT32_MIN, float_rows, is_torch, positive_finite
+from spikecode._validate import (
+    INT32_MAX,
+    INT32_MIN,
+    float_rows,
+    is_torch,
+    refuse_nonfinite_rows,
+    threshold_options,
+)
 from spikecode.encoders import _arrays, _plane_kernels
 from spikecode.encoders.codec import finish_train
 from spikecode.encoders.limits import DEFAULT_MAX_SPIKES
@@ -87,11 +94,7 @@ def encode_activations(
     spec = get_scheme(scheme)
     layout = check_layout(layout, auto=True)
     bit_order = check_bit_order(bit_order)
-    k = positive_finite(k, "k")
-    vth_min = positive_finite(vth_min, "vth_min")
-    vth_max = positive_finite(vth_max, "vth_max")
-    if vth_min > vth_max:
-        raise SpikecodeError(f"vth_min {vth_min} is larger than vth_max {vth_max}")
+    k, vth_min, vth_max = threshold_options(k, vth_min, vth_max)
     options = {"saturate": saturate, "zero_point": zero_point, "max_spikes": max_spikes}
     if is_torch(x) and x.device.type != "cpu":
         return _encode_torch(x, k, spec.name, T, layout, bit_order, vth_min, vth_max,
@@ -134,13 +137,7 @@ def _encode_rows(
     n_rows, features = rows.shape
     vth = np.empty(n_rows, dtype=rows.dtype)
     extremes = _plane_kernels.row_thresholds(rows, k, vth_min, vth_max, vth)
-    bad_rows = np.flatnonzero(extremes[:, 0])
-    if bad_rows.size:
-        bad = int((~np.isfinite(rows[bad_rows])).sum())
-        raise SpikecodeError(
-            f"activations contain {bad} NaN or Inf value(s) in {bad_rows.size} token(s)",
-            shape=shape,
-        )
+    refuse_nonfinite_rows(rows, extremes[:, 0], shape)
     low, high = float(extremes[:, 1].min()), float(extremes[:, 2].max())
     if low < INT32_MIN or high > INT32_MAX:
         raise SpikecodeError(

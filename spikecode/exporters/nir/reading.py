@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from spikecode._atomic import name_max
 from spikecode._validate import short_repr
 from spikecode.errors import SpikecodeError
 from spikecode.io import os_cause
@@ -129,13 +130,6 @@ def index_entries(index: Mapping[str, Any], index_path: Path) -> list[tuple[str,
     return entries
 
 
-def _name_max(folder: Path) -> int:
-    try:
-        return os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        return 255
-
-
 def check_graph_file(folder: Path, file: str, index_path: Path) -> Path:
     """The path of a file an index lists: a plain name, a regular file in ``folder``.
 
@@ -147,10 +141,10 @@ def check_graph_file(folder: Path, file: str, index_path: Path) -> Path:
         raise SpikecodeError(
             f"index entry {short_repr(file, 60)} leaves the folder", file=str(index_path)
         )
-    if len(os.fsencode(file)) > _name_max(folder):
+    if len(os.fsencode(file)) > name_max(folder):
         raise SpikecodeError(
             f"index entry {short_repr(file, 60)} is longer than file names on this system "
-            f"may be ({_name_max(folder)} bytes)",
+            f"may be ({name_max(folder)} bytes)",
             file=str(index_path),
         )
     target = folder / file

@@ -9,6 +9,8 @@ absolute times, are the result):
 * ``encode_activations(x, 3, scheme, layout=...)`` for ``planes``, ``auto`` and
   ``events`` (one fused pass from floats), ``adaptive_counts`` + ``encode(layout="auto")``,
   and the PyTorch path on CPU (``encode_activations`` of a tensor, planes);
+* ``encode(counts, scheme, layout="planes")`` alone, the counts computed beforehand (the
+  last column: the counts -> planes part of the two-step path);
 * (a) the per-time-step PyTorch way of the public SpikingBrain reference code: threshold
   and round in torch, then one dense float32 ``[N, D]`` spike frame per step, stacked
   into the ``[T, N, D]`` train;
@@ -287,10 +289,11 @@ def main() -> None:
         "| today: counts + events (ms) | fused planes (ms) | fused auto (ms) "
         "| fused events (ms) | two-step auto (ms) | torch CPU planes (ms) "
         "| (a) per-step torch (ms) | (a) / fused planes | fused planes / floor "
-        "| torch / numba | peak RSS growth fused planes (MiB) |"
+        "| torch / numba | peak RSS growth fused planes (MiB) | counts -> planes (ms) |"
     )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
+    counts, _ = spikecode.adaptive_counts(x, k=3.0)
     for scheme in args.schemes:
         fns = {
             "today": lambda s=scheme: today(x, s),
@@ -299,6 +302,9 @@ def main() -> None:
             "events": lambda s=scheme: fused(x, s, "events"),
             "two_step": lambda s=scheme: two_step(x, s, "auto"),
             "torch": lambda s=scheme: fused(xt, s, "planes"),
+            "counts_planes": lambda s=scheme: spikecode.encode(
+                counts, s, layout="planes", max_spikes=None
+            ),
         }
         src = np.ones(64 * 2**20, dtype=np.float32)  # the floor's copy, 256 MiB
         dst = np.empty_like(src)
@@ -320,7 +326,8 @@ def main() -> None:
             f"| {t['today'] * 1e3:.1f} | {t['planes'] * 1e3:.1f} | {t['auto'] * 1e3:.1f} "
             f"| {t['events'] * 1e3:.1f} | {t['two_step'] * 1e3:.1f} | {t['torch'] * 1e3:.1f} "
             f"| {t_ref * 1e3:.0f} | {t_ref / t['planes']:.0f}× | {t['planes'] / floor:.2f} "
-            f"| {t['torch'] / t['planes']:.2f} | {growth / 2**20:.0f} |"
+            f"| {t['torch'] / t['planes']:.2f} | {growth / 2**20:.0f} "
+            f"| {t['counts_planes'] * 1e3:.1f} |"
         )
     print(f"load average after: {loadavg()}")
 

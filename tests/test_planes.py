@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import spikecode
-from spikecode.encoders import SCHEMES, get_scheme
+from spikecode.encoders import SCHEMES, _plane_kernels, get_scheme
 from spikecode.encoders import _reference as ref
 from spikecode.encoders._arrays import layout_nbytes
 
@@ -117,6 +117,76 @@ def test_long_unary_trains_span_several_chunks():
         check_planes_against_oracle(train, huge)
         t_train = spikecode.encode(torch.from_numpy(huge), scheme, layout="planes")
         np.testing.assert_array_equal(t_train.planes, train.planes)
+
+
+#: Row magnitudes on both sides of counts_planes' byte limits (128 binary/ternary, 255
+#: bitwise): rows at or below take the byte packing, rows above the per-row _emit_row.
+LIMIT_TOPS = [0, 1, 7, 8, 9, 127, 128, 129, 254, 255, 256, 300]
+
+
+def check_counts_planes_per_row(counts, scheme, bit_order="msb", **kwargs):
+    """encode(layout="planes") against the oracle, and the kernel's spikes row by row."""
+    train = spikecode.encode(counts, scheme, bit_order=bit_order, layout="planes", **kwargs)
+    clipped = spikecode.decode(train)
+    check_planes_against_oracle(train, clipped)
+    spec = get_scheme(scheme)
+    rows = clipped.reshape(-1, clipped.shape[-1]).astype(np.int32)
+    width = train.planes.shape[2]
+    planes = np.zeros((train.T, rows.shape[0], width), np.uint8)
+    sign = np.zeros((rows.shape[0] if spec.signed else 0, width), np.uint8)
+    spikes = _plane_kernels.counts_planes(
+        rows, spec.code, train.T, train.zero_point, bit_order == "msb", planes, sign
+    )
+    dense = ref.dense_train(rows, spec, train.T, train.zero_point, bit_order)
+    np.testing.assert_array_equal(spikes, np.count_nonzero(dense, axis=(0, 2)))
+    np.testing.assert_array_equal(planes, train.planes.reshape(planes.shape))
+    return train
+
+
+@st.composite
+def mixed_rows(draw):
+    """int32 counts whose rows reach magnitudes on either side of the byte limits."""
+    features = draw(st.integers(1, 21))
+    tops = draw(st.lists(st.sampled_from(LIMIT_TOPS), min_size=1, max_size=8))
+    rows = []
+    for top in tops:
+        row = draw(hnp.arrays(np.int32, features, elements=st.integers(-top, top)))
+        row[draw(st.integers(0, features - 1))] = top * draw(st.sampled_from([1, -1]))
+        rows.append(row)
+    return np.stack(rows)
+
+
+@FEWER
+@given(mixed_rows(), st.sampled_from(ALL), st.sampled_from(["msb", "lsb"]))
+def test_counts_planes_mix_byte_packed_and_per_element_rows(counts, scheme, bit_order):
+    # counts_planes packs each row from one byte per element when its magnitudes allow
+    # and element by element otherwise; rows of both kinds in one array, every code.
+    check_counts_planes_per_row(counts, scheme, bit_order)
+
+
+@pytest.mark.parametrize("scheme", ALL)
+@pytest.mark.parametrize("bit_order", ["msb", "lsb"])
+def test_counts_planes_rows_on_both_sides_of_the_byte_limits(rng, scheme, bit_order):
+    counts = rng.integers(-300, 301, size=(len(LIMIT_TOPS), 45)).astype(np.int32)
+    tops = np.array(LIMIT_TOPS)
+    counts = np.clip(counts, -tops[:, None], tops[:, None])
+    counts[:, 3] = tops
+    counts[1::2, 7] = -tops[1::2]
+    spec = get_scheme(scheme)
+    options = [{}]
+    if spec.bitwise:  # two's complement: T <= 8 packs bytes, T = 9 does not
+        options += [{"T": 8, "saturate": True}, {"T": 9, "saturate": True}]
+    else:  # T below the rows' magnitudes: saturated rows of 128 and fewer steps
+        options += [{"T": 100, "saturate": True}, {"T": 128, "saturate": True}]
+    if spec.unsigned_counts:  # zero points that move rows across the limits
+        low = int(counts.min())
+        options += [{"zero_point": low}, {"zero_point": low - 1}]
+        if spec.bitwise:  # beyond int32 (the float kernels' byte packing needs int32)
+            options += [{"zero_point": -(2**31) - 3}]
+    for kwargs in options:
+        train = check_counts_planes_per_row(counts, scheme, bit_order, **kwargs)
+        events = spikecode.encode(counts, scheme, bit_order=bit_order, layout="events", **kwargs)
+        assert train.equals(events) and train.clipped == events.clipped
 
 
 # ------------------------------------------------------------------------------ auto

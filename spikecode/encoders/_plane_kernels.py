@@ -204,8 +204,18 @@ def _quantize_row(row, v, lo, hi, clip, zero_point, code, T, lanes, signs):
 
 
 @inline_helper
+def _byte_sum(w):
+    """Sum of the eight bytes of an int64 (two SWAR folds; at most 2040)."""
+    s = (w & 0x00FF00FF00FF00FF) + ((w >> 8) & 0x00FF00FF00FF00FF)
+    return ((s * 0x0001000100010001) >> 48) & 0xFFFF
+
+
+@inline_helper
 def _bytes_planes(lanes, signs, code, T, msb, top, zeroed, planes, sign_plane, i):
-    """Planes and sign bytes of row ``i`` from :func:`_quantize_row`'s bytes; spikes.
+    """Planes and sign bytes of row ``i`` from one byte per element; return its spikes.
+
+    ``lanes`` and ``signs`` are what :func:`_quantize_row` or :func:`_count_bytes`
+    write, zero past the row's elements (the padding of the last group).
 
     Needs every bit the row sets to be in its bytes: ``top`` (the row's largest
     magnitude) below 256 for the bitwise codes, at most 128 for binary/ternary (checked
@@ -213,8 +223,9 @@ def _bytes_planes(lanes, signs, code, T, msb, top, zeroed, planes, sign_plane, i
     group and no branch, so it vectorizes. Bitwise: plane ``b``'s byte gathers bit ``b``
     of the group's eight bytes with one multiplication. Unary: step ``t`` fires where
     ``|d| > t``; adding ``127 - t`` to every byte sets its bit 7 exactly then (no byte
-    carries into the next while ``|d| <= 128``), and those bits are gathered. Unless
-    ``zeroed``, the row's planes the row does not reach are written 0 as well.
+    carries into the next while ``|d| <= 128``), and those bits are gathered; the spikes
+    are the sum of ``min(|d|, T)``. Unless ``zeroed``, the row's planes the row does not
+    reach are written 0 as well.
     """
     groups = planes.shape[2]
     words = lanes.view(np.int64)
@@ -232,7 +243,14 @@ def _bytes_planes(lanes, signs, code, T, msb, top, zeroed, planes, sign_plane, i
         if not zeroed:
             for t in range(min(top, T), T):
                 planes[t, i, :] = 0
-        return np.int64(0)
+        spikes = np.int64(0)  # sum of min(|d|, T); the padding bytes are 0
+        if top <= T:  # min(|d|, T) = |d|
+            for g in range(groups):
+                spikes += _byte_sum(words[g])
+        else:
+            for j in range(lanes.shape[0]):
+                spikes += min(np.int64(lanes[j]), T)
+        return spikes
     if code == TWOS:
         steps = T
     else:
@@ -252,13 +270,6 @@ def _bytes_planes(lanes, signs, code, T, msb, top, zeroed, planes, sign_plane, i
         for b in range(steps, T):
             planes[T - 1 - b if msb else b, i, :] = 0
     return total
-
-
-@inline_helper
-def _byte_sum(w):
-    """Sum of the eight bytes of an int64 (two SWAR folds; at most 2040)."""
-    s = (w & 0x00FF00FF00FF00FF) + ((w >> 8) & 0x00FF00FF00FF00FF)
-    return ((s * 0x0001000100010001) >> 48) & 0xFFFF
 
 
 @inline_helper
@@ -301,15 +312,6 @@ def _float_row(row, v, qlow, qhigh, lo, hi, zero_point, code, T, msb, lanes, sig
         negative = np.int64(0)
         for g in range(groups):
             negative += _popcount(sign_words[g])
-        if code <= TERNARY:
-            spikes = np.int64(0)
-            if top <= T:  # min(|d|, T) = |d|
-                words = lanes.view(np.int64)
-                for g in range(groups):
-                    spikes += _byte_sum(words[g])
-            else:
-                for j in range(row.shape[0]):
-                    spikes += min(np.int64(lanes[j]), T)
         return spikes, clipped, negative, low, high
     clipped = 0
     negative = 0
@@ -325,15 +327,55 @@ def _float_row(row, v, qlow, qhigh, lo, hi, zero_point, code, T, msb, lanes, sig
     return spikes, clipped, negative, low, high
 
 
+@inline_helper
+def _count_bytes(values, zero_point, code, T, lanes, signs):
+    """:func:`_quantize_row` for int32 counts: the bytes of ``d = c - zero_point``.
+
+    ``lanes[j]`` is the low byte of ``|d|`` (two's complement: of its T-bit pattern) and
+    ``signs[j]`` is 1 where ``d < 0``. The arithmetic is int64, exact for any int32
+    count and int64 zero point the plan allows, so no precondition: the caller checks
+    the returned largest ``|d|`` to see whether the bytes hold every bit of the row. One
+    loop without branches (it vectorizes).
+    """
+    twos = code == TWOS
+    mask = ((np.int64(1) << T) - 1) if twos else np.int64(-1)
+    top = np.int64(0)
+    for j in range(values.shape[0]):
+        d = np.int64(values[j]) - zero_point
+        m = abs(d)
+        top = max(top, m)
+        lanes[j] = (d & mask) if twos else m
+        signs[j] = d < 0
+    return top
+
+
 @kernel("int64[::1](int32[:, ::1], int64, int64, int64, boolean, uint8[:, :, ::1], uint8[:, ::1])")
 def counts_planes(counts, code, T, zero_point, msb, planes, sign_plane):  # pragma: no cover
-    """Counts -> zeroed ``planes`` (and ``sign_plane`` when it has rows); spikes per row."""
+    """Counts -> zeroed ``planes`` (and ``sign_plane`` when it has rows); spikes per row.
+
+    A row whose bits all fit one byte per element (largest ``|d|`` at most 128 for
+    binary/ternary, 255 for the bitwise codes; two's complement with ``T <= 8``) is
+    reduced to bytes by :func:`_count_bytes` and packed by :func:`_bytes_planes`, as the
+    float kernels do; other rows go through :func:`_emit_row`.
+    """
     rows = counts.shape[0]
     width = planes.shape[2] * 8
+    limit = 128 if code <= TERNARY else 255
+    bytes_ok = code != TWOS or T <= 8
     spikes = np.zeros(rows, dtype=np.int64)
-    for i in prange(rows):
-        lanes = np.zeros(width, dtype=np.uint8)
-        spikes[i] = _emit_row(counts[i], zero_point, lanes, code, T, msb, planes, sign_plane, i)
+    for tile in prange((rows + _ROW_TILE - 1) // _ROW_TILE):
+        lanes = np.zeros(width, dtype=np.uint8)  # the padding bytes stay 0
+        signs = np.zeros(width, dtype=np.uint8)
+        for i in range(tile * _ROW_TILE, min(rows, (tile + 1) * _ROW_TILE)):
+            if bytes_ok:
+                top = _count_bytes(counts[i], zero_point, code, T, lanes, signs)
+                if top <= limit:
+                    spikes[i] = _bytes_planes(lanes, signs, code, T, msb, top, True, planes,
+                                              sign_plane, i)  # fmt: skip
+                    continue
+            # _emit_row rewrites every element's lane it reads; the padding stays 0
+            spikes[i] = _emit_row(counts[i], zero_point, lanes, code, T, msb, planes,
+                                  sign_plane, i)  # fmt: skip
     return spikes
 
 

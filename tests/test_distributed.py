@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_moe_calibration import TEXTS as MOE_CALIBRATION_TEXTS
 
 import spikecode
 from spikecode.calibration import (
@@ -463,17 +464,10 @@ def test_merge_refuses_absurd_offsets_before_allocating(parts, tmp_path):
 
 # --------------------------------------------------------------------------- MoE parts
 
-# Tiny MoE model (4 experts, top-1): with these texts, one sample per batch, the MoE layer
-# below routes the first shard to experts 1 and 3 and the second to experts 2 and 3;
-# expert 0 gets no token at all (the fixture asserts it).
-MOE_TEXTS = [
-    "hello world the spiking brain model",
-    "spike count token linear attention",
-    "the model the token the count",
-    "hello spike brain",
-    "linear attention spiking model world hello",
-    "count the spikes",
-]
+# Tiny MoE model (4 experts, top-1): with the MoE calibration tests' texts, one sample per
+# batch, the MoE layer below routes the first shard to experts 1 and 3 and the second to
+# experts 2 and 3; expert 0 gets no token at all (the fixture asserts it).
+MOE_TEXTS = MOE_CALIBRATION_TEXTS
 MOE_SHARDS = ([0, 4], [1, 2, 3, 5])
 MOE = "model.layers.1.mlp"
 

@@ -653,13 +653,23 @@ def _assemble(
     recipe: RecipeInfo,
     routing: RoutingCounter,
 ) -> CalibrationStats:
+    routing_stats = [
+        RoutingStats(
+            layer,
+            len(counts),
+            routing.top_k.get(layer, 1),
+            routing.tokens[layer],
+            tuple(int(n) for n in counts),
+        )
+        for layer, counts in routing.counts.items()
+    ]
     # A routed expert that no token reached has nothing to report (SPEC §8): its
-    # routing entry says 0 tokens.
-    experts = tuple(f"{layer}.experts." for layer in routing.counts)
+    # routing entry says 0 tokens. Which layers are routed experts' is what merges read
+    # from the file too (RoutingStats.expert_of).
     for name in [
         name
         for name, acc in accumulator.accumulators.items()
-        if acc.tokens == 0 and name.startswith(experts)
+        if acc.tokens == 0 and any(moe.expert_of(name) is not None for moe in routing_stats)
     ]:
         del accumulator.accumulators[name]
     layers = accumulator.results()
@@ -675,14 +685,5 @@ def _assemble(
         error_rows=error_rows,
         error_stride=None if error_rows is None else first.error_stride,
         recipe=recipe,
-        routing=[
-            RoutingStats(
-                layer,
-                len(counts),
-                routing.top_k.get(layer, 1),
-                routing.tokens[layer],
-                tuple(int(n) for n in counts),
-            )
-            for layer, counts in routing.counts.items()
-        ],
+        routing=routing_stats,
     )

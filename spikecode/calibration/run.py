@@ -346,7 +346,7 @@ class StatsAccumulator:
         # announced with begin_batch, and only as long as the input really is the same.
         self._batches = 0
         # The layer whose stream the last call fed, its rows and their version counter.
-        self._last: tuple[LayerAccumulator, torch.Tensor, int] | None = None
+        self._last: tuple[LayerAccumulator, torch.Tensor, int | None] | None = None
 
     def begin_batch(self) -> None:
         """Announce a new forward pass.
